@@ -1,0 +1,20 @@
+# Build a wheel, then install it into a slim image that runs as a non-root user.
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY bot ./bot
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+
+FROM python:3.11-slim
+RUN useradd --create-home --uid 10001 seqbot \
+    && mkdir /data && chown seqbot:seqbot /data
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+USER seqbot
+WORKDIR /home/seqbot
+ENV DATABASE_PATH=/data/seqbot.sqlite3 \
+    PYTHONUNBUFFERED=1
+# The job database lives on a volume, so jobs survive a new container.
+VOLUME ["/data"]
+# TELEGRAM_BOT_TOKEN and RUNCOMFY_API_TOKEN come from `docker run --env-file .env`.
+CMD ["python", "-m", "bot"]

@@ -1,0 +1,107 @@
+"""Wiring: the Application, its handlers, and the long-lived clients."""
+
+from __future__ import annotations
+
+import logging
+
+from telegram import BotCommand, Update
+from telegram.ext import (
+    AIORateLimiter,
+    Application,
+    ApplicationBuilder,
+    CallbackQueryHandler,
+    CommandHandler,
+    filters,
+)
+from telegram.request import HTTPXRequest
+
+from bot import handlers, render
+from bot.config import Settings
+from bot.jobs import JobRunner
+from bot.runcomfy import RunComfyClient
+from bot.store import Store
+
+log = logging.getLogger(__name__)
+
+COMMANDS = [
+    BotCommand("seq", "Make a series of images: /seq 4 16:9 prompt"),
+    BotCommand("help", "How to use the bot"),
+]
+ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
+
+
+def build_application(settings: Settings) -> Application:  # type: ignore[type-arg]
+    """The bot, ready to run; clients open in ``post_init`` and close in ``post_shutdown``."""
+    app = (
+        ApplicationBuilder()
+        .token(settings.telegram_token)
+        .base_url(settings.telegram_api_base_url)
+        .base_file_url(settings.telegram_file_base_url)
+        .request(
+            HTTPXRequest(
+                connection_pool_size=64,
+                connect_timeout=10.0,
+                read_timeout=30.0,
+                write_timeout=30.0,
+                # Albums of ten multi-MB photos take a while to upload.
+                media_write_timeout=120.0,
+            )
+        )
+        .rate_limiter(AIORateLimiter(max_retries=3))
+        .concurrent_updates(True)
+        .post_init(_post_init)
+        .post_stop(_post_stop)
+        .post_shutdown(_post_shutdown)
+        .build()
+    )
+    app.bot_data["settings"] = settings
+    # An edited /seq must never start a second paid job: only new messages count.
+    new_messages = filters.UpdateType.MESSAGE
+    app.add_handler(CommandHandler(["start", "help"], handlers.start, filters=new_messages))
+    app.add_handler(CommandHandler("seq", handlers.seq, filters=new_messages))
+    app.add_handler(
+        CallbackQueryHandler(handlers.cancel_button, pattern=f"^{render.CANCEL_PREFIX}")
+    )
+    app.add_handler(CallbackQueryHandler(handlers.stale_button))
+    app.add_error_handler(handlers.on_error)
+    return app
+
+
+async def _post_init(app: Application) -> None:  # type: ignore[type-arg]
+    settings: Settings = app.bot_data["settings"]
+    store = Store(settings.database_path)
+    client = RunComfyClient(
+        base_url=settings.runcomfy_api_base_url,
+        token=settings.runcomfy_token,
+        timeout=settings.http_timeout,
+        # Retries back off from a fraction of the poll interval, so tests with fast polls stay fast.
+        backoff=min(settings.poll_interval / 2, 1.0),
+    )
+    runner = JobRunner(bot=app.bot, store=store, client=client, settings=settings)
+    app.bot_data.update(store=store, client=client, runner=runner)
+    await app.bot.set_my_commands(COMMANDS)
+    log.info(
+        "seqbot started as @%s; database %s; Telegram API %s; RunComfy API %s; poll every %ss",
+        app.bot.username,
+        settings.database_path.resolve(),
+        settings.telegram_api_base_url,
+        settings.runcomfy_api_base_url,
+        settings.poll_interval,
+    )
+    await runner.resume_all()
+
+
+async def _post_stop(app: Application) -> None:  # type: ignore[type-arg]
+    runner: JobRunner | None = app.bot_data.get("runner")
+    if runner:
+        await runner.stop()
+
+
+async def _post_shutdown(app: Application) -> None:  # type: ignore[type-arg]
+    client: RunComfyClient | None = app.bot_data.get("client")
+    if client:
+        await client.aclose()
+    store: Store | None = app.bot_data.get("store")
+    if store:
+        store.close()
+    log.info("seqbot stopped; unfinished jobs resume at the next start")

@@ -1,0 +1,65 @@
+"""Errors whose message is safe to show to a user.
+
+SeqbotError                 user_message: short, friendly, no secrets
+├── ConfigError             a missing or malformed setting (names the variable)
+├── InputError              a /seq command we will not submit
+└── RunComfyError           RunComfy answered badly or not at all
+    ├── TransientError      worth retrying: 5xx, 429, timeouts, refused connections, broken JSON
+    ├── PermanentError      not worth retrying: bad token, no balance, input refused, unknown id
+    └── SubmitUnknownError  the submit POST may or may not have reached RunComfy
+"""
+
+from __future__ import annotations
+
+
+class SeqbotError(Exception):
+    """Base error; ``user_message`` is what the chat may see."""
+
+    def __init__(self, user_message: str, *, detail: str | None = None) -> None:
+        super().__init__(detail or user_message)
+        self.user_message = user_message
+
+
+class ConfigError(SeqbotError):
+    """A setting is missing or malformed."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable} {problem}")
+        self.variable = variable
+
+
+class InputError(SeqbotError):
+    """The user's command cannot be turned into a job."""
+
+
+class RunComfyError(SeqbotError):
+    """A RunComfy call failed."""
+
+
+class TransientError(RunComfyError):
+    """A failure that may go away if we ask again later."""
+
+    def __init__(
+        self, user_message: str, *, detail: str | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(user_message, detail=detail)
+        self.retry_after = retry_after
+
+
+class PermanentError(RunComfyError):
+    """A failure that asking again will not fix (for example a bad token or no balance)."""
+
+    def __init__(
+        self,
+        user_message: str,
+        *,
+        detail: str | None = None,
+        operator_problem: bool = False,
+    ) -> None:
+        super().__init__(user_message, detail=detail)
+        # True when the operator, not the user, must act (token, balance): logged prominently.
+        self.operator_problem = operator_problem
+
+
+class SubmitUnknownError(RunComfyError):
+    """The submit request was sent but no answer came back: it may have been billed."""

@@ -1,0 +1,515 @@
+"""The life of a job: submit once, poll to the end, deliver once; resume after a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from typing import Any
+
+from telegram import (
+    Bot,
+    InputMediaDocument,
+    InputMediaPhoto,
+    Message,
+    ReplyParameters,
+)
+from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
+
+from bot import render, runcomfy, schema
+from bot.command import SeqRequest
+from bot.config import Settings
+from bot.errors import PermanentError, SeqbotError, SubmitUnknownError, TransientError
+from bot.images import DOCUMENT_MAX_BYTES, BadImage, ImageInfo, inspect
+from bot.runcomfy import RunComfyClient
+from bot.store import CANCELLABLE, Job, Status, Store
+
+log = logging.getLogger(__name__)
+
+_RETRY_AFTER_RE = re.compile(r"retry after (\d+)", re.IGNORECASE)
+_SEND_ATTEMPTS = 6
+_DOWNLOADS_AT_ONCE = 4
+_DELIVERIES_AT_ONCE = 8
+
+
+class DeliveryFailed(SeqbotError):
+    """Telegram would not take the images, after retries."""
+
+
+class JobRunner:
+    """Owns every active job: one asyncio task each, SQLite as the record."""
+
+    def __init__(
+        self, *, bot: Bot, store: Store, client: RunComfyClient, settings: Settings
+    ) -> None:
+        self.bot = bot
+        self.store = store
+        self.client = client
+        self.settings = settings
+        # The same Job object is shared by a job's task and the Cancel button.
+        self.active: dict[int, Job] = {}
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._downloads = asyncio.Semaphore(_DOWNLOADS_AT_ONCE)
+        self._deliveries = asyncio.Semaphore(_DELIVERIES_AT_ONCE)
+
+    # ---- starting, resuming, stopping -------------------------------------------------------
+
+    async def start(self, request: SeqRequest, message: Message) -> Job | None:
+        """Record the job, reply with its status message, then submit it in the background."""
+        user = message.from_user
+        job = self.store.create_job(
+            chat_id=message.chat.id,
+            message_id=message.message_id,
+            count=request.count,
+            size=request.size,
+            mode=request.mode,
+            seed=request.seed,
+            prompt=request.prompt,
+            text=request.text,
+            user_id=user.id if user else None,
+            user_name=(user.username or user.full_name) if user else None,
+            thread_id=message.message_thread_id if message.is_topic_message else None,
+            chat_type=message.chat.type,
+        )
+        if job is None:
+            log.info(
+                "chat %s message %s already has a job; ignored", message.chat.id, message.message_id
+            )
+            return None
+        self._log(job, "recorded")
+        self.active[job.id] = job
+        self._spawn(job)
+        return job
+
+    async def resume_all(self) -> int:
+        """Pick up every unfinished job from SQLite; returns how many."""
+        jobs = self.store.unfinished()
+        for job in jobs:
+            self.active[job.id] = job
+            self._spawn(job)
+        if jobs:
+            log.info("resuming %d unfinished job(s)", len(jobs))
+        return len(jobs)
+
+    def _spawn(self, job: Job) -> None:
+        task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
+        self._tasks[job.id] = task
+        task.add_done_callback(lambda _t: self._tasks.pop(job.id, None))
+
+    async def stop(self) -> None:
+        """Stop every job task; their state stays in SQLite to be resumed."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def wait_idle(self) -> None:
+        """Wait until no job task is running (for tests and benchmarks)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
+
+    def find(self, job_id: int) -> Job | None:
+        """The live Job object if the job is active, else the stored row."""
+        return self.active.get(job_id) or self.store.get(job_id)
+
+    # ---- the life of one job ----------------------------------------------------------------
+
+    async def _run(self, job: Job) -> None:
+        try:
+            if job.status_message_id is None and not job.final:
+                await self._post_status(job)
+            if job.status == Status.NEW:
+                await self._submit(job)
+            elif job.status == Status.SUBMITTING:
+                # The process stopped during the POST: it may have been billed. Never resubmit.
+                await self._finish(
+                    job,
+                    Status.FAILED,
+                    error="The bot restarted while sending this job, so it is unclear whether it "
+                    "started. It was not sent again, to avoid charging twice. "
+                    "Please send the command again if no images arrive.",
+                )
+            if job.status in (Status.QUEUED, Status.RUNNING):
+                await self._poll(job)
+            if job.status == Status.SENDING:
+                async with self._deliveries:
+                    await self._deliver(job)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._fail(job, exc)
+        finally:
+            if job.final:
+                self.active.pop(job.id, None)
+
+    async def _fail(self, job: Job, exc: Exception) -> None:
+        """End the job with a message that says why; never raises."""
+        show = True
+        if isinstance(exc, Forbidden):
+            # Blocked by the user or removed from the chat: nothing more can be said there.
+            log.warning("job %d: chat %d refuses messages (%s)", job.id, job.chat_id, exc.message)
+            error, show = "The bot cannot post in this chat.", False
+        elif isinstance(exc, SeqbotError):
+            if isinstance(exc, PermanentError) and exc.operator_problem:
+                log.error("OPERATOR ACTION NEEDED: RunComfy refused job %d: %s", job.id, exc)
+            else:
+                log.warning("job %d failed: %s", job.id, exc)
+            error = exc.user_message
+        else:
+            log.error("job %d failed unexpectedly", job.id, exc_info=exc)
+            error = "Something went wrong on our side."
+        try:
+            await self._finish(job, Status.FAILED, error=error, show=show)
+        except Exception as again:  # the chat may refuse even the failure notice
+            log.warning("job %d: could not report the failure: %s", job.id, again)
+
+    async def _post_status(self, job: Job) -> None:
+        """Reply to the command with the status message (before anything is billed)."""
+        text, markup = render.status_text(job), render.status_keyboard(job)
+        message = await self._with_retries(
+            lambda: self.bot.send_message(
+                chat_id=job.chat_id,
+                text=text,
+                reply_markup=markup,
+                message_thread_id=job.thread_id,
+                reply_parameters=self._reply_to(job),
+            )
+        )
+        self.store.update(
+            job, status_message_id=message.message_id, status_shown=_shown(text, markup)
+        )
+
+    async def _submit(self, job: Job) -> None:
+        if job.cancel_requested:
+            await self._finish(job, Status.CANCELLED)
+            return
+        payload = schema.build_payload(
+            text=job.text, count=job.count, size=job.size, mode=job.mode, seed=job.seed
+        )
+        # Written before the POST: a crash from here on is never resubmitted.
+        self._set(job, Status.SUBMITTING)
+        try:
+            submission = await self.client.submit(payload)
+        except SubmitUnknownError as exc:
+            log.error("job %d: submit outcome unknown (%s); not resubmitted", job.id, exc)
+            await self._finish(
+                job,
+                Status.FAILED,
+                error=f"{exc.user_message} It was not sent again, to avoid charging twice. "
+                "Please send the command again if no images arrive.",
+            )
+            return
+        self._set(job, Status.QUEUED, request_id=submission.request_id, submitted_at=time.time())
+        if job.cancel_requested:
+            await self.cancel(job)
+        else:
+            await self._show(job)
+
+    async def _poll(self, job: Job) -> None:
+        assert job.request_id is not None
+        deadline = (job.submitted_at or job.created_at) + self.settings.job_deadline
+        while not job.final:
+            last_check = time.time() >= deadline
+            state: runcomfy.JobState | None = None
+            try:
+                state = await self.client.status(job.request_id)
+            except TransientError as exc:
+                log.warning("job %d: status check failed, will retry: %s", job.id, exc)
+            if job.final:  # cancelled by a button tap meanwhile
+                return
+            if state is not None:
+                if state.status == runcomfy.QUEUED:
+                    self._set(job, Status.QUEUED, queue_position=state.queue_position)
+                elif state.status == runcomfy.RUNNING:
+                    self._set(job, Status.RUNNING, started_at=job.started_at or time.time())
+                elif state.status == runcomfy.CANCELLED:
+                    await self._finish(job, Status.CANCELLED)
+                    return
+                elif await self._fetch_result(job):
+                    return
+                if not job.final:
+                    await self._show(job)
+            if last_check and not job.final:
+                await self._time_out(job)
+                return
+            await asyncio.sleep(self.settings.poll_interval)
+
+    async def _fetch_result(self, job: Job) -> bool:
+        """After a final status: fetch the result once. True when the job moved on."""
+        assert job.request_id is not None
+        result = await self.client.result(job.request_id)
+        if result.status == runcomfy.FAILED:
+            reason = result.error or "RunComfy could not make the images."
+            await self._finish(job, Status.FAILED, error=_plain(reason), cost=result.cost)
+            return True
+        if result.status == runcomfy.CANCELLED:
+            await self._finish(job, Status.CANCELLED)
+            return True
+        if result.status != runcomfy.COMPLETED:
+            return False  # status and result disagree for a moment: poll again
+        if not result.images:
+            await self._finish(
+                job,
+                Status.FAILED,
+                error="RunComfy finished but returned no images.",
+                cost=result.cost,
+            )
+            return True
+        self._set(job, Status.SENDING, image_urls=list(result.images), cost=result.cost)
+        await self._show(job)
+        return True
+
+    async def _time_out(self, job: Job) -> None:
+        if job.status == Status.QUEUED and job.request_id:
+            # Still waiting after the deadline: stop it so it is not billed for nothing.
+            try:
+                await self.client.cancel(job.request_id)
+            except SeqbotError as exc:
+                log.warning("job %d: cancel at deadline failed: %s", job.id, exc)
+        await self._finish(job, Status.TIMED_OUT)
+
+    # ---- delivery ---------------------------------------------------------------------------
+
+    async def _deliver(self, job: Job) -> None:
+        data: dict[int, bytes] = {}
+        if job.plan is None:
+            infos, problems = await self._download_all(job, data)
+            photos = [i for i, info in sorted(infos.items()) if info.as_photo]
+            documents = [i for i, info in sorted(infos.items()) if not info.as_photo]
+            note = _problems_note(problems)
+            if not photos and not documents:
+                await self._finish(job, Status.FAILED, error=f"No image could be delivered. {note}")
+                return
+            self.store.update(job, plan=render.delivery_plan(photos, documents), error=note or None)
+        assert job.plan is not None
+        for number, unit in enumerate(job.plan):
+            if number in job.delivered:
+                continue
+            for index in unit["items"]:
+                if index not in data:  # resumed: fetch only what is still to be sent
+                    data[index] = await self._download(job, index)
+            await self._send_unit(job, unit, data, with_caption=number == 0)
+            self.store.update(
+                job,
+                delivered=[*job.delivered, number],
+                delivered_images=job.delivered_images + len(unit["items"]),
+            )
+            for index in unit["items"]:
+                data.pop(index, None)
+        await self._finish(job, Status.DONE, error=job.error)
+
+    async def _download(self, job: Job, index: int) -> bytes:
+        async with self._downloads:
+            return await self.client.download(job.image_urls[index], max_bytes=DOCUMENT_MAX_BYTES)
+
+    async def _download_all(
+        self, job: Job, data: dict[int, bytes]
+    ) -> tuple[dict[int, ImageInfo], list[str]]:
+        async def one(index: int) -> ImageInfo:
+            raw = await self._download(job, index)
+            info = await asyncio.to_thread(inspect, raw)
+            data[index] = raw
+            return info
+
+        results = await asyncio.gather(
+            *(one(i) for i in range(len(job.image_urls))), return_exceptions=True
+        )
+        infos: dict[int, ImageInfo] = {}
+        problems: list[str] = []
+        for index, outcome in enumerate(results):
+            if isinstance(outcome, ImageInfo):
+                infos[index] = outcome
+            elif isinstance(outcome, BadImage | PermanentError):
+                log.warning("job %d: image %d unusable: %s", job.id, index + 1, outcome)
+                problems.append(f"image {index + 1}: {outcome}")
+            elif isinstance(outcome, BaseException):
+                raise outcome
+        return infos, problems
+
+    async def _send_unit(
+        self, job: Job, unit: dict[str, Any], data: dict[int, bytes], *, with_caption: bool
+    ) -> None:
+        items: list[int] = unit["items"]
+        caption = render.caption(job) if with_caption else None
+        photo = unit["kind"] == "photo"
+        common: dict[str, Any] = {
+            "chat_id": job.chat_id,
+            "message_thread_id": job.thread_id,
+            "reply_parameters": self._reply_to(job),
+        }
+
+        def name(index: int) -> str:
+            return f"seq-{job.id}-{index + 1}.{_extension(data[index])}"
+
+        async def send() -> object:
+            if len(items) == 1:
+                index = items[0]
+                if photo:
+                    return await self.bot.send_photo(
+                        photo=data[index], filename=name(index), caption=caption, **common
+                    )
+                return await self.bot.send_document(
+                    document=data[index], filename=name(index), caption=caption, **common
+                )
+            media_cls = InputMediaPhoto if photo else InputMediaDocument
+            media = [
+                media_cls(
+                    media=data[index], filename=name(index), caption=caption if n == 0 else None
+                )
+                for n, index in enumerate(items)
+            ]
+            return await self.bot.send_media_group(media=media, **common)
+
+        await self._with_retries(send)
+
+    async def _with_retries(self, send: Any) -> Any:
+        """Call Telegram, waiting out flood limits and network trouble; Forbidden is final."""
+        delay = 1.0
+        for attempt in range(1, _SEND_ATTEMPTS + 1):
+            try:
+                return await send()
+            except RetryAfter as exc:
+                wait = _seconds(exc.retry_after)
+            except BadRequest as exc:
+                # An album can be refused with "retry after N" as a 400, not a 429.
+                m = _RETRY_AFTER_RE.search(exc.message)
+                if not m:
+                    raise DeliveryFailed(
+                        "Telegram refused the images.", detail=exc.message
+                    ) from None
+                wait = float(m.group(1))
+            except Forbidden:
+                raise
+            except NetworkError as exc:  # includes TimedOut
+                log.warning("Telegram send failed (attempt %d): %s", attempt, exc)
+                wait, delay = delay, min(delay * 2, 30.0)
+            if attempt < _SEND_ATTEMPTS:
+                await asyncio.sleep(wait)
+        raise DeliveryFailed("Telegram did not accept the images after several tries.")
+
+    # ---- cancel -----------------------------------------------------------------------------
+
+    async def cancel(self, job: Job) -> str:
+        """Cancel at RunComfy: ``cancelled``, ``pending`` (before submit), ``too_late`` or ``final``."""
+        if job.final:
+            return "final"
+        if job.status not in CANCELLABLE:
+            return "too_late"
+        if job.request_id is None:
+            # Not submitted yet: the job's task cancels it as soon as it can.
+            self.store.update(job, cancel_requested=1)
+            await self._show(job)
+            if job.status == Status.NEW and job.id not in self._tasks:
+                await self._finish(job, Status.CANCELLED)
+                return "cancelled"
+            return "pending"
+        if await self.client.cancel(job.request_id):
+            await self._finish(job, Status.CANCELLED)
+            return "cancelled"
+        if not job.final:
+            self._set(job, Status.RUNNING, started_at=job.started_at or time.time())
+            await self._show(job)
+        return "too_late"
+
+    # ---- state and the status message -------------------------------------------------------
+
+    def _set(self, job: Job, status: Status, **changes: Any) -> None:
+        changed = status != job.status
+        self.store.update(job, status=status, **changes)
+        if changed:
+            self._log(job, status.value)
+
+    async def _finish(
+        self,
+        job: Job,
+        status: Status,
+        *,
+        error: str | None = None,
+        show: bool = True,
+        **changes: Any,
+    ) -> None:
+        if job.final:
+            return
+        self._set(job, status, error=error, finished_at=time.time(), **changes)
+        self.active.pop(job.id, None)
+        if show:
+            await self._show(job)
+
+    def _log(self, job: Job, event: str) -> None:
+        log.info(
+            "job %d %s (request %s, chat %d)", job.id, event, job.request_id or "-", job.chat_id
+        )
+
+    async def _show(self, job: Job) -> None:
+        """Edit the status message to match the job, unless it already does."""
+        if job.status_message_id is None:
+            return
+        text, markup = render.status_text(job), render.status_keyboard(job)
+        shown = _shown(text, markup)
+        if shown == job.status_shown:
+            return
+        try:
+            await self.bot.edit_message_text(
+                chat_id=job.chat_id,
+                message_id=job.status_message_id,
+                text=text,
+                reply_markup=markup,
+            )
+        except BadRequest as exc:
+            lowered = exc.message.lower()
+            if "not modified" in lowered:
+                pass
+            elif "not found" in lowered or "can't be edited" in lowered:
+                # The user deleted the status message: deliver anyway, stop editing.
+                log.info("job %d: status message is gone (%s)", job.id, exc.message)
+                self.store.update(job, status_message_id=None)
+                return
+            else:
+                log.warning("job %d: could not edit status: %s", job.id, exc.message)
+                return
+        except RetryAfter as exc:
+            # A status edit is not worth waiting for; the next state change retries.
+            log.info("job %d: status edit skipped, flood wait %ss", job.id, exc.retry_after)
+            return
+        except Forbidden:
+            raise
+        except NetworkError as exc:
+            log.warning("job %d: could not edit status: %s", job.id, exc)
+            return
+        self.store.update(job, status_shown=shown)
+
+    @staticmethod
+    def _reply_to(job: Job) -> ReplyParameters:
+        return ReplyParameters(message_id=job.message_id, allow_sending_without_reply=True)
+
+
+def _extension(data: bytes) -> str:
+    if data.startswith(b"\x89PNG"):
+        return "png"
+    if data[8:12] == b"WEBP":
+        return "webp"
+    return "jpg"
+
+
+def _shown(text: str, markup: object) -> str:
+    return f"{text}\n[buttons]" if markup else text
+
+
+def _seconds(value: object) -> float:
+    if hasattr(value, "total_seconds"):
+        return float(value.total_seconds())
+    return float(value)  # type: ignore[arg-type]
+
+
+def _plain(reason: str) -> str:
+    reason = reason.strip().rstrip(".")
+    return render.shorten(reason, 300) + "."
+
+
+def _problems_note(problems: list[str]) -> str:
+    if not problems:
+        return ""
+    return (
+        f"{render.plural(len(problems), 'image')} could not be delivered ({'; '.join(problems)})."
+    )

@@ -1,0 +1,163 @@
+"""Texts, keyboards, callback data and album plans (pure)."""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from typing import Any
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup
+
+from bot import schema
+from bot.store import CANCELLABLE, Job, Status
+
+CAPTION_LIMIT = 1024
+ALBUM_MAX = 10
+CANCEL_PREFIX = "cancel:"
+_CANCEL_RE = re.compile(rf"^{CANCEL_PREFIX}(\d{{1,18}})$")
+
+USAGE = f"""\
+Make a series of related images with Seedream 4.0.
+
+/seq [count] [ratio] [seed=N] [mode=fast|standard] prompt
+
+• count: {schema.MIN_COUNT}–{schema.MAX_COUNT} images (default {schema.DEFAULT_COUNT})
+• ratio: {" ".join(schema.RATIOS)} (default {schema.DEFAULT_RATIO})
+• seed: a whole number, to repeat a result
+• mode: {" or ".join(schema.MODES)} (default {schema.DEFAULT_MODE})
+
+Examples:
+/seq 4 16:9 a lighthouse through four seasons
+/seq 6 9:16 mode=standard a comic strip of a cat learning to fly
+/seq 2 1:1 seed=42 a red fox in fresh snow, golden hour
+/seq Generate 3 images of a calm ocean at sunset
+
+While a job waits in the queue you can tap Cancel under its status message."""
+
+HELP = f"""\
+Hi! I turn one prompt into a set of consistent images (a story, a product from several angles, \
+four seasons of one place) with ByteDance Seedream 4.0 on RunComfy.
+
+{USAGE}"""
+
+
+def utf16_len(text: str) -> int:
+    """Length as Telegram counts it (UTF-16 code units)."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def shorten(text: str, limit: int) -> str:
+    """Cut ``text`` to at most ``limit`` UTF-16 units, ending with an ellipsis if cut."""
+    if utf16_len(text) <= limit:
+        return text
+    out = text
+    while utf16_len(out) > limit - 1:
+        # Cut in steps proportional to the overshoot, then trim whitespace before the ellipsis.
+        out = out[: max(0, len(out) - max(1, (utf16_len(out) - limit + 1) // 2))]
+    return out.rstrip() + "…"
+
+
+def plural(n: int, word: str) -> str:
+    """``plural(1, "image")`` -> ``1 image``."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def duration(seconds: float) -> str:
+    """``75`` -> ``1:15``; ``3725`` -> ``1:02:05``."""
+    s = max(0, int(seconds))
+    h, rem = divmod(s, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def params_line(job: Job) -> str:
+    """``4 images · 16:9 · fast · seed 42``."""
+    parts = [plural(job.count, "image"), schema.ratio_of(job.size), job.mode]
+    if job.seed is not None:
+        parts.append(f"seed {job.seed}")
+    return " · ".join(parts)
+
+
+def status_text(job: Job, now: float | None = None) -> str:
+    """The status message for the job's current state. Equal states give equal texts."""
+    now = time.time() if now is None else now
+    head = f"Job #{job.id} · {params_line(job)}"
+    status = job.status
+    if status in (Status.NEW, Status.SUBMITTING, Status.QUEUED):
+        line = "⏳ Queued"
+        if job.queue_position:
+            line += f" (position {job.queue_position})"
+        return f"{line}…\n{head}"
+    if status == Status.RUNNING:
+        # Whole 10-second steps, so a fast poll does not turn into an edit per poll.
+        elapsed = (now - (job.started_at or now)) // 10 * 10
+        return f"🎨 Generating… {duration(elapsed)}\n{head}"
+    if status == Status.SENDING:
+        return f"📤 Sending {plural(len(job.image_urls) or job.count, 'image')}…\n{head}"
+    if status == Status.DONE:
+        took = duration((job.finished_at or now) - (job.submitted_at or job.created_at))
+        got = job.delivered_images
+        line = f"✅ Done: {plural(got, 'image')} in {took}."
+        if len(job.image_urls) < job.count:
+            line += (
+                f"\nThe model returned {len(job.image_urls)} of the {job.count} images asked for."
+            )
+        if job.error:
+            line += f"\n{job.error}"
+        return f"{line}\n{head}"
+    if status == Status.CANCELLED:
+        return f"🚫 Cancelled.\n{head}"
+    if status == Status.TIMED_OUT:
+        return f"⌛ Timed out: RunComfy did not finish in time.\n{head}"
+    return f"❌ Failed: {job.error or 'something went wrong.'}\n{head}"
+
+
+def cancel_data(job_id: int) -> str:
+    """Callback data for the Cancel button (well under Telegram's 64 bytes)."""
+    return f"{CANCEL_PREFIX}{job_id}"
+
+
+def parse_cancel_data(data: str | None) -> int | None:
+    """The job id in Cancel callback data, or None if it is not ours."""
+    m = _CANCEL_RE.match(data or "")
+    return int(m.group(1)) if m else None
+
+
+def status_keyboard(job: Job) -> InlineKeyboardMarkup | None:
+    """A Cancel button while the job can still be cancelled."""
+    if job.status in CANCELLABLE and not job.cancel_requested:
+        return InlineKeyboardMarkup(
+            [[InlineKeyboardButton("Cancel", callback_data=cancel_data(job.id))]]
+        )
+    return None
+
+
+def caption(job: Job) -> str:
+    """The first image's caption: the prompt, shortened to fit, then the parameters."""
+    tail = f"\n\n{params_line(job)}"
+    return shorten(job.prompt, CAPTION_LIMIT - utf16_len(tail)) + tail
+
+
+def split_balanced(n: int) -> list[int]:
+    """Album sizes for ``n`` items: at most 10 each, as equal as possible (11 -> 6 + 5)."""
+    if n <= 0:
+        return []
+    k = math.ceil(n / ALBUM_MAX)
+    base, extra = divmod(n, k)
+    return [base + 1 if i < extra else base for i in range(k)]
+
+
+def delivery_plan(photos: list[int], documents: list[int]) -> list[dict[str, Any]]:
+    """Units to send, in order: ``{"kind": "photo"|"document", "items": [image indexes]}``.
+
+    Albums hold photos or documents, never both; a unit of one item is a single send,
+    so there is never an album of one.
+    """
+    plan: list[dict[str, Any]] = []
+    for kind, indexes in (("photo", photos), ("document", documents)):
+        start = 0
+        for size in split_balanced(len(indexes)):
+            plan.append({"kind": kind, "items": indexes[start : start + size]})
+            start += size
+    return plan

@@ -1,0 +1,93 @@
+"""The bundled RunComfy input schema: allowed values, defaults and payload validation."""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import jsonschema
+
+from bot.errors import InputError
+
+_SCHEMA: dict[str, Any] = json.loads(
+    resources.files("bot").joinpath("input.schema.json").read_text(encoding="utf-8")
+)
+_PROPS: dict[str, Any] = _SCHEMA["properties"]
+
+COUNTS: tuple[int, ...] = tuple(_PROPS["sequential_image_generation_options"]["enum"])
+MIN_COUNT, MAX_COUNT = min(COUNTS), max(COUNTS)
+DEFAULT_COUNT: int = _PROPS["sequential_image_generation_options"]["default"]
+
+SIZES: tuple[str, ...] = tuple(_PROPS["image_size"]["enum"])
+DEFAULT_SIZE: str = _PROPS["image_size"]["default"]
+
+MODES: tuple[str, ...] = tuple(_PROPS["optimize_prompt_options"]["enum"])
+DEFAULT_MODE: str = _PROPS["optimize_prompt_options"]["default"]
+
+MAX_TEXT: int = _PROPS["text"]["maxLength"]
+
+# The schema sets no bounds on the seed; upstream seeds are unsigned 32-bit values.
+MIN_SEED, MAX_SEED = 0, 2**31 - 1
+
+_SIZE_RE = re.compile(r"^(?P<w>\d+):(?P<h>\d+) \((?P<ratio>\d+:\d+)\)$")
+
+
+def _size_aliases() -> dict[str, str]:
+    aliases: dict[str, str] = {}
+    for size in SIZES:
+        m = _SIZE_RE.match(size)
+        if not m:  # pragma: no cover - guards a changed schema
+            raise RuntimeError(f"unexpected image_size value in schema: {size!r}")
+        aliases[m["ratio"]] = size
+        aliases[f"{m['w']}:{m['h']}"] = size
+    return aliases
+
+
+SIZE_ALIASES: dict[str, str] = _size_aliases()
+RATIOS: tuple[str, ...] = tuple(_SIZE_RE.match(s)["ratio"] for s in SIZES)  # type: ignore[index]
+DEFAULT_RATIO: str = _SIZE_RE.match(DEFAULT_SIZE)["ratio"]  # type: ignore[index]
+
+
+def ratio_of(size: str) -> str:
+    """``"2560:1440 (16:9)"`` -> ``"16:9"``."""
+    m = _SIZE_RE.match(size)
+    return m["ratio"] if m else size
+
+
+def pixels_of(size: str) -> tuple[int, int]:
+    """``"2560:1440 (16:9)"`` -> ``(2560, 1440)``."""
+    m = _SIZE_RE.match(size)
+    if not m:
+        raise ValueError(size)
+    return int(m["w"]), int(m["h"])
+
+
+@cache
+def _validator() -> jsonschema.protocols.Validator:
+    cls = jsonschema.validators.validator_for(_SCHEMA)
+    cls.check_schema(_SCHEMA)
+    return cls(_SCHEMA)  # type: ignore[no-any-return]
+
+
+def build_payload(
+    *, text: str, count: int, size: str, mode: str, seed: int | None
+) -> dict[str, Any]:
+    """The submit body for RunComfy, validated against the bundled schema."""
+    payload: dict[str, Any] = {
+        "text": text,
+        "sequential_image_generation_options": count,
+        "image_size": size,
+        "optimize_prompt_options": mode,
+        "sequential_image_generation": _PROPS["sequential_image_generation"]["default"],
+    }
+    if seed is not None:
+        payload["seed"] = seed
+    errors = sorted(_validator().iter_errors(payload), key=lambda e: list(e.path))
+    if errors:
+        first = errors[0]
+        field = ".".join(str(p) for p in first.path) or "request"
+        raise InputError(f"That request is not allowed ({field}: {first.message}).")
+    return payload

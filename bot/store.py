@@ -1,0 +1,231 @@
+"""SQLite via sqlite-utils: the single record of every job."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+from sqlite_utils import Migrations
+
+migrations = Migrations("seqbot")
+
+
+@migrations()
+def m001_jobs(db: sqlite_utils.Database) -> None:
+    """The jobs table."""
+    db.table("jobs").create(
+        {
+            "id": int,
+            "chat_id": int,
+            "user_id": int,
+            "user_name": str,
+            "message_id": int,
+            "thread_id": int,
+            "chat_type": str,
+            "status_message_id": int,
+            "count": int,
+            "size": str,
+            "mode": str,
+            "seed": int,
+            "prompt": str,
+            "text": str,
+            "status": str,
+            "request_id": str,
+            "queue_position": int,
+            "cancel_requested": int,
+            "status_shown": str,  # the status text and keyboard last shown
+            "error": str,
+            "image_urls": str,  # JSON list
+            "plan": str,  # JSON: the delivery units, fixed once computed
+            "delivered": str,  # JSON list of delivered unit indexes
+            "delivered_images": int,
+            "cost": float,
+            "created_at": float,
+            "submitted_at": float,
+            "started_at": float,
+            "finished_at": float,
+            "updated_at": float,
+        },
+        pk="id",
+        not_null={"chat_id", "message_id", "count", "size", "mode", "prompt", "text", "status"},
+        defaults={"cancel_requested": 0, "delivered_images": 0},
+    )
+    # One Telegram message never makes two jobs (updates can be delivered again).
+    db.table("jobs").create_index(["chat_id", "message_id"], unique=True)
+    db.table("jobs").create_index(["status"])
+
+
+class Status(StrEnum):
+    """Where a job is in its life."""
+
+    NEW = "new"  # row written, RunComfy not called yet
+    SUBMITTING = "submitting"  # the submit POST is (or was) in flight
+    QUEUED = "queued"
+    RUNNING = "running"
+    SENDING = "sending"  # RunComfy finished; delivering to Telegram
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+
+
+FINAL = frozenset({Status.DONE, Status.FAILED, Status.CANCELLED, Status.TIMED_OUT})
+CANCELLABLE = frozenset({Status.NEW, Status.SUBMITTING, Status.QUEUED})
+
+
+@dataclass
+class Job:
+    """One row of ``jobs``."""
+
+    id: int
+    chat_id: int
+    message_id: int
+    count: int
+    size: str
+    mode: str
+    prompt: str
+    text: str
+    status: Status
+    user_id: int | None = None
+    user_name: str | None = None
+    thread_id: int | None = None
+    chat_type: str | None = None
+    status_message_id: int | None = None
+    seed: int | None = None
+    request_id: str | None = None
+    queue_position: int | None = None
+    cancel_requested: int = 0
+    status_shown: str | None = None
+    error: str | None = None
+    image_urls: list[str] = field(default_factory=list)
+    plan: list[dict[str, Any]] | None = None
+    delivered: list[int] = field(default_factory=list)
+    delivered_images: int = 0
+    cost: float | None = None
+    created_at: float = 0.0
+    submitted_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    updated_at: float | None = None
+
+    @property
+    def final(self) -> bool:
+        """True once nothing more will happen to the job."""
+        return self.status in FINAL
+
+
+_JSON_FIELDS = ("image_urls", "plan", "delivered")
+_JOB_FIELDS = {f.name for f in fields(Job)}
+
+
+def _from_row(row: dict[str, Any]) -> Job:
+    data = {k: v for k, v in row.items() if k in _JOB_FIELDS}
+    for name in _JSON_FIELDS:
+        raw = data.get(name)
+        if raw is None:
+            data.pop(name, None)
+            if name == "plan":
+                data[name] = None
+        else:
+            data[name] = json.loads(raw)
+    data["status"] = Status(data["status"])
+    return Job(**data)
+
+
+class Store:
+    """Jobs in SQLite. Migrations run when the store is opened."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.db = sqlite_utils.Database(path)
+        # WAL keeps the single writer from blocking readers; NORMAL is durable enough with WAL.
+        self.db.enable_wal()
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        migrations.apply(self.db)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.db.close()
+
+    def create_job(
+        self,
+        *,
+        chat_id: int,
+        message_id: int,
+        count: int,
+        size: str,
+        mode: str,
+        seed: int | None,
+        prompt: str,
+        text: str,
+        user_id: int | None,
+        user_name: str | None,
+        thread_id: int | None,
+        chat_type: str | None,
+    ) -> Job | None:
+        """Write a new job; ``None`` if this message already made one."""
+        now = time.time()
+        row = {
+            "chat_id": chat_id,
+            "message_id": message_id,
+            "count": count,
+            "size": size,
+            "mode": mode,
+            "seed": seed,
+            "prompt": prompt,
+            "text": text,
+            "user_id": user_id,
+            "user_name": user_name,
+            "thread_id": thread_id,
+            "chat_type": chat_type,
+            "status": Status.NEW.value,
+            "created_at": now,
+            "updated_at": now,
+        }
+        with self.db.conn:
+            cursor = self.db.execute(
+                f"INSERT OR IGNORE INTO jobs ({', '.join(row)}) "  # noqa: S608 - fixed column names
+                f"VALUES ({', '.join('?' for _ in row)})",
+                list(row.values()),
+            )
+        if cursor.rowcount == 0:
+            return None
+        job = self.get(int(cursor.lastrowid or 0))
+        assert job is not None
+        return job
+
+    def get(self, job_id: int) -> Job | None:
+        """The job with this id, if any."""
+        rows = list(self.db.query("SELECT * FROM jobs WHERE id = ?", [job_id]))
+        return _from_row(rows[0]) if rows else None
+
+    def update(self, job: Job, **changes: Any) -> Job:
+        """Write ``changes`` to the job's row and to ``job`` itself."""
+        changes["updated_at"] = time.time()
+        row: dict[str, Any] = {}
+        for name, value in changes.items():
+            setattr(job, name, value)
+            if name in _JSON_FIELDS and value is not None:
+                value = json.dumps(value)
+            elif isinstance(value, Status):
+                value = value.value
+            row[name] = value
+        with self.db.conn:
+            self.db.table("jobs").update(job.id, row)
+        return job
+
+    def unfinished(self) -> list[Job]:
+        """Every job that has not reached a final state, oldest first."""
+        final = [s.value for s in FINAL]
+        rows = self.db.query(
+            f"SELECT * FROM jobs WHERE status NOT IN ({', '.join('?' for _ in final)}) "  # noqa: S608
+            "ORDER BY id",
+            final,
+        )
+        return [_from_row(r) for r in rows]

@@ -1,0 +1,626 @@
+"""In-process fake of RunComfy's model API for bytedance/seedream-4-0/sequential.
+
+Usage in tests::
+
+    async with FakeRunComfy(token="rc-test-token") as fake:
+        fake.script_next(JobScript(queued_polls=3, images=2))
+        fake.fail_next("status", "503")
+        client = httpx.AsyncClient(base_url=fake.base_url)  # the bot under test
+        ...
+        await fake.wait_for(lambda: fake.count("result") >= 1)
+        await fake.down(); await fake.up()  # outage: connections refused, same port after
+        assert fake.errors == []  # 422 refusals and unknown-key warnings land here
+
+Standalone (benchmarks): ``python -m tests.fakes.runcomfy_api --token T --port 0 [--profile
+realistic]`` prints ``READY http://127.0.0.1:PORT`` and serves until SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import inspect
+import io
+import json
+import math
+import random
+import re
+import signal
+import struct
+import sys
+import time
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+from aiohttp import web
+from PIL import Image, ImageDraw
+
+SCHEMA_PATH = Path(__file__).parents[1] / "data" / "runcomfy-input.schema.json"
+SUBMIT_PATH = "/v1/models/bytedance/seedream-4-0/sequential"
+ENDPOINTS = ("submit", "status", "result", "cancel", "image")
+_FAULT_JSON: dict[str, tuple[int, int, str]] = {
+    "500": (500, 500001, "Internal server error"),
+    "429": (429, 429001, "Rate limited"),
+    "error_code_200": (200, 500001, "Internal error, please retry"),
+    "401": (401, 400004, "Invalid or expired API token"),
+    "402": (402, 400002, "No remaining balance"),
+    "404": (404, 404001, "Request not found"),
+}
+FAULTS = (*_FAULT_JSON, "502", "503", "broken_json", "timeout", "disconnect")
+FINAL_STATES = ("completed", "failed", "cancelled")
+PRICE_PER_IMAGE = 0.03
+NUMBER_WORDS = "zero one two three four five six seven eight nine ten eleven twelve thirteen"
+NUMBER_WORDS += " fourteen fifteen"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_JSON_OK = web.RequestKey("json_ok", bool)
+_JSON: web.RequestKey[Any] = web.RequestKey("json")
+_COUNTED = web.RequestKey("counted", bool)  # False: a faulted (timeout) poll, not counted
+
+
+def _error(status: int, code: int, message: str) -> web.Response:
+    return web.json_response({"error_code": code, "error_message": message}, status=status)
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class JobScript:
+    """How one job behaves. Image indexes (``bad_images`` keys, URL names) start at 0."""
+
+    queued_polls: int = 1
+    running_polls: int = 1
+    queued_seconds: float | None = None  # either *_seconds set: time-based instead of poll-based
+    running_seconds: float | None = None
+    outcome: str = "succeeded"  # or "failed"
+    error: Any = field(
+        default_factory=lambda: {"message": "The model could not generate images for this prompt."}
+    )
+    images: int | None = None  # None: the requested count
+    single_image_form: bool = False
+    size: tuple[int, int] | None = (64, 36)  # None: the requested ratio, 1024 px long side
+    jpeg_bytes: int | None = None
+    bad_images: dict[int, str] = field(default_factory=dict)  # "404"|"not_image"|"truncated"|"huge"
+
+    @property
+    def time_based(self) -> bool:
+        return self.queued_seconds is not None or self.running_seconds is not None
+
+
+@dataclass
+class FakeJob:
+    request_id: str
+    payload: dict[str, Any]
+    script: JobScript
+    requested: int
+    image_urls: list[str]
+    submitted_at: float  # time.time()
+    submitted_mono: float
+    polls: int = 0
+    finished_at: float | None = None
+    cancelled: bool = False
+    result_fetches: int = 0
+
+    def _progress(self) -> tuple[str, int | None, float | None]:
+        """(state, queue_position, seconds after submit when final) as the client sees it now."""
+        s = self.script
+        final = "completed" if s.outcome == "succeeded" else "failed"
+        if s.time_based:
+            queued, running = s.queued_seconds or 0.0, s.running_seconds or 0.0
+            elapsed = time.monotonic() - self.submitted_mono
+            if elapsed < queued:
+                return "in_queue", max(1, math.ceil((queued - elapsed) / 2.0)), None
+            if elapsed < queued + running:
+                return "in_progress", None, None
+            return final, None, queued + running
+        seen = max(self.polls, 1)  # what the last poll answered (or the first one will)
+        if seen <= s.queued_polls:
+            return "in_queue", s.queued_polls - seen + 1, None
+        if seen <= s.queued_polls + s.running_polls:
+            return "in_progress", None, None
+        return final, None, None
+
+    @property
+    def state(self) -> str:
+        return "cancelled" if self.cancelled else self._progress()[0]
+
+    @property
+    def queue_position(self) -> int | None:
+        return None if self.cancelled else self._progress()[1]
+
+    def touch(self) -> None:
+        if self.finished_at is None and self.state in FINAL_STATES:
+            offset = self._progress()[2]
+            self.finished_at = time.time() if offset is None else self.submitted_at + offset
+
+
+@dataclass
+class Call:
+    endpoint: str  # submit|status|result|cancel|image|other
+    method: str
+    path: str
+    query: dict[str, str]
+    request_id: str | None
+    body: Any
+    status: int = 0  # 0: connection closed without an answer
+    fault: str | None = None
+    at: float = 0.0
+
+
+@dataclass
+class _FaultRule:
+    fault: str
+    retry_after: float | None
+    remaining: int = 0  # fail_next
+    ratio: float = 0.0  # fail_ratio
+    rng: random.Random = field(default_factory=random.Random)
+
+
+def _text_states_count(text: str, n: int) -> bool:
+    if re.search(rf"\b{n}\b", text):
+        return True
+    words = NUMBER_WORDS.split()
+    return n < len(words) and bool(re.search(rf"\b{words[n]}\b", text, re.I))
+
+
+def _size_for(image_size: str, long_side: int = 1024) -> tuple[int, int]:
+    w, h = (int(x) for x in image_size.split(" ")[0].split(":"))
+    scale = long_side / max(w, h)
+    return max(1, round(w * scale)), max(1, round(h * scale))
+
+
+def _pad_jpeg(data: bytes, target: int) -> bytes:
+    """Insert COM segments after SOI so the file is ``target`` bytes (still a valid JPEG)."""
+    missing, segments = target - len(data), []
+    while missing >= 4:
+        n = min(missing - 4, 65533)
+        segments.append(b"\xff\xfe" + struct.pack(">H", n + 2) + b"\0" * n)
+        missing -= n + 4
+    return data[:2] + b"".join(segments) + data[2:]
+
+
+_noise_cache: dict[tuple[int, int, int], Image.Image] = {}
+
+
+def _noise_strip(size: tuple[int, int], target: int) -> Image.Image:
+    """Noise rows (full width) that make a JPEG of ``size`` land just under ``target`` bytes."""
+    key = (*size, target)
+    if key not in _noise_cache:
+        w, h = size
+        noise = Image.frombytes("RGB", size, random.Random(f"{w}x{h}").randbytes(w * h * 3))
+        buf = io.BytesIO()
+        noise.save(buf, "JPEG", quality=95, subsampling=0)
+        rows = min(h, int(h * target * 0.85 / max(1, buf.tell())))
+        _noise_cache[key] = noise.crop((0, 0, w, max(1, rows)))
+    return _noise_cache[key]
+
+
+def render_jpeg(seed: str, index: int, size: tuple[int, int], jpeg_bytes: int | None) -> bytes:
+    """Deterministic JPEG: a hash-derived colour, stripes and the index as text."""
+    digest = hashlib.sha256(f"{seed}:{index}".encode()).digest()
+    colour, ink = tuple(digest[:3]), tuple(255 - c for c in digest[:3])
+    img = Image.new("RGB", size, colour)
+    draw = ImageDraw.Draw(img)
+    w, h = size
+    step = max(2, h // (2 + digest[3] % 6))
+    for y in range(step, h, step * 2):
+        draw.rectangle((0, y, w, y + max(1, step // 3)), fill=ink)
+    draw.text((2, 2), str(index), fill=ink)
+    if jpeg_bytes is None:
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=85)
+        return buf.getvalue()
+    strip = _noise_strip(size, jpeg_bytes)
+    for _ in range(4):  # noise rows land under the target; COM padding makes up the rest
+        frame = img.copy()
+        frame.paste(strip, (0, h - strip.height))
+        buf = io.BytesIO()
+        frame.save(buf, "JPEG", quality=95, subsampling=0)
+        if buf.tell() <= jpeg_bytes or strip.height <= 1:
+            break
+        strip = strip.crop((0, 0, w, max(1, int(strip.height * 0.9 * jpeg_bytes / buf.tell()))))
+    return _pad_jpeg(buf.getvalue(), jpeg_bytes)
+
+
+class FakeRunComfy:
+    """Fake RunComfy server on 127.0.0.1 (aiohttp, on the caller's event loop)."""
+
+    def __init__(self, token: str = "rc-test-token", *, host: str = "127.0.0.1", port: int = 0):
+        self.token, self.host, self.port = token, host, port
+        self.default_script = JobScript()
+        self.timeout_delay = 3.0
+        self.calls: list[Call] = []
+        self.jobs: dict[str, FakeJob] = {}
+        self.errors: list[str] = []
+        self.schema: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+        validator_cls = jsonschema.validators.validator_for(
+            self.schema, default=jsonschema.Draft202012Validator
+        )
+        self._validator = validator_cls(self.schema)
+        self._scripts: deque[JobScript] = deque()
+        self._next_faults: dict[str, deque[_FaultRule]] = {e: deque() for e in ENDPOINTS}
+        self._ratio_faults: dict[str, list[_FaultRule]] = {e: [] for e in ENDPOINTS}
+        self._timing_rng: random.Random | None = None
+        self._images: OrderedDict[tuple[str, int, str], bytes] = OrderedDict()
+        self._down = False
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+        self._call_event: asyncio.Event | None = None
+        self._stopping: asyncio.Event | None = None
+        self._inflight: set[asyncio.Task[Any]] = set()
+
+    # ----------------------------------------------------------------- lifecycle
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self) -> FakeRunComfy:
+        self._call_event, self._stopping = asyncio.Event(), asyncio.Event()
+        app = web.Application(middlewares=[self._middleware])
+        app.router.add_post(SUBMIT_PATH, self._submit, name="submit")
+        for name in ("status", "result"):
+            app.router.add_get(f"/v1/requests/{{rid}}/{name}", getattr(self, f"_{name}"), name=name)
+        app.router.add_post("/v1/requests/{rid}/cancel", self._cancel, name="cancel")
+        app.router.add_get(r"/images/{rid}/{index:\d+}.jpeg", self._image, name="image")
+        app.router.add_route("*", "/{tail:.*}", self._other)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        await self._listen()
+        return self
+
+    async def _listen(self) -> None:
+        assert self._runner is not None
+        self._site = web.TCPSite(self._runner, self.host, self.port)
+        await self._site.start()
+        self.port = self._site.port
+
+    async def stop(self) -> None:
+        if self._stopping is not None:
+            self._stopping.set()  # ends "timeout" sleeps; let those answers be recorded
+        if self._inflight:
+            await asyncio.wait(self._inflight, timeout=1.0)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        self._runner = self._site = None
+
+    async def __aenter__(self) -> FakeRunComfy:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def down(self, *, refuse: bool = True) -> None:
+        """Outage. refuse=True: stop listening (connection refused, images too) and close kept-alive
+        connections; refuse=False: keep listening, API requests are disconnected, images served."""
+        self._down = True
+        if refuse and self._site is not None and self._runner is not None:
+            await self._site.stop()
+            self._site = None
+            assert self._runner.server is not None
+            for conn in self._runner.server.connections:
+                conn.force_close()
+            await asyncio.sleep(0.01)  # let the transports really close
+
+    async def up(self) -> None:
+        """End the outage; listens again on the same port."""
+        self._down = False
+        if self._site is None and self._runner is not None:
+            await self._listen()
+
+    # ----------------------------------------------------------------- scripting
+    def script_next(self, script: JobScript) -> None:
+        self._scripts.append(script)
+
+    def set_profile(self, name: str, *, seed: int = 0) -> None:
+        if name == "realistic":
+            self.default_script = JobScript(size=None, jpeg_bytes=1_000_000)
+            self._timing_rng = random.Random(seed)
+        elif name == "default":
+            self.default_script, self._timing_rng = JobScript(), None
+        else:
+            raise ValueError(f"unknown profile {name!r}")
+
+    def _check_fault(self, endpoint: str, fault: str) -> None:
+        if endpoint not in ENDPOINTS or fault not in FAULTS:
+            raise ValueError(f"unknown endpoint/fault {endpoint!r}/{fault!r}")
+
+    def fail_next(
+        self, endpoint: str, fault: str, *, times: int = 1, retry_after: float | None = None
+    ) -> None:
+        self._check_fault(endpoint, fault)
+        self._next_faults[endpoint].append(_FaultRule(fault, retry_after, remaining=times))
+
+    def fail_ratio(
+        self,
+        endpoint: str,
+        fault: str,
+        ratio: float,
+        seed: int = 0,
+        *,
+        retry_after: float | None = None,
+    ) -> None:
+        self._check_fault(endpoint, fault)
+        rule = _FaultRule(fault, retry_after, ratio=ratio, rng=random.Random(seed))
+        self._ratio_faults[endpoint].append(rule)
+
+    def clear_faults(self) -> None:
+        for endpoint in ENDPOINTS:
+            self._next_faults[endpoint].clear()
+            self._ratio_faults[endpoint].clear()
+
+    def _take_fault(self, endpoint: str) -> tuple[str, float | None] | None:
+        queue = self._next_faults[endpoint]
+        if queue:
+            rule = queue[0]
+            rule.remaining -= 1
+            if rule.remaining <= 0:
+                queue.popleft()
+            return rule.fault, rule.retry_after
+        for ratio_rule in self._ratio_faults[endpoint]:
+            if ratio_rule.rng.random() < ratio_rule.ratio:
+                return ratio_rule.fault, ratio_rule.retry_after
+        return None
+
+    # ----------------------------------------------------------------- inspection
+    def count(self, endpoint: str, request_id: str | None = None) -> int:
+        return sum(
+            1
+            for c in self.calls
+            if c.endpoint == endpoint and (request_id is None or c.request_id == request_id)
+        )
+
+    async def wait_for(self, predicate: Callable[[], Any], timeout: float = 10.0) -> Any:  # noqa: ASYNC109
+        """Re-evaluate ``predicate`` every 20 ms and after each call; return its truthy value."""
+        event = self._call_event or asyncio.Event()
+        deadline = time.monotonic() + timeout
+        while True:
+            event.clear()
+            value = predicate()
+            if inspect.isawaitable(value):
+                value = await value
+            if value:
+                return value
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                lines = "\n".join(
+                    f"  {c.method} {c.path} -> {c.status} fault={c.fault}" for c in self.calls[-20:]
+                )
+                raise AssertionError(f"wait_for timed out after {timeout}s; last calls:\n{lines}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), min(0.02, remaining))
+
+    # ----------------------------------------------------------------- plumbing
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        endpoint = request.match_info.route.name or "other"
+        rid = request.match_info.get("rid")
+        raw = await request.read() if request.can_read_body else b""
+        body: Any = None
+        request[_JSON_OK] = False
+        if raw:
+            try:
+                body, request[_JSON_OK] = json.loads(raw), True
+            except ValueError:
+                body = raw.decode("utf-8", errors="replace")
+        request[_JSON] = body
+        call = Call(endpoint, request.method, request.path, dict(request.query), rid, body)
+        call.at = time.monotonic()
+        task = asyncio.current_task()
+        assert task is not None
+        self._inflight.add(task)
+        try:
+            response = await self._dispatch(request, handler, endpoint, call)
+            call.status = 0 if call.fault == "disconnect" else response.status
+            return response
+        except web.HTTPException as exc:
+            call.status = exc.status
+            raise
+        finally:
+            self._inflight.discard(task)
+            self.calls.append(call)
+            if self._call_event is not None:
+                self._call_event.set()
+
+    async def _dispatch(
+        self, request: web.Request, handler: Handler, endpoint: str, call: Call
+    ) -> web.StreamResponse:
+        if self._down and endpoint != "image":
+            call.fault = "disconnect"
+            return self._disconnect(request)
+        request[_COUNTED] = True
+        taken = self._take_fault(endpoint) if endpoint in ENDPOINTS else None
+        if taken is not None:
+            call.fault, retry_after = taken
+            if call.fault == "timeout":
+                assert self._stopping is not None
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), self.timeout_delay)
+                request[_COUNTED] = False
+            else:
+                return self._fault_response(request, call.fault, retry_after)
+        if endpoint != "image" and request.headers.get("Authorization") != f"Bearer {self.token}":
+            return _error(401, 400004, "Invalid or expired API token")
+        return await handler(request)
+
+    @staticmethod
+    def _disconnect(request: web.Request) -> web.Response:
+        if request.transport is not None:
+            request.transport.close()
+        return web.Response(status=500)
+
+    def _fault_response(
+        self, request: web.Request, fault: str, retry_after: float | None
+    ) -> web.Response:
+        if fault == "disconnect":
+            return self._disconnect(request)
+        if fault in _FAULT_JSON:
+            response = _error(*_FAULT_JSON[fault])
+            if fault == "429":
+                wait = 1 if retry_after is None else retry_after
+                response.headers["Retry-After"] = f"{wait:g}"
+            return response
+        if fault == "502":
+            html = "<html><body><h1>502 Bad Gateway</h1></body></html>"
+            return web.Response(status=502, text=html, content_type="text/html")
+        if fault == "503":
+            return web.Response(status=503, text="Service Unavailable")
+        return web.Response(text='{"request_id": "ab', content_type="application/json")
+
+    def _urls(self, rid: str) -> dict[str, str]:
+        base = f"{self.base_url}/v1/requests/{rid}"
+        return {"status_url": f"{base}/status", "result_url": f"{base}/result"}
+
+    def _job(self, request: web.Request) -> FakeJob:
+        job = self.jobs.get(request.match_info["rid"])
+        if job is None:
+            body = json.dumps({"error_code": 404001, "error_message": "Request not found"})
+            raise web.HTTPNotFound(text=body, content_type="application/json")
+        job.touch()
+        return job
+
+    # ----------------------------------------------------------------- handlers
+    def _reject(self, message: str) -> web.Response:
+        self.errors.append(f"submit rejected (422): {message}")
+        return _error(422, 422001, message)
+
+    async def _submit(self, request: web.Request) -> web.Response:
+        if not request[_JSON_OK]:
+            return self._reject("Request body is not valid JSON")
+        payload = request[_JSON]
+        error = jsonschema.exceptions.best_match(self._validator.iter_errors(payload))
+        if error is not None:
+            return self._reject(error.message)
+        unknown = sorted(set(payload) - set(self.schema.get("properties", {})))
+        if unknown:
+            self.errors.append(f"warning: submit has unknown top-level keys {unknown} (ignored)")
+        count = payload.get("sequential_image_generation_options", 3)
+        if not _text_states_count(payload["text"], count):
+            return self._reject(f"The text must state the number of images ({count})")
+        script = self._scripts.popleft() if self._scripts else self.default_script
+        if script is self.default_script and self._timing_rng is not None:
+            rng = self._timing_rng
+            script = replace(
+                script, queued_seconds=rng.uniform(0, 10), running_seconds=rng.uniform(5, 30)
+            )
+        rid = str(uuid.uuid4())
+        n_images = count if script.images is None else script.images
+        urls = [f"{self.base_url}/images/{rid}/{i}.jpeg" for i in range(n_images)]
+        self.jobs[rid] = FakeJob(rid, payload, script, count, urls, time.time(), time.monotonic())
+        urls_out = self._urls(rid)
+        cancel_url = f"{self.base_url}/v1/requests/{rid}/cancel"
+        return web.json_response({"request_id": rid, **urls_out, "cancel_url": cancel_url})
+
+    async def _status(self, request: web.Request) -> web.Response:
+        job = self._job(request)
+        if request[_COUNTED]:
+            job.polls += 1
+            job.touch()
+        body: dict[str, Any] = {"request_id": job.request_id, "status": job.state}
+        if job.state == "in_queue":
+            body["queue_position"] = job.queue_position
+        return web.json_response({**body, **self._urls(job.request_id)})
+
+    async def _result(self, request: web.Request) -> web.Response:
+        job = self._job(request)
+        if request[_COUNTED]:
+            job.result_fetches += 1
+        state = job.state
+        body: dict[str, Any] = {"request_id": job.request_id, "status": state}
+        if state == "completed":
+            body["status"] = "succeeded"
+            if job.script.single_image_form and len(job.image_urls) == 1:
+                body["output"] = {"image": job.image_urls[0]}
+            else:
+                body["output"] = {"images": list(job.image_urls)}
+        elif state == "failed":
+            body["error"] = job.script.error
+        if state in ("completed", "failed"):
+            assert job.finished_at is not None
+            body["created_at"] = _iso(job.submitted_at)
+            body["finished_at"] = _iso(job.finished_at)
+        if request.query.get("include_cost", "").lower() == "true":
+            body["cost"] = round(PRICE_PER_IMAGE * job.requested, 4)
+        return web.json_response(body)
+
+    async def _cancel(self, request: web.Request) -> web.Response:
+        job = self._job(request)
+        outcome = "not_cancellable"
+        if job.state == "in_queue":
+            job.cancelled, job.finished_at, outcome = True, time.time(), "cancelled"
+        body = {"request_id": job.request_id, "status": job.state, "outcome": outcome}
+        return web.json_response(body, status=202)
+
+    async def _image(self, request: web.Request) -> web.Response:
+        job = self.jobs.get(request.match_info["rid"])
+        index = int(request.match_info["index"])
+        if job is None or index >= len(job.image_urls):
+            return web.Response(status=404, text="Not Found")
+        kind = job.script.bad_images.get(index, "ok")
+        if kind == "404":
+            return web.Response(status=404, text="Not Found")
+        if kind == "not_image":
+            html = "<html><body>AccessDenied</body></html>"
+            return web.Response(text=html, content_type="text/html")
+        key = (job.request_id, index, kind)
+        data = self._images.get(key)
+        if data is not None:
+            self._images.move_to_end(key)
+        else:
+            size = job.script.size or _size_for(job.payload.get("image_size", "2560:1440 (16:9)"))
+            if kind == "huge":  # one flat colour: valid, tiny, but 10200x100
+                buf = io.BytesIO()
+                Image.new("RGB", (10200, 100), (200, 30, 30)).save(buf, "JPEG")
+                data = buf.getvalue()
+            else:
+                data = await asyncio.to_thread(
+                    render_jpeg, job.request_id, index, size, job.script.jpeg_bytes
+                )
+            if kind == "truncated":
+                data = data[: len(data) // 2]
+            self._images[key] = data
+            while len(self._images) > 64:
+                self._images.popitem(last=False)
+        return web.Response(body=data, content_type="image/jpeg")
+
+    async def _other(self, request: web.Request) -> web.Response:
+        return _error(404, 404001, "Not found")
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    fake = FakeRunComfy(token=args.token, host=args.host, port=args.port)
+    fake.set_profile(args.profile, seed=args.seed)
+    await fake.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"READY {fake.base_url}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await fake.stop()
+        print(f"STOPPED calls={len(fake.calls)} jobs={len(fake.jobs)}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Fake RunComfy model API server")
+    parser.add_argument("--token", required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--profile", choices=("default", "realistic"), default="default")
+    parser.add_argument("--seed", type=int, default=0)
+    asyncio.run(_serve(parser.parse_args(argv)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
