@@ -98,7 +98,9 @@ def test_migrations_build_the_jobs_table(tmp_path: Path) -> None:
         "image_urls": str, "delivered": str, "cost": float, "created_at": float,
     }.items():  # fmt: skip
         assert columns[name] is kind
-    assert any(i.unique and i.columns == ["chat_id", "message_id"] for i in store.db.table("jobs").indexes)
+    assert any(
+        i.unique and i.columns == ["chat_id", "message_id"] for i in store.db.table("jobs").indexes
+    )
     store.close()
     Store(tmp_path / "new" / "seqbot.sqlite3").close()  # re-opening applies nothing twice
 

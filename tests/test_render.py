@@ -45,7 +45,15 @@ def test_cancel_data_round_trip_and_fits_64_bytes() -> None:
     data = render.cancel_data(10**17)
     assert len(data.encode()) <= 64
     assert render.parse_cancel_data(data) == 10**17
-    for forged in (None, "", "cancel:", "cancel:abc", "cancel:1:2", "other:1", "cancel:" + "9" * 40):
+    for forged in (
+        None,
+        "",
+        "cancel:",
+        "cancel:abc",
+        "cancel:1:2",
+        "other:1",
+        "cancel:" + "9" * 40,
+    ):
         assert render.parse_cancel_data(forged) is None
 
 
