@@ -18,6 +18,7 @@ from telegram.request import HTTPXRequest
 from bot import handlers, render
 from bot.config import Settings
 from bot.jobs import JobRunner
+from bot.permissions import Permissions
 from bot.runcomfy import RunComfyClient
 from bot.store import Store
 
@@ -25,6 +26,9 @@ log = logging.getLogger(__name__)
 
 COMMANDS = [
     BotCommand("seq", "Make a series of images: /seq 4 16:9 prompt"),
+    BotCommand("cancel", "Cancel your latest queued job (or /cancel <job id>)"),
+    BotCommand("jobs", "This chat's latest jobs"),
+    BotCommand("usage", "Your images and cost today and this month"),
     BotCommand("help", "How to use the bot"),
 ]
 ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
@@ -59,6 +63,9 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
     new_messages = filters.UpdateType.MESSAGE
     app.add_handler(CommandHandler(["start", "help"], handlers.start, filters=new_messages))
     app.add_handler(CommandHandler("seq", handlers.seq, filters=new_messages))
+    app.add_handler(CommandHandler("cancel", handlers.cancel_command, filters=new_messages))
+    app.add_handler(CommandHandler("jobs", handlers.jobs_command, filters=new_messages))
+    app.add_handler(CommandHandler("usage", handlers.usage_command, filters=new_messages))
     app.add_handler(
         CallbackQueryHandler(handlers.cancel_button, pattern=f"^{render.CANCEL_PREFIX}")
     )
@@ -78,7 +85,12 @@ async def _post_init(app: Application) -> None:  # type: ignore[type-arg]
         backoff=min(settings.poll_interval / 2, 1.0),
     )
     runner = JobRunner(bot=app.bot, store=store, client=client, settings=settings)
-    app.bot_data.update(store=store, client=client, runner=runner)
+    app.bot_data.update(
+        store=store,
+        client=client,
+        runner=runner,
+        permissions=Permissions(app.bot, settings.admin_user_ids),
+    )
     await app.bot.set_my_commands(COMMANDS)
     log.info(
         "seqbot started as @%s; database %s; Telegram API %s; RunComfy API %s; poll every %ss",

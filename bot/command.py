@@ -92,8 +92,11 @@ def _allowed_ratios() -> str:
     return " ".join(schema.RATIOS)
 
 
-def parse_seq(args: str) -> SeqRequest | None:
+def parse_seq(args: str, *, replied_text: str | None = None) -> SeqRequest | None:
     """Parse what follows ``/seq``. ``None`` means no arguments at all: show usage.
+
+    ``replied_text`` (the text of the message the command replies to) is the prompt when the
+    command itself gives none.
 
     Raises InputError with a short, friendly explanation for anything we will not submit.
     """
@@ -147,7 +150,7 @@ def parse_seq(args: str) -> SeqRequest | None:
             break
         pos = m.end()
 
-    prompt = args[pos:].strip()
+    prompt = args[pos:].strip() or (replied_text or "").strip()
     if not prompt:
         if count is None and size is None and seed is None and mode is None:
             return None

@@ -28,6 +28,12 @@ class Settings:
     job_deadline: float = 1800.0
     log_level: str = "INFO"
     http_timeout: float = 30.0
+    allowed_user_ids: frozenset[int] = frozenset()  # empty: any user
+    allowed_chat_ids: frozenset[int] = frozenset()  # empty: any chat
+    admin_user_ids: frozenset[int] = frozenset()
+    max_active_jobs_per_user: int = 2
+    max_active_jobs_per_chat: int = 3
+    daily_image_limit_per_user: int = 60  # 0: no limit
 
     @property
     def telegram_file_base_url(self) -> str:
@@ -81,6 +87,18 @@ class Settings:
             job_deadline=_positive(get, "JOB_DEADLINE_SECONDS", cls.job_deadline),
             log_level=log_level,
             http_timeout=_positive(get, "HTTP_TIMEOUT_SECONDS", cls.http_timeout),
+            allowed_user_ids=_ids(get, "ALLOWED_USER_IDS"),
+            allowed_chat_ids=_ids(get, "ALLOWED_CHAT_IDS"),
+            admin_user_ids=_ids(get, "ADMIN_USER_IDS"),
+            max_active_jobs_per_user=_count(
+                get, "MAX_ACTIVE_JOBS_PER_USER", cls.max_active_jobs_per_user, minimum=1
+            ),
+            max_active_jobs_per_chat=_count(
+                get, "MAX_ACTIVE_JOBS_PER_CHAT", cls.max_active_jobs_per_chat, minimum=1
+            ),
+            daily_image_limit_per_user=_count(
+                get, "DAILY_IMAGE_LIMIT_PER_USER", cls.daily_image_limit_per_user, minimum=0
+            ),
         )
 
     @property
@@ -107,3 +125,27 @@ def _positive(get: Callable[[str], str | None], name: str, default: float) -> fl
     if not math.isfinite(value) or value <= 0:
         raise ConfigError(name, "must be a positive number of seconds")
     return value
+
+
+def _ids(get: Callable[[str], str | None], name: str) -> frozenset[int]:
+    raw = get(name) or ""
+    ids: set[int] = set()
+    for part in raw.replace(";", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if not re.fullmatch(r"-?\d{1,20}", part):
+            raise ConfigError(
+                name, f"must be a comma-separated list of numeric ids (got {part[:20]!r})"
+            )
+        ids.add(int(part))
+    return frozenset(ids)
+
+
+def _count(get: Callable[[str], str | None], name: str, default: int, *, minimum: int) -> int:
+    raw = get(name)
+    if raw is None:
+        return default
+    if not re.fullmatch(r"\d{1,9}", raw) or int(raw) < minimum:
+        raise ConfigError(name, f"must be a whole number of at least {minimum} (got {raw[:20]!r})")
+    return int(raw)

@@ -32,6 +32,10 @@ class InputError(SeqbotError):
     """The user's command cannot be turned into a job."""
 
 
+class RefusedError(SeqbotError):
+    """The request is well-formed, but an allowlist, a limit or a permission says no."""
+
+
 class RunComfyError(SeqbotError):
     """A RunComfy call failed."""
 

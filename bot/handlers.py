@@ -5,21 +5,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
-from telegram import Update
-from telegram.constants import ChatMemberStatus
+from telegram import Message, Update
 from telegram.error import TelegramError
 from telegram.ext import ContextTypes
 
-from bot import render
+from bot import limits, render
 from bot.command import command_args, parse_seq
-from bot.errors import InputError, SeqbotError
+from bot.config import Settings
+from bot.errors import SeqbotError
 from bot.jobs import JobRunner
+from bot.permissions import Permissions
+from bot.store import Job, Store
 
 log = logging.getLogger(__name__)
 
 # How long a Cancel tap waits for RunComfy before answering "Cancelling…" instead.
 _CANCEL_ANSWER_WAIT = 5.0
+_CANCEL_ANSWERS = {
+    "cancelled": "Cancelled.",
+    "pending": "Cancelling…",
+    "too_late": "Too late: the job is already running and can no longer be cancelled.",
+    "final": "This job has already finished.",
+}
 
 
 def runner_of(context: ContextTypes.DEFAULT_TYPE) -> JobRunner:
@@ -28,26 +37,51 @@ def runner_of(context: ContextTypes.DEFAULT_TYPE) -> JobRunner:
     return runner
 
 
+def _settings(context: ContextTypes.DEFAULT_TYPE) -> Settings:
+    settings: Settings = context.application.bot_data["settings"]
+    return settings
+
+
+def _permissions(context: ContextTypes.DEFAULT_TYPE) -> Permissions:
+    permissions: Permissions = context.application.bot_data["permissions"]
+    return permissions
+
+
 async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """/start and /help: what the bot does and how to use it."""
     if update.message:
-        await update.message.reply_text(render.HELP, do_quote=False)
+        await update.message.reply_text(render.HELP)  # quoted in groups only
+
+
+def _replied_text(message: Message, bot_id: int) -> str | None:
+    """The text (or caption) of the message a command replies to, unless it is the bot's own."""
+    replied = message.reply_to_message
+    if replied is None or (replied.from_user and replied.from_user.id == bot_id):
+        return None
+    if message.is_topic_message and replied.message_id == message.message_thread_id:
+        return None  # in a forum topic every message "replies" to the topic's first message
+    return replied.text or replied.caption
 
 
 async def seq(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """/seq: parse, then start a job, or explain what is wrong."""
+    """/seq: check who asks, parse, then start a job; or explain what is wrong."""
     message = update.message
     if message is None or message.text is None:
         return
+    user = message.from_user
     try:
-        request = parse_seq(command_args(message.text))
-    except InputError as exc:
+        limits.check_access(
+            _settings(context), user_id=user.id if user else None, chat_id=message.chat.id
+        )
+        request = parse_seq(
+            command_args(message.text), replied_text=_replied_text(message, context.bot.id)
+        )
+        if request is None:
+            await message.reply_text(render.USAGE, do_quote=True)
+            return
+        await runner_of(context).start(request, message)
+    except SeqbotError as exc:
         await message.reply_text(exc.user_message, do_quote=True)
-        return
-    if request is None:
-        await message.reply_text(render.USAGE, do_quote=True)
-        return
-    await runner_of(context).start(request, message)
 
 
 async def cancel_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -62,13 +96,8 @@ async def cancel_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
     if job is None or chat is None or job.chat_id != chat.id:
         await query.answer("This button no longer works.")
         return
-    if query.from_user.id != job.user_id and not await _is_admin(
-        context, chat.id, query.from_user.id
-    ):
-        await query.answer(
-            "Only the person who asked for this job, or a chat admin, can cancel it.",
-            show_alert=True,
-        )
+    if not await _permissions(context).may_cancel(job, chat_id=chat.id, user=query.from_user):
+        await query.answer(_who_may_cancel(job), show_alert=True)
         return
     task = asyncio.ensure_future(runner.cancel(job))
     try:
@@ -78,15 +107,83 @@ async def cancel_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
         await task
         return
     except SeqbotError as exc:
-        await query.answer(exc.user_message, show_alert=True)
+        await query.answer(render.shorten(exc.user_message, 200), show_alert=True)
         return
-    await query.answer(
-        {
-            "cancelled": "Cancelled.",
-            "pending": "Cancelling…",
-            "too_late": "Too late: the job is already running and can no longer be cancelled.",
-            "final": "This job has already finished.",
-        }[outcome]
+    await query.answer(_CANCEL_ANSWERS[outcome])
+
+
+async def cancel_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """/cancel [job id]: cancel the caller's latest cancellable job, or the one named."""
+    message = update.message
+    if message is None:
+        return
+    runner = runner_of(context)
+    store: Store = runner.store
+    user = message.from_user
+    chat_id = message.chat.id
+    args = context.args or []
+    job: Job | None
+    if args:
+        raw = args[0].lstrip("#")
+        found = runner.find(int(raw)) if raw.isdigit() and len(raw) < 19 else None
+        job = found if found is not None and found.chat_id == chat_id else None
+        if job is None:
+            await message.reply_text(f"There is no job {args[0][:20]} in this chat.", do_quote=True)
+            return
+    else:
+        latest = store.latest_cancellable(chat_id, user.id) if user else None
+        job = runner.find(latest.id) if latest else None
+        if job is None:
+            await message.reply_text(
+                "You have no job here that can still be cancelled.", do_quote=True
+            )
+            return
+    if not await _permissions(context).may_cancel(
+        job, chat_id=chat_id, user=user, sender_chat=message.sender_chat
+    ):
+        await message.reply_text(_who_may_cancel(job), do_quote=True)
+        return
+    try:
+        outcome = await runner.cancel(job)
+    except SeqbotError as exc:
+        await message.reply_text(exc.user_message, do_quote=True)
+        return
+    await message.reply_text(f"Job #{job.id}: {_CANCEL_ANSWERS[outcome]}", do_quote=True)
+
+
+async def jobs_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """/jobs: the chat's last ten jobs."""
+    if update.message is None:
+        return
+    jobs = runner_of(context).store.recent(update.message.chat.id, limit=10)
+    await update.message.reply_text(render.jobs_list(jobs, time.time()), do_quote=True)
+
+
+async def usage_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """/usage: the caller's images and cost; for bot admins, totals per chat."""
+    message = update.message
+    if message is None or message.from_user is None:
+        return
+    settings = _settings(context)
+    store = runner_of(context).store
+    now = time.time()
+    user_id = message.from_user.id
+    is_admin = user_id in settings.admin_user_ids
+    text = render.usage_text(
+        today=store.usage(user_id, limits.day_start(now)),
+        month=store.usage(user_id, limits.month_start(now)),
+        limit=settings.daily_image_limit_per_user,
+        exempt=is_admin,
+        resets_in=limits.until_reset(now),
+        per_chat=store.usage_by_chat(limits.month_start(now)) if is_admin else None,
+    )
+    await message.reply_text(text, do_quote=True)
+
+
+def _who_may_cancel(job: Job) -> str:
+    who = job.user_name or "the person who asked for it"
+    return render.shorten(
+        f"Only {who} (who asked for this job) or a chat admin can cancel it.", 200
     )
 
 
@@ -96,26 +193,15 @@ async def stale_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
         await update.callback_query.answer("This button no longer works.")
 
 
-async def _is_admin(context: ContextTypes.DEFAULT_TYPE, chat_id: int, user_id: int) -> bool:
-    if chat_id > 0:
-        return False  # a private chat has no admins besides its owner
-    try:
-        member = await context.bot.get_chat_member(chat_id, user_id)
-    except TelegramError as exc:
-        log.warning("could not check admin status in chat %d: %s", chat_id, exc)
-        return False
-    return member.status in (ChatMemberStatus.ADMINISTRATOR, ChatMemberStatus.OWNER)
-
-
 async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Log first, then tell the user something short."""
     log.error("error while handling an update", exc_info=context.error)
-    if isinstance(update, Update):
+    if not isinstance(update, Update):
+        return
+    with contextlib.suppress(TelegramError):
         if update.callback_query:
-            with contextlib.suppress(TelegramError):
-                await update.callback_query.answer("Sorry, something went wrong.")
+            await update.callback_query.answer("Sorry, something went wrong.")
         elif update.effective_message and update.effective_message.chat.type == "private":
-            with contextlib.suppress(TelegramError):
-                await update.effective_message.reply_text(
-                    "Sorry, something went wrong. Please try again."
-                )
+            await update.effective_message.reply_text(
+                "Sorry, something went wrong. Please try again."
+            )

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 from telegram import (
@@ -17,20 +18,24 @@ from telegram import (
 )
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
 
-from bot import render, runcomfy, schema
+from bot import limits, render, runcomfy, schema
 from bot.command import SeqRequest
 from bot.config import Settings
 from bot.errors import PermanentError, SeqbotError, SubmitUnknownError, TransientError
 from bot.images import DOCUMENT_MAX_BYTES, BadImage, ImageInfo, inspect
+from bot.permissions import requester_name
 from bot.runcomfy import RunComfyClient
 from bot.store import CANCELLABLE, Job, Status, Store
 
 log = logging.getLogger(__name__)
 
 _RETRY_AFTER_RE = re.compile(r"retry after (\d+)", re.IGNORECASE)
+_FAILED_ITEM_RE = re.compile(r"failed to send message #(\d+)", re.IGNORECASE)
 _SEND_ATTEMPTS = 6
 _DOWNLOADS_AT_ONCE = 4
 _DELIVERIES_AT_ONCE = 8
+# Groups allow about 20 messages a minute: within one state, a status edit waits this long.
+GROUP_EDIT_INTERVAL = 10.0
 
 
 class DeliveryFailed(SeqbotError):
@@ -52,12 +57,31 @@ class JobRunner:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._downloads = asyncio.Semaphore(_DOWNLOADS_AT_ONCE)
         self._deliveries = asyncio.Semaphore(_DELIVERIES_AT_ONCE)
+        # Per job: what the last status edit showed (state, buttons) and when.
+        self._last_edit: dict[int, tuple[tuple[Status, bool], float]] = {}
 
     # ---- starting, resuming, stopping -------------------------------------------------------
 
     async def start(self, request: SeqRequest, message: Message) -> Job | None:
-        """Record the job, reply with its status message, then submit it in the background."""
+        """Check the limits, record the job, then reply and submit it in the background.
+
+        Raises RefusedError when a limit says no. Nothing awaits between the checks and the
+        insert, so two commands at once cannot both slip under a limit.
+        """
         user = message.from_user
+        if self.store.job_for_message(message.chat.id, message.message_id) is not None:
+            log.info(
+                "chat %s message %s already has a job; ignored", message.chat.id, message.message_id
+            )
+            return None
+        limits.check_spend(
+            self.store,
+            self.settings,
+            user_id=user.id if user else None,
+            chat_id=message.chat.id,
+            count=request.count,
+            now=time.time(),
+        )
         job = self.store.create_job(
             chat_id=message.chat.id,
             message_id=message.message_id,
@@ -68,7 +92,7 @@ class JobRunner:
             prompt=request.prompt,
             text=request.text,
             user_id=user.id if user else None,
-            user_name=(user.username or user.full_name) if user else None,
+            user_name=requester_name(user, message.sender_chat),
             thread_id=message.message_thread_id if message.is_topic_message else None,
             chat_type=message.chat.type,
         )
@@ -142,6 +166,7 @@ class JobRunner:
         finally:
             if job.final:
                 self.active.pop(job.id, None)
+                self._last_edit.pop(job.id, None)
 
     async def _fail(self, job: Job, exc: Exception) -> None:
         """End the job with a message that says why; never raises."""
@@ -179,6 +204,7 @@ class JobRunner:
         self.store.update(
             job, status_message_id=message.message_id, status_shown=_shown(text, markup)
         )
+        self._last_edit[job.id] = (_milestone(job, markup), time.monotonic())
 
     async def _submit(self, job: Job) -> None:
         if job.cancel_requested:
@@ -330,7 +356,8 @@ class JobRunner:
     async def _send_unit(
         self, job: Job, unit: dict[str, Any], data: dict[int, bytes], *, with_caption: bool
     ) -> None:
-        items: list[int] = unit["items"]
+        # Shrinks when an album fails part-way: the items before the failed one were delivered.
+        items: list[int] = list(unit["items"])
         caption = render.caption(job) if with_caption else None
         photo = unit["kind"] == "photo"
         common: dict[str, Any] = {
@@ -361,9 +388,19 @@ class JobRunner:
             ]
             return await self.bot.send_media_group(media=media, **common)
 
-        await self._with_retries(send)
+        def partly_sent(description: str) -> None:
+            nonlocal items, caption
+            m = _FAILED_ITEM_RE.search(description)
+            sent = int(m.group(1)) - 1 if m else 0
+            if 0 < sent < len(items):
+                log.info("job %d: album stopped after %d item(s); sending the rest", job.id, sent)
+                items, caption = items[sent:], None
 
-    async def _with_retries(self, send: Any) -> Any:
+        await self._with_retries(send, on_album_retry=partly_sent)
+
+    async def _with_retries(
+        self, send: Any, on_album_retry: Callable[[str], None] | None = None
+    ) -> Any:
         """Call Telegram, waiting out flood limits and network trouble; Forbidden is final."""
         delay = 1.0
         for attempt in range(1, _SEND_ATTEMPTS + 1):
@@ -379,6 +416,8 @@ class JobRunner:
                         "Telegram refused the images.", detail=exc.message
                     ) from None
                 wait = float(m.group(1))
+                if on_album_retry:
+                    on_album_retry(exc.message)
             except Forbidden:
                 raise
             except NetworkError as exc:  # includes TimedOut
@@ -449,6 +488,15 @@ class JobRunner:
         shown = _shown(text, markup)
         if shown == job.status_shown:
             return
+        milestone, now = _milestone(job, markup), time.monotonic()
+        last = self._last_edit.get(job.id)
+        if (
+            job.chat_id < 0
+            and last
+            and last[0] == milestone
+            and now - last[1] < GROUP_EDIT_INTERVAL
+        ):
+            return  # only the queue position or the clock changed: not worth a group message
         try:
             await self.bot.edit_message_text(
                 chat_id=job.chat_id,
@@ -478,6 +526,7 @@ class JobRunner:
             log.warning("job %d: could not edit status: %s", job.id, exc)
             return
         self.store.update(job, status_shown=shown)
+        self._last_edit[job.id] = (milestone, now)
 
     @staticmethod
     def _reply_to(job: Job) -> ReplyParameters:
@@ -490,6 +539,12 @@ def _extension(data: bytes) -> str:
     if data[8:12] == b"WEBP":
         return "webp"
     return "jpg"
+
+
+def _milestone(job: Job, markup: object) -> tuple[Status, bool]:
+    """What a status edit must always show: the phase (queued, running, …) and the buttons."""
+    phase = Status.QUEUED if job.status in CANCELLABLE else job.status
+    return phase, markup is not None
 
 
 def _shown(text: str, markup: object) -> str:

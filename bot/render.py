@@ -161,3 +161,75 @@ def delivery_plan(photos: list[int], documents: list[int]) -> list[dict[str, Any
             plan.append({"kind": kind, "items": indexes[start : start + size]})
             start += size
     return plan
+
+
+_STATUS_WORDS = {
+    Status.NEW: "⏳ queued",
+    Status.SUBMITTING: "⏳ queued",
+    Status.QUEUED: "⏳ queued",
+    Status.RUNNING: "🎨 generating",
+    Status.SENDING: "📤 sending",
+    Status.DONE: "✅ done",
+    Status.FAILED: "❌ failed",
+    Status.CANCELLED: "🚫 cancelled",
+    Status.TIMED_OUT: "⌛ timed out",
+}
+
+
+def age(seconds: float) -> str:
+    """``42`` -> ``just now``; ``300`` -> ``5 min ago``; ``7200`` -> ``2 h ago``."""
+    if seconds < 60:
+        return "just now"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min ago"
+    if seconds < 86400 * 2:
+        return f"{int(seconds // 3600)} h ago"
+    return f"{int(seconds // 86400)} days ago"
+
+
+def jobs_list(jobs: list[Job], now: float) -> str:
+    """/jobs: the chat's latest jobs, one line each."""
+    if not jobs:
+        return "No jobs in this chat yet. Start one with /seq."
+    lines = ["Latest jobs in this chat:"]
+    for job in jobs:
+        who = f" · {job.user_name}" if job.user_name else ""
+        lines.append(
+            f"#{job.id} {_STATUS_WORDS[job.status]} · {plural(job.count, 'image')} · "
+            f"{schema.ratio_of(job.size)} · {age(now - job.created_at)}{who}"
+        )
+    return "\n".join(lines)
+
+
+def money(usd: float) -> str:
+    """``0.12`` -> ``$0.12``."""
+    return f"${usd:.2f}"
+
+
+def usage_text(
+    *,
+    today: tuple[int, float],
+    month: tuple[int, float],
+    limit: int,
+    exempt: bool,
+    resets_in: str,
+    per_chat: list[tuple[int, int, int, float]] | None = None,
+) -> str:
+    """/usage: images and cost today and this month; per-chat totals for bot admins."""
+    lines = [
+        f"Today (UTC): {plural(today[0], 'image')}, {money(today[1])}",
+        f"This month: {plural(month[0], 'image')}, {money(month[1])}",
+    ]
+    if exempt:
+        lines.append("As a bot admin you have no daily limit.")
+    elif limit:
+        left = max(0, limit - today[0])
+        lines.append(f"Daily limit: {limit} images, {left} left; resets in {resets_in}.")
+    if per_chat is not None:
+        lines.append("")
+        lines.append("All chats this month:" if per_chat else "No jobs in any chat this month.")
+        lines += [
+            f"{chat_id}: {plural(jobs, 'job')}, {plural(images, 'image')}, {money(cost)}"
+            for chat_id, jobs, images, cost in per_chat[:30]
+        ]
+    return "\n".join(lines)

@@ -60,6 +60,13 @@ def m001_jobs(db: sqlite_utils.Database) -> None:
     db.table("jobs").create_index(["status"])
 
 
+@migrations()
+def m002_usage_indexes(db: sqlite_utils.Database) -> None:
+    """Indexes for quotas, /usage and /jobs."""
+    db.table("jobs").create_index(["user_id", "created_at"])
+    db.table("jobs").create_index(["chat_id", "created_at"])
+
+
 class Status(StrEnum):
     """Where a job is in its life."""
 
@@ -121,6 +128,11 @@ class Job:
 
 _JSON_FIELDS = ("image_urls", "plan", "delivered")
 _JOB_FIELDS = {f.name for f in fields(Job)}
+
+
+# Images count against quotas once they reach RunComfy (or are on their way), unless the job was
+# cancelled while queued; a job refused before submit costs nothing.
+_BILLED = "((request_id IS NOT NULL AND status != 'cancelled') OR status IN ('new', 'submitting'))"
 
 
 def _from_row(row: dict[str, Any]) -> Job:
@@ -190,7 +202,7 @@ class Store:
         }
         with self.db.conn:
             cursor = self.db.execute(
-                f"INSERT OR IGNORE INTO jobs ({', '.join(row)}) "  # noqa: S608 - fixed column names
+                f"INSERT OR IGNORE INTO jobs ({', '.join(row)}) "
                 f"VALUES ({', '.join('?' for _ in row)})",
                 list(row.values()),
             )
@@ -199,6 +211,15 @@ class Store:
         job = self.get(int(cursor.lastrowid or 0))
         assert job is not None
         return job
+
+    def job_for_message(self, chat_id: int, message_id: int) -> Job | None:
+        """The job a Telegram message already made, if any."""
+        rows = list(
+            self.db.query(
+                "SELECT * FROM jobs WHERE chat_id = ? AND message_id = ?", [chat_id, message_id]
+            )
+        )
+        return _from_row(rows[0]) if rows else None
 
     def get(self, job_id: int) -> Job | None:
         """The job with this id, if any."""
@@ -224,8 +245,60 @@ class Store:
         """Every job that has not reached a final state, oldest first."""
         final = [s.value for s in FINAL]
         rows = self.db.query(
-            f"SELECT * FROM jobs WHERE status NOT IN ({', '.join('?' for _ in final)}) "  # noqa: S608
-            "ORDER BY id",
+            f"SELECT * FROM jobs WHERE status NOT IN ({', '.join('?' for _ in final)}) ORDER BY id",
             final,
         )
         return [_from_row(r) for r in rows]
+
+    def active_jobs(self, *, user_id: int | None = None, chat_id: int | None = None) -> int:
+        """How many unfinished jobs the user (or the chat) has."""
+        final = [s.value for s in FINAL]
+        where = f"status NOT IN ({', '.join('?' for _ in final)})"
+        params: list[Any] = list(final)
+        if user_id is not None:
+            where += " AND user_id = ?"
+            params.append(user_id)
+        if chat_id is not None:
+            where += " AND chat_id = ?"
+            params.append(chat_id)
+        return int(
+            self.db.execute(f"SELECT count(*) FROM jobs WHERE {where}", params).fetchone()[0]
+        )
+
+    def usage(self, user_id: int, since: float) -> tuple[int, float]:
+        """Images requested (billed) and their recorded cost in USD, since ``since``."""
+        row = self.db.execute(
+            f"SELECT coalesce(sum(count), 0), coalesce(sum(cost), 0) FROM jobs "
+            f"WHERE user_id = ? AND created_at >= ? AND {_BILLED}",
+            [user_id, since],
+        ).fetchone()
+        return int(row[0]), float(row[1])
+
+    def usage_by_chat(self, since: float) -> list[tuple[int, int, int, float]]:
+        """Per chat since ``since``: (chat id, jobs, images, cost), busiest first."""
+        rows = self.db.execute(
+            f"SELECT chat_id, count(*), coalesce(sum(count), 0), coalesce(sum(cost), 0) "
+            f"FROM jobs WHERE created_at >= ? AND {_BILLED} "
+            "GROUP BY chat_id ORDER BY 3 DESC, 1",
+            [since],
+        ).fetchall()
+        return [(int(c), int(j), int(i), float(x)) for c, j, i, x in rows]
+
+    def recent(self, chat_id: int, limit: int = 10) -> list[Job]:
+        """The chat's latest jobs, newest first."""
+        rows = self.db.query(
+            "SELECT * FROM jobs WHERE chat_id = ? ORDER BY id DESC LIMIT ?", [chat_id, limit]
+        )
+        return [_from_row(r) for r in rows]
+
+    def latest_cancellable(self, chat_id: int, user_id: int) -> Job | None:
+        """The user's newest job in this chat that can still be cancelled."""
+        states = [s.value for s in CANCELLABLE]
+        rows = list(
+            self.db.query(
+                f"SELECT * FROM jobs WHERE chat_id = ? AND user_id = ? "
+                f"AND status IN ({', '.join('?' for _ in states)}) ORDER BY id DESC LIMIT 1",
+                [chat_id, user_id, *states],
+            )
+        )
+        return _from_row(rows[0]) if rows else None

@@ -1,0 +1,75 @@
+"""Who may use the bot, and how much: allowlists, active-job caps and the daily image quota."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from bot.config import Settings
+from bot.errors import RefusedError
+from bot.store import Store
+
+UTC = dt.UTC
+
+
+def day_start(now: float) -> float:
+    """Midnight UTC at or before ``now`` (epoch seconds)."""
+    d = dt.datetime.fromtimestamp(now, UTC)
+    return d.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+
+
+def month_start(now: float) -> float:
+    """The first of this month, midnight UTC."""
+    d = dt.datetime.fromtimestamp(now, UTC)
+    return d.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp()
+
+
+def until_reset(now: float) -> str:
+    """How long until the quota resets at midnight UTC, e.g. ``3 h 12 min``."""
+    seconds = int(day_start(now) + 86400 - now)
+    hours, minutes = divmod(max(60, seconds) // 60, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
+
+
+def check_access(settings: Settings, *, user_id: int | None, chat_id: int) -> None:
+    """Raise RefusedError unless both the user and the chat are allowed (admins always are)."""
+    if user_id is not None and user_id in settings.admin_user_ids:
+        return
+    if settings.allowed_chat_ids and chat_id not in settings.allowed_chat_ids:
+        raise RefusedError("Sorry, this bot is not available in this chat.")
+    if settings.allowed_user_ids and user_id not in settings.allowed_user_ids:
+        raise RefusedError("Sorry, this bot is not available to you.")
+
+
+def check_spend(
+    store: Store, settings: Settings, *, user_id: int | None, chat_id: int, count: int, now: float
+) -> None:
+    """Raise RefusedError when a new job of ``count`` images would exceed a limit."""
+    if user_id is not None and user_id in settings.admin_user_ids:
+        return
+    if user_id is not None:
+        active = store.active_jobs(user_id=user_id)
+        if active >= settings.max_active_jobs_per_user:
+            raise RefusedError(
+                f"You already have {active} jobs in progress (the most is "
+                f"{settings.max_active_jobs_per_user}). Wait for one to finish, or cancel one."
+            )
+    active = store.active_jobs(chat_id=chat_id)
+    if active >= settings.max_active_jobs_per_chat:
+        raise RefusedError(
+            f"This chat already has {active} jobs in progress (the most is "
+            f"{settings.max_active_jobs_per_chat}). Please wait for one to finish."
+        )
+    limit = settings.daily_image_limit_per_user
+    if limit and user_id is not None:
+        used, _ = store.usage(user_id, day_start(now))
+        left = max(0, limit - used)
+        if count > left:
+            if left == 0:
+                raise RefusedError(
+                    f"You have used all {limit} images of today's limit. "
+                    f"It resets at midnight UTC (in {until_reset(now)})."
+                )
+            raise RefusedError(
+                f"You have {left} of today's {limit} images left; ask for {left} or fewer. "
+                f"The limit resets at midnight UTC (in {until_reset(now)})."
+            )

@@ -1,0 +1,67 @@
+"""Who may cancel a job: its requester, the chat's admins (asked of Telegram, cached) or bot admins."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from telegram import Bot, Chat, User
+from telegram.constants import ChatID, ChatMemberStatus
+from telegram.error import TelegramError
+
+from bot.store import Job
+
+log = logging.getLogger(__name__)
+
+ADMIN_CACHE_SECONDS = 60.0
+ANONYMOUS_ADMIN = ChatID.ANONYMOUS_ADMIN  # @GroupAnonymousBot: every anonymous admin posts as it
+
+
+class Permissions:
+    """Answers "may this person cancel that job?" with a short-lived cache of admin lookups."""
+
+    def __init__(self, bot: Bot, bot_admins: frozenset[int]) -> None:
+        self.bot = bot
+        self.bot_admins = bot_admins
+        self._admins: dict[tuple[int, int], tuple[bool, float]] = {}
+
+    async def is_chat_admin(self, chat_id: int, user_id: int) -> bool:
+        """Whether Telegram says the user administers the chat (cached briefly)."""
+        if chat_id > 0:
+            return False  # private chats have no admins
+        key = (chat_id, user_id)
+        cached = self._admins.get(key)
+        now = time.monotonic()
+        if cached and cached[1] > now:
+            return cached[0]
+        try:
+            member = await self.bot.get_chat_member(chat_id, user_id)
+        except TelegramError as exc:
+            log.warning("could not check admin status in chat %d: %s", chat_id, exc)
+            return False
+        answer = member.status in (ChatMemberStatus.ADMINISTRATOR, ChatMemberStatus.OWNER)
+        self._admins[key] = (answer, now + ADMIN_CACHE_SECONDS)
+        return answer
+
+    async def may_cancel(
+        self, job: Job, *, chat_id: int, user: User | None, sender_chat: Chat | None = None
+    ) -> bool:
+        """The requester, a chat admin (anonymous ones too) or a bot admin may cancel."""
+        if sender_chat is not None and sender_chat.id == chat_id:
+            return True  # only admins can post as the group itself
+        if user is None:
+            return False
+        if user.id in self.bot_admins:
+            return True
+        if user.id == job.user_id and user.id != ANONYMOUS_ADMIN:
+            return True
+        return await self.is_chat_admin(chat_id, user.id)
+
+
+def requester_name(user: User | None, sender_chat: Chat | None) -> str | None:
+    """How /jobs and refusals name whoever asked: ``@name``, a full name, or an anonymous admin."""
+    if sender_chat is not None:
+        return f"an admin of {sender_chat.title or 'the group'}"
+    if user is None:
+        return None
+    return f"@{user.username}" if user.username else user.full_name
