@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from telegram import BotCommand, Update
 from telegram.ext import (
@@ -11,6 +12,7 @@ from telegram.ext import (
     ApplicationBuilder,
     CallbackQueryHandler,
     CommandHandler,
+    ExtBot,
     filters,
 )
 from telegram.request import HTTPXRequest
@@ -34,24 +36,51 @@ COMMANDS = [
 ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
 
 
+class TolerantBot(ExtBot[int]):
+    """An ExtBot whose polling survives updates that python-telegram-bot cannot read.
+
+    One malformed update would otherwise fail every getUpdates call from then on (the batch is
+    parsed as a whole and the offset never moves). It is replaced by an empty update with the same
+    id, so it is confirmed and skipped.
+    """
+
+    async def _post(self, endpoint: str, data: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+        result = await super()._post(endpoint, data, **kwargs)
+        if endpoint == "getUpdates" and isinstance(result, list):
+            return [self._readable(raw) for raw in result]
+        return result
+
+    def _readable(self, raw: Any) -> Any:
+        try:
+            Update.de_json(raw, self)
+        except Exception as exc:
+            update_id = raw.get("update_id") if isinstance(raw, dict) else None
+            log.warning("skipping update %s that cannot be read: %s", update_id, exc)
+            return {"update_id": update_id} if isinstance(update_id, int) else raw
+        return raw
+
+
 def build_application(settings: Settings) -> Application:  # type: ignore[type-arg]
     """The bot, ready to run; clients open in ``post_init`` and close in ``post_shutdown``."""
+    timeout = settings.http_timeout
+    bot = TolerantBot(
+        token=settings.telegram_token,
+        base_url=settings.telegram_api_base_url,
+        base_file_url=settings.telegram_file_base_url,
+        request=HTTPXRequest(
+            connection_pool_size=64,
+            connect_timeout=min(timeout, 10.0),
+            read_timeout=timeout,
+            write_timeout=timeout,
+            # Albums of ten multi-MB photos take a while to upload.
+            media_write_timeout=max(timeout, 120.0),
+        ),
+        get_updates_request=HTTPXRequest(connect_timeout=min(timeout, 10.0)),
+        rate_limiter=AIORateLimiter(max_retries=3),
+    )
     app = (
         ApplicationBuilder()
-        .token(settings.telegram_token)
-        .base_url(settings.telegram_api_base_url)
-        .base_file_url(settings.telegram_file_base_url)
-        .request(
-            HTTPXRequest(
-                connection_pool_size=64,
-                connect_timeout=10.0,
-                read_timeout=30.0,
-                write_timeout=30.0,
-                # Albums of ten multi-MB photos take a while to upload.
-                media_write_timeout=120.0,
-            )
-        )
-        .rate_limiter(AIORateLimiter(max_retries=3))
+        .bot(bot)
         .concurrent_updates(True)
         .post_init(_post_init)
         .post_stop(_post_stop)

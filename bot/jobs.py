@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import re
 import time
 from collections.abc import Callable
@@ -34,6 +35,7 @@ _FAILED_ITEM_RE = re.compile(r"failed to send message #(\d+)", re.IGNORECASE)
 _SEND_ATTEMPTS = 6
 _DOWNLOADS_AT_ONCE = 4
 _DELIVERIES_AT_ONCE = 8
+_MAX_POLL_BACKOFF = 30.0
 # Groups allow about 20 messages a minute: within one state, a status edit waits this long.
 GROUP_EDIT_INTERVAL = 10.0
 
@@ -57,6 +59,7 @@ class JobRunner:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._downloads = asyncio.Semaphore(_DOWNLOADS_AT_ONCE)
         self._deliveries = asyncio.Semaphore(_DELIVERIES_AT_ONCE)
+        self._operator_alerts: set[str] = set()
         # Per job: what the last status edit showed (state, buttons) and when.
         self._last_edit: dict[int, tuple[tuple[Status, bool], float]] = {}
 
@@ -177,7 +180,7 @@ class JobRunner:
             error, show = "The bot cannot post in this chat.", False
         elif isinstance(exc, SeqbotError):
             if isinstance(exc, PermanentError) and exc.operator_problem:
-                log.error("OPERATOR ACTION NEEDED: RunComfy refused job %d: %s", job.id, exc)
+                self._operator_alert(job, exc)
             else:
                 log.warning("job %d failed: %s", job.id, exc)
             error = exc.user_message
@@ -188,6 +191,22 @@ class JobRunner:
             await self._finish(job, Status.FAILED, error=error, show=show)
         except Exception as again:  # the chat may refuse even the failure notice
             log.warning("job %d: could not report the failure: %s", job.id, again)
+
+    def _operator_alert(self, job: Job, exc: PermanentError) -> None:
+        """A bad token or an empty balance: one loud line per distinct problem, then quiet ones."""
+        problem = exc.user_message
+        if problem in self._operator_alerts:
+            log.warning("job %d refused by RunComfy again: %s", job.id, exc)
+            return
+        self._operator_alerts.add(problem)
+        log.error(
+            "\n%s\nOPERATOR ACTION NEEDED: RunComfy refused job %d: %s\n"
+            "Jobs will keep failing until this is fixed (check RUNCOMFY_API_TOKEN and the balance).\n%s",
+            "!" * 72,
+            job.id,
+            exc,
+            "!" * 72,
+        )
 
     async def _post_status(self, job: Job) -> None:
         """Reply to the command with the status message (before anything is billed)."""
@@ -235,16 +254,13 @@ class JobRunner:
     async def _poll(self, job: Job) -> None:
         assert job.request_id is not None
         deadline = (job.submitted_at or job.created_at) + self.settings.job_deadline
+        failures = 0
         while not job.final:
             last_check = time.time() >= deadline
-            state: runcomfy.JobState | None = None
             try:
                 state = await self.client.status(job.request_id)
-            except TransientError as exc:
-                log.warning("job %d: status check failed, will retry: %s", job.id, exc)
-            if job.final:  # cancelled by a button tap meanwhile
-                return
-            if state is not None:
+                if job.final:  # cancelled by a button tap meanwhile
+                    return
                 if state.status == runcomfy.QUEUED:
                     self._set(job, Status.QUEUED, queue_position=state.queue_position)
                 elif state.status == runcomfy.RUNNING:
@@ -254,12 +270,26 @@ class JobRunner:
                     return
                 elif await self._fetch_result(job):
                     return
-                if not job.final:
-                    await self._show(job)
-            if last_check and not job.final:
+                failures = 0
+            except TransientError as exc:
+                # RunComfy is down or confused: the job is not lost, keep asking, less often.
+                failures += 1
+                log.warning("job %d: RunComfy trouble (%d in a row): %s", job.id, failures, exc)
+            if job.final:
+                return
+            await self._show(job)
+            if last_check:
                 await self._time_out(job)
                 return
-            await asyncio.sleep(self.settings.poll_interval)
+            await asyncio.sleep(self._poll_delay(failures))
+
+    def _poll_delay(self, failures: int) -> float:
+        """The poll interval, backing off (capped, with jitter) while RunComfy keeps failing."""
+        interval = self.settings.poll_interval
+        if not failures:
+            return interval
+        backoff = min(interval * 2**failures, max(interval, _MAX_POLL_BACKOFF))
+        return backoff * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not crypto
 
     async def _fetch_result(self, job: Job) -> bool:
         """After a final status: fetch the result once. True when the job moved on."""

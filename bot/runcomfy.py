@@ -278,7 +278,8 @@ class RunComfyClient:
     async def download(self, url: str, *, max_bytes: int) -> bytes:
         """Fetch an output image (no token: it is a public CDN link), retried on transient trouble."""
         last: Exception | None = None
-        for attempt in range(self.attempts):
+        # Images are the product and may expire: try a little harder than for a status poll.
+        for attempt in range(self.attempts + 2):
             if attempt:
                 await asyncio.sleep(self._delay(attempt, None))
             try:

@@ -94,6 +94,7 @@ class _Fault:
     chat_id: int | str | None = None
     seconds: float = 0.0
     delivered_before: int = 0
+    skip: int = 0  # matching calls to let through before the fault applies
 
 
 @dataclass
@@ -261,16 +262,19 @@ class FakeTelegram:
 
     def fail_next(self, method: str, *, status: int = 400,
                   description: str = "Bad Request: injected failure", retry_after: int | None = None,
-                  times: int = 1, chat_id: int | str | None = None) -> None:  # fmt: skip
-        """Answer the next ``times`` calls of ``method`` (to ``chat_id``) with this error."""
+                  times: int = 1, chat_id: int | str | None = None, skip: int = 0) -> None:  # fmt: skip
+        """Answer the next ``times`` calls of ``method`` (to ``chat_id``) with this error,
+        after letting ``skip`` matching calls through."""
         m = self._canonical(method)
-        self._faults.append(_Fault("error", m, times, status, description, retry_after, chat_id))
+        fault = _Fault("error", m, times, status, description, retry_after, chat_id)
+        fault.skip = skip
+        self._faults.append(fault)
 
     def rate_limit_next(self, method: str, retry_after: int = 1, times: int = 1,
-                        chat_id: int | str | None = None) -> None:  # fmt: skip
+                        chat_id: int | str | None = None, skip: int = 0) -> None:  # fmt: skip
         desc = f"Too Many Requests: retry after {retry_after}"
         self.fail_next(method, status=429, description=desc, retry_after=retry_after,
-                       times=times, chat_id=chat_id)  # fmt: skip
+                       times=times, chat_id=chat_id, skip=skip)  # fmt: skip
 
     def album_retry_after_next(self, retry_after: int = 1, delivered_before: int = 0) -> None:
         """Next sendMediaGroup fails at item ``delivered_before + 1`` after delivering the rest."""
@@ -510,6 +514,9 @@ class FakeTelegram:
         for f in self._faults:
             chat = params.get("chat_id")
             if f.method == method and (f.chat_id is None or str(f.chat_id) == str(chat)):
+                if f.skip > 0:
+                    f.skip -= 1
+                    return None
                 f.times -= 1
                 if f.times <= 0:
                     self._faults.remove(f)
