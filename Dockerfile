@@ -16,5 +16,10 @@ ENV DATABASE_PATH=/data/seqbot.sqlite3 \
     PYTHONUNBUFFERED=1
 # The job database lives on a volume, so jobs survive a new container.
 VOLUME ["/data"]
+# The running bot touches a heartbeat file beside the database every 30 s.
+HEALTHCHECK --interval=60s --timeout=10s --start-period=30s --retries=3 \
+    CMD ["python", "-m", "bot", "healthcheck"]
+# docker stop sends SIGTERM to python itself (exec form below): it stops cleanly, jobs resume later.
+STOPSIGNAL SIGTERM
 # TELEGRAM_BOT_TOKEN and RUNCOMFY_API_TOKEN come from `docker run --env-file .env`.
 CMD ["python", "-m", "bot"]

@@ -1,31 +1,120 @@
-"""``python -m bot``: read the settings, then run the bot with long polling."""
+"""``python -m bot [run|doctor|healthcheck|backup FILE]``."""
 
 from __future__ import annotations
 
+import argparse
 import os
+import sqlite3
 import sys
+import time
 from pathlib import Path
 
 from dotenv import load_dotenv
 
-from bot.app import ALLOWED_UPDATES, build_application
+from bot import doctor
 from bot.config import Settings
 from bot.errors import ConfigError
-from bot.logs import setup_logging
+
+CONFIGURATION = """\
+configuration (environment variables, or .env in the working directory):
+  TELEGRAM_BOT_TOKEN          required: the bot's token from @BotFather
+  RUNCOMFY_API_TOKEN          required: your RunComfy API token
+  TELEGRAM_API_BASE_URL       default https://api.telegram.org/bot
+  RUNCOMFY_API_BASE_URL       default https://model-api.runcomfy.net
+  DATABASE_PATH               default data/seqbot.sqlite3
+  POLL_INTERVAL_SECONDS       default 2
+  JOB_DEADLINE_SECONDS        default 1800
+  HTTP_TIMEOUT_SECONDS        default 30
+  LOG_LEVEL                   DEBUG, INFO (default), WARNING, ERROR
+  LOG_FORMAT                  text (default) or json
+  WEBHOOK_URL                 public https URL: webhook mode (unset: long polling)
+  WEBHOOK_SECRET              required with WEBHOOK_URL: 16-256 of A-Z a-z 0-9 _ -
+  WEBHOOK_LISTEN              default 0.0.0.0
+  WEBHOOK_PORT                default 8080
+  ALLOWED_USER_IDS            comma-separated; empty: anyone
+  ALLOWED_CHAT_IDS            comma-separated; empty: any chat
+  ADMIN_USER_IDS              comma-separated bot admins
+  MAX_ACTIVE_JOBS_PER_USER    default 2
+  MAX_ACTIVE_JOBS_PER_CHAT    default 3
+  DAILY_IMAGE_LIMIT_PER_USER  default 60 (0: no limit)
+"""
+HEALTHY_SECONDS = 120.0
 
 
-def main() -> int:
-    """Run until SIGINT/SIGTERM; exit code 2 for bad configuration."""
-    # .env in the working directory; variables already in the environment win.
-    load_dotenv(Path.cwd() / ".env", override=False)
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bot",
+        description="seqbot: a Telegram bot for Seedream 4.0 sequential images on RunComfy.",
+        epilog=CONFIGURATION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("run", help="run the bot (the default)")
+    sub.add_parser("doctor", help="check the configuration, both tokens and the database")
+    sub.add_parser("healthcheck", help="exit 0 if the running bot is alive (for Docker)")
+    backup = sub.add_parser("backup", help="copy the database safely, even while the bot runs")
+    backup.add_argument("file", type=Path, help="where to write the copy")
+    return parser
+
+
+def _settings() -> Settings | None:
     try:
-        settings = Settings.from_env(os.environ)
+        return Settings.from_env(os.environ)
     except ConfigError as exc:
         print(f"seqbot: configuration error: {exc}", file=sys.stderr)
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Dispatch the subcommand; exit code 2 for bad configuration."""
+    args = _parser().parse_args(argv)
+    # .env in the working directory; variables already in the environment win.
+    load_dotenv(Path.cwd() / ".env", override=False)
+    if args.command == "doctor":
+        return doctor.main()
+    settings = _settings()
+    if settings is None:
         return 2
-    setup_logging(settings.log_level_number, settings.secrets)
-    app = build_application(settings)
-    app.run_polling(allowed_updates=ALLOWED_UPDATES)
+    if args.command == "healthcheck":
+        return healthcheck(settings)
+    if args.command == "backup":
+        return backup(settings, args.file)
+    # Imported here so `doctor`, `healthcheck` and `backup` start quickly.
+    from bot.app import run
+    from bot.logs import setup_logging
+
+    setup_logging(
+        settings.log_level_number, settings.secrets, json_lines=settings.log_format == "json"
+    )
+    run(settings)
+    return 0
+
+
+def healthcheck(settings: Settings) -> int:
+    """0 when the bot touched its heartbeat file recently."""
+    try:
+        age = time.time() - settings.health_file.stat().st_mtime
+    except FileNotFoundError:
+        print("unhealthy: the bot has not started", file=sys.stderr)
+        return 1
+    if age > HEALTHY_SECONDS:
+        print(f"unhealthy: no sign of life for {age:.0f} s", file=sys.stderr)
+        return 1
+    return 0
+
+
+def backup(settings: Settings, target: Path) -> int:
+    """SQLite's online backup: a consistent copy while the bot keeps writing."""
+    if not settings.database_path.exists():
+        print(f"seqbot: no database at {settings.database_path}", file=sys.stderr)
+        return 1
+    source = sqlite3.connect(settings.database_path)
+    try:
+        with sqlite3.connect(target) as copy:
+            source.backup(copy)
+    finally:
+        source.close()
+    print(f"backed up {settings.database_path} to {target}")
     return 0
 
 

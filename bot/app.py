@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from pathlib import Path
 from typing import Any
 
 from telegram import BotCommand, Update
@@ -34,6 +36,7 @@ COMMANDS = [
     BotCommand("help", "How to use the bot"),
 ]
 ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
+HEARTBEAT_SECONDS = 30.0
 
 
 class TolerantBot(ExtBot[int]):
@@ -103,6 +106,35 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
     return app
 
 
+def webhook_options(settings: Settings) -> dict[str, Any]:
+    """Arguments for ``run_webhook`` / ``Updater.start_webhook`` in webhook mode."""
+    return {
+        "listen": settings.webhook_listen,
+        "port": settings.webhook_port,
+        "url_path": settings.webhook_path,
+        "webhook_url": settings.webhook_url,
+        # Telegram sends it in X-Telegram-Bot-Api-Secret-Token; anything else gets 403.
+        "secret_token": settings.webhook_secret,
+        "allowed_updates": ALLOWED_UPDATES,
+    }
+
+
+def run(settings: Settings) -> None:
+    """Run until SIGINT/SIGTERM, by webhook when WEBHOOK_URL is set, else by long polling."""
+    app = build_application(settings)
+    if settings.webhook_url:
+        app.run_webhook(**webhook_options(settings))
+    else:
+        app.run_polling(allowed_updates=ALLOWED_UPDATES)
+
+
+async def _heartbeat(path: Path) -> None:
+    """Touch ``path`` every so often, so a health check can tell the bot is alive."""
+    while True:
+        await asyncio.to_thread(path.touch)
+        await asyncio.sleep(HEARTBEAT_SECONDS)
+
+
 async def _post_init(app: Application) -> None:  # type: ignore[type-arg]
     settings: Settings = app.bot_data["settings"]
     store = Store(settings.database_path)
@@ -130,9 +162,13 @@ async def _post_init(app: Application) -> None:  # type: ignore[type-arg]
         settings.poll_interval,
     )
     await runner.resume_all()
+    app.bot_data["heartbeat"] = asyncio.create_task(_heartbeat(settings.health_file))
 
 
 async def _post_stop(app: Application) -> None:  # type: ignore[type-arg]
+    heartbeat: asyncio.Task[None] | None = app.bot_data.pop("heartbeat", None)
+    if heartbeat:
+        heartbeat.cancel()
     runner: JobRunner | None = app.bot_data.get("runner")
     if runner:
         await runner.stop()

@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from bot.errors import ConfigError
 
@@ -34,6 +35,21 @@ class Settings:
     max_active_jobs_per_user: int = 2
     max_active_jobs_per_chat: int = 3
     daily_image_limit_per_user: int = 60  # 0: no limit
+    webhook_url: str | None = None  # set: webhook mode; unset: long polling
+    webhook_secret: str | None = field(default=None, repr=False)
+    webhook_listen: str = "0.0.0.0"  # noqa: S104 - a server inside a container listens on all
+    webhook_port: int = 8080
+    log_format: str = "text"
+
+    @property
+    def webhook_path(self) -> str:
+        """The path part of WEBHOOK_URL, where the local server listens (e.g. ``seqbot``)."""
+        return urlsplit(self.webhook_url or "").path.strip("/")
+
+    @property
+    def health_file(self) -> Path:
+        """A file the running bot touches regularly; the Docker health check reads its age."""
+        return self.database_path.with_name(self.database_path.name + ".alive")
 
     @property
     def telegram_file_base_url(self) -> str:
@@ -46,7 +62,9 @@ class Settings:
     @property
     def secrets(self) -> tuple[str, ...]:
         """Values that must never be printed."""
-        return (self.telegram_token, self.runcomfy_token)
+        return tuple(
+            s for s in (self.telegram_token, self.runcomfy_token, self.webhook_secret) if s
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -75,6 +93,21 @@ class Settings:
         if log_level not in _LOG_LEVELS:
             raise ConfigError("LOG_LEVEL", f"must be one of {', '.join(_LOG_LEVELS)}")
 
+        webhook_url = get("WEBHOOK_URL")
+        webhook_secret = get("WEBHOOK_SECRET")
+        if webhook_url is not None:
+            if not re.match(r"^https://[^\s/]+", webhook_url):
+                raise ConfigError("WEBHOOK_URL", "must be a public https:// URL")
+            if webhook_secret is None:
+                raise ConfigError("WEBHOOK_SECRET", "is required when WEBHOOK_URL is set")
+            if not re.fullmatch(r"[A-Za-z0-9_-]{16,256}", webhook_secret):
+                raise ConfigError(
+                    "WEBHOOK_SECRET", "must be 16–256 characters of A-Z, a-z, 0-9, _ and -"
+                )
+        log_format = (get("LOG_FORMAT") or cls.log_format).lower()
+        if log_format not in ("text", "json"):
+            raise ConfigError("LOG_FORMAT", "must be text or json")
+
         return cls(
             telegram_token=telegram_token,
             runcomfy_token=runcomfy_token,
@@ -99,6 +132,11 @@ class Settings:
             daily_image_limit_per_user=_count(
                 get, "DAILY_IMAGE_LIMIT_PER_USER", cls.daily_image_limit_per_user, minimum=0
             ),
+            webhook_url=webhook_url,
+            webhook_secret=webhook_secret,
+            webhook_listen=get("WEBHOOK_LISTEN") or cls.webhook_listen,
+            webhook_port=_count(get, "WEBHOOK_PORT", cls.webhook_port, minimum=1),
+            log_format=log_format,
         )
 
     @property

@@ -1,9 +1,11 @@
-"""Logging set-up that keeps secrets out of every line."""
+"""Logging set-up that keeps secrets out of every line: readable text, or JSON for collectors."""
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+import time
 from collections.abc import Iterable
 
 
@@ -14,20 +16,40 @@ class RedactingFormatter(logging.Formatter):
         super().__init__(fmt)
         self._secrets = [s for s in secrets if s]
 
-    def format(self, record: logging.LogRecord) -> str:
-        """Format the record with secrets replaced by ``[REDACTED]``."""
-        text = super().format(record)
+    def redact(self, text: str) -> str:
+        """``text`` with every secret replaced by ``[REDACTED]``."""
         for secret in self._secrets:
             text = text.replace(secret, "[REDACTED]")
         return text
 
+    def format(self, record: logging.LogRecord) -> str:
+        """Format the record with secrets replaced by ``[REDACTED]``."""
+        return self.redact(super().format(record))
 
-def setup_logging(level: int, secrets: Iterable[str]) -> None:
+
+class JsonFormatter(RedactingFormatter):
+    """One JSON object per line: time, level, logger, message (and the traceback, if any)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as a single line of JSON, secrets redacted."""
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return self.redact(json.dumps(entry, ensure_ascii=False))
+
+
+def setup_logging(level: int, secrets: Iterable[str], *, json_lines: bool = False) -> None:
     """Log to stderr at ``level``; httpx stays at WARNING (its request lines carry the bot token)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", secrets)
-    )
+    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    formatter = JsonFormatter(fmt, secrets) if json_lines else RedactingFormatter(fmt, secrets)
+    formatter.converter = time.gmtime  # timestamps in UTC, like the quotas
+    handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

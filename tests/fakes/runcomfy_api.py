@@ -12,7 +12,11 @@ Usage in tests::
         assert fake.errors == []  # 422 refusals and unknown-key warnings land here
 
 Standalone (benchmarks): ``python -m tests.fakes.runcomfy_api --token T --port 0 [--profile
-realistic]`` prints ``READY http://127.0.0.1:PORT`` and serves until SIGTERM/SIGINT.
+realistic] [--image-pool 8] [--bench-endpoints]`` prints ``READY http://127.0.0.1:PORT`` and serves
+until SIGTERM/SIGINT. ``--image-pool N`` serves good images from N pre-rendered JPEGs per size
+(rendering thousands of 1 MB noise JPEGs would cost more CPU than the bot under test);
+``--bench-endpoints`` adds ``GET /_bench/jobs`` (no auth, not recorded in ``calls``): every job's
+prompt, submit and completion times (wall clock) and requests per endpoint, plus the fake's errors.
 """
 
 from __future__ import annotations
@@ -234,8 +238,19 @@ def render_jpeg(seed: str, index: int, size: tuple[int, int], jpeg_bytes: int | 
 class FakeRunComfy:
     """Fake RunComfy server on 127.0.0.1 (aiohttp, on the caller's event loop)."""
 
-    def __init__(self, token: str = "rc-test-token", *, host: str = "127.0.0.1", port: int = 0):
+    def __init__(
+        self,
+        token: str = "rc-test-token",
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        image_pool: int = 0,
+        bench_endpoints: bool = False,
+    ):
         self.token, self.host, self.port = token, host, port
+        # > 0: good images come from this many pre-rendered JPEGs per (size, bytes); 0: one each.
+        self.image_pool = image_pool
+        self.bench_endpoints = bench_endpoints
         self.default_script = JobScript()
         self.timeout_delay = 3.0
         self.calls: list[Call] = []
@@ -251,6 +266,8 @@ class FakeRunComfy:
         self._ratio_faults: dict[str, list[_FaultRule]] = {e: [] for e in ENDPOINTS}
         self._timing_rng: random.Random | None = None
         self._images: OrderedDict[tuple[str, int, str], bytes] = OrderedDict()
+        self._pool: dict[tuple[int, int, int | None, int], bytes] = {}
+        self._pool_locks: dict[tuple[int, int, int | None, int], asyncio.Lock] = {}
         self._down = False
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
@@ -266,6 +283,8 @@ class FakeRunComfy:
     async def start(self) -> FakeRunComfy:
         self._call_event, self._stopping = asyncio.Event(), asyncio.Event()
         app = web.Application(middlewares=[self._middleware])
+        if self.bench_endpoints:
+            app.router.add_get("/_bench/jobs", self._bench_jobs, name="_bench")
         app.router.add_post(SUBMIT_PATH, self._submit, name="submit")
         for name in ("status", "result"):
             app.router.add_get(f"/v1/requests/{{rid}}/{name}", getattr(self, f"_{name}"), name=name)
@@ -402,6 +421,8 @@ class FakeRunComfy:
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         endpoint = request.match_info.route.name or "other"
+        if endpoint == "_bench":  # benchmark control: neither recorded nor faulted
+            return await handler(request)
         rid = request.match_info.get("rid")
         raw = await request.read() if request.can_read_body else b""
         body: Any = None
@@ -570,12 +591,15 @@ class FakeRunComfy:
         if kind == "not_image":
             html = "<html><body>AccessDenied</body></html>"
             return web.Response(text=html, content_type="text/html")
+        size = job.script.size or _size_for(job.payload.get("image_size", "2560:1440 (16:9)"))
+        if kind == "ok" and self.image_pool > 0:
+            data = await self._pooled_image(job.request_id, index, size, job.script.jpeg_bytes)
+            return web.Response(body=data, content_type="image/jpeg")
         key = (job.request_id, index, kind)
         data = self._images.get(key)
         if data is not None:
             self._images.move_to_end(key)
         else:
-            size = job.script.size or _size_for(job.payload.get("image_size", "2560:1440 (16:9)"))
             if kind == "huge":  # one flat colour: valid, tiny, but 10200x100
                 buf = io.BytesIO()
                 Image.new("RGB", (10200, 100), (200, 30, 30)).save(buf, "JPEG")
@@ -594,9 +618,66 @@ class FakeRunComfy:
     async def _other(self, request: web.Request) -> web.Response:
         return _error(404, 404001, "Not found")
 
+    async def _pooled_image(
+        self, rid: str, index: int, size: tuple[int, int], jpeg_bytes: int | None
+    ) -> bytes:
+        """One of ``image_pool`` JPEGs for this size, chosen by (request, index); each rendered once."""
+        digest = hashlib.sha256(f"{rid}:{index}".encode()).digest()
+        slot = int.from_bytes(digest[:4], "big") % self.image_pool
+        key = (*size, jpeg_bytes, slot)
+        if key not in self._pool:
+            async with self._pool_locks.setdefault(key, asyncio.Lock()):
+                if key not in self._pool:
+                    self._pool[key] = await asyncio.to_thread(
+                        render_jpeg, f"pool-{slot}", slot, size, jpeg_bytes
+                    )
+        return self._pool[key]
+
+    def completed_at(self, job: FakeJob) -> float | None:
+        """Wall-clock moment the job became final: known up front for time-based scripts."""
+        if job.cancelled:
+            return None
+        if job.script.time_based:
+            s = job.script
+            return job.submitted_at + (s.queued_seconds or 0.0) + (s.running_seconds or 0.0)
+        return job.finished_at
+
+    async def _bench_jobs(self, request: web.Request) -> web.Response:
+        counts: dict[str, dict[str, int]] = {}
+        answers: dict[str, dict[str, int]] = {}
+        for call in self.calls:
+            if call.request_id is not None:
+                per_job = counts.setdefault(call.request_id, {})
+                per_job[call.endpoint] = per_job.get(call.endpoint, 0) + 1
+            by_status = answers.setdefault(call.endpoint, {})
+            by_status[str(call.status)] = by_status.get(str(call.status), 0) + 1
+        jobs = []
+        for rid, job in self.jobs.items():
+            s = job.script
+            jobs.append(
+                {
+                    "request_id": rid,
+                    "text": job.payload.get("text"),
+                    "state": job.state,
+                    "submitted_at": job.submitted_at,
+                    "completed_at": self.completed_at(job),
+                    "queued_seconds": s.queued_seconds,
+                    "running_seconds": s.running_seconds,
+                    "requests": counts.get(rid, {}),
+                }
+            )
+        body = {"now": time.time(), "jobs": jobs, "calls": answers, "errors": self.errors}
+        return web.json_response(body)
+
 
 async def _serve(args: argparse.Namespace) -> None:
-    fake = FakeRunComfy(token=args.token, host=args.host, port=args.port)
+    fake = FakeRunComfy(
+        token=args.token,
+        host=args.host,
+        port=args.port,
+        image_pool=args.image_pool,
+        bench_endpoints=args.bench_endpoints,
+    )
     fake.set_profile(args.profile, seed=args.seed)
     await fake.start()
     stop = asyncio.Event()
@@ -618,6 +699,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--profile", choices=("default", "realistic"), default="default")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--image-pool",
+        type=int,
+        default=0,
+        metavar="N",
+        help="serve good images from N pre-rendered JPEGs per size (0: render each image)",
+    )
+    parser.add_argument(
+        "--bench-endpoints",
+        action="store_true",
+        help="add GET /_bench/jobs (per-job times and request counts; no auth)",
+    )
     asyncio.run(_serve(parser.parse_args(argv)))
     return 0
 

@@ -12,6 +12,10 @@ Usage::
 The server is a real aiohttp server on 127.0.0.1 (random port) running on the test's event
 loop. Calls are recorded in ``fake.calls``; sent messages in ``fake.messages``. Uploaded files
 given directly as a field (e.g. ``photo``) appear in ``Call.params`` as ``"attach://<field>"``.
+
+For load tests, ``FakeTelegram(keep_file_bytes=False)`` keeps only the size and SHA-256 of uploads
+(``file_meta``, ``Call.file_sizes``) instead of their bytes (``files``, ``Call.files`` stay empty).
+Every call also carries its wall-clock time (``Call.wall``) next to the monotonic ``Call.at``.
 """
 
 from __future__ import annotations
@@ -81,6 +85,8 @@ class Call:
     status: int
     response: JsonDict
     at: float = field(default_factory=time.monotonic)
+    wall: float = field(default_factory=time.time)  # the same moment, as wall-clock time
+    file_sizes: dict[str, int] = field(default_factory=dict)  # upload field -> bytes
 
 
 @dataclass
@@ -197,8 +203,10 @@ def _markup(m: Any) -> Any:
 
 class FakeTelegram:
     def __init__(self, token: str = DEFAULT_TOKEN, *, bot_id: int = 7012345678,
-                 bot_username: str = "SeqImageBot", spec_path: Path = SPEC_PATH) -> None:  # fmt: skip
+                 bot_username: str = "SeqImageBot", spec_path: Path = SPEC_PATH,
+                 keep_file_bytes: bool = True) -> None:  # fmt: skip
         self.token = token
+        self.keep_file_bytes = keep_file_bytes  # False: uploads leave only size and hash behind
         self.spec = SpecChecker(load_spec(spec_path))
         self.bot_user: JsonDict = {"id": bot_id, "is_bot": True, "first_name": "Seq Images"}
         self.bot_user["username"] = bot_username
@@ -213,9 +221,11 @@ class FakeTelegram:
         self.delivered_media: list[JsonDict] = []
         self.callback_answers: dict[str, JsonDict] = {}
         self.commands: list[JsonDict] = []
+        self.webhook: JsonDict = {}  # the last setWebhook parameters
         self.chats: dict[int, JsonDict] = {}
         self.users: dict[int, JsonDict] = {ADA_ID: dict(ADA)}
-        self.files: dict[str, bytes] = {}  # file_id -> bytes of uploads
+        self.files: dict[str, bytes] = {}  # file_id -> bytes of uploads (if keep_file_bytes)
+        self.file_meta: dict[str, tuple[int, str]] = {}  # file_id -> (size, sha256) of uploads
         self.blocked: set[int] = set()
         self.updates: list[JsonDict] = []  # pending (unconfirmed) updates
         self.base_url = self.base_file_url = ""
@@ -507,6 +517,9 @@ class FakeTelegram:
         return web.json_response(body, status=status)
 
     def _record(self, call: Call) -> None:
+        call.file_sizes = {k: len(v) for k, v in call.files.items()}
+        if not self.keep_file_bytes:
+            call.files = {}
         self.calls.append(call)
         self._wake("_call_event")
 
@@ -615,6 +628,18 @@ class FakeTelegram:
         self.commands = r.p["commands"]
         return True
 
+    async def _m_setWebhook(self, r: _Req) -> bool:
+        self.webhook = dict(r.p)
+        return True
+
+    async def _m_deleteWebhook(self, r: _Req) -> bool:
+        self.webhook = {}
+        return True
+
+    async def _m_getWebhookInfo(self, r: _Req) -> JsonDict:
+        return {"url": self.webhook.get("url", ""), "has_custom_certificate": False,
+                "pending_update_count": len(self.updates)}  # fmt: skip
+
     def _media(self, kind: str, ref: Any, r: _Req) -> tuple[JsonDict, bytes, str]:
         """(message content, raw bytes, sha256) for an attached upload or a file_id/URL string."""
         ref = str(ref)
@@ -625,10 +650,13 @@ class FakeTelegram:
         sha = hashlib.sha256(data if name != ref else ref.encode()).hexdigest()
         self._counter += 1
         fid, uid = ref, f"AQAD{sha[:12]}"
+        size = len(data) if name != ref else self.file_meta.get(ref, (len(data), ""))[0]
         if name != ref:
             fid = f"AgACAgIAAxkBAAI{self._counter:08d}{sha[:16]}"
-            self.files[fid] = data
-        base = {"file_id": fid, "file_unique_id": uid, "file_size": len(data)}
+            self.file_meta[fid] = (len(data), sha)
+            if self.keep_file_bytes:
+                self.files[fid] = data
+        base = {"file_id": fid, "file_unique_id": uid, "file_size": size}
         if kind == "photo":
             w, h = _image_size(data) or (1280, 1280)
             sizes = [{**base, "width": w, "height": h}]

@@ -1,0 +1,129 @@
+"""``python -m bot doctor``: check the configuration, both tokens and the database; print a checklist."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import httpx
+from telegram import Bot
+from telegram.error import InvalidToken, TelegramError
+
+from bot.config import Settings
+from bot.errors import ConfigError
+from bot.store import Store
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the checklist."""
+
+    ok: bool
+    name: str
+    detail: str
+
+    def line(self) -> str:
+        """``[ok] name: detail`` or ``[FAIL] name: detail``."""
+        return f"{'[ok]  ' if self.ok else '[FAIL]'} {self.name}: {self.detail}"
+
+
+async def check_telegram(settings: Settings) -> Check:
+    """getMe: is the token accepted, and is privacy mode on?"""
+    bot = Bot(
+        settings.telegram_token,
+        base_url=settings.telegram_api_base_url,
+        base_file_url=settings.telegram_file_base_url,
+    )
+    try:
+        async with bot:
+            me = bot.bot
+            hook = await bot.get_webhook_info()
+    except InvalidToken:
+        return Check(False, "Telegram", "the bot token was rejected; get a new one from @BotFather")
+    except TelegramError as exc:
+        return Check(False, "Telegram", f"could not reach the Bot API ({exc.message})")
+    privacy = (
+        "off: the bot sees every group message"
+        if me.can_read_all_group_messages
+        else "on: in groups the bot sees only /commands@" + (me.username or "bot")
+    )
+    detail = f"@{me.username} (id {me.id}); privacy mode {privacy}"
+    if hook.url:
+        detail += f"; webhook set to {hook.url}"
+        if hook.last_error_message:
+            detail += f" (last error: {hook.last_error_message})"
+    return Check(True, "Telegram", detail)
+
+
+async def check_runcomfy(settings: Settings) -> Check:
+    """Ask for the status of a request that does not exist: free, and 404 proves the token works."""
+    url = f"{settings.runcomfy_api_base_url}/v1/requests/{uuid.uuid4()}/status"
+    headers = {"Authorization": f"Bearer {settings.runcomfy_token}"}
+    try:
+        async with httpx.AsyncClient(timeout=min(settings.http_timeout, 15.0)) as client:
+            response = await client.get(url, headers=headers)
+    except httpx.HTTPError as exc:
+        return Check(
+            False,
+            "RunComfy",
+            f"could not reach {settings.runcomfy_api_base_url} ({type(exc).__name__})",
+        )
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    code = body.get("error_code") if isinstance(body, dict) else None
+    if response.status_code in (401, 403) or code == 400004:
+        return Check(
+            False,
+            "RunComfy",
+            "the API token was rejected; create a new one in your RunComfy profile",
+        )
+    if response.status_code == 404:
+        return Check(True, "RunComfy", f"token accepted by {settings.runcomfy_api_base_url}")
+    return Check(
+        False, "RunComfy", f"unexpected answer HTTP {response.status_code} from the status endpoint"
+    )
+
+
+def check_database(settings: Settings) -> Check:
+    """The database opens, migrates and takes a write."""
+    path = settings.database_path
+    try:
+        store = Store(path)
+        try:
+            with store.db.conn:
+                store.db.execute("BEGIN IMMEDIATE")  # takes the write lock, then rolls back
+                store.db.conn.rollback()
+            unfinished = len(store.unfinished())
+        finally:
+            store.close()
+    except (OSError, sqlite3.Error) as exc:
+        return Check(False, "Database", f"{path} is not writable ({exc})")
+    return Check(True, "Database", f"{path.resolve()} is writable; {unfinished} unfinished job(s)")
+
+
+async def diagnose(env: Mapping[str, str]) -> list[Check]:
+    """Every check, in order; the token checks are skipped when the configuration is broken."""
+    try:
+        settings = Settings.from_env(env)
+    except ConfigError as exc:
+        return [Check(False, "Configuration", str(exc))]
+    mode = f"webhook at {settings.webhook_url}" if settings.webhook_url else "long polling"
+    checks = [Check(True, "Configuration", f"complete; {mode}; log level {settings.log_level}")]
+    telegram, runcomfy = await asyncio.gather(check_telegram(settings), check_runcomfy(settings))
+    return [*checks, telegram, runcomfy, check_database(settings)]
+
+
+def main(env: Mapping[str, str] | None = None) -> int:
+    """Print the checklist; 0 when everything passed, 1 otherwise."""
+    checks = asyncio.run(diagnose(os.environ if env is None else env))
+    for check in checks:
+        print(check.line())
+    failed = [c for c in checks if not c.ok]
+    print("All checks passed." if not failed else f"{len(failed)} check(s) failed.")
+    return 1 if failed else 0
