@@ -484,6 +484,8 @@ def _summarise(
             if status == "0" or int(status) >= 400:
                 rc_bad[f"{endpoint} {status}"] += count
     tg_calls = Counter(c.method for c in fake_tg.calls)
+    # What python-telegram-bot's AIORateLimiter throttles (30 a second overall): calls with a chat.
+    tg_chat_calls = sum("chat_id" in c.params for c in fake_tg.calls)
     tg_bad = Counter(f"{c.method} {c.status}" for c in fake_tg.calls if c.status != 200)
 
     log_text = bot_log.read_text(errors="replace")
@@ -542,6 +544,7 @@ def _summarise(
         },
         "runcomfy_requests": dict(rc_calls),
         "telegram_requests": dict(tg_calls),
+        "telegram_chat_requests_per_second": tg_chat_calls / max(extra["elapsed_seconds"], 1e-9),
         "db_statuses": db,
         "errors": errors,
         "error_count": error_count,
@@ -671,6 +674,11 @@ def table(r: dict[str, Any]) -> str:
             "every job within",
         ),
         ("Telegram requests per job", tg_line + f"; total {sum(tg.values()) / n:.2f}", ""),
+        (
+            "Telegram requests with a chat_id per second, over the run",
+            f"{r['telegram_chat_requests_per_second']:.1f}",
+            "",
+        ),
         ("errors", error_text, "none"),
         (
             "bot log WARNING lines",

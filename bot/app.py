@@ -144,6 +144,7 @@ async def _post_init(app: Application) -> None:  # type: ignore[type-arg]
         timeout=settings.http_timeout,
         # Retries back off from a fraction of the poll interval, so tests with fast polls stay fast.
         backoff=min(settings.poll_interval / 2, 1.0),
+        max_rate=settings.runcomfy_max_rate,
     )
     runner = JobRunner(bot=app.bot, store=store, client=client, settings=settings)
     app.bot_data.update(

@@ -29,6 +29,7 @@ class Settings:
     job_deadline: float = 1800.0
     log_level: str = "INFO"
     http_timeout: float = 30.0
+    runcomfy_max_rate: float = 50.0  # requests per second, all jobs together
     allowed_user_ids: frozenset[int] = frozenset()  # empty: any user
     allowed_chat_ids: frozenset[int] = frozenset()  # empty: any chat
     admin_user_ids: frozenset[int] = frozenset()
@@ -120,6 +121,9 @@ class Settings:
             job_deadline=_positive(get, "JOB_DEADLINE_SECONDS", cls.job_deadline),
             log_level=log_level,
             http_timeout=_positive(get, "HTTP_TIMEOUT_SECONDS", cls.http_timeout),
+            runcomfy_max_rate=_positive(
+                get, "RUNCOMFY_MAX_REQUESTS_PER_SECOND", cls.runcomfy_max_rate
+            ),
             allowed_user_ids=_ids(get, "ALLOWED_USER_IDS"),
             allowed_chat_ids=_ids(get, "ALLOWED_CHAT_IDS"),
             admin_user_ids=_ids(get, "ADMIN_USER_IDS"),

@@ -19,7 +19,7 @@ from telegram import (
 )
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
 
-from bot import limits, render, runcomfy, schema
+from bot import limits, render, runcomfy, schedule, schema
 from bot.command import SeqRequest
 from bot.config import Settings
 from bot.errors import PermanentError, SeqbotError, SubmitUnknownError, TransientError
@@ -36,6 +36,7 @@ _SEND_ATTEMPTS = 6
 _DOWNLOADS_AT_ONCE = 4
 _DELIVERIES_AT_ONCE = 8
 _MAX_POLL_BACKOFF = 30.0
+_WINDOW_CACHE_SECONDS = 30.0
 # Groups allow about 20 messages a minute: within one state, a status edit waits this long.
 GROUP_EDIT_INTERVAL = 10.0
 
@@ -60,6 +61,7 @@ class JobRunner:
         self._downloads = asyncio.Semaphore(_DOWNLOADS_AT_ONCE)
         self._deliveries = asyncio.Semaphore(_DELIVERIES_AT_ONCE)
         self._operator_alerts: set[str] = set()
+        self._windows: dict[tuple[int, str], tuple[schedule.Window | None, float]] = {}
         # Per job: what the last status edit showed (state, buttons) and when.
         self._last_edit: dict[int, tuple[tuple[Status, bool], float]] = {}
 
@@ -253,10 +255,12 @@ class JobRunner:
 
     async def _poll(self, job: Job) -> None:
         assert job.request_id is not None
-        deadline = (job.submitted_at or job.created_at) + self.settings.job_deadline
-        failures = 0
+        submitted = job.submitted_at or job.created_at
+        deadline = submitted + self.settings.job_deadline
+        failures = polls = 0
         while not job.final:
             last_check = time.time() >= deadline
+            polls += 1
             try:
                 state = await self.client.status(job.request_id)
                 if job.final:  # cancelled by a button tap meanwhile
@@ -281,13 +285,33 @@ class JobRunner:
             if last_check:
                 await self._time_out(job)
                 return
-            await asyncio.sleep(self._poll_delay(failures))
+            now = time.time()
+            delay = self._poll_delay(failures) if failures else self._next_poll(job, now, polls)
+            await asyncio.sleep(max(0.0, min(delay, deadline - now)))
+
+    def _next_poll(self, job: Job, now: float, polls: int) -> float:
+        running = job.status == Status.RUNNING and job.started_at is not None
+        return schedule.next_delay(
+            interval=self.settings.poll_interval,
+            elapsed=now - (job.submitted_at or job.created_at),
+            polls=polls,
+            running_for=now - job.started_at if running and job.started_at else None,
+            queue_position=job.queue_position,
+            window=self._window(job.count, job.mode) if running else None,
+        )
+
+    def _window(self, count: int, mode: str) -> schedule.Window | None:
+        """When similar jobs finished generating; refreshed from SQLite every half minute."""
+        key, now = (count, mode), time.monotonic()
+        cached = self._windows.get(key)
+        if cached is None or cached[1] < now:
+            window = schedule.window_of(self.store.generation_times(count, mode))
+            cached = self._windows[key] = (window, now + _WINDOW_CACHE_SECONDS)
+        return cached[0]
 
     def _poll_delay(self, failures: int) -> float:
         """The poll interval, backing off (capped, with jitter) while RunComfy keeps failing."""
         interval = self.settings.poll_interval
-        if not failures:
-            return interval
         backoff = min(interval * 2**failures, max(interval, _MAX_POLL_BACKOFF))
         return backoff * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not crypto
 
@@ -312,7 +336,13 @@ class JobRunner:
                 cost=result.cost,
             )
             return True
-        self._set(job, Status.SENDING, image_urls=list(result.images), cost=result.cost)
+        self._set(
+            job,
+            Status.SENDING,
+            image_urls=list(result.images),
+            cost=result.cost,
+            completed_at=time.time(),
+        )
         await self._show(job)
         return True
 

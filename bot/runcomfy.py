@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from aiolimiter import AsyncLimiter
 
 from bot.errors import PermanentError, RunComfyError, SubmitUnknownError, TransientError
 
@@ -137,12 +138,15 @@ class RunComfyClient:
         attempts: int = 4,
         backoff: float = 0.5,
         max_backoff: float = 30.0,
+        max_rate: float = 50.0,
     ) -> None:
         self._token = token
         self._base_url = base_url.rstrip("/")
         self.attempts = attempts
         self.backoff = backoff
         self.max_backoff = max_backoff
+        # All jobs share one budget of requests per second: a thousand jobs must not flood RunComfy.
+        self._limiter = AsyncLimiter(max_rate, 1.0)
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
@@ -176,9 +180,10 @@ class RunComfyClient:
     async def submit(self, payload: dict[str, Any]) -> Submission:
         """POST the job once. Never retried: a second POST would start (and bill) a second job."""
         try:
-            response = await self.http.post(
-                self._url(MODEL_PATH), json=payload, headers=self._headers
-            )
+            async with self._limiter:
+                response = await self.http.post(
+                    self._url(MODEL_PATH), json=payload, headers=self._headers
+                )
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             # The request never left: nothing was billed.
             raise PermanentError(
@@ -212,9 +217,10 @@ class RunComfyClient:
             if attempt:
                 await asyncio.sleep(self._delay(attempt, last.retry_after if last else None))
             try:
-                response = await self.http.request(
-                    method, self._url(path), params=params, headers=self._headers
-                )
+                async with self._limiter:
+                    response = await self.http.request(
+                        method, self._url(path), params=params, headers=self._headers
+                    )
                 return self._decode(response)
             except httpx.HTTPError as exc:
                 last = TransientError(_TROUBLE, detail=f"{method} {path}: {type(exc).__name__}")

@@ -67,6 +67,13 @@ def m002_usage_indexes(db: sqlite_utils.Database) -> None:
     db.table("jobs").create_index(["chat_id", "created_at"])
 
 
+@migrations()
+def m003_completed_at(db: sqlite_utils.Database) -> None:
+    """When RunComfy was first seen done: with started_at, how long generating took."""
+    db.table("jobs").add_column("completed_at", float)
+    db.table("jobs").create_index(["count", "mode", "completed_at"])
+
+
 class Status(StrEnum):
     """Where a job is in its life."""
 
@@ -118,6 +125,7 @@ class Job:
     submitted_at: float | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    completed_at: float | None = None
     updated_at: float | None = None
 
     @property
@@ -302,3 +310,13 @@ class Store:
             )
         )
         return _from_row(rows[0]) if rows else None
+
+    def generation_times(self, count: int, mode: str, limit: int = 50) -> list[float]:
+        """Seconds the latest finished jobs of this count and mode spent generating."""
+        rows = self.db.execute(
+            "SELECT completed_at - started_at FROM jobs WHERE count = ? AND mode = ? "
+            "AND completed_at IS NOT NULL AND started_at IS NOT NULL "
+            "ORDER BY completed_at DESC LIMIT ?",
+            [count, mode, limit],
+        ).fetchall()
+        return [float(r[0]) for r in rows if r[0] is not None and r[0] >= 0]

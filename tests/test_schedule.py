@@ -1,0 +1,92 @@
+"""The poll schedule (pure): within budget, sparse when nothing can happen, dense when it may."""
+
+from __future__ import annotations
+
+import random
+
+from bot import schedule
+from bot.schedule import Window, budget, next_delay, window_of
+
+
+def test_window_needs_history_and_takes_the_middle_90_percent() -> None:
+    assert window_of([10.0, 11.0, 12.0]) is None
+    window = window_of([float(x) for x in range(10, 31)])
+    assert window == Window(earliest=11.0, latest=29.0)
+
+
+def test_queued_far_back_polls_sparsely() -> None:
+    common = {"interval": 2.0, "elapsed": 0.0, "polls": 1, "running_for": None, "window": None}
+    assert next_delay(queue_position=1, **common) == 2.0  # type: ignore[arg-type]
+    assert next_delay(queue_position=6, **common) == 6.0  # type: ignore[arg-type]
+    assert next_delay(queue_position=500, **common) == 10.0  # type: ignore[arg-type]
+
+
+def test_without_history_it_is_the_plain_interval() -> None:
+    assert (
+        next_delay(
+            interval=2.0, elapsed=30.0, polls=10, running_for=5.0, queue_position=None, window=None
+        )
+        == 2.0
+    )
+
+
+def test_sleeps_until_similar_jobs_could_finish_then_polls_densely() -> None:
+    window = Window(earliest=14.0, latest=18.0)
+    common = {"interval": 2.0, "queue_position": None, "window": window}
+    # 3 s into generating: nothing before 14 - 2 s; sleep (at most 5 intervals).
+    assert next_delay(elapsed=5.0, polls=3, running_for=3.0, **common) == 9.0  # type: ignore[arg-type]
+    # In the window: what the budget allows until its end (7 s, 8.5 polls), spread evenly.
+    assert next_delay(elapsed=20.0, polls=8, running_for=13.0, **common) == 7 / 8.5  # type: ignore[arg-type]
+    # ... but never more often than every quarter interval.
+    assert next_delay(elapsed=60.0, polls=8, running_for=17.0, **common) == 0.5  # type: ignore[arg-type]
+    # Later than every similar job: the plain interval again.
+    assert next_delay(elapsed=40.0, polls=15, running_for=21.0, **common) == 2.0  # type: ignore[arg-type]
+
+
+def test_budget_is_never_exceeded() -> None:
+    window = Window(earliest=5.0, latest=30.0)
+    delay = next_delay(
+        interval=2.0, elapsed=10.0, polls=8, running_for=6.0, queue_position=None, window=window
+    )
+    # 8 polls made; the 9th is allowed once the budget (t/2 + 3) reaches 9: at t = 12.
+    assert delay == 2.0
+
+
+def simulate(
+    queue: float, generate: float, window: Window | None, interval: float = 2.0
+) -> tuple[int, float]:
+    """Poll a job that queues ``queue`` s then generates ``generate`` s: (polls, overhead)."""
+    t, polls, started = 0.0, 0, None
+    while True:
+        polls += 1
+        if t >= queue + generate:
+            return polls, t - (queue + generate)
+        position = None
+        if t >= queue:
+            started = started if started is not None else t
+        else:
+            position = int((queue - t) / 2) + 1
+        t += next_delay(
+            interval=interval,
+            elapsed=t,
+            polls=polls,
+            running_for=None if started is None else t - started,
+            queue_position=position,
+            window=window if started is not None else None,
+        )
+
+
+def test_simulated_jobs_stay_within_budget_and_deliver_sooner_than_fixed_polling() -> None:
+    rng = random.Random(7)
+    window = window_of([rng.uniform(14, 19) for _ in range(50)])
+    overheads = []
+    for _ in range(500):
+        queue, generate = rng.uniform(0, 10), rng.uniform(14, 19)
+        polls, overhead = simulate(queue, generate, window)
+        assert polls <= budget(queue + generate + overhead, 2.0) + 1  # +1: the poll that saw it
+        overheads.append(overhead)
+    overheads.sort()
+    # Fixed 2 s polling would give about 1.0 and 1.9 here.
+    assert overheads[len(overheads) // 2] <= 0.5
+    assert overheads[int(len(overheads) * 0.95)] <= 1.5
+    assert schedule.DENSE_FRACTION * 2.0 == 0.5
