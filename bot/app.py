@@ -33,10 +33,12 @@ COMMANDS = [
     BotCommand("cancel", "Cancel your latest queued job (or /cancel <job id>)"),
     BotCommand("jobs", "This chat's latest jobs"),
     BotCommand("usage", "Your images and cost today and this month"),
+    BotCommand("settings", "This chat's defaults: count, ratio, mode"),
     BotCommand("help", "How to use the bot"),
 ]
 ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
 HEARTBEAT_SECONDS = 30.0
+PRUNE_EVERY_BEATS = 120  # an hour
 
 
 class TolerantBot(ExtBot[int]):
@@ -98,9 +100,17 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
     app.add_handler(CommandHandler("cancel", handlers.cancel_command, filters=new_messages))
     app.add_handler(CommandHandler("jobs", handlers.jobs_command, filters=new_messages))
     app.add_handler(CommandHandler("usage", handlers.usage_command, filters=new_messages))
+    app.add_handler(CommandHandler("settings", handlers.settings_command, filters=new_messages))
     app.add_handler(
         CallbackQueryHandler(handlers.cancel_button, pattern=f"^{render.CANCEL_PREFIX}")
     )
+    for prefix, handler in (
+        (render.AGAIN_PREFIX, handlers.again_button),
+        (render.ORIGINALS_PREFIX, handlers.originals_button),
+        (render.DETAILS_PREFIX, handlers.details_button),
+        (render.SETTINGS_PREFIX, handlers.settings_button),
+    ):
+        app.add_handler(CallbackQueryHandler(handler, pattern=f"^{prefix}"))
     app.add_handler(CallbackQueryHandler(handlers.stale_button))
     app.add_error_handler(handlers.on_error)
     return app
@@ -128,10 +138,16 @@ def run(settings: Settings) -> None:
         app.run_polling(allowed_updates=ALLOWED_UPDATES)
 
 
-async def _heartbeat(path: Path) -> None:
-    """Touch ``path`` every so often, so a health check can tell the bot is alive."""
+async def _heartbeat(path: Path, runner: JobRunner) -> None:
+    """Touch ``path`` every so often (a health check reads it); prune old originals hourly."""
+    beats = 0
     while True:
         await asyncio.to_thread(path.touch)
+        if beats % PRUNE_EVERY_BEATS == 0:
+            pruned = await runner.originals.prune()
+            if pruned:
+                log.info("removed the kept originals of %d old job(s)", pruned)
+        beats += 1
         await asyncio.sleep(HEARTBEAT_SECONDS)
 
 
@@ -163,7 +179,7 @@ async def _post_init(app: Application) -> None:  # type: ignore[type-arg]
         settings.poll_interval,
     )
     await runner.resume_all()
-    app.bot_data["heartbeat"] = asyncio.create_task(_heartbeat(settings.health_file))
+    app.bot_data["heartbeat"] = asyncio.create_task(_heartbeat(settings.health_file, runner))
 
 
 async def _post_stop(app: Application) -> None:  # type: ignore[type-arg]

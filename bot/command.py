@@ -31,6 +31,15 @@ _TOKEN_RE = re.compile(r"\s*(\S+)")
 
 
 @dataclass(frozen=True)
+class ChatDefaults:
+    """A chat's defaults (from /settings) for options a /seq command leaves out."""
+
+    count: int | None = None
+    size: str | None = None
+    mode: str | None = None
+
+
+@dataclass(frozen=True)
 class SeqRequest:
     """A validated /seq command, ready to be sent."""
 
@@ -92,7 +101,9 @@ def _allowed_ratios() -> str:
     return " ".join(schema.RATIOS)
 
 
-def parse_seq(args: str, *, replied_text: str | None = None) -> SeqRequest | None:
+def parse_seq(
+    args: str, *, replied_text: str | None = None, defaults: ChatDefaults | None = None
+) -> SeqRequest | None:
     """Parse what follows ``/seq``. ``None`` means no arguments at all: show usage.
 
     ``replied_text`` (the text of the message the command replies to) is the prompt when the
@@ -157,7 +168,11 @@ def parse_seq(args: str, *, replied_text: str | None = None) -> SeqRequest | Non
         raise InputError(
             "Add a prompt after the options, e.g. /seq 4 16:9 a lighthouse in four seasons"
         )
-    return _build(prompt, count=count, size=size, seed=seed, mode=mode)
+    chat = defaults or ChatDefaults()
+    return _build(
+        prompt, count=count, size=size or chat.size, seed=seed, mode=mode or chat.mode,
+        default_count=chat.count,
+    )  # fmt: skip
 
 
 def _parse_seed(value: str) -> int:
@@ -170,7 +185,13 @@ def _parse_seed(value: str) -> int:
 
 
 def _build(
-    prompt: str, *, count: int | None, size: str | None, seed: int | None, mode: str | None
+    prompt: str,
+    *,
+    count: int | None,
+    size: str | None,
+    seed: int | None,
+    mode: str | None,
+    default_count: int | None = None,
 ) -> SeqRequest:
     stated = prompt_count(prompt)
     if stated is not None:
@@ -182,7 +203,7 @@ def _build(
             )
         count, text = stated, prompt
     else:
-        count = count if count is not None else schema.DEFAULT_COUNT
+        count = count or default_count or schema.DEFAULT_COUNT
         noun = "image" if count == 1 else "images"
         text = f"Generate {count} {noun}: {prompt}"
     if len(text) > schema.MAX_TEXT:

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import secrets
 import time
 
 from telegram import Message, Update
 from telegram.error import TelegramError
 from telegram.ext import ContextTypes
 
-from bot import limits, render
-from bot.command import command_args, parse_seq
+from bot import limits, render, schema
+from bot.command import ChatDefaults, SeqRequest, command_args, parse_seq
 from bot.config import Settings
 from bot.errors import SeqbotError
-from bot.jobs import JobRunner
-from bot.permissions import Permissions
-from bot.store import Job, Store
+from bot.jobs import JobRunner, Origin
+from bot.permissions import Permissions, requester_name
+from bot.store import Job, Status, Store
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +75,16 @@ async def seq(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         limits.check_access(
             _settings(context), user_id=user.id if user else None, chat_id=message.chat.id
         )
+        runner = runner_of(context)
         request = parse_seq(
-            command_args(message.text), replied_text=_replied_text(message, context.bot.id)
+            command_args(message.text),
+            replied_text=_replied_text(message, context.bot.id),
+            defaults=runner.store.chat_defaults(message.chat.id),
         )
         if request is None:
             await message.reply_text(render.USAGE, do_quote=True)
             return
-        await runner_of(context).start(request, message)
+        await runner.start(request, Origin.of(message))
     except SeqbotError as exc:
         await message.reply_text(exc.user_message, do_quote=True)
 
@@ -178,6 +183,147 @@ async def usage_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
         per_chat=store.usage_by_chat(limits.month_start(now)) if is_admin else None,
     )
     await message.reply_text(text, do_quote=True)
+
+
+async def _job_for_button(
+    update: Update, context: ContextTypes.DEFAULT_TYPE, prefix: str
+) -> tuple[Job, Message] | None:
+    """The job a follow-up button names, if it belongs to this chat and the tapper may use the bot.
+
+    Answers the tap itself when not (stale, forged or foreign data; a user who is not allowed).
+    """
+    query = update.callback_query
+    assert query is not None
+    job_id = render.parse_job_data(prefix, query.data)
+    job = runner_of(context).find(job_id) if job_id is not None else None
+    message = query.message if isinstance(query.message, Message) else None
+    if job is None or message is None or job.chat_id != message.chat.id:
+        await query.answer("This button no longer works.")
+        return None
+    try:
+        limits.check_access(_settings(context), user_id=query.from_user.id, chat_id=job.chat_id)
+    except SeqbotError as exc:
+        await query.answer(exc.user_message, show_alert=True)
+        return None
+    return job, message
+
+
+async def again_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """🔁 Again: the same parameters with a new seed, under the same rules as /seq."""
+    found = await _job_for_button(update, context, render.AGAIN_PREFIX)
+    query = update.callback_query
+    if found is None or query is None:
+        return
+    job, message = found
+    request = SeqRequest(
+        count=job.count,
+        size=job.size,
+        mode=job.mode,
+        seed=secrets.randbelow(schema.MAX_SEED + 1),
+        prompt=job.prompt,
+        text=job.text,
+    )
+    user = query.from_user
+    origin = Origin(
+        chat_id=job.chat_id,
+        message_id=message.message_id,  # one Again per follow-up message, however often tapped
+        user_id=user.id,
+        user_name=requester_name(user, None),
+        thread_id=job.thread_id,
+        chat_type=job.chat_type,
+        lang=user.language_code,
+    )
+    try:
+        started = await runner_of(context).start(request, origin)
+    except SeqbotError as exc:
+        await query.answer(render.shorten(exc.user_message, 200), show_alert=True)
+        return
+    if started is None:
+        await query.answer("Already started from this message: see the job below.")
+        return
+    await query.answer(f"Job #{started.id}: same settings, new seed.")
+
+
+async def originals_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """📎 Originals: the same images again as documents, uncompressed."""
+    found = await _job_for_button(update, context, render.ORIGINALS_PREFIX)
+    query = update.callback_query
+    if found is None or query is None:
+        return
+    job, message = found
+    if job.status != Status.DONE:
+        await query.answer("The images of this job were not delivered.")
+        return
+    await query.answer("Sending the original files…")
+    if not await runner_of(context).send_originals(job, message.message_id):
+        await message.reply_text(
+            f"The original files of job #{job.id} are no longer kept.", do_quote=True
+        )
+
+
+async def details_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """ℹ️ Details: prompt, parameters, request id, cost and times."""
+    found = await _job_for_button(update, context, render.DETAILS_PREFIX)
+    query = update.callback_query
+    if found is None or query is None:
+        return
+    job, message = found
+    await query.answer()
+    await message.reply_text(render.details_text(job), do_quote=True)
+
+
+async def settings_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """/settings: the chat's defaults for /seq, with buttons to change them."""
+    message = update.message
+    if message is None:
+        return
+    defaults = runner_of(context).store.chat_defaults(message.chat.id)
+    await message.reply_text(
+        render.settings_text(defaults),
+        reply_markup=render.settings_keyboard(defaults),
+        do_quote=True,
+    )
+
+
+async def settings_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A tap on the /settings keyboard: only admins may change a group's defaults."""
+    query = update.callback_query
+    if query is None or not isinstance(query.message, Message):
+        if query:
+            await query.answer("This button no longer works.")
+        return
+    chat_id = query.message.chat.id
+    if not await _permissions(context).may_administer(chat_id=chat_id, user=query.from_user):
+        await query.answer("Only the chat's admins can change its defaults.", show_alert=True)
+        return
+    store = runner_of(context).store
+    current = store.chat_defaults(chat_id)
+    changed = _apply_setting(current, (query.data or "").removeprefix(render.SETTINGS_PREFIX))
+    if changed is None:
+        await query.answer("This button no longer works.")
+        return
+    if changed == current:
+        await query.answer("Already set.")
+        return
+    store.set_chat_defaults(chat_id, changed)
+    await query.answer("Saved.")
+    await query.edit_message_text(
+        render.settings_text(changed), reply_markup=render.settings_keyboard(changed)
+    )
+
+
+def _apply_setting(current: ChatDefaults, choice: str) -> ChatDefaults | None:
+    """``count:4`` / ``ratio:16:9`` / ``mode:fast`` / ``reset`` applied; None if not valid."""
+    field, _, value = choice.partition(":")
+    if field == "reset":
+        return ChatDefaults()
+    if field == "count" and value.isdigit() and int(value) in render.SETTINGS_COUNTS:
+        return dataclasses.replace(current, count=int(value))
+    if field == "ratio" and value in schema.RATIOS:
+        return dataclasses.replace(current, size=schema.SIZE_ALIASES[value])
+    if field == "mode" and value in schema.MODES:
+        return dataclasses.replace(current, mode=value)
+    return None
 
 
 def _who_may_cancel(job: Job) -> str:

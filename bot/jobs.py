@@ -8,6 +8,7 @@ import random
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from telegram import (
@@ -16,6 +17,7 @@ from telegram import (
     InputMediaPhoto,
     Message,
     ReplyParameters,
+    User,
 )
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
 
@@ -24,6 +26,7 @@ from bot.command import SeqRequest
 from bot.config import Settings
 from bot.errors import PermanentError, SeqbotError, SubmitUnknownError, TransientError
 from bot.images import DOCUMENT_MAX_BYTES, BadImage, ImageInfo, inspect
+from bot.originals import OriginalsCache
 from bot.permissions import requester_name
 from bot.runcomfy import RunComfyClient
 from bot.store import CANCELLABLE, Job, Status, Store
@@ -45,13 +48,49 @@ class DeliveryFailed(SeqbotError):
     """Telegram would not take the images, after retries."""
 
 
+@dataclass(frozen=True)
+class Origin:
+    """Where a job comes from: the message it answers and who asked."""
+
+    chat_id: int
+    message_id: int
+    user_id: int | None
+    user_name: str | None
+    thread_id: int | None
+    chat_type: str | None
+    lang: str | None = None
+
+    @classmethod
+    def of(cls, message: Message, user: User | None = None) -> Origin:
+        """The origin of a command ``message`` (or of a tap by ``user`` on it)."""
+        user = user or message.from_user
+        return cls(
+            chat_id=message.chat.id,
+            message_id=message.message_id,
+            user_id=user.id if user else None,
+            user_name=requester_name(
+                user, None if user is not message.from_user else message.sender_chat
+            ),
+            thread_id=message.message_thread_id if message.is_topic_message else None,
+            chat_type=message.chat.type,
+            lang=user.language_code if user else None,
+        )
+
+
 class JobRunner:
     """Owns every active job: one asyncio task each, SQLite as the record."""
 
     def __init__(
-        self, *, bot: Bot, store: Store, client: RunComfyClient, settings: Settings
+        self,
+        *,
+        bot: Bot,
+        store: Store,
+        client: RunComfyClient,
+        settings: Settings,
+        originals: OriginalsCache | None = None,
     ) -> None:
         self.bot = bot
+        self.originals = originals or OriginalsCache(settings.database_path.parent / "originals")
         self.store = store
         self.client = client
         self.settings = settings
@@ -67,44 +106,40 @@ class JobRunner:
 
     # ---- starting, resuming, stopping -------------------------------------------------------
 
-    async def start(self, request: SeqRequest, message: Message) -> Job | None:
+    async def start(self, request: SeqRequest, origin: Origin) -> Job | None:
         """Check the limits, record the job, then reply and submit it in the background.
 
-        Raises RefusedError when a limit says no. Nothing awaits between the checks and the
-        insert, so two commands at once cannot both slip under a limit.
+        Returns None when this message already made a job. Raises RefusedError when a limit
+        says no. Nothing awaits between the checks and the insert, so two commands at once
+        cannot both slip under a limit.
         """
-        user = message.from_user
-        if self.store.job_for_message(message.chat.id, message.message_id) is not None:
-            log.info(
-                "chat %s message %s already has a job; ignored", message.chat.id, message.message_id
-            )
+        if self.store.job_for_message(origin.chat_id, origin.message_id) is not None:
+            log.info("chat %s message %s already has a job", origin.chat_id, origin.message_id)
             return None
         limits.check_spend(
             self.store,
             self.settings,
-            user_id=user.id if user else None,
-            chat_id=message.chat.id,
+            user_id=origin.user_id,
+            chat_id=origin.chat_id,
             count=request.count,
             now=time.time(),
         )
         job = self.store.create_job(
-            chat_id=message.chat.id,
-            message_id=message.message_id,
+            chat_id=origin.chat_id,
+            message_id=origin.message_id,
             count=request.count,
             size=request.size,
             mode=request.mode,
             seed=request.seed,
             prompt=request.prompt,
             text=request.text,
-            user_id=user.id if user else None,
-            user_name=requester_name(user, message.sender_chat),
-            thread_id=message.message_thread_id if message.is_topic_message else None,
-            chat_type=message.chat.type,
+            user_id=origin.user_id,
+            user_name=origin.user_name,
+            thread_id=origin.thread_id,
+            chat_type=origin.chat_type,
+            lang=origin.lang,
         )
         if job is None:
-            log.info(
-                "chat %s message %s already has a job; ignored", message.chat.id, message.message_id
-            )
             return None
         self._log(job, "recorded")
         self.active[job.id] = job
@@ -373,17 +408,40 @@ class JobRunner:
             if number in job.delivered:
                 continue
             for index in unit["items"]:
-                if index not in data:  # resumed: fetch only what is still to be sent
-                    data[index] = await self._download(job, index)
-            await self._send_unit(job, unit, data, with_caption=number == 0)
+                if index not in data:  # resumed: what is still to be sent, kept or fetched again
+                    data[index] = await self.originals.load(job.id, index) or await self._download(
+                        job, index
+                    )
+            sent = await self._send_unit(job, unit, data, with_caption=number == 0)
+            document_ids = {
+                str(i): m.document.file_id
+                for i, m in zip(unit["items"], sent, strict=False)
+                if m.document
+            }
             self.store.update(
                 job,
                 delivered=[*job.delivered, number],
                 delivered_images=job.delivered_images + len(unit["items"]),
+                originals={**job.originals, **document_ids},
             )
             for index in unit["items"]:
                 data.pop(index, None)
+        if job.actions_message_id is None:
+            await self._post_actions(job)
         await self._finish(job, Status.DONE, error=job.error)
+
+    async def _post_actions(self, job: Job) -> None:
+        """The follow-up under the images: Again, Originals, Details (albums carry no buttons)."""
+        message = await self._with_retries(
+            lambda: self.bot.send_message(
+                chat_id=job.chat_id,
+                text=render.actions_text(job),
+                reply_markup=render.actions_keyboard(job),
+                message_thread_id=job.thread_id,
+                reply_parameters=self._reply_to(job),
+            )
+        )
+        self.store.update(job, actions_message_id=message.message_id)
 
     async def _download(self, job: Job, index: int) -> bytes:
         async with self._downloads:
@@ -395,6 +453,7 @@ class JobRunner:
         async def one(index: int) -> ImageInfo:
             raw = await self._download(job, index)
             info = await asyncio.to_thread(inspect, raw)
+            await self.originals.save(job.id, index, raw)
             data[index] = raw
             return info
 
@@ -415,7 +474,8 @@ class JobRunner:
 
     async def _send_unit(
         self, job: Job, unit: dict[str, Any], data: dict[int, bytes], *, with_caption: bool
-    ) -> None:
+    ) -> list[Message]:
+        """Send one photo, document or album; returns the messages Telegram made."""
         # Shrinks when an album fails part-way: the items before the failed one were delivered.
         items: list[int] = list(unit["items"])
         caption = render.caption(job) if with_caption else None
@@ -456,7 +516,8 @@ class JobRunner:
                 log.info("job %d: album stopped after %d item(s); sending the rest", job.id, sent)
                 items, caption = items[sent:], None
 
-        await self._with_retries(send, on_album_retry=partly_sent)
+        result = await self._with_retries(send, on_album_retry=partly_sent)
+        return list(result) if isinstance(result, tuple | list) else [result]
 
     async def _with_retries(
         self, send: Any, on_album_retry: Callable[[str], None] | None = None
@@ -486,6 +547,58 @@ class JobRunner:
             if attempt < _SEND_ATTEMPTS:
                 await asyncio.sleep(wait)
         raise DeliveryFailed("Telegram did not accept the images after several tries.")
+
+    # ---- follow-up buttons --------------------------------------------------------------------
+
+    async def send_originals(self, job: Job, reply_to: int) -> bool:
+        """Every delivered image again, as documents (uncompressed); False if no longer kept.
+
+        Telegram file_ids of documents already sent are reused; the rest come from the disk cache,
+        never from RunComfy again.
+        """
+        indexes = [i for n in job.delivered for i in (job.plan or [])[n]["items"]]
+        files: dict[int, str | bytes] = {}
+        for index in indexes:
+            known = job.originals.get(str(index))
+            files[index] = known or await self.originals.load(job.id, index) or b""
+        if not indexes or any(v == b"" for v in files.values()):
+            return False
+        common: dict[str, Any] = {
+            "chat_id": job.chat_id,
+            "message_thread_id": job.thread_id,
+            "reply_parameters": ReplyParameters(
+                message_id=reply_to, allow_sending_without_reply=True
+            ),
+        }
+        start = 0
+        for size in render.split_balanced(len(indexes)):
+            part = indexes[start : start + size]
+            start += size
+
+            def name(i: int) -> str:
+                data = files[i]
+                return (
+                    f"seq-{job.id}-{i + 1}.{_extension(data) if isinstance(data, bytes) else 'jpg'}"
+                )
+
+            async def send(part: list[int] = part) -> object:
+                if len(part) == 1:
+                    i = part[0]
+                    return await self.bot.send_document(
+                        document=files[i], filename=name(i), **common
+                    )
+                media = [InputMediaDocument(media=files[i], filename=name(i)) for i in part]
+                return await self.bot.send_media_group(media=media, **common)
+
+            sent = await self._with_retries(send)
+            messages = list(sent) if isinstance(sent, tuple | list) else [sent]
+            new = {
+                str(i): m.document.file_id
+                for i, m in zip(part, messages, strict=False)
+                if m.document
+            }
+            self.store.update(job, originals={**job.originals, **new})
+        return True
 
     # ---- cancel -----------------------------------------------------------------------------
 

@@ -43,6 +43,16 @@ class Permissions:
         self._admins[key] = (answer, now + ADMIN_CACHE_SECONDS)
         return answer
 
+    async def may_administer(
+        self, *, chat_id: int, user: User | None, sender_chat: Chat | None = None
+    ) -> bool:
+        """May change the chat's settings: anyone in a private chat; admins in groups."""
+        if chat_id > 0 or (sender_chat is not None and sender_chat.id == chat_id):
+            return True
+        if user is None:
+            return False
+        return user.id in self.bot_admins or await self.is_chat_admin(chat_id, user.id)
+
     async def may_cancel(
         self, job: Job, *, chat_id: int, user: User | None, sender_chat: Chat | None = None
     ) -> bool:

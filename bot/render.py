@@ -10,12 +10,18 @@ from typing import Any
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot import schema
+from bot.command import ChatDefaults
 from bot.store import CANCELLABLE, Job, Status
 
 CAPTION_LIMIT = 1024
 ALBUM_MAX = 10
 CANCEL_PREFIX = "cancel:"
-_CANCEL_RE = re.compile(rf"^{CANCEL_PREFIX}(\d{{1,18}})$")
+AGAIN_PREFIX = "again:"
+ORIGINALS_PREFIX = "orig:"
+DETAILS_PREFIX = "info:"
+SETTINGS_PREFIX = "set:"
+_JOB_DATA_RE = re.compile(r"^([a-z]+:)(\d{1,18})$")
+SETTINGS_COUNTS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 15)
 
 USAGE = f"""\
 Make a series of related images with Seedream 4.0.
@@ -120,8 +126,85 @@ def cancel_data(job_id: int) -> str:
 
 def parse_cancel_data(data: str | None) -> int | None:
     """The job id in Cancel callback data, or None if it is not ours."""
-    m = _CANCEL_RE.match(data or "")
-    return int(m.group(1)) if m else None
+    return parse_job_data(CANCEL_PREFIX, data)
+
+
+def parse_job_data(prefix: str, data: str | None) -> int | None:
+    """The job id in ``<prefix><job id>`` callback data, or None if it is not that."""
+    m = _JOB_DATA_RE.match(data or "")
+    return int(m.group(2)) if m and m.group(1) == prefix else None
+
+
+def actions_text(job: Job) -> str:
+    """The short follow-up under the images."""
+    return f"Job #{job.id} · {params_line(job)}"
+
+
+def actions_keyboard(job: Job) -> InlineKeyboardMarkup:
+    """🔁 Again, 📎 Originals, ℹ️ Details."""
+    return InlineKeyboardMarkup(
+        [
+            [
+                InlineKeyboardButton("🔁 Again", callback_data=f"{AGAIN_PREFIX}{job.id}"),
+                InlineKeyboardButton("📎 Originals", callback_data=f"{ORIGINALS_PREFIX}{job.id}"),
+                InlineKeyboardButton("ℹ️ Details", callback_data=f"{DETAILS_PREFIX}{job.id}"),
+            ]
+        ]
+    )
+
+
+def details_text(job: Job) -> str:
+    """Everything known about a job: prompt, parameters, request id, cost and times."""
+    seed = str(job.seed) if job.seed is not None else "random (RunComfy does not report it)"
+    lines = [
+        f"Job #{job.id} · {_STATUS_WORDS[job.status]}",
+        f"Prompt: {shorten(job.prompt, 3000)}",
+        f"Images: {job.count} · ratio {schema.ratio_of(job.size)} · mode {job.mode} · seed {seed}",
+        f"Request: {job.request_id or '–'}",
+        f"Cost: {money(job.cost) if job.cost is not None else 'unknown'}",
+    ]
+    times = []
+    if job.submitted_at and job.started_at:
+        times.append(f"queued {duration(job.started_at - job.submitted_at)}")
+    if job.started_at and job.completed_at:
+        times.append(f"generating {duration(job.completed_at - job.started_at)}")
+    if job.completed_at and job.finished_at:
+        times.append(f"delivering {duration(job.finished_at - job.completed_at)}")
+    if times:
+        lines.append("Times: " + " · ".join(times))
+    if job.user_name:
+        lines.append(f"Asked by {job.user_name}")
+    return "\n".join(lines)
+
+
+def settings_text(defaults: ChatDefaults) -> str:
+    """/settings: the chat's defaults for /seq."""
+    count = defaults.count or schema.DEFAULT_COUNT
+    ratio = schema.ratio_of(defaults.size or schema.DEFAULT_SIZE)
+    mode = defaults.mode or schema.DEFAULT_MODE
+    return (
+        f"Defaults for /seq in this chat: {plural(count, 'image')} · {ratio} · {mode}.\n"
+        "Options in a command still win. Tap to change:"
+    )
+
+
+def settings_keyboard(defaults: ChatDefaults) -> InlineKeyboardMarkup:
+    """Buttons for count, ratio and mode; the current choice is marked."""
+    count = defaults.count or schema.DEFAULT_COUNT
+    size = defaults.size or schema.DEFAULT_SIZE
+    mode = defaults.mode or schema.DEFAULT_MODE
+
+    def button(label: str, value: str, current: bool) -> InlineKeyboardButton:
+        return InlineKeyboardButton(f"• {label}" if current else label, callback_data=value)
+
+    counts = [button(str(n), f"{SETTINGS_PREFIX}count:{n}", n == count) for n in SETTINGS_COUNTS]
+    ratios = [
+        button(schema.ratio_of(s), f"{SETTINGS_PREFIX}ratio:{schema.ratio_of(s)}", s == size)
+        for s in schema.SIZES
+    ]
+    modes = [button(m, f"{SETTINGS_PREFIX}mode:{m}", m == mode) for m in schema.MODES]
+    reset = [InlineKeyboardButton("Reset", callback_data=f"{SETTINGS_PREFIX}reset")]
+    return InlineKeyboardMarkup([counts[:5], counts[5:], ratios[:4], ratios[4:], modes, reset])
 
 
 def status_keyboard(job: Job) -> InlineKeyboardMarkup | None:

@@ -12,6 +12,8 @@ from typing import Any
 import sqlite_utils
 from sqlite_utils import Migrations
 
+from bot.command import ChatDefaults
+
 migrations = Migrations("seqbot")
 
 
@@ -74,6 +76,19 @@ def m003_completed_at(db: sqlite_utils.Database) -> None:
     db.table("jobs").create_index(["count", "mode", "completed_at"])
 
 
+@migrations()
+def m004_followups_and_settings(db: sqlite_utils.Database) -> None:
+    """Follow-up buttons (Again / Originals / Details), languages, and per-chat defaults."""
+    jobs = db.table("jobs")
+    jobs.add_column("lang", str)
+    jobs.add_column("actions_message_id", int)
+    jobs.add_column("originals", str)  # JSON: image index -> Telegram file_id of the document
+    db.table("chat_settings").create(
+        {"chat_id": int, "count": int, "size": str, "mode": str, "updated_at": float},
+        pk="chat_id",
+    )
+
+
 class Status(StrEnum):
     """Where a job is in its life."""
 
@@ -127,6 +142,9 @@ class Job:
     finished_at: float | None = None
     completed_at: float | None = None
     updated_at: float | None = None
+    lang: str | None = None
+    actions_message_id: int | None = None
+    originals: dict[str, str] = field(default_factory=dict)
 
     @property
     def final(self) -> bool:
@@ -134,7 +152,7 @@ class Job:
         return self.status in FINAL
 
 
-_JSON_FIELDS = ("image_urls", "plan", "delivered")
+_JSON_FIELDS = ("image_urls", "plan", "delivered", "originals")
 _JOB_FIELDS = {f.name for f in fields(Job)}
 
 
@@ -188,6 +206,7 @@ class Store:
         user_name: str | None,
         thread_id: int | None,
         chat_type: str | None,
+        lang: str | None = None,
     ) -> Job | None:
         """Write a new job; ``None`` if this message already made one."""
         now = time.time()
@@ -204,6 +223,7 @@ class Store:
             "user_name": user_name,
             "thread_id": thread_id,
             "chat_type": chat_type,
+            "lang": lang,
             "status": Status.NEW.value,
             "created_at": now,
             "updated_at": now,
@@ -320,3 +340,28 @@ class Store:
             [count, mode, limit],
         ).fetchall()
         return [float(r[0]) for r in rows if r[0] is not None and r[0] >= 0]
+
+    def chat_defaults(self, chat_id: int) -> ChatDefaults:
+        """The chat's /settings (each None where the chat kept the bot's default)."""
+        rows = list(self.db.query("SELECT * FROM chat_settings WHERE chat_id = ?", [chat_id]))
+        if not rows:
+            return ChatDefaults()
+        row = rows[0]
+        return ChatDefaults(count=row["count"], size=row["size"], mode=row["mode"])
+
+    def set_chat_defaults(self, chat_id: int, defaults: ChatDefaults) -> None:
+        """Store the chat's defaults; all None removes them."""
+        with self.db.conn:
+            if defaults == ChatDefaults():
+                self.db.execute("DELETE FROM chat_settings WHERE chat_id = ?", [chat_id])
+                return
+            self.db.table("chat_settings").upsert(
+                {
+                    "chat_id": chat_id,
+                    "count": defaults.count,
+                    "size": defaults.size,
+                    "mode": defaults.mode,
+                    "updated_at": time.time(),
+                },
+                pk="chat_id",
+            )

@@ -15,7 +15,14 @@ from bot.store import Status
 from tests.conftest import RunningBot
 from tests.fakes.runcomfy_api import FakeRunComfy, JobScript
 from tests.fakes.telegram_api import FakeTelegram
-from tests.test_flow import assert_clean, media, status_history, until_final
+from tests.test_flow import (
+    assert_clean,
+    followups,
+    media,
+    status_history,
+    status_messages,
+    until_final,
+)
 from tests.test_groups import reply_to
 
 ADA = 123456789
@@ -149,7 +156,7 @@ async def test_telegram_server_errors_on_sends_are_retried(
     assert job.status == Status.DONE
     assert len(media(telegram)) == 3
     assert len(telegram.calls_to("sendMediaGroup", ok_only=True)) == 1
-    assert len(telegram.calls_to("sendMessage", ok_only=True)) == 1
+    assert len(status_messages(telegram)) == 1 and len(followups(telegram)) == 1
 
 
 async def test_a_telegram_timeout_on_a_send_is_retried(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from bot.config import Settings
@@ -28,6 +30,24 @@ def status_history(telegram: FakeTelegram, job: Job) -> list[str]:
     """Every text the job's status message showed, first to last."""
     assert job.status_message_id is not None
     return telegram.history[(job.chat_id, job.status_message_id)]
+
+
+def status_messages(telegram: FakeTelegram) -> list:
+    """The status messages the bot posted (not replies, not the follow-ups under the images)."""
+    return [
+        c
+        for c in telegram.calls_to("sendMessage", ok_only=True)
+        if c.params["text"].startswith("⏳")
+    ]
+
+
+def followups(telegram: FakeTelegram) -> list:
+    """The follow-up messages with the Again / Originals / Details buttons."""
+    return [
+        c
+        for c in telegram.calls_to("sendMessage", ok_only=True)
+        if "again:" in json.dumps(c.params.get("reply_markup", {}))
+    ]
 
 
 def media(telegram: FakeTelegram, kind: str | None = None) -> list[dict]:
@@ -206,7 +226,9 @@ async def test_an_edited_command_starts_nothing(
 async def test_start_and_help_explain_and_commands_are_registered(
     telegram: FakeTelegram, runcomfy: FakeRunComfy, bot: RunningBot
 ) -> None:
-    assert [c["command"] for c in telegram.commands] == ["seq", "cancel", "jobs", "usage", "help"]
+    assert [c["command"] for c in telegram.commands] == [
+        "seq", "cancel", "jobs", "usage", "settings", "help"
+    ]  # fmt: skip
     telegram.send_text("/start")
     (answer,) = await telegram.wait_for(lambda: telegram.calls_to("sendMessage", ok_only=True))
     assert "Seedream" in answer.params["text"] and "/seq 4 16:9" in answer.params["text"]
@@ -342,7 +364,8 @@ async def test_a_restart_resumes_an_unfinished_job_and_delivers_once(
     assert job.status == Status.DONE
     assert len(media(telegram)) == 3
     assert runcomfy.count("submit") == 1
-    assert len(telegram.calls_to("sendMessage")) == 1  # the status message was not posted again
+    assert len(status_messages(telegram)) == 1  # the status message was not posted again
+    assert len(followups(telegram)) == 1
     assert_clean(telegram, runcomfy)
 
 

@@ -14,7 +14,14 @@ from bot.store import Status
 from tests.conftest import RunningBot
 from tests.fakes.runcomfy_api import FakeRunComfy, JobScript
 from tests.fakes.telegram_api import FakeTelegram
-from tests.test_flow import assert_clean, media, status_history, until_final
+from tests.test_flow import (
+    assert_clean,
+    followups,
+    media,
+    status_history,
+    status_messages,
+    until_final,
+)
 
 GROUP = -1001234567890
 ADA = 123456789
@@ -106,8 +113,10 @@ async def test_group_command_with_mention_in_a_topic_stays_in_the_topic(
     )
     job = await until_final(telegram, bot)
     assert job.status == Status.DONE and job.thread_id == 77
-    (status,) = telegram.calls_to("sendMessage", ok_only=True)
+    (status,) = status_messages(telegram)
     assert status.params["message_thread_id"] == 77
+    (followup,) = followups(telegram)
+    assert followup.params["message_thread_id"] == 77
     assert status.params["reply_parameters"]["message_id"] == command["message"]["message_id"]
     (album,) = telegram.calls_to("sendMediaGroup", ok_only=True)
     assert album.params["message_thread_id"] == 77

@@ -16,6 +16,7 @@ from bot.store import Job, Status, Store
 from tests.conftest import RC_TOKEN, TG_TOKEN
 from tests.fakes.runcomfy_api import FakeRunComfy, JobScript
 from tests.fakes.telegram_api import FakeTelegram
+from tests.test_flow import followups, status_messages
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -123,7 +124,8 @@ async def test_sigkill_while_queued_or_running_then_restart_delivers_once(
     assert fake_job.result_fetches == 1
     images = images_in_chat(telegram)
     assert len(images) == 4 and len(set(images)) == 4
-    assert len(telegram.calls_to("sendMessage")) == 1  # one status message, kept and edited
+    assert len(status_messages(telegram)) == 1  # one status message, kept and edited
+    assert len(followups(telegram)) == 1
     assert telegram.errors == []
 
 
@@ -197,7 +199,7 @@ async def test_debug_logs_name_each_state_and_never_a_token(
     telegram.send_text("/seq 2 a fox")
     await telegram.wait_for(lambda: (j := read_job(process_env)) and j.final, timeout=30)
     telegram.send_text("/seq 99 bad input")
-    await telegram.wait_for(lambda: len(telegram.calls_to("sendMessage")) == 2)
+    await telegram.wait_for(lambda: len(telegram.calls_to("sendMessage")) == 3)
     bot.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
     assert await bot.wait() == 0
 
