@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -98,3 +98,18 @@ async def bot(env: dict[str, str]) -> AsyncIterator[RunningBot]:
         yield running
     finally:
         await running.stop()
+
+
+@pytest.fixture
+async def start_bot(env: dict[str, str]) -> AsyncIterator[Callable[..., Awaitable[RunningBot]]]:
+    """Start a bot with extra settings; every bot started is stopped at the end of the test."""
+    started: list[RunningBot] = []
+
+    async def start(**extra: str) -> RunningBot:
+        bot = await RunningBot(Settings.from_env({**env, **extra})).start()
+        started.append(bot)
+        return bot
+
+    yield start
+    for bot in started:
+        await bot.stop()

@@ -15,15 +15,15 @@ from bot.store import Status
 from tests.conftest import RunningBot
 from tests.fakes.runcomfy_api import FakeRunComfy, JobScript
 from tests.fakes.telegram_api import FakeTelegram
-from tests.test_flow import (
+from tests.helpers import (
     assert_clean,
     followups,
     media,
+    reply_to,
     status_history,
     status_messages,
     until_final,
 )
-from tests.test_groups import reply_to
 
 ADA = 123456789
 UPDATES = Path(__file__).parent / "data" / "updates"

@@ -2,62 +2,23 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from bot.config import Settings
-from bot.store import Job, Status
+from bot.store import Status
 from tests.conftest import RunningBot
 from tests.fakes.runcomfy_api import FakeRunComfy, JobScript
 from tests.fakes.telegram_api import FakeTelegram
+from tests.helpers import (
+    assert_clean,
+    followups,
+    media,
+    status_history,
+    status_messages,
+    until_final,
+)
 
 CHAT = 123456789
-
-
-async def until_final(telegram: FakeTelegram, bot: RunningBot, job_id: int = 1) -> Job:
-    """Wait for the job to reach a final state and return it."""
-
-    def final() -> Job | None:
-        job = bot.store.get(job_id)
-        return job if job is not None and job.final else None
-
-    job: Job = await telegram.wait_for(final)
-    return job
-
-
-def status_history(telegram: FakeTelegram, job: Job) -> list[str]:
-    """Every text the job's status message showed, first to last."""
-    assert job.status_message_id is not None
-    return telegram.history[(job.chat_id, job.status_message_id)]
-
-
-def status_messages(telegram: FakeTelegram) -> list:
-    """The status messages the bot posted (not replies, not the follow-ups under the images)."""
-    return [
-        c
-        for c in telegram.calls_to("sendMessage", ok_only=True)
-        if c.params["text"].startswith("⏳")
-    ]
-
-
-def followups(telegram: FakeTelegram) -> list:
-    """The follow-up messages with the Again / Originals / Details buttons."""
-    return [
-        c
-        for c in telegram.calls_to("sendMessage", ok_only=True)
-        if "again:" in json.dumps(c.params.get("reply_markup", {}))
-    ]
-
-
-def media(telegram: FakeTelegram, kind: str | None = None) -> list[dict]:
-    return [m for m in telegram.delivered_media if kind is None or m["kind"] == kind]
-
-
-def assert_clean(telegram: FakeTelegram, runcomfy: FakeRunComfy) -> None:
-    """Neither fake saw a call that breaks its API's rules."""
-    assert telegram.errors == []
-    assert [e for e in runcomfy.errors if not e.startswith("warning")] == []
 
 
 async def test_four_images_arrive_as_one_album_replying_to_the_command(

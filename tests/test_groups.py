@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from bot.config import Settings
 from bot.store import Status
 from tests.conftest import RunningBot
 from tests.fakes.runcomfy_api import FakeRunComfy, JobScript
 from tests.fakes.telegram_api import FakeTelegram
-from tests.test_flow import (
+from tests.helpers import (
+    answered,
     assert_clean,
     followups,
+    help_sent,
     media,
+    reply_to,
     status_history,
     status_messages,
     until_final,
@@ -41,67 +41,6 @@ def example(name: str) -> dict[str, Any]:
     update: dict[str, Any] = json.loads((UPDATES / f"{name}.json").read_text())
     update.pop("update_id")
     return update
-
-
-async def answered(telegram: FakeTelegram, update: dict[str, Any]) -> dict[str, Any]:
-    """Wait for the answer to a callback query update and return it."""
-    query_id = update["callback_query"]["id"]
-    await telegram.wait_for(lambda: query_id in telegram.callback_answers)
-    answer: dict[str, Any] = telegram.callback_answers[query_id]
-    return answer
-
-
-async def help_sent(telegram: FakeTelegram, chat_id: int) -> None:
-    """Wait for the /help text in the chat (a marker: updates before it were handled)."""
-    await telegram.wait_for(
-        lambda: any(
-            c.params["chat_id"] == chat_id and c.params["text"].startswith("Hi! I turn")
-            for c in telegram.calls_to("sendMessage", ok_only=True)
-        )
-    )
-
-
-async def reply_to(telegram: FakeTelegram, update: dict[str, Any]) -> str:
-    """Wait for the bot's text reply to a message update and return its text."""
-    message_id = update["message"]["message_id"]
-    chat_id = update["message"]["chat"]["id"]
-
-    def reply() -> str | None:
-        for call in telegram.calls_to("sendMessage", ok_only=True):
-            params = call.params
-            if (
-                params["chat_id"] == chat_id
-                and params.get("reply_parameters", {}).get("message_id") == message_id
-            ):
-                return str(params["text"])
-        return None
-
-    text: str = await telegram.wait_for(reply)
-    return text
-
-
-@pytest.fixture
-def start_bot(env: dict[str, str]) -> Callable[..., Any]:
-    """Start a bot with extra settings; stopped at the end of the test."""
-    started: list[RunningBot] = []
-
-    async def start(**extra: str) -> RunningBot:
-        bot = await RunningBot(Settings.from_env({**env, **extra})).start()
-        started.append(bot)
-        return bot
-
-    start.started = started  # type: ignore[attr-defined]
-    return start
-
-
-@pytest.fixture
-async def stop_bots(start_bot: Callable[..., Any]) -> AsyncIterator[None]:
-    yield
-    for bot in start_bot.started:  # type: ignore[attr-defined]
-        await bot.stop()
-
-
-pytestmark = pytest.mark.usefixtures("stop_bots")
 
 
 async def test_group_command_with_mention_in_a_topic_stays_in_the_topic(

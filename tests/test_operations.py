@@ -26,7 +26,9 @@ from bot.logs import JsonFormatter
 from tests.conftest import RC_TOKEN, TG_TOKEN, RunningBot
 from tests.fakes.runcomfy_api import FakeRunComfy
 from tests.fakes.telegram_api import FakeTelegram
-from tests.test_flow import until_final
+from tests.helpers import (
+    until_final,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "webhook-secret-0123456789"

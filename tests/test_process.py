@@ -16,7 +16,10 @@ from bot.store import Job, Status, Store
 from tests.conftest import RC_TOKEN, TG_TOKEN
 from tests.fakes.runcomfy_api import FakeRunComfy, JobScript
 from tests.fakes.telegram_api import FakeTelegram
-from tests.test_flow import followups, status_messages
+from tests.helpers import (
+    followups,
+    status_messages,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 

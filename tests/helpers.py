@@ -1,0 +1,93 @@
+"""Helpers shared by the flow tests: waiting for jobs, reading what the fakes saw."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from bot.store import Job
+from tests.conftest import RunningBot
+from tests.fakes.runcomfy_api import FakeRunComfy
+from tests.fakes.telegram_api import FakeTelegram
+
+
+async def until_final(telegram: FakeTelegram, bot: RunningBot, job_id: int = 1) -> Job:
+    """Wait for the job to reach a final state and return it."""
+
+    def final() -> Job | None:
+        job = bot.store.get(job_id)
+        return job if job is not None and job.final else None
+
+    job: Job = await telegram.wait_for(final)
+    return job
+
+
+def status_history(telegram: FakeTelegram, job: Job) -> list[str]:
+    """Every text the job's status message showed, first to last."""
+    assert job.status_message_id is not None
+    return telegram.history[(job.chat_id, job.status_message_id)]
+
+
+def status_messages(telegram: FakeTelegram) -> list:
+    """The status messages the bot posted (not replies, not the follow-ups under the images)."""
+    return [
+        c
+        for c in telegram.calls_to("sendMessage", ok_only=True)
+        if c.params["text"].startswith("⏳")
+    ]
+
+
+def followups(telegram: FakeTelegram) -> list:
+    """The follow-up messages with the Again / Originals / Details buttons."""
+    return [
+        c
+        for c in telegram.calls_to("sendMessage", ok_only=True)
+        if "again:" in json.dumps(c.params.get("reply_markup", {}))
+    ]
+
+
+def media(telegram: FakeTelegram, kind: str | None = None) -> list[dict]:
+    return [m for m in telegram.delivered_media if kind is None or m["kind"] == kind]
+
+
+def assert_clean(telegram: FakeTelegram, runcomfy: FakeRunComfy) -> None:
+    """Neither fake saw a call that breaks its API's rules."""
+    assert telegram.errors == []
+    assert [e for e in runcomfy.errors if not e.startswith("warning")] == []
+
+
+async def answered(telegram: FakeTelegram, update: dict[str, Any]) -> dict[str, Any]:
+    """Wait for the answer to a callback query update and return it."""
+    query_id = update["callback_query"]["id"]
+    await telegram.wait_for(lambda: query_id in telegram.callback_answers)
+    answer: dict[str, Any] = telegram.callback_answers[query_id]
+    return answer
+
+
+async def help_sent(telegram: FakeTelegram, chat_id: int) -> None:
+    """Wait for the /help text in the chat (a marker: updates before it were handled)."""
+    await telegram.wait_for(
+        lambda: any(
+            c.params["chat_id"] == chat_id and c.params["text"].startswith("Hi! I turn")
+            for c in telegram.calls_to("sendMessage", ok_only=True)
+        )
+    )
+
+
+async def reply_to(telegram: FakeTelegram, update: dict[str, Any]) -> str:
+    """Wait for the bot's text reply to a message update and return its text."""
+    message_id = update["message"]["message_id"]
+    chat_id = update["message"]["chat"]["id"]
+
+    def reply() -> str | None:
+        for call in telegram.calls_to("sendMessage", ok_only=True):
+            params = call.params
+            if (
+                params["chat_id"] == chat_id
+                and params.get("reply_parameters", {}).get("message_id") == message_id
+            ):
+                return str(params["text"])
+        return None
+
+    text: str = await telegram.wait_for(reply)
+    return text
