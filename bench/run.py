@@ -216,8 +216,10 @@ class Observer:
     def _observe(self, call: Call) -> None:
         p = call.params
         chat = _int(p.get("chat_id"))
+        if chat is None:
+            return
         if call.method == "editMessageText":
-            job = self.by_status.get((chat, _int(p.get("message_id"))))
+            job = self.by_status.get((chat, _int(p.get("message_id")) or 0))
             text = str(p.get("text", ""))
             if job is not None and text.startswith(FINAL_MARKS):
                 job.final_text = text.split("\n", 1)[0]

@@ -25,17 +25,25 @@ from bot.jobs import JobRunner
 from bot.permissions import Permissions
 from bot.runcomfy import RunComfyClient
 from bot.store import Store
+from bot.texts import tr
 
 log = logging.getLogger(__name__)
 
-COMMANDS = [
-    BotCommand("seq", "Make a series of images: /seq 4 16:9 prompt"),
-    BotCommand("cancel", "Cancel your latest queued job (or /cancel <job id>)"),
-    BotCommand("jobs", "This chat's latest jobs"),
-    BotCommand("usage", "Your images and cost today and this month"),
-    BotCommand("settings", "This chat's defaults: count, ratio, mode"),
-    BotCommand("help", "How to use the bot"),
-]
+COMMANDS = {
+    "seq": "Make a series of images: /seq 4 16:9 prompt",
+    "cancel": "Cancel your latest queued job (or /cancel <job id>)",
+    "jobs": "This chat's latest jobs",
+    "usage": "Your images and cost today and this month",
+    "settings": "This chat's defaults: count, ratio, mode",
+    "help": "How to use the bot",
+}
+
+
+def commands(lang: str) -> list[BotCommand]:
+    """The command menu in ``lang``."""
+    return [BotCommand(name, tr(lang, text)) for name, text in COMMANDS.items()]
+
+
 ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
 HEARTBEAT_SECONDS = 30.0
 PRUNE_EVERY_BEATS = 120  # an hour
@@ -169,7 +177,8 @@ async def _post_init(app: Application) -> None:  # type: ignore[type-arg]
         runner=runner,
         permissions=Permissions(app.bot, settings.admin_user_ids),
     )
-    await app.bot.set_my_commands(COMMANDS)
+    await app.bot.set_my_commands(commands("en"))
+    await app.bot.set_my_commands(commands("ru"), language_code="ru")
     log.info(
         "seqbot started as @%s; database %s; Telegram API %s; RunComfy API %s; poll every %ss",
         app.bot.username,

@@ -7,15 +7,27 @@ from dataclasses import dataclass
 
 from bot import schema
 from bot.errors import InputError
+from bot.texts import Plural
 
 _NUMBER_WORDS = {
     "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
     "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14,
     "fifteen": 15,
 }  # fmt: skip
+_RUSSIAN_NUMBER_WORDS = {
+    "одно": 1, "одна": 1, "один": 1, "два": 2, "две": 2, "три": 3, "четыре": 4, "пять": 5,
+    "шесть": 6, "семь": 7, "восемь": 8, "девять": 9, "десять": 10, "одиннадцать": 11,
+    "двенадцать": 12, "тринадцать": 13, "четырнадцать": 14, "пятнадцать": 15,
+}  # fmt: skip
+_NUMBER_WORDS.update(_RUSSIAN_NUMBER_WORDS)
+_RUSSIAN_NOUNS = (
+    r"|изображени[еяй]|картин(?:ка|ки|ок)|фото(?:графи[йия])?|иллюстраци[йия]"
+    r"|кадр(?:а|ов)?|рисун(?:ок|ка|ков)|сцен[аы]?"
+)
 _IMAGE_NOUNS = (
     r"images?|pictures?|pics?|photos?|photographs?|illustrations?|frames?|panels?|shots?|"
     r"renders?|drawings?|paintings?|artworks?|variations?|versions?|scenes?|slides?|stills?"
+    + _RUSSIAN_NOUNS
 )
 # "4 images", "four consecutive images", "6 comic-style panels": a number, at most two words,
 # then a noun that names pictures. "four seasons" is not a count of images.
@@ -74,16 +86,19 @@ def prompt_count(prompt: str) -> int | None:
     if len(found) > 1:
         numbers = " and ".join(str(n) for n in sorted(found))
         raise InputError(
-            f"Your prompt mentions {numbers} images. Say one number, or leave it out and "
-            "put the count first: /seq 4 …"
+            "Your prompt mentions {numbers} images. Say one number, or leave it out and "
+            "put the count first: /seq 4 …",
+            numbers=numbers,
         )
     return found.pop() if found else None
 
 
 def _count_error(given: str) -> InputError:
     return InputError(
-        f"The number of images must be {schema.MIN_COUNT}–{schema.MAX_COUNT}"
-        f" (you gave {_short(given)})."
+        "The number of images must be {low}–{high} (you gave {given}).",
+        low=schema.MIN_COUNT,
+        high=schema.MAX_COUNT,
+        given=_short(given),
     )
 
 
@@ -135,7 +150,9 @@ def parse_seq(
             key = re.sub(r"[x×]", ":", token)
             if key not in schema.SIZE_ALIASES:
                 raise InputError(
-                    f"Aspect ratio {_short(token)} is not available. Use one of: {_allowed_ratios()}."
+                    "Aspect ratio {ratio} is not available. Use one of: {allowed}.",
+                    ratio=_short(token),
+                    allowed=_allowed_ratios(),
                 )
             size = schema.SIZE_ALIASES[key]
         elif om := _OPTION_RE.match(token):
@@ -149,13 +166,16 @@ def parse_seq(
                     raise InputError("Give mode= only once.")
                 if value.lower() not in schema.MODES:
                     raise InputError(
-                        f"mode must be {' or '.join(schema.MODES)} (you gave {_short(value)!r})."
+                        "mode must be one of: {modes} (you gave {given!r}).",
+                        modes=", ".join(schema.MODES),
+                        given=_short(value),
                     )
                 mode = value.lower()
             else:
                 raise InputError(
-                    f"Unknown option {_short(key)}=. Options are seed=N and "
-                    f"mode={'|'.join(schema.MODES)}."
+                    "Unknown option {key}=. Options are seed=N and mode={modes}.",
+                    key=_short(key),
+                    modes="|".join(schema.MODES),
                 )
         else:
             break
@@ -176,11 +196,17 @@ def parse_seq(
 
 
 def _parse_seed(value: str) -> int:
-    allowed = f"Seed must be a whole number from {schema.MIN_SEED} to {schema.MAX_SEED}"
-    if not _INT_RE.match(value):
-        raise InputError(f"{allowed} (you gave {_short(value)!r}).")
-    if len(value) > 12 or not schema.MIN_SEED <= int(value) <= schema.MAX_SEED:
-        raise InputError(f"{allowed} (you gave {_short(value)}).")
+    if (
+        not _INT_RE.match(value)
+        or len(value) > 12
+        or not schema.MIN_SEED <= int(value) <= schema.MAX_SEED
+    ):
+        raise InputError(
+            "Seed must be a whole number from {low} to {high} (you gave {given}).",
+            low=schema.MIN_SEED,
+            high=schema.MAX_SEED,
+            given=_short(value) or "nothing",
+        )
     return int(value)
 
 
@@ -198,8 +224,10 @@ def _build(
         _check_count(stated)
         if count is not None and count != stated:
             raise InputError(
-                f"You asked for {count} images but the prompt says {stated}. "
-                "Use one number, or leave the count out of the prompt."
+                "You asked for {count} images but the prompt says {stated}. "
+                "Use one number, or leave the count out of the prompt.",
+                count=count,
+                stated=stated,
             )
         count, text = stated, prompt
     else:
@@ -209,11 +237,12 @@ def _build(
     if len(text) > schema.MAX_TEXT:
         over = len(text) - schema.MAX_TEXT
         raise InputError(
-            f"Your prompt is {over} character{'s' if over != 1 else ''} too long "
-            f"(the limit is {schema.MAX_TEXT}, counting the “Generate N images:” the bot adds)."
+            "Your prompt is {over} too long (the limit is {limit}, counting the "
+            "“Generate N images:” the bot adds)."
             if stated is None
-            else f"Your prompt is {over} character{'s' if over != 1 else ''} too long "
-            f"(the limit is {schema.MAX_TEXT})."
+            else "Your prompt is {over} too long (the limit is {limit}).",
+            over=Plural(over, "character"),
+            limit=schema.MAX_TEXT,
         )
     return SeqRequest(
         count=count,

@@ -11,13 +11,27 @@ SeqbotError                 user_message: short, friendly, no secrets
 
 from __future__ import annotations
 
+from typing import Any
+
+from bot.texts import tr
+
 
 class SeqbotError(Exception):
-    """Base error; ``user_message`` is what the chat may see."""
+    """Base error; ``user_message`` is what the chat may see (``text(lang)`` in its language).
 
-    def __init__(self, user_message: str, *, detail: str | None = None) -> None:
-        super().__init__(detail or user_message)
-        self.user_message = user_message
+    The message is an English ``str.format`` template with ``params``; ``bot.texts`` has it in
+    Russian too.
+    """
+
+    def __init__(self, user_message: str, *, detail: str | None = None, **params: Any) -> None:
+        self.template = user_message
+        self.params = params
+        self.user_message = tr("en", user_message, **params)
+        super().__init__(detail or self.user_message)
+
+    def text(self, lang: str | None) -> str:
+        """The message in ``lang``."""
+        return tr(lang, self.template, **self.params)
 
 
 class ConfigError(SeqbotError):
@@ -44,9 +58,14 @@ class TransientError(RunComfyError):
     """A failure that may go away if we ask again later."""
 
     def __init__(
-        self, user_message: str, *, detail: str | None = None, retry_after: float | None = None
+        self,
+        user_message: str,
+        *,
+        detail: str | None = None,
+        retry_after: float | None = None,
+        **params: Any,
     ) -> None:
-        super().__init__(user_message, detail=detail)
+        super().__init__(user_message, detail=detail, **params)
         self.retry_after = retry_after
 
 
@@ -59,8 +78,9 @@ class PermanentError(RunComfyError):
         *,
         detail: str | None = None,
         operator_problem: bool = False,
+        **params: Any,
     ) -> None:
-        super().__init__(user_message, detail=detail)
+        super().__init__(user_message, detail=detail, **params)
         # True when the operator, not the user, must act (token, balance): logged prominently.
         self.operator_problem = operator_problem
 

@@ -20,6 +20,7 @@ from bot.errors import SeqbotError
 from bot.jobs import JobRunner, Origin
 from bot.permissions import Permissions, requester_name
 from bot.store import Job, Status, Store
+from bot.texts import lang_of, tr
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,12 @@ _CANCEL_ANSWERS = {
     "too_late": "Too late: the job is already running and can no longer be cancelled.",
     "final": "This job has already finished.",
 }
+
+
+def lang(update: object) -> str:
+    """The language of whoever sent the update: ``ru`` or ``en``."""
+    user = update.effective_user if isinstance(update, Update) else None
+    return lang_of(user.language_code if user else None)
 
 
 def runner_of(context: ContextTypes.DEFAULT_TYPE) -> JobRunner:
@@ -52,7 +59,7 @@ def _permissions(context: ContextTypes.DEFAULT_TYPE) -> Permissions:
 async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """/start and /help: what the bot does and how to use it."""
     if update.message:
-        await update.message.reply_text(render.HELP)  # quoted in groups only
+        await update.message.reply_text(render.help_text(lang(update)))  # quoted in groups only
 
 
 def _replied_text(message: Message, bot_id: int) -> str | None:
@@ -82,11 +89,11 @@ async def seq(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
             defaults=runner.store.chat_defaults(message.chat.id),
         )
         if request is None:
-            await message.reply_text(render.USAGE, do_quote=True)
+            await message.reply_text(render.usage(lang(update)), do_quote=True)
             return
         await runner.start(request, Origin.of(message))
     except SeqbotError as exc:
-        await message.reply_text(exc.user_message, do_quote=True)
+        await message.reply_text(exc.text(lang(update)), do_quote=True)
 
 
 async def cancel_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -99,22 +106,22 @@ async def cancel_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
     job = runner.find(job_id) if job_id is not None else None
     chat = query.message.chat if query.message else None
     if job is None or chat is None or job.chat_id != chat.id:
-        await query.answer("This button no longer works.")
+        await query.answer(tr(lang(update), "This button no longer works."))
         return
     if not await _permissions(context).may_cancel(job, chat_id=chat.id, user=query.from_user):
-        await query.answer(_who_may_cancel(job), show_alert=True)
+        await query.answer(_who_may_cancel(job, lang(update)), show_alert=True)
         return
     task = asyncio.ensure_future(runner.cancel(job))
     try:
         outcome = await asyncio.wait_for(asyncio.shield(task), _CANCEL_ANSWER_WAIT)
     except TimeoutError:
-        await query.answer("Cancelling…")
+        await query.answer(tr(lang(update), "Cancelling…"))
         await task
         return
     except SeqbotError as exc:
-        await query.answer(render.shorten(exc.user_message, 200), show_alert=True)
+        await query.answer(render.shorten(exc.text(lang(update)), 200), show_alert=True)
         return
-    await query.answer(_CANCEL_ANSWERS[outcome])
+    await query.answer(tr(lang(update), _CANCEL_ANSWERS[outcome]))
 
 
 async def cancel_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -133,27 +140,32 @@ async def cancel_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
         found = runner.find(int(raw)) if raw.isdigit() and len(raw) < 19 else None
         job = found if found is not None and found.chat_id == chat_id else None
         if job is None:
-            await message.reply_text(f"There is no job {args[0][:20]} in this chat.", do_quote=True)
+            await message.reply_text(
+                tr(lang(update), "There is no job {job} in this chat.", job=args[0][:20]),
+                do_quote=True,
+            )
             return
     else:
         latest = store.latest_cancellable(chat_id, user.id) if user else None
         job = runner.find(latest.id) if latest else None
         if job is None:
             await message.reply_text(
-                "You have no job here that can still be cancelled.", do_quote=True
+                tr(lang(update), "You have no job here that can still be cancelled."),
+                do_quote=True,
             )
             return
     if not await _permissions(context).may_cancel(
         job, chat_id=chat_id, user=user, sender_chat=message.sender_chat
     ):
-        await message.reply_text(_who_may_cancel(job), do_quote=True)
+        await message.reply_text(_who_may_cancel(job, lang(update)), do_quote=True)
         return
     try:
         outcome = await runner.cancel(job)
     except SeqbotError as exc:
-        await message.reply_text(exc.user_message, do_quote=True)
+        await message.reply_text(exc.text(lang(update)), do_quote=True)
         return
-    await message.reply_text(f"Job #{job.id}: {_CANCEL_ANSWERS[outcome]}", do_quote=True)
+    answer = tr(lang(update), _CANCEL_ANSWERS[outcome])
+    await message.reply_text(f"Job #{job.id}: {answer}", do_quote=True)
 
 
 async def jobs_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -161,7 +173,9 @@ async def jobs_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
     if update.message is None:
         return
     jobs = runner_of(context).store.recent(update.message.chat.id, limit=10)
-    await update.message.reply_text(render.jobs_list(jobs, time.time()), do_quote=True)
+    await update.message.reply_text(
+        render.jobs_list(jobs, time.time(), lang(update)), do_quote=True
+    )
 
 
 async def usage_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -175,11 +189,12 @@ async def usage_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
     user_id = message.from_user.id
     is_admin = user_id in settings.admin_user_ids
     text = render.usage_text(
+        lang(update),
         today=store.usage(user_id, limits.day_start(now)),
         month=store.usage(user_id, limits.month_start(now)),
         limit=settings.daily_image_limit_per_user,
         exempt=is_admin,
-        resets_in=limits.until_reset(now),
+        resets_in=limits.until_reset(now, lang(update)),
         per_chat=store.usage_by_chat(limits.month_start(now)) if is_admin else None,
     )
     await message.reply_text(text, do_quote=True)
@@ -198,12 +213,12 @@ async def _job_for_button(
     job = runner_of(context).find(job_id) if job_id is not None else None
     message = query.message if isinstance(query.message, Message) else None
     if job is None or message is None or job.chat_id != message.chat.id:
-        await query.answer("This button no longer works.")
+        await query.answer(tr(lang(update), "This button no longer works."))
         return None
     try:
         limits.check_access(_settings(context), user_id=query.from_user.id, chat_id=job.chat_id)
     except SeqbotError as exc:
-        await query.answer(exc.user_message, show_alert=True)
+        await query.answer(exc.text(lang(update)), show_alert=True)
         return None
     return job, message
 
@@ -231,17 +246,19 @@ async def again_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
         user_name=requester_name(user, None),
         thread_id=job.thread_id,
         chat_type=job.chat_type,
-        lang=user.language_code,
+        lang=lang(update),
     )
     try:
         started = await runner_of(context).start(request, origin)
     except SeqbotError as exc:
-        await query.answer(render.shorten(exc.user_message, 200), show_alert=True)
+        await query.answer(render.shorten(exc.text(lang(update)), 200), show_alert=True)
         return
     if started is None:
-        await query.answer("Already started from this message: see the job below.")
+        await query.answer(
+            tr(lang(update), "Already started from this message: see the job below.")
+        )
         return
-    await query.answer(f"Job #{started.id}: same settings, new seed.")
+    await query.answer(tr(lang(update), "Job #{id}: same settings, new seed.", id=started.id))
 
 
 async def originals_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -252,12 +269,13 @@ async def originals_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -
         return
     job, message = found
     if job.status != Status.DONE:
-        await query.answer("The images of this job were not delivered.")
+        await query.answer(tr(lang(update), "The images of this job were not delivered."))
         return
-    await query.answer("Sending the original files…")
+    await query.answer(tr(lang(update), "Sending the original files…"))
     if not await runner_of(context).send_originals(job, message.message_id):
         await message.reply_text(
-            f"The original files of job #{job.id} are no longer kept.", do_quote=True
+            tr(lang(update), "The original files of job #{id} are no longer kept.", id=job.id),
+            do_quote=True,
         )
 
 
@@ -269,7 +287,7 @@ async def details_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
         return
     job, message = found
     await query.answer()
-    await message.reply_text(render.details_text(job), do_quote=True)
+    await message.reply_text(render.details_text(job, lang(update)), do_quote=True)
 
 
 async def settings_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -279,8 +297,8 @@ async def settings_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -
         return
     defaults = runner_of(context).store.chat_defaults(message.chat.id)
     await message.reply_text(
-        render.settings_text(defaults),
-        reply_markup=render.settings_keyboard(defaults),
+        render.settings_text(defaults, lang(update)),
+        reply_markup=render.settings_keyboard(defaults, lang(update)),
         do_quote=True,
     )
 
@@ -290,25 +308,28 @@ async def settings_button(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
     query = update.callback_query
     if query is None or not isinstance(query.message, Message):
         if query:
-            await query.answer("This button no longer works.")
+            await query.answer(tr(lang(update), "This button no longer works."))
         return
     chat_id = query.message.chat.id
     if not await _permissions(context).may_administer(chat_id=chat_id, user=query.from_user):
-        await query.answer("Only the chat's admins can change its defaults.", show_alert=True)
+        await query.answer(
+            tr(lang(update), "Only the chat's admins can change its defaults."), show_alert=True
+        )
         return
     store = runner_of(context).store
     current = store.chat_defaults(chat_id)
     changed = _apply_setting(current, (query.data or "").removeprefix(render.SETTINGS_PREFIX))
     if changed is None:
-        await query.answer("This button no longer works.")
+        await query.answer(tr(lang(update), "This button no longer works."))
         return
     if changed == current:
-        await query.answer("Already set.")
+        await query.answer(tr(lang(update), "Already set."))
         return
     store.set_chat_defaults(chat_id, changed)
-    await query.answer("Saved.")
+    await query.answer(tr(lang(update), "Saved."))
     await query.edit_message_text(
-        render.settings_text(changed), reply_markup=render.settings_keyboard(changed)
+        render.settings_text(changed, lang(update)),
+        reply_markup=render.settings_keyboard(changed, lang(update)),
     )
 
 
@@ -326,17 +347,18 @@ def _apply_setting(current: ChatDefaults, choice: str) -> ChatDefaults | None:
     return None
 
 
-def _who_may_cancel(job: Job) -> str:
-    who = job.user_name or "the person who asked for it"
+def _who_may_cancel(job: Job, language: str) -> str:
+    who = job.user_name or tr(language, "the person who asked for it")
     return render.shorten(
-        f"Only {who} (who asked for this job) or a chat admin can cancel it.", 200
+        tr(language, "Only {who} (who asked for this job) or a chat admin can cancel it.", who=who),
+        200,
     )
 
 
 async def stale_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Any other button: answer it, so the client stops its spinner."""
     if update.callback_query:
-        await update.callback_query.answer("This button no longer works.")
+        await update.callback_query.answer(tr(lang(update), "This button no longer works."))
 
 
 async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -346,8 +368,8 @@ async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         return
     with contextlib.suppress(TelegramError):
         if update.callback_query:
-            await update.callback_query.answer("Sorry, something went wrong.")
+            await update.callback_query.answer(tr(lang(update), "Sorry, something went wrong."))
         elif update.effective_message and update.effective_message.chat.type == "private":
             await update.effective_message.reply_text(
-                "Sorry, something went wrong. Please try again."
+                tr(lang(update), "Sorry, something went wrong. Please try again.")
             )

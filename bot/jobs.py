@@ -30,6 +30,7 @@ from bot.originals import OriginalsCache
 from bot.permissions import requester_name
 from bot.runcomfy import RunComfyClient
 from bot.store import CANCELLABLE, Job, Status, Store
+from bot.texts import Plural, lang_of, tr
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ class Origin:
             ),
             thread_id=message.message_thread_id if message.is_topic_message else None,
             chat_type=message.chat.type,
-            lang=user.language_code if user else None,
+            lang=lang_of(user.language_code if user else None),
         )
 
 
@@ -190,9 +191,12 @@ class JobRunner:
                 await self._finish(
                     job,
                     Status.FAILED,
-                    error="The bot restarted while sending this job, so it is unclear whether it "
-                    "started. It was not sent again, to avoid charging twice. "
-                    "Please send the command again if no images arrive.",
+                    error=tr(
+                        job.lang,
+                        "The bot restarted while sending this job, so it is unclear whether it "
+                        "started. It was not sent again, to avoid charging twice. "
+                        "Please send the command again if no images arrive.",
+                    ),
                 )
             if job.status in (Status.QUEUED, Status.RUNNING):
                 await self._poll(job)
@@ -214,16 +218,16 @@ class JobRunner:
         if isinstance(exc, Forbidden):
             # Blocked by the user or removed from the chat: nothing more can be said there.
             log.warning("job %d: chat %d refuses messages (%s)", job.id, job.chat_id, exc.message)
-            error, show = "The bot cannot post in this chat.", False
+            error, show = tr(job.lang, "The bot cannot post in this chat."), False
         elif isinstance(exc, SeqbotError):
             if isinstance(exc, PermanentError) and exc.operator_problem:
                 self._operator_alert(job, exc)
             else:
                 log.warning("job %d failed: %s", job.id, exc)
-            error = exc.user_message
+            error = exc.text(job.lang)
         else:
             log.error("job %d failed unexpectedly", job.id, exc_info=exc)
-            error = "Something went wrong on our side."
+            error = tr(job.lang, "Something went wrong on our side.")
         try:
             await self._finish(job, Status.FAILED, error=error, show=show)
         except Exception as again:  # the chat may refuse even the failure notice
@@ -278,8 +282,13 @@ class JobRunner:
             await self._finish(
                 job,
                 Status.FAILED,
-                error=f"{exc.user_message} It was not sent again, to avoid charging twice. "
-                "Please send the command again if no images arrive.",
+                error=exc.text(job.lang)
+                + " "
+                + tr(
+                    job.lang,
+                    "It was not sent again, to avoid charging twice. "
+                    "Please send the command again if no images arrive.",
+                ),
             )
             return
         self._set(job, Status.QUEUED, request_id=submission.request_id, submitted_at=time.time())
@@ -355,7 +364,7 @@ class JobRunner:
         assert job.request_id is not None
         result = await self.client.result(job.request_id)
         if result.status == runcomfy.FAILED:
-            reason = result.error or "RunComfy could not make the images."
+            reason = result.error or tr(job.lang, "RunComfy could not make the images.")
             await self._finish(job, Status.FAILED, error=_plain(reason), cost=result.cost)
             return True
         if result.status == runcomfy.CANCELLED:
@@ -367,7 +376,7 @@ class JobRunner:
             await self._finish(
                 job,
                 Status.FAILED,
-                error="RunComfy finished but returned no images.",
+                error=tr(job.lang, "RunComfy finished but returned no images."),
                 cost=result.cost,
             )
             return True
@@ -398,9 +407,10 @@ class JobRunner:
             infos, problems = await self._download_all(job, data)
             photos = [i for i, info in sorted(infos.items()) if info.as_photo]
             documents = [i for i, info in sorted(infos.items()) if not info.as_photo]
-            note = _problems_note(problems)
+            note = _problems_note(problems, job.lang)
             if not photos and not documents:
-                await self._finish(job, Status.FAILED, error=f"No image could be delivered. {note}")
+                error = tr(job.lang, "No image could be delivered.") + f" {note}"
+                await self._finish(job, Status.FAILED, error=error)
                 return
             self.store.update(job, plan=render.delivery_plan(photos, documents), error=note or None)
         assert job.plan is not None
@@ -449,7 +459,7 @@ class JobRunner:
 
     async def _download_all(
         self, job: Job, data: dict[int, bytes]
-    ) -> tuple[dict[int, ImageInfo], list[str]]:
+    ) -> tuple[dict[int, ImageInfo], list[tuple[int, SeqbotError | BadImage]]]:
         async def one(index: int) -> ImageInfo:
             raw = await self._download(job, index)
             info = await asyncio.to_thread(inspect, raw)
@@ -461,13 +471,13 @@ class JobRunner:
             *(one(i) for i in range(len(job.image_urls))), return_exceptions=True
         )
         infos: dict[int, ImageInfo] = {}
-        problems: list[str] = []
+        problems: list[tuple[int, SeqbotError | BadImage]] = []
         for index, outcome in enumerate(results):
             if isinstance(outcome, ImageInfo):
                 infos[index] = outcome
             elif isinstance(outcome, BadImage | PermanentError):
                 log.warning("job %d: image %d unusable: %s", job.id, index + 1, outcome)
-                problems.append(f"image {index + 1}: {outcome}")
+                problems.append((index, outcome))
             elif isinstance(outcome, BaseException):
                 raise outcome
         return infos, problems
@@ -735,9 +745,20 @@ def _plain(reason: str) -> str:
     return render.shorten(reason, 300) + "."
 
 
-def _problems_note(problems: list[str]) -> str:
+def _problems_note(problems: list[tuple[int, SeqbotError | BadImage]], lang: str | None) -> str:
     if not problems:
         return ""
-    return (
-        f"{render.plural(len(problems), 'image')} could not be delivered ({'; '.join(problems)})."
+    reasons = "; ".join(
+        tr(lang, "image {n}: {reason}", n=index + 1, reason=_reason(problem, lang))
+        for index, problem in problems
     )
+    return tr(
+        lang,
+        "{images} could not be delivered ({reasons}).",
+        images=Plural(len(problems), "image"),
+        reasons=reasons,
+    )
+
+
+def _reason(problem: SeqbotError | BadImage, lang: str | None) -> str:
+    return problem.text(lang) if isinstance(problem, SeqbotError) else tr(lang, str(problem))

@@ -7,6 +7,7 @@ import datetime as dt
 from bot.config import Settings
 from bot.errors import RefusedError
 from bot.store import Store
+from bot.texts import Plural, tr
 
 UTC = dt.UTC
 
@@ -23,11 +24,16 @@ def month_start(now: float) -> float:
     return d.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp()
 
 
-def until_reset(now: float) -> str:
-    """How long until the quota resets at midnight UTC, e.g. ``3 h 12 min``."""
+def _until_reset(now: float) -> tuple[int, int]:
     seconds = int(day_start(now) + 86400 - now)
     hours, minutes = divmod(max(60, seconds) // 60, 60)
-    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
+    return hours, minutes
+
+
+def until_reset(now: float, lang: str | None) -> str:
+    """How long until the quota resets at midnight UTC, e.g. ``3 h 12 min``."""
+    hours, minutes = _until_reset(now)
+    return tr(lang, "{hours} h {minutes} min", hours=hours, minutes=minutes)
 
 
 def check_access(settings: Settings, *, user_id: int | None, chat_id: int) -> None:
@@ -50,26 +56,38 @@ def check_spend(
         active = store.active_jobs(user_id=user_id)
         if active >= settings.max_active_jobs_per_user:
             raise RefusedError(
-                f"You already have {active} jobs in progress (the most is "
-                f"{settings.max_active_jobs_per_user}). Wait for one to finish, or cancel one."
+                "You already have {active} in progress (the most is {most}). "
+                "Wait for one to finish, or cancel one.",
+                active=Plural(active, "job"),
+                most=settings.max_active_jobs_per_user,
             )
     active = store.active_jobs(chat_id=chat_id)
     if active >= settings.max_active_jobs_per_chat:
         raise RefusedError(
-            f"This chat already has {active} jobs in progress (the most is "
-            f"{settings.max_active_jobs_per_chat}). Please wait for one to finish."
+            "This chat already has {active} in progress (the most is {most}). "
+            "Please wait for one to finish.",
+            active=Plural(active, "job"),
+            most=settings.max_active_jobs_per_chat,
         )
     limit = settings.daily_image_limit_per_user
+    hours, minutes = _until_reset(now)
     if limit and user_id is not None:
         used, _ = store.usage(user_id, day_start(now))
         left = max(0, limit - used)
         if count > left:
             if left == 0:
                 raise RefusedError(
-                    f"You have used all {limit} images of today's limit. "
-                    f"It resets at midnight UTC (in {until_reset(now)})."
+                    "You have used all {limit} images of today's limit. "
+                    "It resets at midnight UTC (in {hours} h {minutes} min).",
+                    limit=limit,
+                    hours=hours,
+                    minutes=minutes,
                 )
             raise RefusedError(
-                f"You have {left} of today's {limit} images left; ask for {left} or fewer. "
-                f"The limit resets at midnight UTC (in {until_reset(now)})."
+                "You have {left} of today's {limit} images left; ask for {left} or fewer. "
+                "The limit resets at midnight UTC (in {hours} h {minutes} min).",
+                left=left,
+                limit=limit,
+                hours=hours,
+                minutes=minutes,
             )

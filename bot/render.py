@@ -12,6 +12,7 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 from bot import schema
 from bot.command import ChatDefaults
 from bot.store import CANCELLABLE, Job, Status
+from bot.texts import plural, tr
 
 CAPTION_LIMIT = 1024
 ALBUM_MAX = 10
@@ -23,15 +24,15 @@ SETTINGS_PREFIX = "set:"
 _JOB_DATA_RE = re.compile(r"^([a-z]+:)(\d{1,18})$")
 SETTINGS_COUNTS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 15)
 
-USAGE = f"""\
+USAGE = """\
 Make a series of related images with Seedream 4.0.
 
 /seq [count] [ratio] [seed=N] [mode=fast|standard] prompt
 
-• count: {schema.MIN_COUNT}–{schema.MAX_COUNT} images (default {schema.DEFAULT_COUNT})
-• ratio: {" ".join(schema.RATIOS)} (default {schema.DEFAULT_RATIO})
+• count: {min_count}–{max_count} images (default {default_count})
+• ratio: {ratios} (default {default_ratio})
 • seed: a whole number, to repeat a result
-• mode: {" or ".join(schema.MODES)} (default {schema.DEFAULT_MODE})
+• mode: {modes} (default {default_mode})
 
 Examples:
 /seq 4 16:9 a lighthouse through four seasons
@@ -39,13 +40,34 @@ Examples:
 /seq 2 1:1 seed=42 a red fox in fresh snow, golden hour
 /seq Generate 3 images of a calm ocean at sunset
 
-While a job waits in the queue you can tap Cancel under its status message."""
+While a job waits in the queue you can tap Cancel under its status message. \
+/settings sets this chat's defaults."""
 
-HELP = f"""\
+HELP = """\
 Hi! I turn one prompt into a set of consistent images (a story, a product from several angles, \
 four seasons of one place) with ByteDance Seedream 4.0 on RunComfy.
 
-{USAGE}"""
+{usage}"""
+
+
+def usage(lang: str | None) -> str:
+    """How to use /seq, with the allowed values from the schema."""
+    return tr(
+        lang,
+        USAGE,
+        min_count=schema.MIN_COUNT,
+        max_count=schema.MAX_COUNT,
+        default_count=schema.DEFAULT_COUNT,
+        ratios=" ".join(schema.RATIOS),
+        default_ratio=schema.DEFAULT_RATIO,
+        modes=" | ".join(schema.MODES),
+        default_mode=schema.DEFAULT_MODE,
+    )
+
+
+def help_text(lang: str | None) -> str:
+    """/start and /help."""
+    return tr(lang, HELP, usage=usage(lang))
 
 
 def utf16_len(text: str) -> int:
@@ -64,11 +86,6 @@ def shorten(text: str, limit: int) -> str:
     return out.rstrip() + "…"
 
 
-def plural(n: int, word: str) -> str:
-    """``plural(1, "image")`` -> ``1 image``."""
-    return f"{n} {word}{'' if n == 1 else 's'}"
-
-
 def duration(seconds: float) -> str:
     """``75`` -> ``1:15``; ``3725`` -> ``1:02:05``."""
     s = max(0, int(seconds))
@@ -79,44 +96,50 @@ def duration(seconds: float) -> str:
 
 def params_line(job: Job) -> str:
     """``4 images · 16:9 · fast · seed 42``."""
-    parts = [plural(job.count, "image"), schema.ratio_of(job.size), job.mode]
+    parts = [plural(job.lang, job.count, "image"), schema.ratio_of(job.size), job.mode]
     if job.seed is not None:
-        parts.append(f"seed {job.seed}")
+        parts.append(tr(job.lang, "seed {seed}", seed=job.seed))
     return " · ".join(parts)
 
 
 def status_text(job: Job, now: float | None = None) -> str:
     """The status message for the job's current state. Equal states give equal texts."""
     now = time.time() if now is None else now
-    head = f"Job #{job.id} · {params_line(job)}"
+    lang = job.lang
+    head = tr(lang, "Job #{id} · {params}", id=job.id, params=params_line(job))
     status = job.status
     if status in (Status.NEW, Status.SUBMITTING, Status.QUEUED):
-        line = "⏳ Queued"
         if job.queue_position:
-            line += f" (position {job.queue_position})"
-        return f"{line}…\n{head}"
-    if status == Status.RUNNING:
+            line = tr(lang, "⏳ Queued (position {position})…", position=job.queue_position)
+        else:
+            line = tr(lang, "⏳ Queued…")
+    elif status == Status.RUNNING:
         # Whole 10-second steps, so a fast poll does not turn into an edit per poll.
         elapsed = (now - (job.started_at or now)) // 10 * 10
-        return f"🎨 Generating… {duration(elapsed)}\n{head}"
-    if status == Status.SENDING:
-        return f"📤 Sending {plural(len(job.image_urls) or job.count, 'image')}…\n{head}"
-    if status == Status.DONE:
+        line = tr(lang, "🎨 Generating… {elapsed}", elapsed=duration(elapsed))
+    elif status == Status.SENDING:
+        images = plural(lang, len(job.image_urls) or job.count, "image")
+        line = tr(lang, "📤 Sending {images}…", images=images)
+    elif status == Status.DONE:
         took = duration((job.finished_at or now) - (job.submitted_at or job.created_at))
-        got = job.delivered_images
-        line = f"✅ Done: {plural(got, 'image')} in {took}."
+        images = plural(lang, job.delivered_images, "image")
+        line = tr(lang, "✅ Done: {images} in {took}.", images=images, took=took)
         if len(job.image_urls) < job.count:
-            line += (
-                f"\nThe model returned {len(job.image_urls)} of the {job.count} images asked for."
+            line += "\n" + tr(
+                lang,
+                "The model returned {got} of the {asked} images asked for.",
+                got=len(job.image_urls),
+                asked=job.count,
             )
         if job.error:
             line += f"\n{job.error}"
-        return f"{line}\n{head}"
-    if status == Status.CANCELLED:
-        return f"🚫 Cancelled.\n{head}"
-    if status == Status.TIMED_OUT:
-        return f"⌛ Timed out: RunComfy did not finish in time.\n{head}"
-    return f"❌ Failed: {job.error or 'something went wrong.'}\n{head}"
+    elif status == Status.CANCELLED:
+        line = tr(lang, "🚫 Cancelled.")
+    elif status == Status.TIMED_OUT:
+        line = tr(lang, "⌛ Timed out: RunComfy did not finish in time.")
+    else:
+        line = tr(lang, "❌ Failed: {error}", error=job.error or tr(lang, "something went wrong."))
+    return f"{line}\n{head}"
 
 
 def cancel_data(job_id: int) -> str:
@@ -137,58 +160,76 @@ def parse_job_data(prefix: str, data: str | None) -> int | None:
 
 def actions_text(job: Job) -> str:
     """The short follow-up under the images."""
-    return f"Job #{job.id} · {params_line(job)}"
+    return tr(job.lang, "Job #{id} · {params}", id=job.id, params=params_line(job))
 
 
 def actions_keyboard(job: Job) -> InlineKeyboardMarkup:
     """🔁 Again, 📎 Originals, ℹ️ Details."""
+    buttons = (
+        ("🔁 Again", AGAIN_PREFIX),
+        ("📎 Originals", ORIGINALS_PREFIX),
+        ("ℹ️ Details", DETAILS_PREFIX),
+    )
     return InlineKeyboardMarkup(
         [
             [
-                InlineKeyboardButton("🔁 Again", callback_data=f"{AGAIN_PREFIX}{job.id}"),
-                InlineKeyboardButton("📎 Originals", callback_data=f"{ORIGINALS_PREFIX}{job.id}"),
-                InlineKeyboardButton("ℹ️ Details", callback_data=f"{DETAILS_PREFIX}{job.id}"),
+                InlineKeyboardButton(tr(job.lang, label), callback_data=f"{prefix}{job.id}")
+                for label, prefix in buttons
             ]
         ]
     )
 
 
-def details_text(job: Job) -> str:
+def details_text(job: Job, lang: str | None) -> str:
     """Everything known about a job: prompt, parameters, request id, cost and times."""
-    seed = str(job.seed) if job.seed is not None else "random (RunComfy does not report it)"
+    seed = (
+        str(job.seed) if job.seed is not None else tr(lang, "random (RunComfy does not report it)")
+    )
+    cost = money(job.cost) if job.cost is not None else tr(lang, "unknown")
     lines = [
-        f"Job #{job.id} · {_STATUS_WORDS[job.status]}",
-        f"Prompt: {shorten(job.prompt, 3000)}",
-        f"Images: {job.count} · ratio {schema.ratio_of(job.size)} · mode {job.mode} · seed {seed}",
-        f"Request: {job.request_id or '–'}",
-        f"Cost: {money(job.cost) if job.cost is not None else 'unknown'}",
+        tr(lang, "Job #{id} · {status}", id=job.id, status=status_word(job.status, lang)),
+        tr(lang, "Prompt: {prompt}", prompt=shorten(job.prompt, 3000)),
+        tr(
+            lang,
+            "Images: {count} · ratio {ratio} · mode {mode} · seed {seed}",
+            count=job.count,
+            ratio=schema.ratio_of(job.size),
+            mode=job.mode,
+            seed=seed,
+        ),
+        tr(lang, "Request: {request}", request=job.request_id or "–"),
+        tr(lang, "Cost: {cost}", cost=cost),
     ]
     times = []
     if job.submitted_at and job.started_at:
-        times.append(f"queued {duration(job.started_at - job.submitted_at)}")
+        times.append(tr(lang, "queued {t}", t=duration(job.started_at - job.submitted_at)))
     if job.started_at and job.completed_at:
-        times.append(f"generating {duration(job.completed_at - job.started_at)}")
+        times.append(tr(lang, "generating {t}", t=duration(job.completed_at - job.started_at)))
     if job.completed_at and job.finished_at:
-        times.append(f"delivering {duration(job.finished_at - job.completed_at)}")
+        times.append(tr(lang, "delivering {t}", t=duration(job.finished_at - job.completed_at)))
     if times:
-        lines.append("Times: " + " · ".join(times))
+        lines.append(tr(lang, "Times: {times}", times=" · ".join(times)))
     if job.user_name:
-        lines.append(f"Asked by {job.user_name}")
+        lines.append(tr(lang, "Asked by {name}", name=job.user_name))
     return "\n".join(lines)
 
 
-def settings_text(defaults: ChatDefaults) -> str:
+def settings_text(defaults: ChatDefaults, lang: str | None) -> str:
     """/settings: the chat's defaults for /seq."""
     count = defaults.count or schema.DEFAULT_COUNT
     ratio = schema.ratio_of(defaults.size or schema.DEFAULT_SIZE)
     mode = defaults.mode or schema.DEFAULT_MODE
-    return (
-        f"Defaults for /seq in this chat: {plural(count, 'image')} · {ratio} · {mode}.\n"
-        "Options in a command still win. Tap to change:"
+    return tr(
+        lang,
+        "Defaults for /seq in this chat: {images} · {ratio} · {mode}.\n"
+        "Options in a command still win. Tap to change:",
+        images=plural(lang, count, "image"),
+        ratio=ratio,
+        mode=mode,
     )
 
 
-def settings_keyboard(defaults: ChatDefaults) -> InlineKeyboardMarkup:
+def settings_keyboard(defaults: ChatDefaults, lang: str | None) -> InlineKeyboardMarkup:
     """Buttons for count, ratio and mode; the current choice is marked."""
     count = defaults.count or schema.DEFAULT_COUNT
     size = defaults.size or schema.DEFAULT_SIZE
@@ -203,7 +244,7 @@ def settings_keyboard(defaults: ChatDefaults) -> InlineKeyboardMarkup:
         for s in schema.SIZES
     ]
     modes = [button(m, f"{SETTINGS_PREFIX}mode:{m}", m == mode) for m in schema.MODES]
-    reset = [InlineKeyboardButton("Reset", callback_data=f"{SETTINGS_PREFIX}reset")]
+    reset = [InlineKeyboardButton(tr(lang, "Reset"), callback_data=f"{SETTINGS_PREFIX}reset")]
     return InlineKeyboardMarkup([counts[:5], counts[5:], ratios[:4], ratios[4:], modes, reset])
 
 
@@ -211,12 +252,12 @@ def status_keyboard(job: Job) -> InlineKeyboardMarkup | None:
     """A Cancel button while the job can still be cancelled."""
     if job.status in CANCELLABLE and not job.cancel_requested:
         return InlineKeyboardMarkup(
-            [[InlineKeyboardButton("Cancel", callback_data=cancel_data(job.id))]]
+            [[InlineKeyboardButton(tr(job.lang, "Cancel"), callback_data=cancel_data(job.id))]]
         )
     return None
 
 
-def caption(job: Job) -> str:
+def caption(job: Job) -> str:  # the prompt is the user's; only the parameters are ours
     """The first image's caption: the prompt, shortened to fit, then the parameters."""
     tail = f"\n\n{params_line(job)}"
     return shorten(job.prompt, CAPTION_LIMIT - utf16_len(tail)) + tail
@@ -259,27 +300,32 @@ _STATUS_WORDS = {
 }
 
 
-def age(seconds: float) -> str:
+def status_word(status: Status, lang: str | None) -> str:
+    """``✅ done`` for /jobs and Details."""
+    return tr(lang, _STATUS_WORDS[status])
+
+
+def age(seconds: float, lang: str | None) -> str:
     """``42`` -> ``just now``; ``300`` -> ``5 min ago``; ``7200`` -> ``2 h ago``."""
     if seconds < 60:
-        return "just now"
+        return tr(lang, "just now")
     if seconds < 3600:
-        return f"{int(seconds // 60)} min ago"
+        return tr(lang, "{n} min ago", n=int(seconds // 60))
     if seconds < 86400 * 2:
-        return f"{int(seconds // 3600)} h ago"
-    return f"{int(seconds // 86400)} days ago"
+        return tr(lang, "{n} h ago", n=int(seconds // 3600))
+    return tr(lang, "{n} days ago", n=int(seconds // 86400))
 
 
-def jobs_list(jobs: list[Job], now: float) -> str:
+def jobs_list(jobs: list[Job], now: float, lang: str | None) -> str:
     """/jobs: the chat's latest jobs, one line each."""
     if not jobs:
-        return "No jobs in this chat yet. Start one with /seq."
-    lines = ["Latest jobs in this chat:"]
+        return tr(lang, "No jobs in this chat yet. Start one with /seq.")
+    lines = [tr(lang, "Latest jobs in this chat:")]
     for job in jobs:
         who = f" · {job.user_name}" if job.user_name else ""
         lines.append(
-            f"#{job.id} {_STATUS_WORDS[job.status]} · {plural(job.count, 'image')} · "
-            f"{schema.ratio_of(job.size)} · {age(now - job.created_at)}{who}"
+            f"#{job.id} {status_word(job.status, lang)} · {plural(lang, job.count, 'image')} · "
+            f"{schema.ratio_of(job.size)} · {age(now - job.created_at, lang)}{who}"
         )
     return "\n".join(lines)
 
@@ -290,6 +336,7 @@ def money(usd: float) -> str:
 
 
 def usage_text(
+    lang: str | None,
     *,
     today: tuple[int, float],
     month: tuple[int, float],
@@ -300,19 +347,42 @@ def usage_text(
 ) -> str:
     """/usage: images and cost today and this month; per-chat totals for bot admins."""
     lines = [
-        f"Today (UTC): {plural(today[0], 'image')}, {money(today[1])}",
-        f"This month: {plural(month[0], 'image')}, {money(month[1])}",
+        tr(
+            lang,
+            "Today (UTC): {images}, {cost}",
+            images=plural(lang, today[0], "image"),
+            cost=money(today[1]),
+        ),
+        tr(
+            lang,
+            "This month: {images}, {cost}",
+            images=plural(lang, month[0], "image"),
+            cost=money(month[1]),
+        ),
     ]
     if exempt:
-        lines.append("As a bot admin you have no daily limit.")
+        lines.append(tr(lang, "As a bot admin you have no daily limit."))
     elif limit:
         left = max(0, limit - today[0])
-        lines.append(f"Daily limit: {limit} images, {left} left; resets in {resets_in}.")
+        lines.append(
+            tr(
+                lang,
+                "Daily limit: {limit} images, {left} left; resets in {resets_in}.",
+                limit=limit,
+                left=left,
+                resets_in=resets_in,
+            )
+        )
     if per_chat is not None:
         lines.append("")
-        lines.append("All chats this month:" if per_chat else "No jobs in any chat this month.")
+        lines.append(
+            tr(lang, "All chats this month:")
+            if per_chat
+            else tr(lang, "No jobs in any chat this month.")
+        )
         lines += [
-            f"{chat_id}: {plural(jobs, 'job')}, {plural(images, 'image')}, {money(cost)}"
+            f"{chat_id}: {plural(lang, jobs, 'job')}, {plural(lang, images, 'image')}, "
+            f"{money(cost)}"
             for chat_id, jobs, images, cost in per_chat[:30]
         ]
     return "\n".join(lines)

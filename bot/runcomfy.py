@@ -98,11 +98,15 @@ def _error_from(status_code: int, body: Any, retry_after: float | None) -> RunCo
         return TransientError(_TROUBLE, detail=detail, retry_after=retry_after)
     if status_code in (400, 422):
         reason = _message_of(body)
-        return PermanentError(
-            f"RunComfy refused the request{f': {reason}' if reason else ''}.", detail=detail
-        )
+        if reason:
+            return PermanentError(
+                "RunComfy refused the request: {reason}.", detail=detail, reason=reason
+            )
+        return PermanentError("RunComfy refused the request.", detail=detail)
     return PermanentError(
-        f"RunComfy answered with an unexpected error (HTTP {status_code}).", detail=detail
+        "RunComfy answered with an unexpected error (HTTP {status}).",
+        detail=detail,
+        status=status_code,
     )
 
 
@@ -200,7 +204,7 @@ class RunComfyClient:
         except TransientError as exc:
             if response.status_code == 200:
                 # A 200 we cannot read may still have started a job.
-                raise SubmitUnknownError(exc.user_message, detail=str(exc)) from None
+                raise SubmitUnknownError(exc.template, detail=str(exc), **exc.params) from None
             raise PermanentError(
                 "RunComfy is having trouble and did not start the job; nothing was charged. "
                 "Please try again in a few minutes.",
@@ -292,7 +296,8 @@ class RunComfyClient:
                 async with self.http.stream("GET", url) as response:
                     if response.status_code in (404, 403, 410):
                         raise PermanentError(
-                            f"the image link has expired (HTTP {response.status_code})"
+                            "the image link has expired (HTTP {status})",
+                            status=response.status_code,
                         )
                     if response.status_code >= 400:
                         raise TransientError(_TROUBLE, detail=f"image HTTP {response.status_code}")
@@ -306,4 +311,6 @@ class RunComfyClient:
                     return b"".join(chunks)
             except (httpx.HTTPError, TransientError) as exc:
                 last = exc
-        raise PermanentError(f"the image could not be downloaded ({type(last).__name__})")
+        raise PermanentError(
+            "the image could not be downloaded ({reason})", reason=type(last).__name__
+        )

@@ -74,7 +74,7 @@ def test_no_arguments_asks_for_usage(args: str) -> None:
         ("seed=-1 a cat", "Seed must be a whole number"),
         ("seed=" + "1" * 30 + " a cat", "Seed must be a whole number"),
         ("seed=1 seed=2 a cat", "seed= only once"),
-        ("mode=turbo a cat", "mode must be fast or standard"),
+        ("mode=turbo a cat", "mode must be one of: fast, standard"),
         ("style=anime a cat", "Unknown option style="),
         ("4 16:9", "Add a prompt"),
         ("seed=5", "Add a prompt"),

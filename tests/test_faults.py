@@ -220,7 +220,7 @@ HOSTILE = [
     ("/seq seed=-5 a fox", "Seed must be a whole number from 0 to 2147483647"),
     ("/seq seed=123456789012345678901234567890 a fox", "Seed must be a whole number"),
     ("/seq 1:0 a fox", "Aspect ratio 1:0 is not available"),
-    ("/seq mode= a fox", "mode must be fast or standard"),
+    ("/seq mode= a fox", "mode must be one of: fast, standard"),
     ("/seq@SeqImageBot", "/seq [count] [ratio]"),
 ]
 

@@ -138,7 +138,7 @@ async def test_oversized_image_goes_as_a_document_and_a_broken_one_is_reported(
         ("/seq 99 a cat", "The number of images must be 1–15 (you gave 99)."),
         ("/seq 5:4 a cat", "Use one of: 1:1 4:3 3:4 16:9 9:16 3:2 2:3 21:9."),
         ("/seq seed=x a cat", "Seed must be a whole number from 0 to 2147483647"),
-        ("/seq mode=ultra a cat", "mode must be fast or standard"),
+        ("/seq mode=ultra a cat", "mode must be one of: fast, standard"),
         ("/seq colour=red a cat", "Unknown option colour=."),
         ("/seq 4 16:9", "Add a prompt after the options"),
         ("/seq 4 Generate 3 images of a cat", "You asked for 4 images but the prompt says 3."),

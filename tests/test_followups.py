@@ -223,3 +223,48 @@ async def test_in_groups_only_admins_change_settings(
     saved = await answered(telegram, telegram.press_button(message, "set:count:6", user_id=ADA))
     assert saved["text"] == "Saved."
     assert bot.store.chat_defaults(GROUP).count == 6
+
+
+IVAN = {"id": 777000, "is_bot": False, "first_name": "Иван", "language_code": "ru"}
+
+
+async def test_a_russian_speaking_user_gets_russian(
+    telegram: FakeTelegram, runcomfy: FakeRunComfy, bot: RunningBot
+) -> None:
+    ru_menu = telegram.calls_to("setMyCommands", ok_only=True)
+    assert [c.params.get("language_code") for c in ru_menu] == [None, "ru"]
+    assert ru_menu[1].params["commands"][0]["description"].startswith("Серия изображений")
+
+    refused = telegram.send_text("/seq 99 кот", chat_id=IVAN["id"], from_user=IVAN)
+    assert await reply_to(telegram, refused) == (
+        "Количество изображений: от 1 до 15 (указано: 99)."
+    )
+    telegram.send_text(
+        "/seq 16:9 Сделай 4 изображения маяка в разные времена года",
+        chat_id=IVAN["id"],
+        from_user=IVAN,
+    )
+    job = await until_final(telegram, bot)
+    assert job.lang == "ru" and job.count == 4
+    payload = next(iter(runcomfy.jobs.values())).payload
+    assert payload["text"] == "Сделай 4 изображения маяка в разные времена года"
+    history = telegram.history[(job.chat_id, job.status_message_id or 0)]
+    assert history[0] == "⏳ В очереди…\nЗадание №1 · 4 изображения · 16:9 · fast"
+    assert history[-1].startswith("✅ Готово: 4 изображения за ")
+    (followup,) = followups(telegram)
+    labels = [b["text"] for b in followup.params["reply_markup"]["inline_keyboard"][0]]
+    assert labels == ["🔁 Ещё раз", "📎 Оригиналы", "ℹ️ Подробности"]
+    album = telegram.calls_to("sendMediaGroup", ok_only=True)[0]
+    assert album.params["media"][0]["caption"].endswith("4 изображения · 16:9 · fast")
+    # An English speaker tapping Details in the same chat reads English.
+    key = (job.chat_id, job.actions_message_id or 0)
+    await answered(telegram, telegram.press_button(key, "info:1"))
+    text = await telegram.wait_for(
+        lambda: next((t for t in replies_to_sync(telegram, key) if t.startswith("Job #1")), None)
+    )
+    assert "Prompt: Сделай 4 изображения маяка" in text
+    usage = await reply_to(
+        telegram, telegram.send_text("/usage", chat_id=IVAN["id"], from_user=IVAN)
+    )
+    assert usage.startswith("Сегодня (UTC): 4 изображения, $0.12")
+    assert_clean(telegram, runcomfy)

@@ -218,7 +218,7 @@ async def test_active_job_caps(
     telegram.send_text("/seq@SeqImageBot 2 a fox", chat_id=GROUP, user_id=ADA)
     await runcomfy.wait_for(lambda: runcomfy.count("submit") == 1)
     again = telegram.send_text("/seq@SeqImageBot 2 a fox", chat_id=GROUP, user_id=ADA)
-    assert (await reply_to(telegram, again)).startswith("You already have 1 jobs in progress")
+    assert (await reply_to(telegram, again)).startswith("You already have 1 job in progress")
     telegram.send_text("/seq@SeqImageBot 2 a fox", chat_id=GROUP, user_id=BOB)
     await runcomfy.wait_for(lambda: runcomfy.count("submit") == 2)
     third = telegram.send_text("/seq@SeqImageBot 2 a fox", chat_id=GROUP, user_id=555)
