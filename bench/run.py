@@ -736,6 +736,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 async def amain(args: argparse.Namespace) -> int:
     counts = [int(x) for x in args.jobs.split(",") if x.strip()]
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    # SIGTERM stops the bench like Ctrl+C does: the children are stopped on the way out.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     RESULTS.mkdir(parents=True, exist_ok=True)
     info = machine()
@@ -767,7 +771,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         return asyncio.run(amain(args))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         print("[bench] interrupted; child processes stopped", file=sys.stderr)
         return 130
 

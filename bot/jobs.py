@@ -43,6 +43,8 @@ _MAX_POLL_BACKOFF = 30.0
 _WINDOW_CACHE_SECONDS = 30.0
 # Groups allow about 20 messages a minute: within one state, a status edit waits this long.
 GROUP_EDIT_INTERVAL = 10.0
+# More Telegram requests than this waiting at once means the flood limits are the bottleneck.
+TELEGRAM_BUSY = 15
 
 
 class DeliveryFailed(SeqbotError):
@@ -101,6 +103,7 @@ class JobRunner:
         self._downloads = asyncio.Semaphore(_DOWNLOADS_AT_ONCE)
         self._deliveries = asyncio.Semaphore(_DELIVERIES_AT_ONCE)
         self._operator_alerts: set[str] = set()
+        self._in_flight = 0  # Telegram requests of jobs under way (waiting in the rate limiter too)
         self._windows: dict[tuple[int, str], tuple[schedule.Window | None, float]] = {}
         # Per job: what the last status edit showed (state, buttons) and when.
         self._last_edit: dict[int, tuple[tuple[Status, bool], float]] = {}
@@ -536,6 +539,7 @@ class JobRunner:
         delay = 1.0
         for attempt in range(1, _SEND_ATTEMPTS + 1):
             try:
+                self._in_flight += 1
                 return await send()
             except RetryAfter as exc:
                 wait = _seconds(exc.retry_after)
@@ -554,6 +558,8 @@ class JobRunner:
             except NetworkError as exc:  # includes TimedOut
                 log.warning("Telegram send failed (attempt %d): %s", attempt, exc)
                 wait, delay = delay, min(delay * 2, 30.0)
+            finally:
+                self._in_flight -= 1
             if attempt < _SEND_ATTEMPTS:
                 await asyncio.sleep(wait)
         raise DeliveryFailed("Telegram did not accept the images after several tries.")
@@ -680,7 +686,12 @@ class JobRunner:
             and now - last[1] < GROUP_EDIT_INTERVAL
         ):
             return  # only the queue position or the clock changed: not worth a group message
+        if not job.final and self._in_flight >= TELEGRAM_BUSY:
+            # Telegram takes ~30 messages a second in all. Under load, replies, images and final
+            # states go first; progress edits are skipped (the next change tries again).
+            return
         try:
+            self._in_flight += 1
             await self.bot.edit_message_text(
                 chat_id=job.chat_id,
                 message_id=job.status_message_id,
@@ -708,6 +719,8 @@ class JobRunner:
         except NetworkError as exc:
             log.warning("job %d: could not edit status: %s", job.id, exc)
             return
+        finally:
+            self._in_flight -= 1
         self.store.update(job, status_shown=shown)
         self._last_edit[job.id] = (milestone, now)
 
