@@ -284,6 +284,8 @@ class RunConfig:
     jobs: int
     chats: int
     poll_interval: float
+    profile: str
+    db_path: Path
     timeout: float
     seed: int
     image_pool: int
@@ -295,6 +297,7 @@ class RunConfig:
 async def run_once(cfg: RunConfig) -> dict[str, Any]:
     """Start the fakes and the bot, push the commands, wait, measure, stop everything."""
     tmp = Path(tempfile.mkdtemp(prefix=f"seqbot-bench-{cfg.jobs}-"))
+    run_started = time.time()
     bot_log = cfg.out_dir / f"{cfg.stamp}-{cfg.jobs}jobs-bot.log"
     rc_log = tmp / "runcomfy.log"
     fake_tg = FakeTelegram(token=TG_TOKEN, keep_file_bytes=False)
@@ -303,7 +306,7 @@ async def run_once(cfg: RunConfig) -> dict[str, Any]:
         [
             sys.executable,
             *("-m", "tests.fakes.runcomfy_api", "--token", RC_TOKEN, "--port", "0"),
-            *("--profile", "realistic", "--seed", str(cfg.seed)),
+            *("--profile", cfg.profile, "--seed", str(cfg.seed)),
             *("--image-pool", str(cfg.image_pool), "--bench-endpoints"),
         ],
         {**os.environ, "PYTHONPATH": str(ROOT)},
@@ -325,7 +328,9 @@ async def run_once(cfg: RunConfig) -> dict[str, Any]:
             "RUNCOMFY_API_TOKEN": RC_TOKEN,
             "TELEGRAM_API_BASE_URL": fake_tg.base_url,
             "RUNCOMFY_API_BASE_URL": rc_url,
-            "DATABASE_PATH": str(tmp / "seqbot.sqlite3"),
+            # One database for all runs of a bench: like a bot that has been running a while,
+            # it knows how long past jobs took, which its poll schedule relies on.
+            "DATABASE_PATH": str(cfg.db_path),
             "POLL_INTERVAL_SECONDS": f"{cfg.poll_interval:g}",
             "HTTP_TIMEOUT_SECONDS": "30",
             "LOG_LEVEL": cfg.log_level,
@@ -368,7 +373,7 @@ async def run_once(cfg: RunConfig) -> dict[str, Any]:
         await rc.stop(grace=5)
         await fake_tg.stop()
 
-    db = _db_statuses(tmp / "seqbot.sqlite3")
+    db = _db_statuses(cfg.db_path, since=run_started)
     return _summarise(
         cfg,
         observer=observer,
@@ -437,13 +442,15 @@ async def _wait(
             return samples, True
 
 
-def _db_statuses(path: Path) -> dict[str, int]:
-    """Job states as the bot recorded them (read after the bot stopped)."""
+def _db_statuses(path: Path, *, since: float) -> dict[str, int]:
+    """States of this run's jobs as the bot recorded them (read after the bot stopped)."""
     if not path.exists():
         return {}
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        rows = con.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall()
+        rows = con.execute(
+            "SELECT status, COUNT(*) FROM jobs WHERE created_at >= ? GROUP BY status", [since]
+        ).fetchall()
     finally:
         con.close()
     return {str(status): int(count) for status, count in rows}
@@ -728,6 +735,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="seconds per run after the commands (default: max(120, 0.3 × jobs))",
     )
     parser.add_argument("--seed", type=int, default=1, help="the fake RunComfy's timing seed")
+    parser.add_argument(
+        "--profile",
+        choices=("realistic", "uniform"),
+        default="realistic",
+        help="generating time: by image count and mode ±15%% (realistic), or uniform 5–30 s",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=20,
+        help="jobs run (and reported) first, so the bot has a history; 0: start cold",
+    )
     parser.add_argument("--image-pool", type=int, default=8, help="pre-rendered JPEGs per size")
     parser.add_argument("--log-level", default="INFO", help="the bot's LOG_LEVEL")
     parser.add_argument("--no-json", action="store_true", help="do not write bench/results/*.json")
@@ -745,11 +764,14 @@ async def amain(args: argparse.Namespace) -> int:
     info = machine()
     print(f"[bench] machine: {info}", file=sys.stderr)
     runs = []
-    for jobs in counts:
+    db_path = Path(tempfile.mkdtemp(prefix="seqbot-bench-db-")) / "seqbot.sqlite3"
+    for jobs in ([args.warmup] if args.warmup else []) + counts:
         cfg = RunConfig(
             jobs=jobs,
             chats=args.chats,
             poll_interval=args.poll_interval,
+            profile=args.profile,
+            db_path=db_path,
             timeout=args.timeout if args.timeout is not None else max(120.0, 0.3 * jobs),
             seed=args.seed,
             image_pool=args.image_pool,

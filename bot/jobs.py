@@ -205,7 +205,10 @@ class JobRunner:
                 await self._poll(job)
             if job.status == Status.SENDING:
                 async with self._deliveries:
-                    await self._deliver(job)
+                    delivered = await self._deliver(job)
+                # The last edit waits in Telegram's queue; the delivery slot is free meanwhile.
+                if delivered:
+                    await self._finish(job, Status.DONE, error=job.error)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -404,7 +407,8 @@ class JobRunner:
 
     # ---- delivery ---------------------------------------------------------------------------
 
-    async def _deliver(self, job: Job) -> None:
+    async def _deliver(self, job: Job) -> bool:
+        """Send every unit not yet sent, then the follow-up; False if nothing could be sent."""
         data: dict[int, bytes] = {}
         if job.plan is None:
             infos, problems = await self._download_all(job, data)
@@ -414,7 +418,7 @@ class JobRunner:
             if not photos and not documents:
                 error = tr(job.lang, "No image could be delivered.") + f" {note}"
                 await self._finish(job, Status.FAILED, error=error)
-                return
+                return False
             self.store.update(job, plan=render.delivery_plan(photos, documents), error=note or None)
         assert job.plan is not None
         for number, unit in enumerate(job.plan):
@@ -441,7 +445,7 @@ class JobRunner:
                 data.pop(index, None)
         if job.actions_message_id is None:
             await self._post_actions(job)
-        await self._finish(job, Status.DONE, error=job.error)
+        return True
 
     async def _post_actions(self, job: Job) -> None:
         """The follow-up under the images: Again, Originals, Details (albums carry no buttons)."""

@@ -60,18 +60,19 @@ def next_delay(
         places = queue_position or 1
         return min(longest, interval * max(1.0, places / 2))
     if window is None:
-        return interval  # no history yet: the plain interval, which the budget always allows
-    # Wake up one interval early: "first seen generating" lags the real start by up to that much.
-    opens = window.earliest - interval - running_for
-    if opens > dense:
-        return min(opens, longest)
-    until_end = window.latest + interval - running_for
-    if until_end <= 0:
-        wanted = interval  # slower than every similar job: back to the plain pace
+        wanted = interval  # no history yet: the plain interval
     else:
-        # Spread what the budget will allow by the window's end evenly over what is left of it.
-        available = budget(elapsed + until_end, interval) - polls
-        wanted = max(dense, until_end / available) if available >= 1 else interval
+        # Wake up one interval early: "first seen generating" lags the real start up to that much.
+        opens = window.earliest - interval - running_for
+        if opens > dense:
+            return min(opens, longest)
+        until_end = window.latest + interval - running_for
+        if until_end <= 0:
+            wanted = interval  # slower than every similar job: back to the plain pace
+        else:
+            # Spread what the budget allows by the window's end evenly over what is left of it.
+            available = budget(elapsed + until_end, interval) - polls
+            wanted = max(dense, until_end / available) if available >= 1 else interval
     # Spend no more than the budget allows: wait until it has grown enough, if need be.
     spare = budget(elapsed + wanted, interval) - (polls + 1)
     if spare >= 0:

@@ -265,6 +265,7 @@ class FakeRunComfy:
         self._next_faults: dict[str, deque[_FaultRule]] = {e: deque() for e in ENDPOINTS}
         self._ratio_faults: dict[str, list[_FaultRule]] = {e: [] for e in ENDPOINTS}
         self._timing_rng: random.Random | None = None
+        self._uniform_timing = False
         self._images: OrderedDict[tuple[str, int, str], bytes] = OrderedDict()
         self._pool: dict[tuple[int, int, int | None, int], bytes] = {}
         self._pool_locks: dict[tuple[int, int, int | None, int], asyncio.Lock] = {}
@@ -339,10 +340,22 @@ class FakeRunComfy:
     def script_next(self, script: JobScript) -> None:
         self._scripts.append(script)
 
+    def _generating(self, rng: random.Random, payload: dict[str, Any]) -> float:
+        if self._uniform_timing:
+            return rng.uniform(5, 30)
+        count = int(payload.get("sequential_image_generation_options", 3))
+        per_image = 2.2 if payload.get("optimize_prompt_options") == "standard" else 1.7
+        typical = 4.0 + per_image * count
+        return min(30.0, max(5.0, typical * rng.uniform(0.85, 1.15)))
+
     def set_profile(self, name: str, *, seed: int = 0) -> None:
-        if name == "realistic":
+        """``realistic``: queued 0–10 s; generating 5–30 s, longer for more images and for the
+        standard mode, ±15 % (as a real model: similar jobs take similar times). ``uniform``: the
+        same ranges, but generating time drawn uniformly whatever the job. Both: ~1 MB JPEGs."""
+        if name in ("realistic", "uniform"):
             self.default_script = JobScript(size=None, jpeg_bytes=1_000_000)
             self._timing_rng = random.Random(seed)
+            self._uniform_timing = name == "uniform"
         elif name == "default":
             self.default_script, self._timing_rng = JobScript(), None
         else:
@@ -530,7 +543,9 @@ class FakeRunComfy:
         if script is self.default_script and self._timing_rng is not None:
             rng = self._timing_rng
             script = replace(
-                script, queued_seconds=rng.uniform(0, 10), running_seconds=rng.uniform(5, 30)
+                script,
+                queued_seconds=rng.uniform(0, 10),
+                running_seconds=self._generating(rng, payload),
             )
         rid = str(uuid.uuid4())
         n_images = count if script.images is None else script.images
@@ -697,7 +712,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token", required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--profile", choices=("default", "realistic"), default="default")
+    parser.add_argument("--profile", choices=("default", "realistic", "uniform"), default="default")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--image-pool",
