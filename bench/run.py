@@ -286,6 +286,7 @@ class RunConfig:
     poll_interval: float
     profile: str
     db_path: Path
+    run_index: int
     timeout: float
     seed: int
     image_pool: int
@@ -351,7 +352,8 @@ async def run_once(cfg: RunConfig) -> dict[str, Any]:
         observer = Observer(fake_tg)
         chats = min(cfg.jobs, cfg.chats)
         for n in range(cfg.jobs):
-            chat_id = FIRST_CHAT + n % chats
+            # Fresh chat ids per run: the database is shared, and (chat, message) makes one job.
+            chat_id = FIRST_CHAT + cfg.run_index * 10_000 + n % chats
             pushed_at = time.time()
             update = fake_tg.send_text(
                 f"/seq {IMAGES_PER_JOB} {PROMPT.format(n=n)}", chat_id=chat_id
@@ -765,8 +767,9 @@ async def amain(args: argparse.Namespace) -> int:
     print(f"[bench] machine: {info}", file=sys.stderr)
     runs = []
     db_path = Path(tempfile.mkdtemp(prefix="seqbot-bench-db-")) / "seqbot.sqlite3"
-    for jobs in ([args.warmup] if args.warmup else []) + counts:
+    for run_index, jobs in enumerate(([args.warmup] if args.warmup else []) + counts):
         cfg = RunConfig(
+            run_index=run_index,
             jobs=jobs,
             chats=args.chats,
             poll_interval=args.poll_interval,

@@ -104,6 +104,8 @@ class JobRunner:
         self._deliveries = asyncio.Semaphore(_DELIVERIES_AT_ONCE)
         self._operator_alerts: set[str] = set()
         self._in_flight = 0  # Telegram requests of jobs under way (waiting in the rate limiter too)
+        self._edit_locks: dict[int, asyncio.Lock] = {}
+        self._background: set[asyncio.Task[None]] = set()
         self._windows: dict[tuple[int, str], tuple[schedule.Window | None, float]] = {}
         # Per job: what the last status edit showed (state, buttons) and when.
         self._last_edit: dict[int, tuple[tuple[Status, bool], float]] = {}
@@ -167,7 +169,7 @@ class JobRunner:
 
     async def stop(self) -> None:
         """Stop every job task; their state stays in SQLite to be resumed."""
-        tasks = list(self._tasks.values())
+        tasks = [*self._tasks.values(), *self._background]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -393,7 +395,8 @@ class JobRunner:
             cost=result.cost,
             completed_at=time.time(),
         )
-        await self._show(job)
+        # The images matter more than this edit: deliver while it waits in Telegram's queue.
+        self._show_soon(job)
         return True
 
     async def _time_out(self, job: Job) -> None:
@@ -673,8 +676,28 @@ class JobRunner:
             "job %d %s (request %s, chat %d)", job.id, event, job.request_id or "-", job.chat_id
         )
 
+    def _show_soon(self, job: Job) -> None:
+        """Edit the status message in the background; edits of one job stay in order."""
+
+        async def show() -> None:
+            try:
+                await self._show(job)
+            except Exception as exc:  # e.g. Forbidden: the delivery that follows meets it too
+                log.info("job %d: background status edit failed: %s", job.id, exc)
+
+        task = asyncio.create_task(show())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     async def _show(self, job: Job) -> None:
         """Edit the status message to match the job, unless it already does."""
+        lock = self._edit_locks.setdefault(job.id, asyncio.Lock())
+        async with lock:
+            await self._edit_status(job)
+        if job.final and not lock.locked():
+            self._edit_locks.pop(job.id, None)
+
+    async def _edit_status(self, job: Job) -> None:
         if job.status_message_id is None:
             return
         text, markup = render.status_text(job), render.status_keyboard(job)
