@@ -25,7 +25,7 @@ configuration (environment variables, or .env in the working directory):
   POLL_INTERVAL_SECONDS       default 2
   JOB_DEADLINE_SECONDS        default 1800
   HTTP_TIMEOUT_SECONDS        default 30
-  RUNCOMFY_MAX_REQUESTS_PER_SECOND  default 50 (all jobs together)
+  RUNCOMFY_MAX_REQUESTS_PER_SECOND  default 100 (all jobs together)
   LOG_LEVEL                   DEBUG, INFO (default), WARNING, ERROR
   LOG_FORMAT                  text (default) or json
   WEBHOOK_URL                 public https URL: webhook mode (unset: long polling)

@@ -29,7 +29,7 @@ class Settings:
     job_deadline: float = 1800.0
     log_level: str = "INFO"
     http_timeout: float = 30.0
-    runcomfy_max_rate: float = 50.0  # requests per second, all jobs together
+    runcomfy_max_rate: float = 100.0  # requests per second, all jobs together
     allowed_user_ids: frozenset[int] = frozenset()  # empty: any user
     allowed_chat_ids: frozenset[int] = frozenset()  # empty: any chat
     admin_user_ids: frozenset[int] = frozenset()

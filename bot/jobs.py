@@ -310,6 +310,7 @@ class JobRunner:
         submitted = job.submitted_at or job.created_at
         deadline = submitted + self.settings.job_deadline
         failures = polls = 0
+        last_queued: float | None = None  # when RunComfy last said "in queue"
         while not job.final:
             last_check = time.time() >= deadline
             polls += 1
@@ -318,9 +319,14 @@ class JobRunner:
                 if job.final:  # cancelled by a button tap meanwhile
                     return
                 if state.status == runcomfy.QUEUED:
+                    last_queued = time.time()
                     self._set(job, Status.QUEUED, queue_position=state.queue_position)
                 elif state.status == runcomfy.RUNNING:
-                    self._set(job, Status.RUNNING, started_at=job.started_at or time.time())
+                    # It started between the last "in queue" and now: take the middle, so the
+                    # generation times learnt for the poll schedule are not skewed by our polling.
+                    now = time.time()
+                    began = (last_queued + now) / 2 if last_queued else now
+                    self._set(job, Status.RUNNING, started_at=job.started_at or began)
                 elif state.status == runcomfy.CANCELLED:
                     await self._finish(job, Status.CANCELLED)
                     return

@@ -142,7 +142,7 @@ class RunComfyClient:
         attempts: int = 4,
         backoff: float = 0.5,
         max_backoff: float = 30.0,
-        max_rate: float = 50.0,
+        max_rate: float = 100.0,
     ) -> None:
         self._token = token
         self._base_url = base_url.rstrip("/")
