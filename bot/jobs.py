@@ -7,7 +7,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +17,6 @@ from telegram import (
     InputMediaPhoto,
     Message,
     ReplyParameters,
-    User,
 )
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
 
@@ -37,7 +36,7 @@ log = logging.getLogger(__name__)
 _RETRY_AFTER_RE = re.compile(r"retry after (\d+)", re.IGNORECASE)
 _FAILED_ITEM_RE = re.compile(r"failed to send message #(\d+)", re.IGNORECASE)
 _SEND_ATTEMPTS = 6
-_DOWNLOADS_AT_ONCE = 4
+_DOWNLOADS_AT_ONCE = 16
 _DELIVERIES_AT_ONCE = 8
 _MAX_POLL_BACKOFF = 30.0
 _WINDOW_CACHE_SECONDS = 30.0
@@ -64,16 +63,14 @@ class Origin:
     lang: str | None = None
 
     @classmethod
-    def of(cls, message: Message, user: User | None = None) -> Origin:
-        """The origin of a command ``message`` (or of a tap by ``user`` on it)."""
-        user = user or message.from_user
+    def of(cls, message: Message) -> Origin:
+        """The origin of a command ``message``."""
+        user = message.from_user
         return cls(
             chat_id=message.chat.id,
             message_id=message.message_id,
             user_id=user.id if user else None,
-            user_name=requester_name(
-                user, None if user is not message.from_user else message.sender_chat
-            ),
+            user_name=requester_name(user, message.sender_chat),
             thread_id=message.message_thread_id if message.is_topic_message else None,
             chat_type=message.chat.type,
             lang=lang_of(user.language_code if user else None),
@@ -173,11 +170,6 @@ class JobRunner:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def wait_idle(self) -> None:
-        """Wait until no job task is running (for tests and benchmarks)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
 
     def find(self, job_id: int) -> Job | None:
         """The live Job object if the job is active, else the stored row."""
@@ -479,7 +471,8 @@ class JobRunner:
         async def one(index: int) -> ImageInfo:
             raw = await self._download(job, index)
             info = await asyncio.to_thread(inspect, raw)
-            await self.originals.save(job.id, index, raw)
+            # Kept for Originals and for a resumed delivery; the upload does not wait for the disk.
+            self._in_background(self.originals.save(job.id, index, raw), f"job {job.id}: keep")
             data[index] = raw
             return info
 
@@ -684,14 +677,19 @@ class JobRunner:
 
     def _show_soon(self, job: Job) -> None:
         """Edit the status message in the background; edits of one job stay in order."""
+        # A failure (e.g. Forbidden) is met again by the delivery that follows.
+        self._in_background(self._show(job), f"job {job.id}: status edit")
 
-        async def show() -> None:
+    def _in_background(self, work: Coroutine[Any, Any, None], what: str) -> None:
+        """Run ``work`` without waiting for it; a failure is logged, not raised."""
+
+        async def run() -> None:
             try:
-                await self._show(job)
-            except Exception as exc:  # e.g. Forbidden: the delivery that follows meets it too
-                log.info("job %d: background status edit failed: %s", job.id, exc)
+                await work
+            except Exception as exc:
+                log.info("%s failed in the background: %s", what, exc)
 
-        task = asyncio.create_task(show())
+        task = asyncio.create_task(run())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
