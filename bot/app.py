@@ -49,6 +49,44 @@ HEARTBEAT_SECONDS = 30.0
 PRUNE_EVERY_BEATS = 120  # an hour
 
 
+class PriorityRateLimiter(AIORateLimiter):
+    """python-telegram-bot's flood control, with edits yielding to new messages.
+
+    Telegram takes about 30 messages a second in all. When replies and images wait for a slot,
+    status edits (progress only) wait until none do, so images are not held up behind them.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._sending = 0
+        self._quiet = asyncio.Event()
+        self._quiet.set()
+
+    async def process_request(  # type: ignore[override]
+        self, callback: Any, args: Any, kwargs: Any, endpoint: str, data: Any, rate_limit_args: Any
+    ) -> Any:
+        """Apply the limits; an edit first waits until no other message is waiting."""
+        if endpoint.startswith("edit"):
+            await self._quiet.wait()
+            return await super().process_request(
+                callback, args, kwargs, endpoint, data, rate_limit_args
+            )
+        if "chat_id" not in data:
+            return await super().process_request(
+                callback, args, kwargs, endpoint, data, rate_limit_args
+            )
+        self._sending += 1
+        self._quiet.clear()
+        try:
+            return await super().process_request(
+                callback, args, kwargs, endpoint, data, rate_limit_args
+            )
+        finally:
+            self._sending -= 1
+            if not self._sending:
+                self._quiet.set()
+
+
 class TolerantBot(ExtBot[int]):
     """An ExtBot whose polling survives updates that python-telegram-bot cannot read.
 
@@ -89,7 +127,7 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
             media_write_timeout=max(timeout, 120.0),
         ),
         get_updates_request=HTTPXRequest(connect_timeout=min(timeout, 10.0)),
-        rate_limiter=AIORateLimiter(max_retries=3),
+        rate_limiter=PriorityRateLimiter(max_retries=3),
     )
     app = (
         ApplicationBuilder()

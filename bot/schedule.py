@@ -14,6 +14,7 @@ from dataclasses import dataclass
 EXTRA_POLLS = 3
 DENSE_FRACTION = 0.25  # dense polls come every quarter interval
 MAX_SLEEP_INTERVALS = 5.0  # never silent for longer: the status message should keep moving
+WINDOW_MARGIN = 0.5  # intervals of dense polling before and after the learnt window
 
 
 @dataclass(frozen=True)
@@ -62,11 +63,11 @@ def next_delay(
     if window is None:
         wanted = interval  # no history yet: the plain interval
     else:
-        # Wake up one interval early: "first seen generating" lags the real start up to that much.
-        opens = window.earliest - interval - running_for
+        # A little early and a little late: the start of generating is known only roughly.
+        opens = window.earliest - interval * WINDOW_MARGIN - running_for
         if opens > dense:
             return min(opens, longest)
-        until_end = window.latest + interval - running_for
+        until_end = window.latest + interval * WINDOW_MARGIN - running_for
         if until_end <= 0:
             wanted = interval  # slower than every similar job: back to the plain pace
         else:

@@ -33,10 +33,11 @@ def test_without_history_it_is_the_plain_interval() -> None:
 def test_sleeps_until_similar_jobs_could_finish_then_polls_densely() -> None:
     window = Window(earliest=14.0, latest=18.0)
     common = {"interval": 2.0, "queue_position": None, "window": window}
-    # 3 s into generating: nothing before 14 - 2 s; sleep (at most 5 intervals).
-    assert next_delay(elapsed=5.0, polls=3, running_for=3.0, **common) == 9.0  # type: ignore[arg-type]
-    # In the window: what the budget allows until its end (7 s, 8.5 polls), spread evenly.
-    assert next_delay(elapsed=20.0, polls=8, running_for=13.0, **common) == 7 / 8.5  # type: ignore[arg-type]
+    # 1 s into generating: nothing before 14 - 1 s; sleep (at most 5 intervals), then the rest.
+    assert next_delay(elapsed=5.0, polls=3, running_for=1.0, **common) == 10.0  # type: ignore[arg-type]
+    assert next_delay(elapsed=5.0, polls=3, running_for=5.0, **common) == 8.0  # type: ignore[arg-type]
+    # In the window: what the budget allows until its end (6 s, 8 polls), spread evenly.
+    assert next_delay(elapsed=20.0, polls=8, running_for=13.0, **common) == 6 / 8  # type: ignore[arg-type]
     # ... but never more often than every quarter interval.
     assert next_delay(elapsed=60.0, polls=8, running_for=17.0, **common) == 0.5  # type: ignore[arg-type]
     # Later than every similar job: the plain interval again.
