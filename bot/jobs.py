@@ -102,6 +102,7 @@ class JobRunner:
         self._operator_alerts: set[str] = set()
         self._in_flight = 0  # Telegram requests of jobs under way (waiting in the rate limiter too)
         self._edit_locks: dict[int, asyncio.Lock] = {}
+        self._edit_waiting: set[int] = set()  # jobs with a background edit not yet started
         self._background: set[asyncio.Task[None]] = set()
         self._windows: dict[tuple[int, str], tuple[schedule.Window | None, float]] = {}
         # Per job: what the last status edit showed (state, buttons) and when.
@@ -295,7 +296,7 @@ class JobRunner:
         if job.cancel_requested:
             await self.cancel(job)
         else:
-            await self._show(job)
+            self._show_soon(job)
 
     async def _poll(self, job: Job) -> None:
         assert job.request_id is not None
@@ -331,7 +332,7 @@ class JobRunner:
                 log.warning("job %d: RunComfy trouble (%d in a row): %s", job.id, failures, exc)
             if job.final:
                 return
-            await self._show(job)
+            self._show_soon(job)  # polling never waits for Telegram
             if last_check:
                 await self._time_out(job)
                 return
@@ -676,9 +677,21 @@ class JobRunner:
         )
 
     def _show_soon(self, job: Job) -> None:
-        """Edit the status message in the background; edits of one job stay in order."""
-        # A failure (e.g. Forbidden) is met again by the delivery that follows.
-        self._in_background(self._show(job), f"job {job.id}: status edit")
+        """Edit the status message in the background; edits of one job stay in order.
+
+        One waiting edit per job is enough: it shows the job as it is when its turn comes.
+        """
+        if job.id in self._edit_waiting:
+            return
+        self._edit_waiting.add(job.id)
+
+        async def show() -> None:
+            try:
+                await self._show(job)
+            except Forbidden as exc:  # blocked or removed: end the job now, no retry storm
+                await self._fail(job, exc)
+
+        self._in_background(show(), f"job {job.id}: status edit")
 
     def _in_background(self, work: Coroutine[Any, Any, None], what: str) -> None:
         """Run ``work`` without waiting for it; a failure is logged, not raised."""
@@ -697,6 +710,7 @@ class JobRunner:
         """Edit the status message to match the job, unless it already does."""
         lock = self._edit_locks.setdefault(job.id, asyncio.Lock())
         async with lock:
+            self._edit_waiting.discard(job.id)
             await self._edit_status(job)
         if job.final and not lock.locked():
             self._edit_locks.pop(job.id, None)
