@@ -14,6 +14,7 @@ from dataclasses import dataclass
 EXTRA_POLLS = 3
 DENSE_FRACTION = 0.25  # dense polls come every quarter interval
 MAX_SLEEP_INTERVALS = 5.0  # never silent for longer: the status message should keep moving
+RESERVE_POLLS = 1
 WINDOW_MARGIN = 0.5  # intervals of dense polling before and after the learnt window
 
 
@@ -75,7 +76,8 @@ def next_delay(
             available = budget(elapsed + until_end, interval) - polls
             wanted = max(dense, until_end / available) if available >= 1 else interval
     # Spend no more than the budget allows: wait until it has grown enough, if need be.
-    spare = budget(elapsed + wanted, interval) - (polls + 1)
+    # One poll is held back: the one that finds the job done comes after it is done.
+    spare = budget(elapsed + wanted, interval) - (polls + 1) - RESERVE_POLLS
     if spare >= 0:
         return wanted
     return min(longest, wanted - spare * interval)
