@@ -57,14 +57,6 @@ def ratio_of(size: str) -> str:
     return m["ratio"] if m else size
 
 
-def pixels_of(size: str) -> tuple[int, int]:
-    """``"2560:1440 (16:9)"`` -> ``(2560, 1440)``."""
-    m = _SIZE_RE.match(size)
-    if not m:
-        raise ValueError(size)
-    return int(m["w"]), int(m["h"])
-
-
 @cache
 def _validator() -> jsonschema.protocols.Validator:
     cls = jsonschema.validators.validator_for(_SCHEMA)

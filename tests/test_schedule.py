@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 from bot import schedule
+from bot.app import PriorityRateLimiter
 from bot.schedule import Window, budget, next_delay, window_of
 
 
@@ -92,3 +94,34 @@ def test_simulated_jobs_stay_within_budget_and_deliver_sooner_than_fixed_polling
     assert overheads[len(overheads) // 2] <= 0.5
     assert overheads[int(len(overheads) * 0.95)] <= 1.5
     assert schedule.DENSE_FRACTION * 2.0 == 0.5
+
+
+async def test_edits_wait_while_messages_wait_in_the_rate_limiter() -> None:
+    """The bot's rate limiter lets replies and albums go before progress edits."""
+    limiter = PriorityRateLimiter(max_retries=0)
+    await limiter.initialize()
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def send(*_: object) -> bool:
+        await release.wait()
+        order.append("send")
+        return True
+
+    async def edit(*_: object) -> bool:
+        order.append("edit")
+        return True
+
+    sending = asyncio.create_task(
+        limiter.process_request(send, (), {}, "sendMediaGroup", {"chat_id": 1}, None)
+    )
+    await asyncio.sleep(0.01)
+    editing = asyncio.create_task(
+        limiter.process_request(edit, (), {}, "editMessageText", {"chat_id": 1}, None)
+    )
+    await asyncio.sleep(0.05)
+    assert order == []  # the edit waits for the album
+    release.set()
+    await asyncio.gather(sending, editing)
+    assert order == ["send", "edit"]
+    await limiter.shutdown()
