@@ -40,7 +40,7 @@ from PIL import Image
 JsonDict = dict[str, Any]
 Key = tuple[int, int]
 SPEC_PATH = Path(__file__).resolve().parents[1] / "data" / "telegram-api.json"
-DEFAULT_TOKEN = "7012345678:AAHfakeTokenForSeqbotTests_0123456789"
+DEFAULT_TOKEN = "7012345678:fake-default-token-00000"
 ADA_ID = 123456789
 ADA: JsonDict = {"id": ADA_ID, "is_bot": False, "first_name": "Ada", "last_name": "Lovelace"}
 ADA.update(username="ada_l", language_code="en")
