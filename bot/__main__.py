@@ -28,6 +28,7 @@ configuration (environment variables, or .env in the working directory):
   RUNCOMFY_MAX_REQUESTS_PER_SECOND  default 100 (all jobs together)
   LOG_LEVEL                   DEBUG, INFO (default), WARNING, ERROR
   LOG_FORMAT                  text (default) or json
+  ORIGINALS_KEEP_DAYS         default 2: how long original files are kept for Originals
   WEBHOOK_URL                 public https URL: webhook mode (unset: long polling)
   WEBHOOK_SECRET              required with WEBHOOK_URL: 16-256 of A-Z a-z 0-9 _ -
   WEBHOOK_LISTEN              default 0.0.0.0

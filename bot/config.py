@@ -41,6 +41,7 @@ class Settings:
     webhook_listen: str = "0.0.0.0"  # noqa: S104 - a server inside a container listens on all
     webhook_port: int = 8080
     log_format: str = "text"
+    originals_keep_days: float = 2.0
 
     @property
     def webhook_path(self) -> str:
@@ -141,6 +142,7 @@ class Settings:
             webhook_listen=get("WEBHOOK_LISTEN") or cls.webhook_listen,
             webhook_port=_count(get, "WEBHOOK_PORT", cls.webhook_port, minimum=1),
             log_format=log_format,
+            originals_keep_days=_positive(get, "ORIGINALS_KEEP_DAYS", cls.originals_keep_days),
         )
 
     @property

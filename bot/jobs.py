@@ -90,7 +90,9 @@ class JobRunner:
         originals: OriginalsCache | None = None,
     ) -> None:
         self.bot = bot
-        self.originals = originals or OriginalsCache(settings.database_path.parent / "originals")
+        self.originals = originals or OriginalsCache(
+            settings.database_path.parent / "originals", keep_days=settings.originals_keep_days
+        )
         self.store = store
         self.client = client
         self.settings = settings

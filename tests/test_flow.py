@@ -343,3 +343,18 @@ async def test_a_bad_runcomfy_token_is_explained_and_nothing_retried(
     assert "RunComfy access is not working" in status_history(telegram, job)[-1]
     assert runcomfy.count("submit") == 1
     assert runcomfy.jobs == {}
+
+
+async def test_under_flood_limits_only_final_states_are_edited(
+    telegram: FakeTelegram, runcomfy: FakeRunComfy, bot: RunningBot
+) -> None:
+    # As if many Telegram requests were waiting in the rate limiter: progress edits give way.
+    bot.runner._in_flight = 100
+    runcomfy.script_next(JobScript(queued_polls=3, running_polls=3))
+    telegram.send_text("/seq 2 a fox")
+    job = await until_final(telegram, bot)
+    assert job.status == Status.DONE
+    history = status_history(telegram, job)
+    assert len(history) == 2  # the first reply and the final state, nothing in between
+    assert history[-1].startswith("✅ Done")
+    assert len(media(telegram)) == 2
