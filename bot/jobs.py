@@ -261,7 +261,7 @@ class JobRunner:
                 text=text,
                 reply_markup=markup,
                 message_thread_id=job.thread_id,
-                reply_parameters=self._reply_to(job),
+                reply_parameters=_reply(job.message_id),
             )
         )
         self.store.update(
@@ -433,12 +433,13 @@ class JobRunner:
                     data[index] = await self.originals.load(job.id, index) or await self._download(
                         job, index
                     )
-            sent = await self._send_unit(job, unit, data, with_caption=number == 0)
-            document_ids = {
-                str(i): m.document.file_id
-                for i, m in zip(unit["items"], sent, strict=False)
-                if m.document
-            }
+            document_ids = await self._send_unit(
+                job,
+                unit,
+                data,
+                caption=render.caption(job) if number == 0 else None,
+                reply_to=job.message_id,
+            )
             self.store.update(
                 job,
                 delivered=[*job.delivered, number],
@@ -459,7 +460,7 @@ class JobRunner:
                 text=render.actions_text(job),
                 reply_markup=render.actions_keyboard(job),
                 message_thread_id=job.thread_id,
-                reply_parameters=self._reply_to(job),
+                reply_parameters=_reply(job.message_id),
             )
         )
         self.store.update(job, actions_message_id=message.message_id)
@@ -495,36 +496,46 @@ class JobRunner:
         return infos, problems
 
     async def _send_unit(
-        self, job: Job, unit: dict[str, Any], data: dict[int, bytes], *, with_caption: bool
-    ) -> list[Message]:
-        """Send one photo, document or album; returns the messages Telegram made."""
+        self,
+        job: Job,
+        unit: dict[str, Any],
+        files: dict[int, bytes] | dict[int, bytes | str],
+        *,
+        caption: str | None,
+        reply_to: int,
+    ) -> dict[str, str]:
+        """Send one photo, document or album of ``files`` (bytes, or Telegram file_ids).
+
+        Returns the file_ids of the documents sent, by image index, for Originals to reuse.
+        """
         # Shrinks when an album fails part-way: the items before the failed one were delivered.
         items: list[int] = list(unit["items"])
-        caption = render.caption(job) if with_caption else None
         photo = unit["kind"] == "photo"
         common: dict[str, Any] = {
             "chat_id": job.chat_id,
             "message_thread_id": job.thread_id,
-            "reply_parameters": self._reply_to(job),
+            "reply_parameters": _reply(reply_to),
         }
 
         def name(index: int) -> str:
-            return f"seq-{job.id}-{index + 1}.{_extension(data[index])}"
+            data = files[index]
+            ext = _extension(data) if isinstance(data, bytes) else "jpg"
+            return f"seq-{job.id}-{index + 1}.{ext}"
 
         async def send() -> object:
             if len(items) == 1:
                 index = items[0]
                 if photo:
                     return await self.bot.send_photo(
-                        photo=data[index], filename=name(index), caption=caption, **common
+                        photo=files[index], filename=name(index), caption=caption, **common
                     )
                 return await self.bot.send_document(
-                    document=data[index], filename=name(index), caption=caption, **common
+                    document=files[index], filename=name(index), caption=caption, **common
                 )
             media_cls = InputMediaPhoto if photo else InputMediaDocument
             media = [
                 media_cls(
-                    media=data[index], filename=name(index), caption=caption if n == 0 else None
+                    media=files[index], filename=name(index), caption=caption if n == 0 else None
                 )
                 for n, index in enumerate(items)
             ]
@@ -539,7 +550,11 @@ class JobRunner:
                 items, caption = items[sent:], None
 
         result = await self._with_retries(send, on_album_retry=partly_sent)
-        return list(result) if isinstance(result, tuple | list) else [result]
+        messages = list(result) if isinstance(result, tuple | list) else [result]
+        # ``items`` are those of the call that succeeded, so they line up with its messages.
+        return {
+            str(i): m.document.file_id for i, m in zip(items, messages, strict=False) if m.document
+        }
 
     async def _with_retries(
         self, send: Any, on_album_retry: Callable[[str], None] | None = None
@@ -588,41 +603,9 @@ class JobRunner:
             files[index] = known or await self.originals.load(job.id, index) or b""
         if not indexes or any(v == b"" for v in files.values()):
             return False
-        common: dict[str, Any] = {
-            "chat_id": job.chat_id,
-            "message_thread_id": job.thread_id,
-            "reply_parameters": ReplyParameters(
-                message_id=reply_to, allow_sending_without_reply=True
-            ),
-        }
-        start = 0
-        for size in render.split_balanced(len(indexes)):
-            part = indexes[start : start + size]
-            start += size
-
-            def name(i: int) -> str:
-                data = files[i]
-                return (
-                    f"seq-{job.id}-{i + 1}.{_extension(data) if isinstance(data, bytes) else 'jpg'}"
-                )
-
-            async def send(part: list[int] = part) -> object:
-                if len(part) == 1:
-                    i = part[0]
-                    return await self.bot.send_document(
-                        document=files[i], filename=name(i), **common
-                    )
-                media = [InputMediaDocument(media=files[i], filename=name(i)) for i in part]
-                return await self.bot.send_media_group(media=media, **common)
-
-            sent = await self._with_retries(send)
-            messages = list(sent) if isinstance(sent, tuple | list) else [sent]
-            new = {
-                str(i): m.document.file_id
-                for i, m in zip(part, messages, strict=False)
-                if m.document
-            }
-            self.store.update(job, originals={**job.originals, **new})
+        for unit in render.delivery_plan([], indexes):
+            sent = await self._send_unit(job, unit, files, caption=None, reply_to=reply_to)
+            self.store.update(job, originals={**job.originals, **sent})
         return True
 
     # ---- cancel -----------------------------------------------------------------------------
@@ -771,9 +754,10 @@ class JobRunner:
         self.store.update(job, status_shown=shown)
         self._last_edit[job.id] = (milestone, now)
 
-    @staticmethod
-    def _reply_to(job: Job) -> ReplyParameters:
-        return ReplyParameters(message_id=job.message_id, allow_sending_without_reply=True)
+
+def _reply(message_id: int) -> ReplyParameters:
+    """Reply to ``message_id``, or just post if the user deleted it meanwhile."""
+    return ReplyParameters(message_id=message_id, allow_sending_without_reply=True)
 
 
 def _extension(data: bytes) -> str:

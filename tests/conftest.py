@@ -61,12 +61,16 @@ class RunningBot:
         await app.initialize()
         assert app.post_init is not None
         await app.post_init(app)
-        assert app.updater is not None
-        await app.updater.start_polling(
-            poll_interval=0.0, timeout=1, allowed_updates=ALLOWED_UPDATES
-        )
+        await self.receive_updates()
         await app.start()
         return self
+
+    async def receive_updates(self) -> None:
+        """Long polling, as ``run_polling`` does."""
+        assert self.app.updater is not None
+        await self.app.updater.start_polling(
+            poll_interval=0.0, timeout=1, allowed_updates=ALLOWED_UPDATES
+        )
 
     async def stop(self) -> None:
         app = self.app

@@ -43,15 +43,10 @@ def free_port() -> int:
 class WebhookBot(RunningBot):
     """The real Application receiving updates on its webhook server, as ``run_webhook`` does."""
 
-    async def start(self) -> WebhookBot:
-        app = self.app
-        await app.initialize()
-        assert app.post_init is not None
-        await app.post_init(app)
-        assert app.updater is not None
-        await app.updater.start_webhook(**webhook_options(self.settings))
-        await app.start()
-        return self
+    async def receive_updates(self) -> None:
+        """The webhook server, as ``run_webhook`` does."""
+        assert self.app.updater is not None
+        await self.app.updater.start_webhook(**webhook_options(self.settings))
 
 
 @pytest.fixture
@@ -66,7 +61,8 @@ async def webhook_bot(env: dict[str, str]) -> AsyncIterator[WebhookBot]:
             "WEBHOOK_PORT": str(port),
         }
     )
-    bot = await WebhookBot(settings).start()
+    bot = WebhookBot(settings)
+    await bot.start()
     try:
         yield bot
     finally:
