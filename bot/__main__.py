@@ -25,6 +25,7 @@ configuration (environment variables, or .env in the working directory):
   POLL_INTERVAL_SECONDS       default 2
   JOB_DEADLINE_SECONDS        default 1800
   HTTP_TIMEOUT_SECONDS        default 30
+  DOWNLOAD_TIMEOUT_SECONDS    default 120: the whole download of one result image
   RUNCOMFY_MAX_REQUESTS_PER_SECOND  default 100 (all jobs together)
   LOG_LEVEL                   DEBUG, INFO (default), WARNING, ERROR
   LOG_FORMAT                  text (default) or json
@@ -88,8 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(
         settings.log_level_number, settings.secrets, json_lines=settings.log_format == "json"
     )
-    run(settings)
-    return 0
+    return run(settings)
 
 
 def healthcheck(settings: Settings) -> int:
@@ -110,10 +110,15 @@ def backup(settings: Settings, target: Path) -> int:
     if not settings.database_path.exists():
         print(f"seqbot: no database at {settings.database_path}", file=sys.stderr)
         return 1
+    # A new copy is readable by the owner only, like the database itself.
+    target.touch(mode=0o600, exist_ok=True)
     source = sqlite3.connect(settings.database_path)
     try:
-        with sqlite3.connect(target) as copy:
+        copy = sqlite3.connect(target)
+        try:
             source.backup(copy)
+        finally:
+            copy.close()
     finally:
         source.close()
     print(f"backed up {settings.database_path} to {target}")

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from telegram import BotCommand, Update
+from telegram.error import InvalidToken, RetryAfter, TelegramError
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -21,11 +27,13 @@ from telegram.request import HTTPXRequest
 
 from bot import handlers, render
 from bot.config import Settings
+from bot.downloads import Downloader
 from bot.jobs import JobRunner
 from bot.permissions import Permissions
 from bot.runcomfy import RunComfyClient
 from bot.store import Store
 from bot.texts import tr
+from bot.webhook import WebhookServer
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +104,8 @@ class TolerantBot(ExtBot[int]):
     """
 
     async def _post(self, endpoint: str, data: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+        if data:
+            _fit_texts(endpoint, data)
         result = await super()._post(endpoint, data, **kwargs)
         if endpoint == "getUpdates" and isinstance(result, list):
             return [self._readable(raw) for raw in result]
@@ -109,6 +119,22 @@ class TolerantBot(ExtBot[int]):
             log.warning("skipping update %s that cannot be read: %s", update_id, exc)
             return {"update_id": update_id} if isinstance(update_id, int) else raw
         return raw
+
+
+def _fit_texts(endpoint: str, data: dict[str, Any]) -> None:
+    """Cut every text and caption to Telegram's limits: the one place that does it.
+
+    Texts carry what users and RunComfy wrote (prompts, error messages); one too long for
+    Telegram would make the call fail, and a failed final edit leaves a stale status behind.
+    Album captions are made within the limit by ``render.caption``.
+    """
+    text = data.get("text")
+    if isinstance(text, str):
+        limit = render.ANSWER_LIMIT if endpoint == "answerCallbackQuery" else render.TEXT_LIMIT
+        data["text"] = render.shorten(text, limit)
+    caption = data.get("caption")
+    if isinstance(caption, str):
+        data["caption"] = render.shorten(caption, render.CAPTION_LIMIT)
 
 
 def build_application(settings: Settings) -> Application:  # type: ignore[type-arg]
@@ -162,26 +188,192 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
     return app
 
 
-def webhook_options(settings: Settings) -> dict[str, Any]:
-    """Arguments for ``run_webhook`` / ``Updater.start_webhook`` in webhook mode."""
-    return {
-        "listen": settings.webhook_listen,
-        "port": settings.webhook_port,
-        "url_path": settings.webhook_path,
-        "webhook_url": settings.webhook_url,
-        # Telegram sends it in X-Telegram-Bot-Api-Secret-Token; anything else gets 403.
-        "secret_token": settings.webhook_secret,
-        "allowed_updates": ALLOWED_UPDATES,
-    }
+REJECTED_MESSAGE = (
+    "seqbot: Telegram rejected TELEGRAM_BOT_TOKEN (HTTP 401/404). "
+    "Check the token and TELEGRAM_API_BASE_URL."
+)
 
 
-def run(settings: Settings) -> None:
-    """Run until SIGINT/SIGTERM, by webhook when WEBHOOK_URL is set, else by long polling."""
+class TokenRejectedError(Exception):
+    """Telegram refused the bot token: the one start-up failure that waiting does not fix."""
+
+
+def run(settings: Settings) -> int:
+    """Run until SIGINT/SIGTERM, by webhook when WEBHOOK_URL is set, else by long polling.
+
+    Returns the exit code: 0 after a stop signal (at any point, start-up included), 2 when
+    Telegram rejects the token.
+    """
+    try:
+        asyncio.run(serve(settings))
+    except TokenRejectedError:
+        # One line: python-telegram-bot's own message would carry the whole token.
+        print(REJECTED_MESSAGE, file=sys.stderr)
+        return 2
+    return 0
+
+
+class _QuietNonJson(logging.Filter):
+    """python-telegram-bot logs an answer that is not JSON (a proxy's HTML error page) as an
+    ERROR with a traceback, then raises an error that says enough: keep it for DEBUG only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Demote the "invalid JSON data" record and drop its traceback."""
+        if not str(record.msg).startswith("Can not load invalid JSON data"):
+            return True
+        record.exc_info, record.exc_text = None, None
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger().isEnabledFor(logging.DEBUG)
+
+
+@dataclass
+class _Progress:
+    """How far start-up got, so that stopping undoes exactly that."""
+
+    post_init: bool = False
+    webhook: WebhookServer | None = None
+
+
+async def serve(settings: Settings) -> None:
+    """Start the bot, run until SIGINT/SIGTERM, then stop it.
+
+    Like python-telegram-bot's ``run_polling`` (initialize, post_init, updates, start; then the
+    reverse), but a signal during any step of start-up cancels that step and stops cleanly, and
+    an unreachable Telegram is waited for. Jobs live in SQLite, so a stop never ends one.
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    logging.getLogger("telegram.request.BaseRequest").addFilter(_QuietNonJson())
+    for name, host in settings.plain_http_urls:
+        log.warning(
+            "%s uses plain http:// to %s: the token and all traffic cross the network "
+            "unencrypted; use https://",
+            name,
+            host,
+        )
     app = build_application(settings)
-    if settings.webhook_url:
-        app.run_webhook(**webhook_options(settings))
-    else:
-        app.run_polling(allowed_updates=ALLOWED_UPDATES)
+    progress = _Progress()
+    starting = asyncio.create_task(_start(app, settings, progress))
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait((starting, stopping), return_when=asyncio.FIRST_COMPLETED)
+        if starting.done():
+            starting.result()  # a rejected token ends here
+            how = (
+                f"by webhook at {settings.webhook_url}"
+                if settings.webhook_url
+                else "by long polling"
+            )
+            log.info("seqbot is receiving updates %s", how)
+            await stopping
+        else:
+            log.info("stop requested during start-up; stopping")
+            starting.cancel()
+            # Whatever start-up was doing ends here; a stop wins over its outcome.
+            await asyncio.wait((starting,))
+            if not starting.cancelled():
+                starting.exception()  # retrieved, so asyncio does not report it
+    finally:
+        stopping.cancel()
+        await _stop(app, progress)
+
+
+async def _start(app: Application, settings: Settings, progress: _Progress) -> None:  # type: ignore[type-arg]
+    await patiently(app.initialize, "getMe", settings)
+    progress.post_init = True  # set first: an interrupted post_init is undone by post_stop too
+    assert app.post_init is not None
+    await app.post_init(app)
+    progress.webhook = await receive_updates(app, settings)
+    await app.start()
+
+
+async def _stop(app: Application, progress: _Progress) -> None:  # type: ignore[type-arg]
+    """Undo whatever start-up reached, in reverse order."""
+    if progress.webhook is not None:
+        await progress.webhook.stop()
+    if app.updater is not None and app.updater.running:
+        await app.updater.stop()
+    if app.running:
+        await app.stop()
+    if progress.post_init and app.post_stop is not None:
+        await app.post_stop(app)
+    await app.shutdown()
+    # The HTTP clients, when initialize was interrupted (shutdown skips an uninitialized app).
+    await app.bot.shutdown()
+    if app.post_shutdown is not None:
+        await app.post_shutdown(app)
+
+
+async def receive_updates(app: Application, settings: Settings) -> WebhookServer | None:  # type: ignore[type-arg]
+    """Long polling, or in webhook mode the local server plus ``setWebhook``; returns the server."""
+    if not settings.webhook_url:
+        assert app.updater is not None
+        # Telegram answered getMe a moment ago: deleteWebhook is retried quietly if it blips.
+        await app.updater.start_polling(allowed_updates=ALLOWED_UPDATES, bootstrap_retries=-1)
+        return None
+    assert settings.webhook_secret is not None
+    server = WebhookServer(
+        app.bot, app.update_queue, path=settings.webhook_path, secret=settings.webhook_secret
+    )
+    server.listen(settings.webhook_port, settings.webhook_listen)
+    try:
+        await patiently(
+            lambda: app.bot.set_webhook(
+                url=settings.webhook_url or "",
+                allowed_updates=ALLOWED_UPDATES,
+                # Telegram sends it in X-Telegram-Bot-Api-Secret-Token; anything else gets 403.
+                secret_token=settings.webhook_secret,
+            ),
+            "setWebhook",
+            settings,
+        )
+    except BaseException:
+        await server.stop()
+        raise
+    return server
+
+
+def startup_backoff(settings: Settings) -> tuple[float, float]:
+    """(first, longest) wait between start-up tries: 1 s to 60 s by default.
+
+    Derived from the poll interval, like RunComfy's retries, so tests with fast polls stay fast.
+    """
+    return min(settings.poll_interval / 2, 1.0), min(settings.poll_interval * 30, 60.0)
+
+
+async def patiently(action: Callable[[], Awaitable[object]], what: str, settings: Settings) -> None:
+    """Call ``action`` until Telegram answers, backing off; only a rejected token is fatal.
+
+    One warning line per failed try, without a traceback (a missing network is not a bug).
+    """
+    delay, longest = startup_backoff(settings)
+    tries = 0
+    while True:
+        tries += 1
+        try:
+            await action()
+        except InvalidToken:
+            raise TokenRejectedError from None  # its message holds the token: drop it
+        except TelegramError as exc:
+            wait = delay
+            if isinstance(exc, RetryAfter):
+                asked = exc.retry_after
+                wait = max(delay, asked.total_seconds() if isinstance(asked, timedelta) else asked)
+            log.warning(
+                "Telegram did not answer %s (try %d: %s); trying again in %.3g s",
+                what,
+                tries,
+                str(exc)[:200],
+                wait,
+            )
+            await asyncio.sleep(wait)
+            delay = min(delay * 2, longest)
+        else:
+            if tries > 1:
+                log.info("Telegram answered %s after %d tries", what, tries)
+            return
 
 
 async def _heartbeat(path: Path, runner: JobRunner) -> None:
@@ -208,15 +400,29 @@ async def _post_init(app: Application) -> None:  # type: ignore[type-arg]
         backoff=min(settings.poll_interval / 2, 1.0),
         max_rate=settings.runcomfy_max_rate,
     )
-    runner = JobRunner(bot=app.bot, store=store, client=client, settings=settings)
+    # Result images never go through the RunComfy client: that one carries the token.
+    downloader = Downloader(
+        runcomfy_base_url=settings.runcomfy_api_base_url,
+        timeout=settings.http_timeout,
+        deadline=settings.download_timeout,
+        backoff=min(settings.poll_interval / 2, 1.0),
+    )
+    app.bot_data["downloader"] = downloader
+    runner = JobRunner(
+        bot=app.bot, store=store, client=client, settings=settings, downloader=downloader
+    )
     app.bot_data.update(
         store=store,
         client=client,
         runner=runner,
         permissions=Permissions(app.bot, settings.admin_user_ids),
     )
-    await app.bot.set_my_commands(commands("en"))
-    await app.bot.set_my_commands(commands("ru"), language_code="ru")
+
+    async def set_commands() -> None:
+        await app.bot.set_my_commands(commands("en"))
+        await app.bot.set_my_commands(commands("ru"), language_code="ru")
+
+    await patiently(set_commands, "setMyCommands", settings)
     log.info(
         "seqbot started as @%s; database %s; Telegram API %s; RunComfy API %s; poll every %ss",
         app.bot.username,
@@ -242,6 +448,9 @@ async def _post_shutdown(app: Application) -> None:  # type: ignore[type-arg]
     client: RunComfyClient | None = app.bot_data.get("client")
     if client:
         await client.aclose()
+    downloader: Downloader | None = app.bot_data.get("downloader")
+    if downloader:
+        await downloader.aclose()
     store: Store | None = app.bot_data.get("store")
     if store:
         store.close()

@@ -32,12 +32,12 @@ _IMAGE_NOUNS = (
 # "4 images", "four consecutive images", "6 comic-style panels": a number, at most two words,
 # then a noun that names pictures. "four seasons" is not a count of images.
 _PROMPT_COUNT_RE = re.compile(
-    rf"\b(?P<n>\d+|{'|'.join(_NUMBER_WORDS)})\s+(?:[\w'-]+\s+){{0,2}}?(?:{_IMAGE_NOUNS})\b",
+    rf"\b(?P<n>[0-9]+|{'|'.join(_NUMBER_WORDS)})\s+(?:[\w'-]+\s+){{0,2}}?(?:{_IMAGE_NOUNS})\b",
     re.IGNORECASE,
 )
 _COMMAND_RE = re.compile(r"^/\w+(?:@\w+)?")
-_INT_RE = re.compile(r"^[+-]?\d+$")
-_RATIO_RE = re.compile(r"^\d+[:x×]\d+$")
+_INT_RE = re.compile(r"^[+-]?[0-9]+$")  # ASCII digits only, like every number the bot reads
+_RATIO_RE = re.compile(r"^[0-9]+[:x×][0-9]+$")
 _OPTION_RE = re.compile(r"^(?P<key>[A-Za-z_]+)=(?P<value>.*)$")
 _TOKEN_RE = re.compile(r"\s*(\S+)")
 

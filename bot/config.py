@@ -7,6 +7,7 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from ipaddress import ip_address
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -42,6 +43,7 @@ class Settings:
     webhook_port: int = 8080
     log_format: str = "text"
     originals_keep_days: float = 2.0
+    download_timeout: float = 120.0  # one result image, every attempt and byte together
 
     @property
     def webhook_path(self) -> str:
@@ -63,10 +65,26 @@ class Settings:
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        """Values that must never be printed."""
+        """Values that must never be printed (the bot token's secret half on its own, too)."""
+        secret_half = self.telegram_token.partition(":")[2]
         return tuple(
-            s for s in (self.telegram_token, self.runcomfy_token, self.webhook_secret) if s
+            s
+            for s in (self.telegram_token, secret_half, self.runcomfy_token, self.webhook_secret)
+            if s
         )
+
+    @property
+    def plain_http_urls(self) -> list[tuple[str, str]]:
+        """(variable, host) of each base URL that sends a token unencrypted off this machine."""
+        out = []
+        for name, url in (
+            ("TELEGRAM_API_BASE_URL", self.telegram_api_base_url),
+            ("RUNCOMFY_API_BASE_URL", self.runcomfy_api_base_url),
+        ):
+            parts = urlsplit(url)
+            if parts.scheme.lower() == "http" and not _is_loopback(parts.hostname or ""):
+                out.append((name, parts.hostname or ""))
+        return out
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -143,12 +161,22 @@ class Settings:
             webhook_port=_count(get, "WEBHOOK_PORT", cls.webhook_port, minimum=1),
             log_format=log_format,
             originals_keep_days=_positive(get, "ORIGINALS_KEEP_DAYS", cls.originals_keep_days),
+            download_timeout=_positive(get, "DOWNLOAD_TIMEOUT_SECONDS", cls.download_timeout),
         )
 
     @property
     def log_level_number(self) -> int:
         """The ``logging`` level for ``log_level``."""
         return logging.getLevelNamesMapping()[self.log_level]
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _url(get: Callable[[str], str | None], name: str, default: str) -> str:

@@ -3,6 +3,8 @@
 SeqbotError                 user_message: short, friendly, no secrets
 ├── ConfigError             a missing or malformed setting (names the variable)
 ├── InputError              a /seq command we will not submit
+├── RefusedError            an allowlist, a limit or a permission says no
+├── StoreBusyError          the database could not take a new job just now (locked or full)
 └── RunComfyError           RunComfy answered badly or not at all
     ├── TransientError      worth retrying: 5xx, 429, timeouts, refused connections, broken JSON
     ├── PermanentError      not worth retrying: bad token, no balance, input refused, unknown id
@@ -48,6 +50,10 @@ class InputError(SeqbotError):
 
 class RefusedError(SeqbotError):
     """The request is well-formed, but an allowlist, a limit or a permission says no."""
+
+
+class StoreBusyError(SeqbotError):
+    """SQLite refused a write that cannot wait (a new job, a setting): nothing was started."""
 
 
 class RunComfyError(SeqbotError):

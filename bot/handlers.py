@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import re
 import secrets
 import time
 
@@ -18,11 +19,14 @@ from bot.command import ChatDefaults, SeqRequest, command_args, parse_seq
 from bot.config import Settings
 from bot.errors import SeqbotError
 from bot.jobs import JobRunner, Origin
-from bot.permissions import Permissions, requester_name
+from bot.permissions import Permissions, requester_name, requester_of
 from bot.store import Job, Status, Store
 from bot.texts import lang_of, tr
 
 log = logging.getLogger(__name__)
+
+# Job ids are ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
+_JOB_ID_RE = re.compile(r"#?([0-9]{1,18})")
 
 # How long a Cancel tap waits for RunComfy before answering "Cancelling…" instead.
 _CANCEL_ANSWER_WAIT = 5.0
@@ -119,7 +123,7 @@ async def cancel_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
         await task
         return
     except SeqbotError as exc:
-        await query.answer(render.shorten(exc.text(lang(update)), 200), show_alert=True)
+        await query.answer(exc.text(lang(update)), show_alert=True)
         return
     await query.answer(tr(lang(update), _CANCEL_ANSWERS[outcome]))
 
@@ -136,8 +140,8 @@ async def cancel_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
     args = context.args or []
     job: Job | None
     if args:
-        raw = args[0].lstrip("#")
-        found = runner.find(int(raw)) if raw.isdigit() and len(raw) < 19 else None
+        m = _JOB_ID_RE.fullmatch(args[0])
+        found = runner.find(int(m.group(1))) if m else None
         job = found if found is not None and found.chat_id == chat_id else None
         if job is None:
             await message.reply_text(
@@ -146,7 +150,8 @@ async def cancel_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
             )
             return
     else:
-        latest = store.latest_cancellable(chat_id, user.id) if user else None
+        requester = requester_of(message)
+        latest = store.latest_cancellable(chat_id, requester) if requester is not None else None
         job = runner.find(latest.id) if latest else None
         if job is None:
             await message.reply_text(
@@ -165,7 +170,9 @@ async def cancel_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
         await message.reply_text(exc.text(lang(update)), do_quote=True)
         return
     answer = tr(lang(update), _CANCEL_ANSWERS[outcome])
-    await message.reply_text(f"Job #{job.id}: {answer}", do_quote=True)
+    await message.reply_text(
+        tr(lang(update), "Job #{id}: {answer}", id=job.id, answer=answer), do_quote=True
+    )
 
 
 async def jobs_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -186,12 +193,12 @@ async def usage_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
     settings = _settings(context)
     store = runner_of(context).store
     now = time.time()
-    user_id = message.from_user.id
-    is_admin = user_id in settings.admin_user_ids
+    requester = requester_of(message) or message.from_user.id
+    is_admin = requester in settings.admin_user_ids and message.sender_chat is None
     text = render.usage_text(
         lang(update),
-        today=store.usage(user_id, limits.day_start(now)),
-        month=store.usage(user_id, limits.month_start(now)),
+        today=store.usage(requester, limits.day_start(now)),
+        month=store.usage(requester, limits.month_start(now)),
         limit=settings.daily_image_limit_per_user,
         exempt=is_admin,
         resets_in=limits.until_reset(now, lang(update)),
@@ -203,7 +210,8 @@ async def usage_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
 async def _job_for_button(
     update: Update, context: ContextTypes.DEFAULT_TYPE, prefix: str
 ) -> tuple[Job, Message] | None:
-    """The job a follow-up button names, if it belongs to this chat and the tapper may use the bot.
+    """The job a follow-up button names, if the tap came from that job's own follow-up message
+    and the tapper may use the bot.
 
     Answers the tap itself when not (stale, forged or foreign data; a user who is not allowed).
     """
@@ -212,7 +220,14 @@ async def _job_for_button(
     job_id = render.parse_job_data(prefix, query.data)
     job = runner_of(context).find(job_id) if job_id is not None else None
     message = query.message if isinstance(query.message, Message) else None
-    if job is None or message is None or job.chat_id != message.chat.id:
+    if (
+        job is None
+        or message is None
+        or job.chat_id != message.chat.id
+        # Data copied onto any other message (the status, /settings) is forged: only the
+        # follow-up the bot posted under the images carries these buttons.
+        or message.message_id != job.actions_message_id
+    ):
         await query.answer(tr(lang(update), "This button no longer works."))
         return None
     try:
@@ -243,6 +258,7 @@ async def again_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
         chat_id=job.chat_id,
         message_id=message.message_id,  # one Again per follow-up message, however often tapped
         user_id=user.id,
+        requester_id=user.id,  # button taps always come from the real person
         user_name=requester_name(user, None),
         thread_id=job.thread_id,
         chat_type=job.chat_type,
@@ -251,7 +267,7 @@ async def again_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
     try:
         started = await runner_of(context).start(request, origin)
     except SeqbotError as exc:
-        await query.answer(render.shorten(exc.text(lang(update)), 200), show_alert=True)
+        await query.answer(exc.text(lang(update)), show_alert=True)
         return
     if started is None:
         await query.answer(
@@ -271,8 +287,15 @@ async def originals_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -
     if job.status != Status.DONE:
         await query.answer(tr(lang(update), "The images of this job were not delivered."))
         return
+    runner = runner_of(context)
+    if not runner.claim_originals(job.id):
+        # Quick repeated taps would upload the whole set again each time.
+        await query.answer(
+            tr(lang(update), "The original files are being sent or were sent above.")
+        )
+        return
     await query.answer(tr(lang(update), "Sending the original files…"))
-    if not await runner_of(context).send_originals(job, message.message_id):
+    if not await runner.send_originals(job, message.message_id):
         await message.reply_text(
             tr(lang(update), "The original files of job #{id} are no longer kept.", id=job.id),
             do_quote=True,
@@ -325,7 +348,11 @@ async def settings_button(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
     if changed == current:
         await query.answer(tr(lang(update), "Already set."))
         return
-    store.set_chat_defaults(chat_id, changed)
+    try:
+        store.set_chat_defaults(chat_id, changed)
+    except SeqbotError as exc:
+        await query.answer(exc.text(lang(update)), show_alert=True)
+        return
     await query.answer(tr(lang(update), "Saved."))
     await query.edit_message_text(
         render.settings_text(changed, lang(update)),
@@ -338,7 +365,11 @@ def _apply_setting(current: ChatDefaults, choice: str) -> ChatDefaults | None:
     field, _, value = choice.partition(":")
     if field == "reset":
         return ChatDefaults()
-    if field == "count" and value.isdigit() and int(value) in render.SETTINGS_COUNTS:
+    if (
+        field == "count"
+        and re.fullmatch("[0-9]{1,2}", value)
+        and int(value) in render.SETTINGS_COUNTS
+    ):
         return dataclasses.replace(current, count=int(value))
     if field == "ratio" and value in schema.RATIOS:
         return dataclasses.replace(current, size=schema.SIZE_ALIASES[value])
@@ -349,9 +380,8 @@ def _apply_setting(current: ChatDefaults, choice: str) -> ChatDefaults | None:
 
 def _who_may_cancel(job: Job, language: str) -> str:
     who = job.user_name or tr(language, "the person who asked for it")
-    return render.shorten(
-        tr(language, "Only {who} (who asked for this job) or a chat admin can cancel it.", who=who),
-        200,
+    return tr(
+        language, "Only {who} (who asked for this job) or a chat admin can cancel it.", who=who
     )
 
 

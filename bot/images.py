@@ -54,7 +54,10 @@ def inspect(data: bytes) -> ImageInfo:
             img.verify()
     except UnidentifiedImageError:
         raise BadImage("the file was not an image") from None
-    except (OSError, SyntaxError, ValueError):
+    except Image.DecompressionBombError:
+        # A few bytes can claim billions of pixels; Pillow refuses before decoding any.
+        raise BadImage("the image claims too many pixels") from None
+    except Exception:  # a hostile file may make Pillow raise anything; it spoils only itself
         raise BadImage("the image was damaged") from None
     if fmt == "JPEG" and not data.rstrip(b"\0").endswith(b"\xff\xd9"):
         raise BadImage("the image was cut short")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import re
 import time
@@ -23,10 +24,11 @@ from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
 from bot import limits, render, runcomfy, schedule, schema
 from bot.command import SeqRequest
 from bot.config import Settings
+from bot.downloads import Downloader
 from bot.errors import PermanentError, SeqbotError, SubmitUnknownError, TransientError
 from bot.images import DOCUMENT_MAX_BYTES, BadImage, ImageInfo, inspect
 from bot.originals import OriginalsCache
-from bot.permissions import requester_name
+from bot.permissions import requester_name, requester_of
 from bot.runcomfy import RunComfyClient
 from bot.store import CANCELLABLE, Job, Status, Store
 from bot.texts import Plural, lang_of, tr
@@ -40,6 +42,8 @@ _DOWNLOADS_AT_ONCE = 16
 _DELIVERIES_AT_ONCE = 8
 _MAX_POLL_BACKOFF = 30.0
 _WINDOW_CACHE_SECONDS = 30.0
+# After a set of originals was sent, more taps on its button send nothing for this long.
+ORIGINALS_REPEAT_SECONDS = 60.0
 # Groups allow about 20 messages a minute: within one state, a status edit waits this long.
 GROUP_EDIT_INTERVAL = 10.0
 # More Telegram requests than this waiting at once means the flood limits are the bottleneck.
@@ -57,6 +61,7 @@ class Origin:
     chat_id: int
     message_id: int
     user_id: int | None
+    requester_id: int | None  # whose quota and caps: the posting channel or group, else the user
     user_name: str | None
     thread_id: int | None
     chat_type: str | None
@@ -70,6 +75,7 @@ class Origin:
             chat_id=message.chat.id,
             message_id=message.message_id,
             user_id=user.id if user else None,
+            requester_id=requester_of(message),
             user_name=requester_name(user, message.sender_chat),
             thread_id=message.message_thread_id if message.is_topic_message else None,
             chat_type=message.chat.type,
@@ -87,9 +93,12 @@ class JobRunner:
         store: Store,
         client: RunComfyClient,
         settings: Settings,
+        downloader: Downloader,
         originals: OriginalsCache | None = None,
     ) -> None:
         self.bot = bot
+        # Result images come through their own client: no token, public addresses, a deadline.
+        self.downloader = downloader
         self.originals = originals or OriginalsCache(
             settings.database_path.parent / "originals", keep_days=settings.originals_keep_days
         )
@@ -109,6 +118,9 @@ class JobRunner:
         self._windows: dict[tuple[int, str], tuple[schedule.Window | None, float]] = {}
         # Per job: what the last status edit showed (state, buttons) and when.
         self._last_edit: dict[int, tuple[tuple[Status, bool], float]] = {}
+        # Per job: until when (monotonic) Originals taps send nothing; inf while a set is sent.
+        self._originals_busy: dict[int, float] = {}
+        self.originals_cooldown = ORIGINALS_REPEAT_SECONDS
 
     # ---- starting, resuming, stopping -------------------------------------------------------
 
@@ -126,6 +138,7 @@ class JobRunner:
             self.store,
             self.settings,
             user_id=origin.user_id,
+            requester_id=origin.requester_id,
             chat_id=origin.chat_id,
             count=request.count,
             now=time.time(),
@@ -140,6 +153,7 @@ class JobRunner:
             prompt=request.prompt,
             text=request.text,
             user_id=origin.user_id,
+            requester_id=origin.requester_id,
             user_name=origin.user_name,
             thread_id=origin.thread_id,
             chat_type=origin.chat_type,
@@ -187,10 +201,12 @@ class JobRunner:
             if job.status == Status.NEW:
                 await self._submit(job)
             elif job.status == Status.SUBMITTING:
-                # The process stopped during the POST: it may have been billed. Never resubmit.
+                # The process stopped during the POST: it may have been billed. Never resubmit,
+                # and count its images as spent.
                 await self._finish(
                     job,
                     Status.FAILED,
+                    submit_unknown=1,
                     error=tr(
                         job.lang,
                         "The bot restarted while sending this job, so it is unclear whether it "
@@ -276,8 +292,12 @@ class JobRunner:
         payload = schema.build_payload(
             text=job.text, count=job.count, size=job.size, mode=job.mode, seed=job.seed
         )
-        # Written before the POST: a crash from here on is never resubmitted.
-        self._set(job, Status.SUBMITTING)
+        # On disk before the POST: a crash from here on is never resubmitted.
+        if not self._set(job, Status.SUBMITTING):
+            await self.store.saved(job)
+            if job.cancel_requested:
+                await self._finish(job, Status.CANCELLED)
+                return
         try:
             submission = await self.client.submit(payload)
         except SubmitUnknownError as exc:
@@ -285,6 +305,7 @@ class JobRunner:
             await self._finish(
                 job,
                 Status.FAILED,
+                submit_unknown=1,  # it may have been billed: it counts toward the limits
                 error=exc.text(job.lang)
                 + " "
                 + tr(
@@ -294,7 +315,18 @@ class JobRunner:
                 ),
             )
             return
-        self._set(job, Status.QUEUED, request_id=submission.request_id, submitted_at=time.time())
+        if not self._set(
+            job, Status.QUEUED, request_id=submission.request_id, submitted_at=time.time()
+        ):
+            # RunComfy bills this job: its request id must not be lost. The store keeps trying;
+            # until then this line is the only record outside the process.
+            log.error(
+                "job %d: RunComfy accepted it as request %s, but the database refused to record "
+                "that; kept in memory and retried",
+                job.id,
+                submission.request_id,
+            )
+            self._in_background(self._tell_unsaved(job), f"job {job.id}: unsaved notice")
         if job.cancel_requested:
             await self.cancel(job)
         else:
@@ -389,10 +421,19 @@ class JobRunner:
                 cost=result.cost,
             )
             return True
+        if len(result.images) > job.count:
+            # Never more than was asked (and paid) for: each image is held in memory and sent.
+            log.warning(
+                "job %d: RunComfy listed %d images for %d asked; %d dropped",
+                job.id,
+                len(result.images),
+                job.count,
+                len(result.images) - job.count,
+            )
         self._set(
             job,
             Status.SENDING,
-            image_urls=list(result.images),
+            image_urls=list(result.images[: job.count]),
             cost=result.cost,
             completed_at=time.time(),
         )
@@ -428,17 +469,17 @@ class JobRunner:
         for number, unit in enumerate(job.plan):
             if number in job.delivered:
                 continue
-            for index in unit["items"]:
-                if index not in data:  # resumed: what is still to be sent, kept or fetched again
-                    data[index] = await self.originals.load(job.id, index) or await self._download(
-                        job, index
-                    )
-            document_ids = await self._send_unit(
-                job,
-                unit,
-                data,
-                caption=render.caption(job) if number == 0 else None,
-                reply_to=job.message_id,
+            unit = await self._resumed_unit(job, unit, data)
+            document_ids = (
+                await self._send_unit(
+                    job,
+                    unit,
+                    data,
+                    caption=render.caption(job) if number == 0 else None,
+                    reply_to=job.message_id,
+                )
+                if unit["items"]
+                else {}
             )
             self.store.update(
                 job,
@@ -451,6 +492,28 @@ class JobRunner:
         if job.actions_message_id is None:
             await self._post_actions(job)
         return True
+
+    async def _resumed_unit(
+        self, job: Job, unit: dict[str, Any], data: dict[int, bytes]
+    ) -> dict[str, Any]:
+        """``unit`` with its images in ``data``; after a restart they come from the disk, or
+        from RunComfy again. One that cannot be had any more is left out and named."""
+        problems: list[tuple[int, SeqbotError | BadImage]] = []
+        for index in unit["items"]:
+            if index in data:
+                continue
+            try:
+                data[index] = await self.originals.load(job.id, index) or await self._download(
+                    job, index
+                )
+            except PermanentError as exc:
+                log.warning("job %d: image %d lost on resume: %s", job.id, index + 1, exc)
+                problems.append((index, exc))
+        if not problems:
+            return unit
+        note = _problems_note(problems, job.lang)
+        self.store.update(job, error=f"{job.error} {note}" if job.error else note)
+        return {**unit, "items": [i for i in unit["items"] if i in data]}
 
     async def _post_actions(self, job: Job) -> None:
         """The follow-up under the images: Again, Originals, Details (albums carry no buttons)."""
@@ -467,7 +530,9 @@ class JobRunner:
 
     async def _download(self, job: Job, index: int) -> bytes:
         async with self._downloads:
-            return await self.client.download(job.image_urls[index], max_bytes=DOCUMENT_MAX_BYTES)
+            return await self.downloader.download(
+                job.image_urls[index], max_bytes=DOCUMENT_MAX_BYTES
+            )
 
     async def _download_all(
         self, job: Job, data: dict[int, bytes]
@@ -590,12 +655,34 @@ class JobRunner:
 
     # ---- follow-up buttons --------------------------------------------------------------------
 
+    def claim_originals(self, job_id: int) -> bool:
+        """Whether a tap on Originals may send the set: not while one is being sent, nor soon after."""
+        now = time.monotonic()
+        for other, until in list(self._originals_busy.items()):
+            if until <= now:
+                del self._originals_busy[other]
+        if job_id in self._originals_busy:
+            return False
+        self._originals_busy[job_id] = math.inf
+        return True
+
     async def send_originals(self, job: Job, reply_to: int) -> bool:
         """Every delivered image again, as documents (uncompressed); False if no longer kept.
 
         Telegram file_ids of documents already sent are reused; the rest come from the disk cache,
-        never from RunComfy again.
+        never from RunComfy again. Call :meth:`claim_originals` first.
         """
+        sent = False
+        try:
+            sent = await self._send_originals(job, reply_to)
+            return sent
+        finally:
+            if sent:
+                self._originals_busy[job.id] = time.monotonic() + self.originals_cooldown
+            else:  # nothing went out: the next tap may try again
+                self._originals_busy.pop(job.id, None)
+
+    async def _send_originals(self, job: Job, reply_to: int) -> bool:
         indexes = [i for n in job.delivered for i in (job.plan or [])[n]["items"]]
         files: dict[int, str | bytes] = {}
         for index in indexes:
@@ -634,11 +721,30 @@ class JobRunner:
 
     # ---- state and the status message -------------------------------------------------------
 
-    def _set(self, job: Job, status: Status, **changes: Any) -> None:
+    def _set(self, job: Job, status: Status, **changes: Any) -> bool:
+        """Move the job to ``status``; False while the change waits in memory (see Store)."""
         changed = status != job.status
-        self.store.update(job, status=status, **changes)
+        saved = self.store.update(job, status=status, **changes)
         if changed:
             self._log(job, status.value)
+        return saved
+
+    async def _tell_unsaved(self, job: Job) -> None:
+        text = tr(
+            job.lang,
+            "Job #{id} was accepted by RunComfy (request {request}), but the bot could not "
+            "record it just now. It keeps trying; the images will follow.",
+            id=job.id,
+            request=job.request_id,
+        )
+        await self._with_retries(
+            lambda: self.bot.send_message(
+                chat_id=job.chat_id,
+                text=text,
+                message_thread_id=job.thread_id,
+                reply_parameters=_reply(job.message_id),
+            )
+        )
 
     async def _finish(
         self,

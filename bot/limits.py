@@ -47,13 +47,26 @@ def check_access(settings: Settings, *, user_id: int | None, chat_id: int) -> No
 
 
 def check_spend(
-    store: Store, settings: Settings, *, user_id: int | None, chat_id: int, count: int, now: float
+    store: Store,
+    settings: Settings,
+    *,
+    user_id: int | None,
+    requester_id: int | None,
+    chat_id: int,
+    count: int,
+    now: float,
 ) -> None:
-    """Raise RefusedError when a new job of ``count`` images would exceed a limit."""
-    if user_id is not None and user_id in settings.admin_user_ids:
+    """Raise RefusedError when a new job of ``count`` images would exceed a limit.
+
+    Limits apply to the requester (a channel or group posting as itself is its own requester);
+    bot admins, known by their own user id, have none.
+    """
+    if user_id is not None and user_id == requester_id and user_id in settings.admin_user_ids:
         return
-    if user_id is not None:
-        active = store.active_jobs(user_id=user_id)
+    # A submit left unanswered may still be running at RunComfy until the deadline has passed.
+    unknown_since = now - settings.job_deadline
+    if requester_id is not None:
+        active = store.active_jobs(requester_id=requester_id, unknown_since=unknown_since)
         if active >= settings.max_active_jobs_per_user:
             raise RefusedError(
                 "You already have {active} in progress (the most is {most}). "
@@ -61,7 +74,7 @@ def check_spend(
                 active=Plural(active, "job"),
                 most=settings.max_active_jobs_per_user,
             )
-    active = store.active_jobs(chat_id=chat_id)
+    active = store.active_jobs(chat_id=chat_id, unknown_since=unknown_since)
     if active >= settings.max_active_jobs_per_chat:
         raise RefusedError(
             "This chat already has {active} in progress (the most is {most}). "
@@ -71,8 +84,8 @@ def check_spend(
         )
     limit = settings.daily_image_limit_per_user
     hours, minutes = _until_reset(now)
-    if limit and user_id is not None:
-        used, _ = store.usage(user_id, day_start(now))
+    if limit and requester_id is not None:
+        used = store.usage(requester_id, day_start(now)).images
         left = max(0, limit - used)
         if count > left:
             if left == 0:

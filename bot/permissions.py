@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from telegram import Bot, Chat, User
+from telegram import Bot, Chat, Message, User
 from telegram.constants import ChatID, ChatMemberStatus
 from telegram.error import TelegramError
 
@@ -15,6 +15,8 @@ log = logging.getLogger(__name__)
 
 ADMIN_CACHE_SECONDS = 60.0
 ANONYMOUS_ADMIN = ChatID.ANONYMOUS_ADMIN  # @GroupAnonymousBot: every anonymous admin posts as it
+CHANNEL_BOT = ChatID.FAKE_CHANNEL  # @Channel_Bot: everyone posting as a channel posts as it
+_SHARED_USERS = frozenset({ANONYMOUS_ADMIN, CHANNEL_BOT})
 
 
 class Permissions:
@@ -57,15 +59,24 @@ class Permissions:
         self, job: Job, *, chat_id: int, user: User | None, sender_chat: Chat | None = None
     ) -> bool:
         """The requester, a chat admin (anonymous ones too) or a bot admin may cancel."""
-        if sender_chat is not None and sender_chat.id == chat_id:
-            return True  # only admins can post as the group itself
+        if sender_chat is not None:
+            # Only admins can post as the group itself; a channel may cancel its own jobs.
+            return sender_chat.id in (chat_id, job.requester_id)
         if user is None:
             return False
         if user.id in self.bot_admins:
             return True
-        if user.id == job.user_id and user.id != ANONYMOUS_ADMIN:
+        if user.id == job.requester_id and user.id not in _SHARED_USERS:
             return True
         return await self.is_chat_admin(chat_id, user.id)
+
+
+def requester_of(message: Message) -> int | None:
+    """Whose job a message asks for: the chat it was posted as (a channel, or the group for an
+    anonymous admin), else its sender. Everyone posting as a channel shares one ``from`` user."""
+    if message.sender_chat is not None:
+        return message.sender_chat.id
+    return message.from_user.id if message.from_user else None
 
 
 def requester_name(user: User | None, sender_chat: Chat | None) -> str | None:

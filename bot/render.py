@@ -11,17 +11,19 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot import schema
 from bot.command import ChatDefaults
-from bot.store import CANCELLABLE, Job, Status
-from bot.texts import plural, tr
+from bot.store import CANCELLABLE, Job, Status, Usage
+from bot.texts import Plural, plural, tr
 
 CAPTION_LIMIT = 1024
+TEXT_LIMIT = 4096  # a message's text
+ANSWER_LIMIT = 200  # the text of a callback query's answer
 ALBUM_MAX = 10
 CANCEL_PREFIX = "cancel:"
 AGAIN_PREFIX = "again:"
 ORIGINALS_PREFIX = "orig:"
 DETAILS_PREFIX = "info:"
 SETTINGS_PREFIX = "set:"
-_JOB_DATA_RE = re.compile(r"^([a-z]+:)(\d{1,18})$")
+_JOB_DATA_RE = re.compile(r"^([a-z]+:)([0-9]{1,18})$")
 SETTINGS_COUNTS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 15)
 
 USAGE = """\
@@ -338,8 +340,8 @@ def money(usd: float) -> str:
 def usage_text(
     lang: str | None,
     *,
-    today: tuple[int, float],
-    month: tuple[int, float],
+    today: Usage,
+    month: Usage,
     limit: int,
     exempt: bool,
     resets_in: str,
@@ -350,20 +352,29 @@ def usage_text(
         tr(
             lang,
             "Today (UTC): {images}, {cost}",
-            images=plural(lang, today[0], "image"),
-            cost=money(today[1]),
+            images=plural(lang, today.images, "image"),
+            cost=money(today.cost),
         ),
         tr(
             lang,
             "This month: {images}, {cost}",
-            images=plural(lang, month[0], "image"),
-            cost=money(month[1]),
+            images=plural(lang, month.images, "image"),
+            cost=money(month.cost),
         ),
     ]
+    if month.unknown:
+        lines.append(
+            tr(
+                lang,
+                "Counted as spent: {images} whose request RunComfy did not answer "
+                "(it may have made and billed them; their cost is not known).",
+                images=Plural(month.unknown, "image"),
+            )
+        )
     if exempt:
         lines.append(tr(lang, "As a bot admin you have no daily limit."))
     elif limit:
-        left = max(0, limit - today[0])
+        left = max(0, limit - today.images)
         lines.append(
             tr(
                 lang,

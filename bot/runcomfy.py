@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +31,12 @@ _STATUS_ALIASES = {
 _KNOWN = {QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED}
 
 _TROUBLE = "RunComfy is having trouble right now"
+_CODE_RE = re.compile(r"[0-9]{1,9}")  # str.isdigit() also takes "²", which int() refuses
+# Request ids go into URL paths and messages: letters, digits, dots, dashes and underscores only.
+_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+# What RunComfy sends back is not trusted: bounds on what the bot keeps of it.
+MAX_URL_CHARS = 4096
+MAX_ERROR_CHARS = 1000
 
 
 @dataclass(frozen=True)
@@ -56,23 +64,56 @@ class JobResult:
     cost: float | None = None
 
 
-def _message_of(body: Any) -> str | None:
-    if isinstance(body, dict):
+def _capped(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """``text`` cut to ``limit`` characters: RunComfy's words end up in logs and chat messages."""
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def _message_of(body: Any, depth: int = 0) -> str | None:
+    if isinstance(body, dict) and depth < 4:
         for key in ("error_message", "message", "error", "detail"):
             value = body.get(key)
             if isinstance(value, str) and value:
-                return value
+                return _capped(value)
             if isinstance(value, dict):
-                inner = _message_of(value)
+                inner = _message_of(value, depth + 1)
                 if inner:
                     return inner
     return None
 
 
+def _cost(value: Any) -> float | None:
+    """A cost in USD, or None unless it is a finite, non-negative number."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        cost = float(value)
+    except OverflowError:  # an integer too large for a float
+        return None
+    return cost if math.isfinite(cost) and cost >= 0 else None
+
+
+def _image_urls(output: dict[str, Any], request_id: str) -> tuple[str, ...]:
+    """The output URLs that are strings of a sane length; the rest are dropped and logged."""
+    images = output.get("images")
+    if not isinstance(images, list):
+        single = output.get("image")
+        images = [single] if single is not None else []
+    urls = tuple(u for u in images if isinstance(u, str) and 0 < len(u) <= MAX_URL_CHARS)
+    if len(urls) < len(images):
+        log.warning(
+            "request %s: dropped %d malformed image URL(s) of %d",
+            request_id,
+            len(images) - len(urls),
+            len(images),
+        )
+    return urls
+
+
 def _error_from(status_code: int, body: Any, retry_after: float | None) -> RunComfyError:
     """Map an error answer (HTTP status plus RunComfy's error_code) to our errors."""
     code = body.get("error_code") if isinstance(body, dict) else None
-    code = int(code) if isinstance(code, int | str) and str(code).isdigit() else None
+    code = int(code) if isinstance(code, int | str) and _CODE_RE.fullmatch(str(code)) else None
     detail = f"HTTP {status_code}, error_code {code}: {_message_of(body) or ''}".strip()
     if code == 400004 or (status_code in (401, 403) and code != 403001):
         return PermanentError(
@@ -163,7 +204,7 @@ class RunComfyClient:
 
     @property
     def _headers(self) -> dict[str, str]:
-        # Only RunComfy's own API gets the token; image downloads from the CDN do not.
+        # Only RunComfy's own API gets the token; images come through bot.downloads, without it.
         return {"Authorization": f"Bearer {self._token}", "Accept": "application/json"}
 
     def _url(self, path: str) -> str:
@@ -211,8 +252,9 @@ class RunComfyClient:
                 detail=str(exc),
             ) from None
         request_id = body.get("request_id") if isinstance(body, dict) else None
-        if not isinstance(request_id, str) or not request_id:
-            raise SubmitUnknownError(_TROUBLE, detail="submit answer without request_id")
+        if not isinstance(request_id, str) or not _REQUEST_ID_RE.fullmatch(request_id):
+            # Accepted, perhaps, but with no id the bot can safely put in a URL path or a message.
+            raise SubmitUnknownError(_TROUBLE, detail="submit answer without a usable request_id")
         return Submission(request_id=request_id)
 
     async def _call(self, method: str, path: str, params: dict[str, str] | None = None) -> Any:
@@ -247,10 +289,9 @@ class RunComfyClient:
         if not isinstance(body, dict):
             raise TransientError(_TROUBLE, detail="status answer is not an object")
         position = body.get("queue_position")
-        return JobState(
-            status=_normalise_status(body.get("status")),
-            queue_position=position if isinstance(position, int) else None,
-        )
+        if isinstance(position, bool) or not isinstance(position, int) or not 0 <= position < 10**7:
+            position = None
+        return JobState(status=_normalise_status(body.get("status")), queue_position=position)
 
     async def result(self, request_id: str) -> JobResult:
         """The job's result, with its cost (retried on transient trouble)."""
@@ -260,21 +301,14 @@ class RunComfyClient:
         if not isinstance(body, dict):
             raise TransientError(_TROUBLE, detail="result answer is not an object")
         output = body.get("output")
-        if not isinstance(output, dict):
-            output = {}
-        images = output.get("images")
-        if not isinstance(images, list):
-            single = output.get("image")
-            images = [single] if isinstance(single, str) else []
         error = body.get("error")
-        cost = body.get("cost")
         return JobResult(
             status=_normalise_status(body.get("status")),
-            images=tuple(u for u in images if isinstance(u, str) and u),
-            error=(_message_of({"error": error}) or str(error))
+            images=_image_urls(output if isinstance(output, dict) else {}, request_id),
+            error=(_message_of({"error": error}) or _capped(str(error)))
             if error not in (None, "")
             else None,
-            cost=float(cost) if isinstance(cost, int | float) else None,
+            cost=_cost(body.get("cost")),
         )
 
     async def cancel(self, request_id: str) -> bool:
@@ -283,34 +317,4 @@ class RunComfyClient:
         outcome = body.get("outcome") if isinstance(body, dict) else None
         return outcome == "cancelled" or (
             outcome is None and isinstance(body, dict) and body.get("status") == CANCELLED
-        )
-
-    async def download(self, url: str, *, max_bytes: int) -> bytes:
-        """Fetch an output image (no token: it is a public CDN link), retried on transient trouble."""
-        last: Exception | None = None
-        # Images are the product and may expire: try a little harder than for a status poll.
-        for attempt in range(self.attempts + 2):
-            if attempt:
-                await asyncio.sleep(self._delay(attempt, None))
-            try:
-                async with self.http.stream("GET", url) as response:
-                    if response.status_code in (404, 403, 410):
-                        raise PermanentError(
-                            "the image link has expired (HTTP {status})",
-                            status=response.status_code,
-                        )
-                    if response.status_code >= 400:
-                        raise TransientError(_TROUBLE, detail=f"image HTTP {response.status_code}")
-                    chunks: list[bytes] = []
-                    size = 0
-                    async for chunk in response.aiter_bytes():
-                        size += len(chunk)
-                        if size > max_bytes:
-                            raise PermanentError("the image is too large to send")
-                        chunks.append(chunk)
-                    return b"".join(chunks)
-            except (httpx.HTTPError, TransientError) as exc:
-                last = exc
-        raise PermanentError(
-            "the image could not be downloaded ({reason})", reason=type(last).__name__
         )

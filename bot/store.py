@@ -2,19 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import sqlite3
 import time
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlite_utils
 from sqlite_utils import Migrations
 
 from bot.command import ChatDefaults
+from bot.errors import StoreBusyError
+
+log = logging.getLogger(__name__)
 
 migrations = Migrations("seqbot")
+
+# On the event loop's path a locked database must not stall every job: wait this long, then keep
+# the change in memory and write it later (Store.flush). Migrations at start-up may wait longer.
+BUSY_TIMEOUT_MS = 100
+STARTUP_BUSY_TIMEOUT_MS = 5000
+_BUSY = "The bot is busy for a moment and nothing was started. Please try again."
+_RETRY_FIRST, _RETRY_MOST = 0.1, 2.0  # seconds between tries to write waiting changes
+# What SQLite says when the failure may go away (a lock, a full disk, a read-only file, an I/O error).
+_TRANSIENT = ("locked", "busy", "full", "disk i/o", "readonly", "unable to open")
 
 
 @migrations()
@@ -89,6 +104,17 @@ def m004_followups_and_settings(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m005_requester_and_unknown_submits(db: sqlite_utils.Database) -> None:
+    """Who a job counts against (a channel or group posting as itself is not Channel_Bot), and
+    submits whose outcome is unknown (they may have been billed, so they count)."""
+    jobs = db.table("jobs")
+    jobs.add_column("requester_id", int)
+    jobs.add_column("submit_unknown", int, not_null_default=0)
+    db.execute("UPDATE jobs SET requester_id = user_id")
+    jobs.create_index(["requester_id", "created_at"])
+
+
 class Status(StrEnum):
     """Where a job is in its life."""
 
@@ -121,6 +147,7 @@ class Job:
     text: str
     status: Status
     user_id: int | None = None
+    requester_id: int | None = None  # sender_chat.id when the message had one, else user_id
     user_name: str | None = None
     thread_id: int | None = None
     chat_type: str | None = None
@@ -145,6 +172,7 @@ class Job:
     lang: str | None = None
     actions_message_id: int | None = None
     originals: dict[str, str] = field(default_factory=dict)
+    submit_unknown: int = 0  # the submit POST got no answer: RunComfy may have billed it
 
     @property
     def final(self) -> bool:
@@ -156,9 +184,32 @@ _JSON_FIELDS = ("image_urls", "plan", "delivered", "originals")
 _JOB_FIELDS = {f.name for f in fields(Job)}
 
 
-# Images count against quotas once they reach RunComfy (or are on their way), unless the job was
-# cancelled while queued; a job refused before submit costs nothing.
-_BILLED = "((request_id IS NOT NULL AND status != 'cancelled') OR status IN ('new', 'submitting'))"
+class Usage(NamedTuple):
+    """A requester's images and cost over a period; ``unknown`` of the images may be billed."""
+
+    images: int
+    cost: float
+    unknown: int = 0
+
+
+# Images count against quotas once they reach RunComfy (or are on their way, or may have: a submit
+# without an answer), unless the job was cancelled while queued; a job refused before submit is free.
+_BILLED = (
+    "((request_id IS NOT NULL AND status != 'cancelled') OR status IN ('new', 'submitting') "
+    "OR submit_unknown = 1)"
+)
+
+
+def _transient(exc: sqlite3.OperationalError) -> bool:
+    return any(marker in str(exc).lower() for marker in _TRANSIENT)
+
+
+def _column_value(name: str, value: Any) -> Any:
+    if name in _JSON_FIELDS and value is not None:
+        return json.dumps(value)
+    if isinstance(value, Status):
+        return value.value
+    return value
 
 
 def _from_row(row: dict[str, Any]) -> Job:
@@ -176,19 +227,42 @@ def _from_row(row: dict[str, Any]) -> Job:
 
 
 class Store:
-    """Jobs in SQLite. Migrations run when the store is opened."""
+    """Jobs in SQLite. Migrations run when the store is opened.
+
+    A job update that SQLite refuses for a moment (another process holds the lock, the disk is
+    full) is kept in memory, shown by every read of this store, and written by :meth:`flush`:
+    the event loop never waits on the lock for long, and no change (a request id above all) is
+    dropped.
+    """
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # Owner only: prompts, chats and costs. The modes apply when these are created here;
+        # SQLite gives the -wal and -shm files the database file's mode.
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.touch(mode=0o600, exist_ok=True)
         self.path = path
-        self.db = sqlite_utils.Database(path)
+        self.db = sqlite_utils.Database(
+            sqlite3.connect(path, timeout=STARTUP_BUSY_TIMEOUT_MS / 1000)
+        )
         # WAL keeps the single writer from blocking readers; NORMAL is durable enough with WAL.
         self.db.enable_wal()
         self.db.execute("PRAGMA synchronous=NORMAL")
         migrations.apply(self.db)
+        self.db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        # Job id -> column values (as stored) not yet written, in the order they were made.
+        self.pending: dict[int, dict[str, Any]] = {}
+        self._retry: asyncio.TimerHandle | None = None
+        self._retry_delay = _RETRY_FIRST
+        self._written = asyncio.Event()  # set whenever waiting changes reach the disk
 
     def close(self) -> None:
-        """Close the connection."""
+        """Write what waits in memory if SQLite lets us, then close the connection."""
+        if self._retry is not None:
+            self._retry.cancel()
+        if not self.flush():
+            for job_id, row in self.pending.items():
+                # The last place these changes exist: a request id here is a job RunComfy bills.
+                log.error("job %d: changes could not be saved before stopping: %s", job_id, row)
         self.db.close()
 
     def create_job(
@@ -203,12 +277,17 @@ class Store:
         prompt: str,
         text: str,
         user_id: int | None,
+        requester_id: int | None,
         user_name: str | None,
         thread_id: int | None,
         chat_type: str | None,
         lang: str | None = None,
     ) -> Job | None:
-        """Write a new job; ``None`` if this message already made one."""
+        """Write a new job; ``None`` if this message already made one.
+
+        Raises StoreBusyError when SQLite cannot take it now: a job must be on disk before it
+        is submitted, so this write cannot wait in memory.
+        """
         now = time.time()
         row = {
             "chat_id": chat_id,
@@ -220,6 +299,7 @@ class Store:
             "prompt": prompt,
             "text": text,
             "user_id": user_id,
+            "requester_id": requester_id,
             "user_name": user_name,
             "thread_id": thread_id,
             "chat_type": chat_type,
@@ -228,64 +308,139 @@ class Store:
             "created_at": now,
             "updated_at": now,
         }
-        with self.db.conn:
-            cursor = self.db.execute(
-                f"INSERT OR IGNORE INTO jobs ({', '.join(row)}) "
-                f"VALUES ({', '.join('?' for _ in row)})",
-                list(row.values()),
-            )
+        try:
+            with self.db.conn:
+                cursor = self.db.execute(
+                    f"INSERT OR IGNORE INTO jobs ({', '.join(row)}) "
+                    f"VALUES ({', '.join('?' for _ in row)})",
+                    list(row.values()),
+                )
+        except sqlite3.OperationalError as exc:
+            if not _transient(exc):
+                raise
+            log.warning("database refused a new job: %s", exc)
+            raise StoreBusyError(_BUSY, detail=str(exc)) from None
         if cursor.rowcount == 0:
             return None
         job = self.get(int(cursor.lastrowid or 0))
         assert job is not None
         return job
 
+    def _jobs(self, sql: str, params: list[Any]) -> list[Job]:
+        """Jobs read by ``sql``, with changes not yet written laid over them."""
+        return [
+            _from_row({**row, **self.pending.get(row["id"], {})})
+            for row in self.db.query(sql, params)
+        ]
+
     def job_for_message(self, chat_id: int, message_id: int) -> Job | None:
         """The job a Telegram message already made, if any."""
-        rows = list(
-            self.db.query(
-                "SELECT * FROM jobs WHERE chat_id = ? AND message_id = ?", [chat_id, message_id]
-            )
+        jobs = self._jobs(
+            "SELECT * FROM jobs WHERE chat_id = ? AND message_id = ?", [chat_id, message_id]
         )
-        return _from_row(rows[0]) if rows else None
+        return jobs[0] if jobs else None
 
     def get(self, job_id: int) -> Job | None:
         """The job with this id, if any."""
-        rows = list(self.db.query("SELECT * FROM jobs WHERE id = ?", [job_id]))
-        return _from_row(rows[0]) if rows else None
+        jobs = self._jobs("SELECT * FROM jobs WHERE id = ?", [job_id])
+        return jobs[0] if jobs else None
 
-    def update(self, job: Job, **changes: Any) -> Job:
-        """Write ``changes`` to the job's row and to ``job`` itself."""
+    def update(self, job: Job, **changes: Any) -> bool:
+        """Apply ``changes`` to ``job`` and write them; False if they wait in memory for now.
+
+        Changes to a job with writes still waiting join them, so the order is kept.
+        """
         changes["updated_at"] = time.time()
-        row: dict[str, Any] = {}
         for name, value in changes.items():
             setattr(job, name, value)
-            if name in _JSON_FIELDS and value is not None:
-                value = json.dumps(value)
-            elif isinstance(value, Status):
-                value = value.value
-            row[name] = value
-        with self.db.conn:
-            self.db.table("jobs").update(job.id, row)
-        return job
+        row = {name: _column_value(name, value) for name, value in changes.items()}
+        waiting = self.pending.get(job.id)
+        if waiting is not None:
+            waiting.update(row)
+            return False
+        if self._write(job.id, row):
+            return True
+        self.pending[job.id] = row
+        self._retry_later()
+        return False
+
+    def _retry_later(self) -> None:
+        """Try the waiting writes again soon, on the running event loop (if there is one)."""
+        if self._retry is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._retry = loop.call_later(self._retry_delay, self._retry_now)
+
+    def _retry_now(self) -> None:
+        self._retry = None
+        if self.flush():
+            self._retry_delay = _RETRY_FIRST
+            return
+        self._retry_delay = min(self._retry_delay * 2, _RETRY_MOST)
+        self._retry_later()
+
+    async def saved(self, job: Job) -> None:
+        """Wait until every change to ``job`` is on disk."""
+        while job.id in self.pending:
+            self._written.clear()
+            await self._written.wait()
+
+    def _write(self, job_id: int, row: dict[str, Any]) -> bool:
+        try:
+            with self.db.conn:
+                self.db.execute(
+                    f"UPDATE jobs SET {', '.join(f'{name} = ?' for name in row)} WHERE id = ?",
+                    [*row.values(), job_id],
+                )
+        except sqlite3.OperationalError as exc:
+            if not _transient(exc):
+                raise
+            log.warning("database refused a write to job %d (kept, retried): %s", job_id, exc)
+            return False
+        return True
+
+    def flush(self) -> bool:
+        """Write the changes waiting in memory; True when none are left."""
+        for job_id in list(self.pending):
+            if not self._write(job_id, self.pending[job_id]):
+                return False
+            del self.pending[job_id]
+            self._written.set()
+            log.info("job %d: waiting changes written", job_id)
+        return True
 
     def unfinished(self) -> list[Job]:
         """Every job that has not reached a final state, oldest first."""
         final = [s.value for s in FINAL]
-        rows = self.db.query(
+        return self._jobs(
             f"SELECT * FROM jobs WHERE status NOT IN ({', '.join('?' for _ in final)}) ORDER BY id",
             final,
         )
-        return [_from_row(r) for r in rows]
 
-    def active_jobs(self, *, user_id: int | None = None, chat_id: int | None = None) -> int:
-        """How many unfinished jobs the user (or the chat) has."""
+    def active_jobs(
+        self,
+        *,
+        requester_id: int | None = None,
+        chat_id: int | None = None,
+        unknown_since: float = 0.0,
+    ) -> int:
+        """How many jobs of the requester (or the chat) may still be at RunComfy.
+
+        That is every unfinished job, and every job whose submit went unanswered after
+        ``unknown_since`` (RunComfy may be making it).
+        """
         final = [s.value for s in FINAL]
-        where = f"status NOT IN ({', '.join('?' for _ in final)})"
-        params: list[Any] = list(final)
-        if user_id is not None:
-            where += " AND user_id = ?"
-            params.append(user_id)
+        where = (
+            f"(status NOT IN ({', '.join('?' for _ in final)}) "
+            "OR (submit_unknown = 1 AND created_at >= ?))"
+        )
+        params: list[Any] = [*final, unknown_since]
+        if requester_id is not None:
+            where += " AND requester_id = ?"
+            params.append(requester_id)
         if chat_id is not None:
             where += " AND chat_id = ?"
             params.append(chat_id)
@@ -293,14 +448,15 @@ class Store:
             self.db.execute(f"SELECT count(*) FROM jobs WHERE {where}", params).fetchone()[0]
         )
 
-    def usage(self, user_id: int, since: float) -> tuple[int, float]:
-        """Images requested (billed) and their recorded cost in USD, since ``since``."""
+    def usage(self, requester_id: int, since: float) -> Usage:
+        """Images requested (billed, or perhaps billed) and their recorded cost, since ``since``."""
         row = self.db.execute(
-            f"SELECT coalesce(sum(count), 0), coalesce(sum(cost), 0) FROM jobs "
-            f"WHERE user_id = ? AND created_at >= ? AND {_BILLED}",
-            [user_id, since],
+            "SELECT coalesce(sum(count), 0), coalesce(sum(cost), 0), "
+            "coalesce(sum(CASE WHEN submit_unknown = 1 THEN count ELSE 0 END), 0) FROM jobs "
+            f"WHERE requester_id = ? AND created_at >= ? AND {_BILLED}",
+            [requester_id, since],
         ).fetchone()
-        return int(row[0]), float(row[1])
+        return Usage(images=int(row[0]), cost=float(row[1]), unknown=int(row[2]))
 
     def usage_by_chat(self, since: float) -> list[tuple[int, int, int, float]]:
         """Per chat since ``since``: (chat id, jobs, images, cost), busiest first."""
@@ -314,22 +470,19 @@ class Store:
 
     def recent(self, chat_id: int, limit: int = 10) -> list[Job]:
         """The chat's latest jobs, newest first."""
-        rows = self.db.query(
+        return self._jobs(
             "SELECT * FROM jobs WHERE chat_id = ? ORDER BY id DESC LIMIT ?", [chat_id, limit]
         )
-        return [_from_row(r) for r in rows]
 
-    def latest_cancellable(self, chat_id: int, user_id: int) -> Job | None:
-        """The user's newest job in this chat that can still be cancelled."""
+    def latest_cancellable(self, chat_id: int, requester_id: int) -> Job | None:
+        """The requester's newest job in this chat that can still be cancelled."""
         states = [s.value for s in CANCELLABLE]
-        rows = list(
-            self.db.query(
-                f"SELECT * FROM jobs WHERE chat_id = ? AND user_id = ? "
-                f"AND status IN ({', '.join('?' for _ in states)}) ORDER BY id DESC LIMIT 1",
-                [chat_id, user_id, *states],
-            )
+        jobs = self._jobs(
+            f"SELECT * FROM jobs WHERE chat_id = ? AND requester_id = ? "
+            f"AND status IN ({', '.join('?' for _ in states)}) ORDER BY id DESC LIMIT 1",
+            [chat_id, requester_id, *states],
         )
-        return _from_row(rows[0]) if rows else None
+        return jobs[0] if jobs else None
 
     def generation_times(self, count: int, mode: str, limit: int = 50) -> list[float]:
         """Seconds the latest finished jobs of this count and mode spent generating."""
@@ -350,7 +503,15 @@ class Store:
         return ChatDefaults(count=row["count"], size=row["size"], mode=row["mode"])
 
     def set_chat_defaults(self, chat_id: int, defaults: ChatDefaults) -> None:
-        """Store the chat's defaults; all None removes them."""
+        """Store the chat's defaults; all None removes them. Raises StoreBusyError."""
+        try:
+            self._set_chat_defaults(chat_id, defaults)
+        except sqlite3.OperationalError as exc:
+            if not _transient(exc):
+                raise
+            raise StoreBusyError(_BUSY, detail=str(exc)) from None
+
+    def _set_chat_defaults(self, chat_id: int, defaults: ChatDefaults) -> None:
         with self.db.conn:
             if defaults == ChatDefaults():
                 self.db.execute("DELETE FROM chat_settings WHERE chat_id = ?", [chat_id])

@@ -329,3 +329,39 @@ RU.update(
         ),
     }
 )
+
+RU.update(
+    {
+        # Spend, storage and button rules (hardening)
+        "Counted as spent: {images} whose request RunComfy did not answer "
+        "(it may have made and billed them; their cost is not known).": (
+            "Учтено как потраченное: {images} из запросов, на которые RunComfy не ответил "
+            "(он мог их сделать и списать плату; стоимость неизвестна)."
+        ),
+        "The bot is busy for a moment and nothing was started. Please try again.": (
+            "Бот на мгновение занят, ничего не запущено. Попробуйте ещё раз."
+        ),
+        "Job #{id} was accepted by RunComfy (request {request}), but the bot could not "
+        "record it just now. It keeps trying; the images will follow.": (
+            "RunComfy принял задание №{id} (запрос {request}), но бот не смог сразу его "
+            "записать. Он продолжает попытки; изображения придут."
+        ),
+        "The original files are being sent or were sent above.": (
+            "Оригиналы уже отправляются или отправлены выше."
+        ),
+        "Job #{id}: {answer}": "Задание №{id}: {answer}",
+    }
+)
+
+RU.update(
+    {
+        # Result images that are not trusted (bot.downloads, bot.images)
+        "the image link points to a place the bot does not download from": (
+            "ссылка на изображение ведёт туда, откуда бот не скачивает"
+        ),
+        "the image took longer than {seconds} s to download": (
+            "изображение скачивалось дольше {seconds} с"
+        ),
+        "the image claims too many pixels": "в изображении заявлено слишком много пикселей",
+    }
+)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -115,3 +116,42 @@ def test_secrets_are_redacted_from_log_lines_and_tracebacks() -> None:
         )
     text = formatter.format(record)
     assert "s3cret" not in text and text.count("[REDACTED]") == 2
+
+
+def test_database_and_its_folder_are_for_the_owner_only(tmp_path: Path) -> None:
+    umask = os.umask(0o022)  # the usual umask: files readable by everyone unless we say so
+    try:
+        store = Store(tmp_path / "data" / "seqbot.sqlite3")
+        try:
+            files = [tmp_path / "data" / f"seqbot.sqlite3{end}" for end in ("", "-wal", "-shm")]
+            assert all(f.exists() for f in files)
+            for f in files:
+                assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
+            assert stat.S_IMODE((tmp_path / "data").stat().st_mode) == 0o700
+        finally:
+            store.close()
+    finally:
+        os.umask(umask)
+
+
+@pytest.mark.parametrize(
+    ("telegram_url", "runcomfy_url", "warned"),
+    [
+        ("https://api.telegram.org/bot", "https://model-api.runcomfy.net", []),
+        ("http://127.0.0.1:8081/bot", "http://localhost:9000", []),
+        ("http://[::1]:8081/bot", "http://127.0.0.2", []),
+        ("http://telegram-bot-api:8081/bot", "https://model-api.runcomfy.net", ["TELEGRAM"]),
+        ("https://api.telegram.org/bot", "http://192.0.2.1", ["RUNCOMFY"]),
+    ],
+)
+def test_plain_http_urls_off_this_machine_are_named(
+    telegram_url: str, runcomfy_url: str, warned: list[str]
+) -> None:
+    settings = Settings.from_env(
+        {**GOOD, "TELEGRAM_API_BASE_URL": telegram_url, "RUNCOMFY_API_BASE_URL": runcomfy_url}
+    )
+    assert [name.split("_")[0] for name, _host in settings.plain_http_urls] == warned
+
+
+def test_the_bot_tokens_secret_half_is_a_secret_too() -> None:
+    assert "fake-test-token-0123456789" in Settings.from_env(GOOD).secrets

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -215,6 +216,57 @@ async def test_bad_images(fake: FakeRunComfy, client: httpx.AsyncClient) -> None
     with Image.open(io.BytesIO((await client.get(urls[4])).content)) as img:
         assert img.size == (64, 36)
     assert (await client.get(f"{fake.base_url}/images/{rid}/9.jpeg")).status_code == 404
+
+
+async def test_crafted_results_redirects_drip_and_bomb(fake: FakeRunComfy) -> None:
+    fake.drip_interval = 0.05
+    fake.script_next(
+        JobScript(
+            queued_polls=0,
+            running_polls=0,
+            urls={1: "{base}/elsewhere/{rid}", 2: 42},
+            redirects={3: "{base}/images/{rid}/0.jpeg"},
+            bad_images={4: "drip", 5: "bomb"},
+            cost=float("nan"),
+        )
+    )
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with httpx.AsyncClient(base_url=fake.base_url, headers=headers, timeout=5) as api:
+        rid = await submit(api, text="6 images", sequential_image_generation_options=6)
+        body = (await api.get(f"/v1/requests/{rid}/result?include_cost=true")).json()
+    own = fake.jobs[rid].image_urls
+    listed = body["output"]["images"]
+    assert listed[0] == own[0] and listed[1] == f"{fake.base_url}/elsewhere/{rid}"
+    assert listed[2] == 42 and math.isnan(body["cost"])
+    async with httpx.AsyncClient(timeout=5) as anonymous:  # images need no token
+        redirect = await anonymous.get(own[3])
+        assert redirect.status_code == 302 and redirect.headers["location"] == own[0]
+        assert "fake-session" in redirect.headers["set-cookie"]
+    async with httpx.AsyncClient(timeout=5) as anonymous:  # without that cookie
+        bomb = (await anonymous.get(own[5])).content
+        assert len(bomb) < 100
+        with pytest.raises(Image.DecompressionBombError, match="900000000 pixels"):
+            Image.open(io.BytesIO(bomb))
+        started = asyncio.get_running_loop().time()
+        async with anonymous.stream("GET", own[4]) as drip:
+            chunks: list[bytes] = []
+            async for chunk in drip.aiter_raw():
+                chunks.append(chunk)
+                if len(chunks) == 3:
+                    break
+        assert [len(c) for c in chunks] == [1, 1, 1]
+        assert asyncio.get_running_loop().time() - started >= 0.09
+        await anonymous.get(own[0], headers={"Cookie": "a=b"})
+    assert fake.errors == ["image request carried Cookie"]
+
+
+async def test_a_fault_can_carry_its_own_message(
+    fake: FakeRunComfy, client: httpx.AsyncClient
+) -> None:
+    fake.fail_next("submit", "422", message="x" * 5000)
+    response = await client.post(SUBMIT_PATH, json={"text": PROMPT})
+    assert response.status_code == 422
+    assert response.json() == {"error_code": 422001, "error_message": "x" * 5000}
 
 
 async def test_jpeg_bytes_target(fake: FakeRunComfy, client: httpx.AsyncClient) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 from collections.abc import Callable
 from typing import Any
@@ -15,6 +16,7 @@ from tests.helpers import (
     answered,
     assert_clean,
     followups,
+    media,
     reply_to,
     until_final,
 )
@@ -98,6 +100,7 @@ async def test_originals_come_as_documents_without_downloading_again(
     key = await finished_with_buttons(telegram, bot)
     downloads = runcomfy.count("image")
     photos = {m["sha256"] for m in telegram.delivered_media}
+    bot.runner.originals_cooldown = 0.0  # no pause between sets, to see the second one
 
     await answered(telegram, telegram.press_button(key, "orig:1"))
     first = await telegram.wait_for(
@@ -114,7 +117,8 @@ async def test_originals_come_as_documents_without_downloading_again(
     assert len(documents) == 4 and {m["sha256"] for m in documents} == photos
     assert runcomfy.count("image") == downloads  # nothing fetched from RunComfy again
 
-    # A second tap reuses Telegram's file ids: nothing is uploaded.
+    # A later tap (once the pause after a set has passed) reuses Telegram's file ids.
+    await telegram.wait_for(lambda: bot.runner._originals_busy.get(1) != math.inf)
     await answered(telegram, telegram.press_button(key, "orig:1"))
     await telegram.wait_for(lambda: len(telegram.calls_to("sendMediaGroup", ok_only=True)) == 3)
     again = telegram.calls_to("sendMediaGroup", ok_only=True)[-1]
@@ -130,6 +134,51 @@ async def test_originals_no_longer_kept_is_said(
     shutil.rmtree(bot.runner.originals.folder)
     await answered(telegram, telegram.press_button(key, "orig:1"))
     await telegram.wait_for(lambda: "no longer kept" in " ".join(replies_to_sync(telegram, key)))
+
+
+async def test_quick_taps_on_originals_send_one_set(
+    telegram: FakeTelegram, runcomfy: FakeRunComfy, bot: RunningBot
+) -> None:
+    key = await finished_with_buttons(telegram, bot, "/seq 2 a fox")
+    taps = [telegram.press_button(key, "orig:1") for _ in range(8)]
+    answers = [(await answered(telegram, tap))["text"] for tap in taps]
+    assert answers.count("Sending the original files…") == 1
+    assert answers.count("The original files are being sent or were sent above.") == 7
+    await telegram.wait_for(lambda: media(telegram, "document"))
+    # Every tap is answered; only the first sent anything, and that one set is whole.
+    assert len(media(telegram, "document")) == 2
+    assert len(telegram.calls_to("sendMediaGroup", ok_only=True)) == 2  # photos, documents
+    assert_clean(telegram, runcomfy)
+
+
+async def test_follow_up_buttons_work_only_on_their_own_message(
+    telegram: FakeTelegram, runcomfy: FakeRunComfy, bot: RunningBot
+) -> None:
+    key = await finished_with_buttons(telegram, bot, "/seq 2 a fox")
+    job = bot.store.get(1)
+    assert job is not None and job.status_message_id is not None
+    telegram.send_text("/settings")
+    settings_message = await telegram.wait_for(
+        lambda: next(
+            (
+                (c.params["chat_id"], m)
+                for c in telegram.calls_to("sendMessage", ok_only=True)
+                for m in [c.response["result"]["message_id"]]
+                if c.params["text"].startswith("Defaults for /seq")
+            ),
+            None,
+        )
+    )
+    for forged_on in ((job.chat_id, job.status_message_id), settings_message):
+        for data in ("again:1", "orig:1", "info:1"):
+            answer = await answered(telegram, telegram.press_button(forged_on, data))
+            assert answer["text"] == "This button no longer works.", (forged_on, data)
+    assert runcomfy.count("submit") == 1
+    assert len(bot.store.recent(job.chat_id)) == 1
+    assert media(telegram, "document") == []
+    # The real follow-up still works.
+    again = await answered(telegram, telegram.press_button(key, "again:1"))
+    assert again["text"] == "Job #2: same settings, new seed."
 
 
 def replies_to_sync(telegram: FakeTelegram, key: tuple[int, int]) -> list[str]:

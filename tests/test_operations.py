@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import os
 import socket
 import sqlite3
+import stat
 import subprocess
 import sys
 import time
@@ -20,9 +22,10 @@ import yaml
 
 from bot import doctor
 from bot.__main__ import main as cli
-from bot.app import webhook_options
+from bot.app import receive_updates as start_receiving
 from bot.config import Settings
 from bot.logs import JsonFormatter
+from bot.webhook import MAX_BODY_BYTES, WebhookServer
 from tests.conftest import RC_TOKEN, TG_TOKEN, RunningBot
 from tests.fakes.runcomfy_api import FakeRunComfy
 from tests.fakes.telegram_api import FakeTelegram
@@ -41,12 +44,18 @@ def free_port() -> int:
 
 
 class WebhookBot(RunningBot):
-    """The real Application receiving updates on its webhook server, as ``run_webhook`` does."""
+    """The real Application receiving updates on its webhook server, as ``python -m bot`` does."""
+
+    server: WebhookServer | None = None
 
     async def receive_updates(self) -> None:
-        """The webhook server, as ``run_webhook`` does."""
-        assert self.app.updater is not None
-        await self.app.updater.start_webhook(**webhook_options(self.settings))
+        """The webhook server and setWebhook, as ``python -m bot`` does."""
+        self.server = await start_receiving(self.app, self.settings)
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop()
+        await super().stop()
 
 
 @pytest.fixture
@@ -93,6 +102,62 @@ async def test_webhook_accepts_the_right_secret_and_refuses_others(
     assert len(telegram.delivered_media) == 2
     assert runcomfy.count("submit") == 1  # the refused requests processed nothing
     assert telegram.calls_to("getUpdates") == []
+
+
+async def test_webhook_compares_the_secret_in_constant_time(
+    telegram: FakeTelegram, webhook_bot: WebhookBot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    compared: list[tuple[bytes, bytes]] = []
+
+    def spy(a: bytes, b: bytes) -> bool:
+        compared.append((a, b))
+        return real(a, b)
+
+    real = hmac.compare_digest
+    monkeypatch.setattr(hmac, "compare_digest", spy)
+    url = f"http://127.0.0.1:{webhook_bot.settings.webhook_port}/seqbot-hook"
+    async with httpx.AsyncClient() as client:
+        for secret, status in (("webhook-secret-0123456780", 403), (SECRET, 200)):
+            update = telegram.send_text("/help", push=False)
+            answer = await client.post(
+                url, json=update, headers={"X-Telegram-Bot-Api-Secret-Token": secret}
+            )
+            assert answer.status_code == status
+        # An update that cannot be read is skipped, not refused: Telegram would resend it forever.
+        broken = await client.post(
+            url,
+            content=b"{not json",
+            headers={"X-Telegram-Bot-Api-Secret-Token": SECRET, "Content-Type": "application/json"},
+        )
+        assert broken.status_code == 200
+    assert (b"webhook-secret-0123456780", SECRET.encode()) in compared
+    assert (SECRET.encode(), SECRET.encode()) in compared
+    await telegram.wait_for(lambda: telegram.calls_to("sendMessage", ok_only=True))
+    assert len(telegram.calls_to("sendMessage")) == 1  # /help, once
+
+
+async def test_webhook_refuses_a_huge_body_before_reading_it(
+    telegram: FakeTelegram, runcomfy: FakeRunComfy, webhook_bot: WebhookBot
+) -> None:
+    url = f"http://127.0.0.1:{webhook_bot.settings.webhook_port}/seqbot-hook"
+    headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET, "Content-Type": "application/json"}
+    huge = telegram.send_text("/seq 2 a huge fox", push=False)
+    body = json.dumps(huge).encode() + b" " * (2 * MAX_BODY_BYTES)  # still valid JSON
+    async with httpx.AsyncClient() as client:
+        try:
+            refused = await client.post(url, content=body, headers=headers)
+        except httpx.TransportError:
+            pass  # the server closed the connection while the body was still being sent
+        else:
+            assert refused.status_code == 400
+        update = telegram.send_text("/seq 2 a fox", push=False)
+        accepted = await client.post(url, content=json.dumps(update).encode(), headers=headers)
+        assert accepted.status_code == 200
+
+    job = await until_final(telegram, webhook_bot)
+    assert job.message_id == update["message"]["message_id"]
+    assert webhook_bot.store.get(2) is None  # the huge update made no job
+    assert runcomfy.count("submit") == 1
 
 
 def test_webhook_needs_a_secret_and_https() -> None:
@@ -207,7 +272,12 @@ async def test_backup_copies_the_database(
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     target = tmp_path / "backup.sqlite3"
-    assert cli(["backup", str(target)]) == 0
+    umask = os.umask(0o022)  # the usual umask: files readable by everyone unless we say so
+    try:
+        assert cli(["backup", str(target)]) == 0
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
     with sqlite3.connect(target) as copy:
         assert copy.execute("SELECT count(*), max(status) FROM jobs").fetchone() == (1, "done")
 

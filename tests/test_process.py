@@ -24,6 +24,9 @@ from tests.helpers import (
 ROOT = Path(__file__).resolve().parents[1]
 
 
+READY = "seqbot is receiving updates"
+
+
 class BotProcess:
     """``python -m bot`` in a child process, its output collected in a file."""
 
@@ -31,9 +34,12 @@ class BotProcess:
         self.env = env
         self.log = log
         self.proc: asyncio.subprocess.Process | None = None
+        self._skip = 0  # output of earlier processes in the same file
 
-    async def start(self, telegram: FakeTelegram) -> BotProcess:
+    async def spawn(self) -> BotProcess:
+        """Start the process without waiting for anything."""
         base = {k: v for k, v in os.environ.items() if not k.endswith(("_TOKEN", "_URL"))}
+        self._skip = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as out:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -44,21 +50,37 @@ class BotProcess:
                 stdout=out,
                 stderr=out,
             )
-        # Ready once it has polled for updates.
+        return self
+
+    async def start(self, telegram: FakeTelegram) -> BotProcess:
+        """Start the process and wait until it has really started: it said so, and polled."""
         polls = len(telegram.calls_to("getUpdates"))
+        await self.spawn()
+        await telegram.wait_for(lambda: READY in self.output() or self.exited(), timeout=30)
+        assert READY in self.output(), f"the bot did not start:\n{self.output()}"
         await telegram.wait_for(lambda: len(telegram.calls_to("getUpdates")) > polls, timeout=30)
         return self
+
+    def exited(self) -> bool:
+        return self.proc is not None and self.proc.returncode is not None
 
     def kill(self) -> None:
         assert self.proc is not None
         self.proc.kill()
+
+    def terminate(self, sig: int = signal.SIGTERM) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
 
     async def wait(self) -> int:
         assert self.proc is not None
         return await asyncio.wait_for(self.proc.wait(), 15.0)
 
     def output(self) -> str:
-        return self.log.read_text(errors="replace")
+        """What this process printed (not the processes before it in the same file)."""
+        with self.log.open("rb") as f:
+            f.seek(self._skip)
+            return f.read().decode(errors="replace")
 
 
 @pytest.fixture
@@ -95,8 +117,9 @@ async def finish_after_restart(
     try:
         job = await telegram.wait_for(lambda: (j := read_job(env)) and j.final and j, timeout=30)
     finally:
-        again.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+        again.terminate()
         assert await again.wait() == 0
+    assert "Traceback" not in again.output()
     return job
 
 
@@ -169,6 +192,7 @@ async def test_sigkill_during_submit_is_not_resubmitted_and_the_user_is_told(
 
     assert job.status == Status.FAILED
     assert "not sent again, to avoid charging twice" in (job.error or "")
+    assert job.submit_unknown == 1  # it may have been billed: it counts toward the limits
     assert runcomfy.count("submit") <= 1
     assert telegram.history[(job.chat_id, job.status_message_id or 0)][-1].startswith("❌ Failed")
 
@@ -182,14 +206,14 @@ async def test_sigterm_stops_cleanly_and_the_job_resumes(
     (fake_job,) = await runcomfy.wait_for(lambda: list(runcomfy.jobs.values()))
     await runcomfy.wait_for(lambda: fake_job.polls >= 3)
     started = time.monotonic()
-    bot.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+    bot.terminate()
     assert await bot.wait() == 0
     assert time.monotonic() - started < 10
     assert read_job(process_env).status == Status.QUEUED  # type: ignore[union-attr]
 
     again = await BotProcess(process_env, tmp_path / "bot.log").start(telegram)
     await telegram.wait_for(lambda: (j := read_job(process_env)) and j.final, timeout=30)
-    again.proc.send_signal(signal.SIGINT)  # type: ignore[union-attr]
+    again.terminate(signal.SIGINT)
     assert await again.wait() == 0
     assert len(images_in_chat(telegram)) == 2
 
@@ -203,7 +227,7 @@ async def test_debug_logs_name_each_state_and_never_a_token(
     await telegram.wait_for(lambda: (j := read_job(process_env)) and j.final, timeout=30)
     telegram.send_text("/seq 99 bad input")
     await telegram.wait_for(lambda: len(telegram.calls_to("sendMessage")) == 3)
-    bot.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+    bot.terminate()
     assert await bot.wait() == 0
 
     output = bot.output()
@@ -216,3 +240,47 @@ async def test_debug_logs_name_each_state_and_never_a_token(
         assert f"job 1 {state} (request {job.request_id}, chat {job.chat_id})" in output
     assert f"database {tmp_path / 'seqbot.sqlite3'}" in output
     assert runcomfy.base_url in output
+
+
+@pytest.mark.parametrize("method", ["getMe", "setMyCommands", "deleteWebhook"])
+async def test_sigterm_during_start_up_stops_cleanly_and_the_job_resumes_later(
+    telegram: FakeTelegram,
+    runcomfy: FakeRunComfy,
+    process_env: dict[str, str],
+    tmp_path: Path,
+    method: str,
+) -> None:
+    # getMe: initialize; setMyCommands: post_init; deleteWebhook: the job is already resumed.
+    runcomfy.script_next(JobScript(queued_polls=10**6))  # held in RunComfy's queue for now
+    first = await BotProcess(process_env, tmp_path / "bot.log").start(telegram)
+    telegram.send_text("/seq 2 a fox")
+    (fake_job,) = await runcomfy.wait_for(lambda: list(runcomfy.jobs.values()))
+    await telegram.wait_for(lambda: (j := read_job(process_env)) and j.status == Status.QUEUED)
+    first.terminate()
+    assert await first.wait() == 0
+
+    telegram.delay_next(method, 10.0)
+    starting = await BotProcess(process_env, tmp_path / "bot.log").spawn()
+    await telegram.wait_for(lambda: telegram.faults_pending(method) == 0, timeout=30)
+    stopped = time.monotonic()
+    starting.terminate()
+    assert await starting.wait() == 0
+    assert time.monotonic() - stopped < 5
+    output = starting.output()
+    assert "Traceback" not in output, output
+    assert READY not in output
+    job = read_job(process_env)
+    assert job is not None and job.status == Status.QUEUED
+    assert job.request_id == fake_job.request_id
+
+    fake_job.script.queued_polls = fake_job.polls  # RunComfy starts it now
+    again = await BotProcess(process_env, tmp_path / "bot.log").start(telegram)
+    job = await telegram.wait_for(
+        lambda: (j := read_job(process_env)) and j.final and j, timeout=30
+    )
+    again.terminate()
+    assert await again.wait() == 0
+    assert job.status == Status.DONE
+    assert runcomfy.count("submit") == 1
+    assert len(images_in_chat(telegram)) == 2
+    assert telegram.errors == []

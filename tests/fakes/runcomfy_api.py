@@ -9,6 +9,8 @@ Usage in tests::
         ...
         await fake.wait_for(lambda: fake.count("result") >= 1)
         await fake.down(); await fake.up()  # outage: connections refused, same port after
+        fake.script_next(JobScript(urls={1: "http://127.0.0.2:8/"}, redirects={0: "{base}/x"}))
+        fake.script_next(JobScript(bad_images={0: "drip", 1: "bomb"}))  # fake.drip_interval
         assert fake.errors == []  # 422 refusals and unknown-key warnings land here
 
 Standalone (benchmarks): ``python -m tests.fakes.runcomfy_api --token T --port 0 [--profile
@@ -36,6 +38,7 @@ import struct
 import sys
 import time
 import uuid
+import zlib
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -57,6 +60,7 @@ _FAULT_JSON: dict[str, tuple[int, int, str]] = {
     "401": (401, 400004, "Invalid or expired API token"),
     "402": (402, 400002, "No remaining balance"),
     "404": (404, 404001, "Request not found"),
+    "422": (422, 422001, "Invalid input"),
 }
 FAULTS = (*_FAULT_JSON, "502", "503", "broken_json", "timeout", "disconnect")
 FINAL_STATES = ("completed", "failed", "cancelled")
@@ -93,7 +97,15 @@ class JobScript:
     single_image_form: bool = False
     size: tuple[int, int] | None = (64, 36)  # None: the requested ratio, 1024 px long side
     jpeg_bytes: int | None = None
-    bad_images: dict[int, str] = field(default_factory=dict)  # "404"|"not_image"|"truncated"|"huge"
+    # "404"|"not_image"|"truncated"|"huge"|"drip" (one byte per drip_interval)|"bomb" (a tiny PNG
+    # that claims 30000x30000 pixels)
+    bad_images: dict[int, str] = field(default_factory=dict)
+    # Crafted results: the result lists urls[i] (any JSON value) instead of image i's own URL;
+    # image i answers 302 to redirects[i] (with a cookie set). "{base}" and "{rid}" in either
+    # string become the fake's base URL and the request id.
+    urls: dict[int, Any] = field(default_factory=dict)
+    redirects: dict[int, str] = field(default_factory=dict)
+    cost: Any = ...  # ...: the price of the images asked for; anything else is sent as it is
 
     @property
     def time_based(self) -> bool:
@@ -164,6 +176,7 @@ class Call:
 class _FaultRule:
     fault: str
     retry_after: float | None
+    message: str | None = None  # instead of the fault's own error_message
     remaining: int = 0  # fail_next
     ratio: float = 0.0  # fail_ratio
     rng: random.Random = field(default_factory=random.Random)
@@ -180,6 +193,20 @@ def _size_for(image_size: str, long_side: int = 1024) -> tuple[int, int]:
     w, h = (int(x) for x in image_size.split(" ")[0].split(":"))
     scale = long_side / max(w, h)
     return max(1, round(w * scale)), max(1, round(h * scale))
+
+
+def _bomb_png(width: int, height: int) -> bytes:
+    """A valid PNG header claiming ``width`` x ``height`` pixels, with almost no data."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + body))
+        return struct.pack(">I", len(body)) + kind + body + crc
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1-bit grey
+    pixels = zlib.compress(b"\0" * 64)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
 
 
 def _pad_jpeg(data: bytes, target: int) -> bytes:
@@ -253,6 +280,7 @@ class FakeRunComfy:
         self.bench_endpoints = bench_endpoints
         self.default_script = JobScript()
         self.timeout_delay = 3.0
+        self.drip_interval = 0.5  # seconds between the bytes of a "drip" image
         self.calls: list[Call] = []
         self.jobs: dict[str, FakeJob] = {}
         self.errors: list[str] = []
@@ -366,10 +394,17 @@ class FakeRunComfy:
             raise ValueError(f"unknown endpoint/fault {endpoint!r}/{fault!r}")
 
     def fail_next(
-        self, endpoint: str, fault: str, *, times: int = 1, retry_after: float | None = None
+        self,
+        endpoint: str,
+        fault: str,
+        *,
+        times: int = 1,
+        retry_after: float | None = None,
+        message: str | None = None,
     ) -> None:
         self._check_fault(endpoint, fault)
-        self._next_faults[endpoint].append(_FaultRule(fault, retry_after, remaining=times))
+        rule = _FaultRule(fault, retry_after, message, remaining=times)
+        self._next_faults[endpoint].append(rule)
 
     def fail_ratio(
         self,
@@ -389,17 +424,17 @@ class FakeRunComfy:
             self._next_faults[endpoint].clear()
             self._ratio_faults[endpoint].clear()
 
-    def _take_fault(self, endpoint: str) -> tuple[str, float | None] | None:
+    def _take_fault(self, endpoint: str) -> _FaultRule | None:
         queue = self._next_faults[endpoint]
         if queue:
             rule = queue[0]
             rule.remaining -= 1
             if rule.remaining <= 0:
                 queue.popleft()
-            return rule.fault, rule.retry_after
+            return rule
         for ratio_rule in self._ratio_faults[endpoint]:
             if ratio_rule.rng.random() < ratio_rule.ratio:
-                return ratio_rule.fault, ratio_rule.retry_after
+                return ratio_rule
         return None
 
     # ----------------------------------------------------------------- inspection
@@ -473,14 +508,14 @@ class FakeRunComfy:
         request[_COUNTED] = True
         taken = self._take_fault(endpoint) if endpoint in ENDPOINTS else None
         if taken is not None:
-            call.fault, retry_after = taken
+            call.fault = taken.fault
             if call.fault == "timeout":
                 assert self._stopping is not None
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), self.timeout_delay)
                 request[_COUNTED] = False
             else:
-                return self._fault_response(request, call.fault, retry_after)
+                return self._fault_response(request, taken)
         if endpoint != "image" and request.headers.get("Authorization") != f"Bearer {self.token}":
             return _error(401, 400004, "Invalid or expired API token")
         return await handler(request)
@@ -491,13 +526,13 @@ class FakeRunComfy:
             request.transport.close()
         return web.Response(status=500)
 
-    def _fault_response(
-        self, request: web.Request, fault: str, retry_after: float | None
-    ) -> web.Response:
+    def _fault_response(self, request: web.Request, rule: _FaultRule) -> web.Response:
+        fault, retry_after = rule.fault, rule.retry_after
         if fault == "disconnect":
             return self._disconnect(request)
         if fault in _FAULT_JSON:
-            response = _error(*_FAULT_JSON[fault])
+            status, code, message = _FAULT_JSON[fault]
+            response = _error(status, code, rule.message or message)
             if fault == "429":
                 wait = 1 if retry_after is None else retry_after
                 response.headers["Retry-After"] = f"{wait:g}"
@@ -573,10 +608,14 @@ class FakeRunComfy:
         body: dict[str, Any] = {"request_id": job.request_id, "status": state}
         if state == "completed":
             body["status"] = "succeeded"
-            if job.script.single_image_form and len(job.image_urls) == 1:
-                body["output"] = {"image": job.image_urls[0]}
+            listed = [
+                self._fill(job.script.urls.get(i, url), job.request_id)
+                for i, url in enumerate(job.image_urls)
+            ]
+            if job.script.single_image_form and len(listed) == 1:
+                body["output"] = {"image": listed[0]}
             else:
-                body["output"] = {"images": list(job.image_urls)}
+                body["output"] = {"images": listed}
         elif state == "failed":
             body["error"] = job.script.error
         if state in ("completed", "failed"):
@@ -584,7 +623,8 @@ class FakeRunComfy:
             body["created_at"] = _iso(job.submitted_at)
             body["finished_at"] = _iso(job.finished_at)
         if request.query.get("include_cost", "").lower() == "true":
-            body["cost"] = round(PRICE_PER_IMAGE * job.requested, 4)
+            cost = job.script.cost
+            body["cost"] = round(PRICE_PER_IMAGE * job.requested, 4) if cost is ... else cost
         return web.json_response(body)
 
     async def _cancel(self, request: web.Request) -> web.Response:
@@ -600,7 +640,17 @@ class FakeRunComfy:
         index = int(request.match_info["index"])
         if job is None or index >= len(job.image_urls):
             return web.Response(status=404, text="Not Found")
+        carried = [h for h in ("Authorization", "Cookie") if h in request.headers]
+        if carried:  # images are public CDN links: nothing secret may travel with them
+            self.errors.append(f"image request carried {', '.join(carried)}")
+        if index in job.script.redirects:
+            location = self._fill(job.script.redirects[index], job.request_id)
+            response = web.Response(status=302, headers={"Location": location})
+            response.set_cookie("fake-session", "must-not-travel")
+            return response
         kind = job.script.bad_images.get(index, "ok")
+        if kind == "bomb":
+            return web.Response(body=_bomb_png(30000, 30000), content_type="image/png")
         if kind == "404":
             return web.Response(status=404, text="Not Found")
         if kind == "not_image":
@@ -628,7 +678,32 @@ class FakeRunComfy:
             self._images[key] = data
             while len(self._images) > 64:
                 self._images.popitem(last=False)
+        if kind == "drip":
+            return await self._drip(request, data)
         return web.Response(body=data, content_type="image/jpeg")
+
+    async def _drip(self, request: web.Request, data: bytes) -> web.StreamResponse:
+        """A server that never stops sending and never finishes: one byte per drip_interval."""
+        response = web.StreamResponse(
+            headers={"Content-Type": "image/jpeg", "Content-Length": str(len(data))}
+        )
+        await response.prepare(request)
+        assert self._stopping is not None
+        try:
+            for i in range(len(data)):
+                await response.write(data[i : i + 1])
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), self.drip_interval)
+                if self._stopping.is_set():
+                    break
+        except ConnectionError:  # the client gave up
+            pass
+        return response
+
+    def _fill(self, value: Any, rid: str) -> Any:
+        if not isinstance(value, str):
+            return value
+        return value.replace("{base}", self.base_url).replace("{rid}", rid)
 
     async def _other(self, request: web.Request) -> web.Response:
         return _error(404, 404001, "Not found")

@@ -240,13 +240,14 @@ class FakeTelegram:
         self._call_event = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._closing = False
+        self.wrong_token_status = 401  # Telegram: 401 for an unknown token, 404 for a malformed one
 
-    async def start(self) -> FakeTelegram:
+    async def start(self, port: int = 0) -> FakeTelegram:
         app = web.Application(client_max_size=256 * 1024 * 1024)
         app.router.add_route("*", "/bot{token}/{method}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        await web.TCPSite(self._runner, "127.0.0.1", port).start()
         port = self._runner.addresses[0][1]
         self.base_url = f"http://127.0.0.1:{port}/bot"
         self.base_file_url = f"http://127.0.0.1:{port}/file/bot"
@@ -486,7 +487,8 @@ class FakeTelegram:
         fault = None
         try:
             if request.match_info["token"] != self.token:
-                raise ApiError(401, "Unauthorized")
+                status = self.wrong_token_status
+                raise ApiError(status, "Unauthorized" if status == 401 else "Not Found")
             if spec is None:
                 raise ApiError(404, "Not Found: method not found")
             problems = self.spec.check_params(method, params) + self._limits(method, params)
@@ -795,3 +797,8 @@ class FakeTelegram:
         roles = ("creator", "administrator")
         ids = [u for (c, u), s in self._members.items() if c == cid and s in roles]
         return [self._member(cid, u) for u in ids]
+
+    def faults_pending(self, method: str) -> int:
+        """How many injected faults for ``method`` no call has met yet (0: a delayed call arrived)."""
+        m = self._canonical(method)
+        return sum(f.times for f in self._faults if f.method == m)
