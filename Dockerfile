@@ -1,15 +1,19 @@
-# Build a wheel, then install it into a slim image that runs as a non-root user.
+# Build the bot's wheel, then install it into a slim image that runs as a non-root user.
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY bot ./bot
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 FROM python:3.11-slim
 RUN useradd --create-home --uid 10001 seqbot \
     && mkdir /data && chown seqbot:seqbot /data
+# The dependencies exactly as locked (versions and hashes; see the README to refresh the lock),
+# then the bot itself without resolving anything again.
+COPY requirements.lock /tmp/requirements.lock
+RUN pip install --no-cache-dir --require-hashes -r /tmp/requirements.lock && rm /tmp/requirements.lock
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+RUN pip install --no-cache-dir --no-deps /wheels/*.whl && rm -rf /wheels
 USER seqbot
 WORKDIR /home/seqbot
 ENV DATABASE_PATH=/data/seqbot.sqlite3 \

@@ -26,6 +26,8 @@ configuration (environment variables, or .env in the working directory):
   JOB_DEADLINE_SECONDS        default 1800
   HTTP_TIMEOUT_SECONDS        default 30
   DOWNLOAD_TIMEOUT_SECONDS    default 120: the whole download of one result image
+  TELEGRAM_RETRY_SECONDS      default 1: first wait after a network error sending to Telegram
+  TELEGRAM_BUSY_AT            default 15: skip progress edits while this many messages wait
   RUNCOMFY_MAX_REQUESTS_PER_SECOND  default 100 (all jobs together)
   LOG_LEVEL                   DEBUG, INFO (default), WARNING, ERROR
   LOG_FORMAT                  text (default) or json
@@ -71,6 +73,9 @@ def _settings() -> Settings | None:
 def main(argv: list[str] | None = None) -> int:
     """Dispatch the subcommand; exit code 2 for bad configuration."""
     args = _parser().parse_args(argv)
+    # Opt in to python-telegram-bot's coming behaviour (durations as timedelta, e.g. RetryAfter);
+    # without it every flood wait raises a deprecation warning. Our code reads both forms.
+    os.environ.setdefault("PTB_TIMEDELTA", "1")
     # .env in the working directory; variables already in the environment win.
     load_dotenv(Path.cwd() / ".env", override=False)
     if args.command == "doctor":

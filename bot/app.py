@@ -15,24 +15,26 @@ from typing import Any
 from telegram import BotCommand, Update
 from telegram.error import InvalidToken, RetryAfter, TelegramError
 from telegram.ext import (
-    AIORateLimiter,
     Application,
     ApplicationBuilder,
     CallbackQueryHandler,
     CommandHandler,
+    ContextTypes,
     ExtBot,
     filters,
 )
 from telegram.request import HTTPXRequest
 
-from bot import handlers, render
+from bot import callbacks, handlers, render
 from bot.config import Settings
+from bot.context import BotContext, Services
 from bot.downloads import Downloader
 from bot.jobs import JobRunner
 from bot.permissions import Permissions
 from bot.runcomfy import RunComfyClient
+from bot.status import PriorityRateLimiter
 from bot.store import Store
-from bot.texts import tr
+from bot.texts import languages, tr
 from bot.webhook import WebhookServer
 
 log = logging.getLogger(__name__)
@@ -55,44 +57,6 @@ def commands(lang: str) -> list[BotCommand]:
 ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
 HEARTBEAT_SECONDS = 30.0
 PRUNE_EVERY_BEATS = 120  # an hour
-
-
-class PriorityRateLimiter(AIORateLimiter):
-    """python-telegram-bot's flood control, with edits yielding to new messages.
-
-    Telegram takes about 30 messages a second in all. When replies and images wait for a slot,
-    status edits (progress only) wait until none do, so images are not held up behind them.
-    """
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._sending = 0
-        self._quiet = asyncio.Event()
-        self._quiet.set()
-
-    async def process_request(  # type: ignore[override]
-        self, callback: Any, args: Any, kwargs: Any, endpoint: str, data: Any, rate_limit_args: Any
-    ) -> Any:
-        """Apply the limits; an edit first waits until no other message is waiting."""
-        if endpoint.startswith("edit"):
-            await self._quiet.wait()
-            return await super().process_request(
-                callback, args, kwargs, endpoint, data, rate_limit_args
-            )
-        if "chat_id" not in data:
-            return await super().process_request(
-                callback, args, kwargs, endpoint, data, rate_limit_args
-            )
-        self._sending += 1
-        self._quiet.clear()
-        try:
-            return await super().process_request(
-                callback, args, kwargs, endpoint, data, rate_limit_args
-            )
-        finally:
-            self._sending -= 1
-            if not self._sending:
-                self._quiet.set()
 
 
 class TolerantBot(ExtBot[int]):
@@ -158,13 +122,14 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
     app = (
         ApplicationBuilder()
         .bot(bot)
+        .context_types(ContextTypes(context=BotContext, bot_data=Services))
         .concurrent_updates(True)
         .post_init(_post_init)
         .post_stop(_post_stop)
         .post_shutdown(_post_shutdown)
         .build()
     )
-    app.bot_data["settings"] = settings
+    app.bot_data.settings = settings
     # An edited /seq must never start a second paid job: only new messages count.
     new_messages = filters.UpdateType.MESSAGE
     app.add_handler(CommandHandler(["start", "help"], handlers.start, filters=new_messages))
@@ -173,16 +138,17 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
     app.add_handler(CommandHandler("jobs", handlers.jobs_command, filters=new_messages))
     app.add_handler(CommandHandler("usage", handlers.usage_command, filters=new_messages))
     app.add_handler(CommandHandler("settings", handlers.settings_command, filters=new_messages))
-    app.add_handler(
-        CallbackQueryHandler(handlers.cancel_button, pattern=f"^{render.CANCEL_PREFIX}")
-    )
-    for prefix, handler in (
-        (render.AGAIN_PREFIX, handlers.again_button),
-        (render.ORIGINALS_PREFIX, handlers.originals_button),
-        (render.DETAILS_PREFIX, handlers.details_button),
-        (render.SETTINGS_PREFIX, handlers.settings_button),
+    for action, handler in (
+        (callbacks.JobAction.CANCEL, handlers.cancel_button),
+        (callbacks.JobAction.AGAIN, handlers.again_button),
+        (callbacks.JobAction.ORIGINALS, handlers.originals_button),
+        (callbacks.JobAction.DETAILS, handlers.details_button),
     ):
-        app.add_handler(CallbackQueryHandler(handler, pattern=f"^{prefix}"))
+        app.add_handler(CallbackQueryHandler(handler, pattern=callbacks.job_pattern(action)))
+    app.add_handler(
+        CallbackQueryHandler(handlers.settings_button, pattern=callbacks.SETTINGS_PATTERN)
+    )
+    # Old formats (another version), forged data: "This button no longer works."
     app.add_handler(CallbackQueryHandler(handlers.stale_button))
     app.add_error_handler(handlers.on_error)
     return app
@@ -382,7 +348,7 @@ async def _heartbeat(path: Path, runner: JobRunner) -> None:
     while True:
         await asyncio.to_thread(path.touch)
         if beats % PRUNE_EVERY_BEATS == 0:
-            pruned = await runner.originals.prune()
+            pruned = await runner.delivery.originals.prune()
             if pruned:
                 log.info("removed the kept originals of %d old job(s)", pruned)
         beats += 1
@@ -390,7 +356,9 @@ async def _heartbeat(path: Path, runner: JobRunner) -> None:
 
 
 async def _post_init(app: Application) -> None:  # type: ignore[type-arg]
-    settings: Settings = app.bot_data["settings"]
+    services: Services = app.bot_data
+    settings = services.settings
+    assert settings is not None, "build_application sets the settings"
     store = Store(settings.database_path)
     client = RunComfyClient(
         base_url=settings.runcomfy_api_base_url,
@@ -407,20 +375,17 @@ async def _post_init(app: Application) -> None:  # type: ignore[type-arg]
         deadline=settings.download_timeout,
         backoff=min(settings.poll_interval / 2, 1.0),
     )
-    app.bot_data["downloader"] = downloader
+    services.downloader = downloader
     runner = JobRunner(
         bot=app.bot, store=store, client=client, settings=settings, downloader=downloader
     )
-    app.bot_data.update(
-        store=store,
-        client=client,
-        runner=runner,
-        permissions=Permissions(app.bot, settings.admin_user_ids),
-    )
+    services.store, services.client, services.runner = store, client, runner
+    services.permissions = Permissions(app.bot, settings.admin_user_ids)
 
     async def set_commands() -> None:
         await app.bot.set_my_commands(commands("en"))
-        await app.bot.set_my_commands(commands("ru"), language_code="ru")
+        for lang in languages():
+            await app.bot.set_my_commands(commands(lang), language_code=lang)
 
     await patiently(set_commands, "setMyCommands", settings)
     log.info(
@@ -432,26 +397,24 @@ async def _post_init(app: Application) -> None:  # type: ignore[type-arg]
         settings.poll_interval,
     )
     await runner.resume_all()
-    app.bot_data["heartbeat"] = asyncio.create_task(_heartbeat(settings.health_file, runner))
+    services.heartbeat = asyncio.create_task(_heartbeat(settings.health_file, runner))
 
 
 async def _post_stop(app: Application) -> None:  # type: ignore[type-arg]
-    heartbeat: asyncio.Task[None] | None = app.bot_data.pop("heartbeat", None)
+    services: Services = app.bot_data
+    heartbeat, services.heartbeat = services.heartbeat, None
     if heartbeat:
         heartbeat.cancel()
-    runner: JobRunner | None = app.bot_data.get("runner")
-    if runner:
-        await runner.stop()
+    if services.runner:
+        await services.runner.stop()
 
 
 async def _post_shutdown(app: Application) -> None:  # type: ignore[type-arg]
-    client: RunComfyClient | None = app.bot_data.get("client")
-    if client:
-        await client.aclose()
-    downloader: Downloader | None = app.bot_data.get("downloader")
-    if downloader:
-        await downloader.aclose()
-    store: Store | None = app.bot_data.get("store")
-    if store:
-        store.close()
+    services: Services = app.bot_data
+    if services.client:
+        await services.client.aclose()
+    if services.downloader:
+        await services.downloader.aclose()
+    if services.store:
+        services.store.close()
     log.info("seqbot stopped; unfinished jobs resume at the next start")

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from bot import schema
 from bot.errors import InputError
+from bot.models import ChatDefaults, SeqRequest
 from bot.texts import Plural
 
 _NUMBER_WORDS = {
@@ -42,32 +42,6 @@ _OPTION_RE = re.compile(r"^(?P<key>[A-Za-z_]+)=(?P<value>.*)$")
 _TOKEN_RE = re.compile(r"\s*(\S+)")
 
 
-@dataclass(frozen=True)
-class ChatDefaults:
-    """A chat's defaults (from /settings) for options a /seq command leaves out."""
-
-    count: int | None = None
-    size: str | None = None
-    mode: str | None = None
-
-
-@dataclass(frozen=True)
-class SeqRequest:
-    """A validated /seq command, ready to be sent."""
-
-    count: int
-    size: str  # the exact schema string, e.g. "2560:1440 (16:9)"
-    mode: str
-    seed: int | None
-    prompt: str  # what the user wrote
-    text: str  # what RunComfy gets: the prompt, stating the number of images
-
-    @property
-    def ratio(self) -> str:
-        """The short ratio, e.g. ``16:9``."""
-        return schema.ratio_of(self.size)
-
-
 def command_args(text: str) -> str:
     """The text after ``/seq`` or ``/seq@bot``, line breaks kept."""
     m = _COMMAND_RE.match(text)
@@ -84,7 +58,7 @@ def prompt_count(prompt: str) -> int | None:
         for m in _PROMPT_COUNT_RE.finditer(prompt)
     }
     if len(found) > 1:
-        numbers = " and ".join(str(n) for n in sorted(found))
+        numbers = ", ".join(str(n) for n in sorted(found))  # no words: any language
         raise InputError(
             "Your prompt mentions {numbers} images. Say one number, or leave it out and "
             "put the count first: /seq 4 …",

@@ -44,6 +44,8 @@ class Settings:
     log_format: str = "text"
     originals_keep_days: float = 2.0
     download_timeout: float = 120.0  # one result image, every attempt and byte together
+    telegram_retry_delay: float = 1.0  # first wait after a network error sending to Telegram
+    telegram_busy_at: int = 15  # progress edits are skipped while this many messages wait
 
     @property
     def webhook_path(self) -> str:
@@ -162,6 +164,8 @@ class Settings:
             log_format=log_format,
             originals_keep_days=_positive(get, "ORIGINALS_KEEP_DAYS", cls.originals_keep_days),
             download_timeout=_positive(get, "DOWNLOAD_TIMEOUT_SECONDS", cls.download_timeout),
+            telegram_retry_delay=_positive(get, "TELEGRAM_RETRY_SECONDS", cls.telegram_retry_delay),
+            telegram_busy_at=_count(get, "TELEGRAM_BUSY_AT", cls.telegram_busy_at, minimum=0),
         )
 
     @property

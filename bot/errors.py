@@ -5,10 +5,15 @@ SeqbotError                 user_message: short, friendly, no secrets
 ├── InputError              a /seq command we will not submit
 ├── RefusedError            an allowlist, a limit or a permission says no
 ├── StoreBusyError          the database could not take a new job just now (locked or full)
+├── DeliveryFailed          Telegram would not take the images, after retries
 └── RunComfyError           RunComfy answered badly or not at all
     ├── TransientError      worth retrying: 5xx, 429, timeouts, refused connections, broken JSON
     ├── PermanentError      not worth retrying: bad token, no balance, input refused, unknown id
+    │   └── UnsafeLinkError a result link the bot will not fetch (``downloads``)
     └── SubmitUnknownError  the submit POST may or may not have reached RunComfy
+
+``images.BadImage`` (a downloaded file that is not a usable image) stands apart: it only ever
+names one image in a delivery note.
 """
 
 from __future__ import annotations
@@ -54,6 +59,10 @@ class RefusedError(SeqbotError):
 
 class StoreBusyError(SeqbotError):
     """SQLite refused a write that cannot wait (a new job, a setting): nothing was started."""
+
+
+class DeliveryFailed(SeqbotError):
+    """Telegram would not take the images, after retries."""
 
 
 class RunComfyError(SeqbotError):

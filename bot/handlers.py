@@ -12,15 +12,14 @@ import time
 
 from telegram import Message, Update
 from telegram.error import TelegramError
-from telegram.ext import ContextTypes
 
-from bot import limits, render, schema
-from bot.command import ChatDefaults, SeqRequest, command_args, parse_seq
-from bot.config import Settings
+from bot import callbacks, limits, render, schema
+from bot.callbacks import JobAction, JobButton, ResetButton, SettingButton, SettingField
+from bot.command import command_args, parse_seq
+from bot.context import BotContext
 from bot.errors import SeqbotError
-from bot.jobs import JobRunner, Origin
-from bot.permissions import Permissions, requester_name, requester_of
-from bot.store import Job, Status, Store
+from bot.models import CancelOutcome, ChatDefaults, Job, Origin, SeqRequest, Status
+from bot.permissions import origin_of, requester_name, requester_of
 from bot.texts import lang_of, tr
 
 log = logging.getLogger(__name__)
@@ -31,10 +30,10 @@ _JOB_ID_RE = re.compile(r"#?([0-9]{1,18})")
 # How long a Cancel tap waits for RunComfy before answering "Cancelling…" instead.
 _CANCEL_ANSWER_WAIT = 5.0
 _CANCEL_ANSWERS = {
-    "cancelled": "Cancelled.",
-    "pending": "Cancelling…",
-    "too_late": "Too late: the job is already running and can no longer be cancelled.",
-    "final": "This job has already finished.",
+    CancelOutcome.CANCELLED: "Cancelled.",
+    CancelOutcome.PENDING: "Cancelling…",
+    CancelOutcome.TOO_LATE: "Too late: the job is already running and can no longer be cancelled.",
+    CancelOutcome.FINAL: "This job has already finished.",
 }
 
 
@@ -44,23 +43,7 @@ def lang(update: object) -> str:
     return lang_of(user.language_code if user else None)
 
 
-def runner_of(context: ContextTypes.DEFAULT_TYPE) -> JobRunner:
-    """The JobRunner created at start-up."""
-    runner: JobRunner = context.application.bot_data["runner"]
-    return runner
-
-
-def _settings(context: ContextTypes.DEFAULT_TYPE) -> Settings:
-    settings: Settings = context.application.bot_data["settings"]
-    return settings
-
-
-def _permissions(context: ContextTypes.DEFAULT_TYPE) -> Permissions:
-    permissions: Permissions = context.application.bot_data["permissions"]
-    return permissions
-
-
-async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def start(update: Update, context: BotContext) -> None:
     """/start and /help: what the bot does and how to use it."""
     if update.message:
         await update.message.reply_text(render.help_text(lang(update)))  # quoted in groups only
@@ -76,7 +59,7 @@ def _replied_text(message: Message, bot_id: int) -> str | None:
     return replied.text or replied.caption
 
 
-async def seq(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def seq(update: Update, context: BotContext) -> None:
     """/seq: check who asks, parse, then start a job; or explain what is wrong."""
     message = update.message
     if message is None or message.text is None:
@@ -84,35 +67,38 @@ async def seq(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     user = message.from_user
     try:
         limits.check_access(
-            _settings(context), user_id=user.id if user else None, chat_id=message.chat.id
+            context.settings, user_id=user.id if user else None, chat_id=message.chat.id
         )
-        runner = runner_of(context)
         request = parse_seq(
             command_args(message.text),
             replied_text=_replied_text(message, context.bot.id),
-            defaults=runner.store.chat_defaults(message.chat.id),
+            defaults=context.store.chat_defaults(message.chat.id),
         )
         if request is None:
             await message.reply_text(render.usage(lang(update)), do_quote=True)
             return
-        await runner.start(request, Origin.of(message))
+        await context.runner.start(request, origin_of(message))
     except SeqbotError as exc:
         await message.reply_text(exc.text(lang(update)), do_quote=True)
 
 
-async def cancel_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def cancel_button(update: Update, context: BotContext) -> None:
     """The Cancel button under a status message."""
     query = update.callback_query
     if query is None:
         return
-    runner = runner_of(context)
-    job_id = render.parse_cancel_data(query.data)
-    job = runner.find(job_id) if job_id is not None else None
+    runner = context.runner
+    button = callbacks.parse(query.data)
+    job = (
+        runner.find(button.job_id)
+        if isinstance(button, JobButton) and button.action == JobAction.CANCEL
+        else None
+    )
     chat = query.message.chat if query.message else None
     if job is None or chat is None or job.chat_id != chat.id:
         await query.answer(tr(lang(update), "This button no longer works."))
         return
-    if not await _permissions(context).may_cancel(job, chat_id=chat.id, user=query.from_user):
+    if not await context.permissions.may_cancel(job, chat_id=chat.id, user=query.from_user):
         await query.answer(_who_may_cancel(job, lang(update)), show_alert=True)
         return
     task = asyncio.ensure_future(runner.cancel(job))
@@ -128,13 +114,13 @@ async def cancel_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
     await query.answer(tr(lang(update), _CANCEL_ANSWERS[outcome]))
 
 
-async def cancel_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def cancel_command(update: Update, context: BotContext) -> None:
     """/cancel [job id]: cancel the caller's latest cancellable job, or the one named."""
     message = update.message
     if message is None:
         return
-    runner = runner_of(context)
-    store: Store = runner.store
+    runner = context.runner
+    store = context.store
     user = message.from_user
     chat_id = message.chat.id
     args = context.args or []
@@ -159,7 +145,7 @@ async def cancel_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
                 do_quote=True,
             )
             return
-    if not await _permissions(context).may_cancel(
+    if not await context.permissions.may_cancel(
         job, chat_id=chat_id, user=user, sender_chat=message.sender_chat
     ):
         await message.reply_text(_who_may_cancel(job, lang(update)), do_quote=True)
@@ -175,23 +161,23 @@ async def cancel_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
     )
 
 
-async def jobs_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def jobs_command(update: Update, context: BotContext) -> None:
     """/jobs: the chat's last ten jobs."""
     if update.message is None:
         return
-    jobs = runner_of(context).store.recent(update.message.chat.id, limit=10)
+    jobs = context.store.recent(update.message.chat.id, limit=10)
     await update.message.reply_text(
         render.jobs_list(jobs, time.time(), lang(update)), do_quote=True
     )
 
 
-async def usage_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def usage_command(update: Update, context: BotContext) -> None:
     """/usage: the caller's images and cost; for bot admins, totals per chat."""
     message = update.message
     if message is None or message.from_user is None:
         return
-    settings = _settings(context)
-    store = runner_of(context).store
+    settings = context.settings
+    store = context.store
     now = time.time()
     requester = requester_of(message) or message.from_user.id
     is_admin = requester in settings.admin_user_ids and message.sender_chat is None
@@ -208,7 +194,7 @@ async def usage_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
 
 
 async def _job_for_button(
-    update: Update, context: ContextTypes.DEFAULT_TYPE, prefix: str
+    update: Update, context: BotContext, action: JobAction
 ) -> tuple[Job, Message] | None:
     """The job a follow-up button names, if the tap came from that job's own follow-up message
     and the tapper may use the bot.
@@ -217,8 +203,12 @@ async def _job_for_button(
     """
     query = update.callback_query
     assert query is not None
-    job_id = render.parse_job_data(prefix, query.data)
-    job = runner_of(context).find(job_id) if job_id is not None else None
+    button = callbacks.parse(query.data)
+    job = (
+        context.runner.find(button.job_id)
+        if isinstance(button, JobButton) and button.action == action
+        else None
+    )
     message = query.message if isinstance(query.message, Message) else None
     if (
         job is None
@@ -231,16 +221,16 @@ async def _job_for_button(
         await query.answer(tr(lang(update), "This button no longer works."))
         return None
     try:
-        limits.check_access(_settings(context), user_id=query.from_user.id, chat_id=job.chat_id)
+        limits.check_access(context.settings, user_id=query.from_user.id, chat_id=job.chat_id)
     except SeqbotError as exc:
         await query.answer(exc.text(lang(update)), show_alert=True)
         return None
     return job, message
 
 
-async def again_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def again_button(update: Update, context: BotContext) -> None:
     """🔁 Again: the same parameters with a new seed, under the same rules as /seq."""
-    found = await _job_for_button(update, context, render.AGAIN_PREFIX)
+    found = await _job_for_button(update, context, JobAction.AGAIN)
     query = update.callback_query
     if found is None or query is None:
         return
@@ -265,7 +255,7 @@ async def again_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
         lang=lang(update),
     )
     try:
-        started = await runner_of(context).start(request, origin)
+        started = await context.runner.start(request, origin)
     except SeqbotError as exc:
         await query.answer(exc.text(lang(update)), show_alert=True)
         return
@@ -277,9 +267,9 @@ async def again_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
     await query.answer(tr(lang(update), "Job #{id}: same settings, new seed.", id=started.id))
 
 
-async def originals_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def originals_button(update: Update, context: BotContext) -> None:
     """📎 Originals: the same images again as documents, uncompressed."""
-    found = await _job_for_button(update, context, render.ORIGINALS_PREFIX)
+    found = await _job_for_button(update, context, JobAction.ORIGINALS)
     query = update.callback_query
     if found is None or query is None:
         return
@@ -287,24 +277,24 @@ async def originals_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -
     if job.status != Status.DONE:
         await query.answer(tr(lang(update), "The images of this job were not delivered."))
         return
-    runner = runner_of(context)
-    if not runner.claim_originals(job.id):
+    delivery = context.runner.delivery
+    if not delivery.claim_originals(job.id):
         # Quick repeated taps would upload the whole set again each time.
         await query.answer(
             tr(lang(update), "The original files are being sent or were sent above.")
         )
         return
     await query.answer(tr(lang(update), "Sending the original files…"))
-    if not await runner.send_originals(job, message.message_id):
+    if not await delivery.send_originals(job, message.message_id):
         await message.reply_text(
             tr(lang(update), "The original files of job #{id} are no longer kept.", id=job.id),
             do_quote=True,
         )
 
 
-async def details_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def details_button(update: Update, context: BotContext) -> None:
     """ℹ️ Details: prompt, parameters, request id, cost and times."""
-    found = await _job_for_button(update, context, render.DETAILS_PREFIX)
+    found = await _job_for_button(update, context, JobAction.DETAILS)
     query = update.callback_query
     if found is None or query is None:
         return
@@ -313,12 +303,12 @@ async def details_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
     await message.reply_text(render.details_text(job, lang(update)), do_quote=True)
 
 
-async def settings_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def settings_command(update: Update, context: BotContext) -> None:
     """/settings: the chat's defaults for /seq, with buttons to change them."""
     message = update.message
     if message is None:
         return
-    defaults = runner_of(context).store.chat_defaults(message.chat.id)
+    defaults = context.store.chat_defaults(message.chat.id)
     await message.reply_text(
         render.settings_text(defaults, lang(update)),
         reply_markup=render.settings_keyboard(defaults, lang(update)),
@@ -326,7 +316,7 @@ async def settings_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -
     )
 
 
-async def settings_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def settings_button(update: Update, context: BotContext) -> None:
     """A tap on the /settings keyboard: only admins may change a group's defaults."""
     query = update.callback_query
     if query is None or not isinstance(query.message, Message):
@@ -334,14 +324,17 @@ async def settings_button(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
             await query.answer(tr(lang(update), "This button no longer works."))
         return
     chat_id = query.message.chat.id
-    if not await _permissions(context).may_administer(chat_id=chat_id, user=query.from_user):
+    if not await context.permissions.may_administer(chat_id=chat_id, user=query.from_user):
         await query.answer(
             tr(lang(update), "Only the chat's admins can change its defaults."), show_alert=True
         )
         return
-    store = runner_of(context).store
+    store = context.store
     current = store.chat_defaults(chat_id)
-    changed = _apply_setting(current, (query.data or "").removeprefix(render.SETTINGS_PREFIX))
+    button = callbacks.parse(query.data)
+    changed = (
+        _apply_setting(current, button) if isinstance(button, SettingButton | ResetButton) else None
+    )
     if changed is None:
         await query.answer(tr(lang(update), "This button no longer works."))
         return
@@ -360,38 +353,37 @@ async def settings_button(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
     )
 
 
-def _apply_setting(current: ChatDefaults, choice: str) -> ChatDefaults | None:
-    """``count:4`` / ``ratio:16:9`` / ``mode:fast`` / ``reset`` applied; None if not valid."""
-    field, _, value = choice.partition(":")
-    if field == "reset":
+def _apply_setting(current: ChatDefaults, button: callbacks.SettingsButton) -> ChatDefaults | None:
+    """The defaults after a /settings tap; None for a count the keyboard does not offer.
+
+    ``callbacks.parse`` already checked the value against the schema.
+    """
+    if isinstance(button, ResetButton):
         return ChatDefaults()
-    if (
-        field == "count"
-        and re.fullmatch("[0-9]{1,2}", value)
-        and int(value) in render.SETTINGS_COUNTS
-    ):
-        return dataclasses.replace(current, count=int(value))
-    if field == "ratio" and value in schema.RATIOS:
-        return dataclasses.replace(current, size=schema.SIZE_ALIASES[value])
-    if field == "mode" and value in schema.MODES:
-        return dataclasses.replace(current, mode=value)
-    return None
+    if button.field == SettingField.COUNT:
+        count = int(button.value)
+        return (
+            dataclasses.replace(current, count=count) if count in render.SETTINGS_COUNTS else None
+        )
+    if button.field == SettingField.RATIO:
+        return dataclasses.replace(current, size=schema.SIZE_ALIASES[button.value])
+    return dataclasses.replace(current, mode=button.value)
 
 
 def _who_may_cancel(job: Job, language: str) -> str:
-    who = job.user_name or tr(language, "the person who asked for it")
+    who = render.requester(job, language) or tr(language, "the person who asked for it")
     return tr(
         language, "Only {who} (who asked for this job) or a chat admin can cancel it.", who=who
     )
 
 
-async def stale_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def stale_button(update: Update, context: BotContext) -> None:
     """Any other button: answer it, so the client stops its spinner."""
     if update.callback_query:
         await update.callback_query.answer(tr(lang(update), "This button no longer works."))
 
 
-async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def on_error(update: object, context: BotContext) -> None:
     """Log first, then tell the user something short."""
     log.error("error while handling an update", exc_info=context.error)
     if not isinstance(update, Update):

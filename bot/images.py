@@ -37,11 +37,6 @@ class ImageInfo:
             and max(w, h) <= PHOTO_MAX_RATIO * min(w, h)
         )
 
-    @property
-    def extension(self) -> str:
-        """A file extension for the upload."""
-        return {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}.get(self.format, "img")
-
 
 def inspect(data: bytes) -> ImageInfo:
     """Check that ``data`` is a whole image and read its size. Raises BadImage."""

@@ -9,7 +9,8 @@ from telegram import Bot, Chat, Message, User
 from telegram.constants import ChatID, ChatMemberStatus
 from telegram.error import TelegramError
 
-from bot.store import Job
+from bot.models import Job, Origin
+from bot.texts import lang_of
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +80,26 @@ def requester_of(message: Message) -> int | None:
     return message.from_user.id if message.from_user else None
 
 
+def origin_of(message: Message) -> Origin:
+    """Where a job asked for by the command ``message`` comes from, and who asked."""
+    user = message.from_user
+    return Origin(
+        chat_id=message.chat.id,
+        message_id=message.message_id,
+        user_id=user.id if user else None,
+        requester_id=requester_of(message),
+        user_name=requester_name(user, message.sender_chat),
+        thread_id=message.message_thread_id if message.is_topic_message else None,
+        chat_type=message.chat.type,
+        lang=lang_of(user.language_code if user else None),
+    )
+
+
 def requester_name(user: User | None, sender_chat: Chat | None) -> str | None:
-    """How /jobs and refusals name whoever asked: ``@name``, a full name, or an anonymous admin."""
+    """The name kept with a job: ``@name`` or a full name; for a message posted as a chat, that
+    chat's (``render.requester`` says "an admin of …" when it is the group itself)."""
     if sender_chat is not None:
-        return f"an admin of {sender_chat.title or 'the group'}"
+        return sender_chat.title or (f"@{sender_chat.username}" if sender_chat.username else None)
     if user is None:
         return None
     return f"@{user.username}" if user.username else user.full_name

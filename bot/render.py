@@ -1,29 +1,21 @@
-"""Texts, keyboards, callback data and album plans (pure)."""
+"""Texts, keyboards and album plans (pure); callback data is built by ``bot.callbacks``."""
 
 from __future__ import annotations
 
 import math
-import re
 import time
-from typing import Any
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot import schema
-from bot.command import ChatDefaults
-from bot.store import CANCELLABLE, Job, Status, Usage
+from bot.callbacks import JobAction, JobButton, ResetButton, SettingButton, SettingField, encode
+from bot.models import CANCELLABLE, ChatDefaults, DeliveryUnit, Job, Status, UnitKind, Usage
 from bot.texts import Plural, plural, tr
 
 CAPTION_LIMIT = 1024
 TEXT_LIMIT = 4096  # a message's text
 ANSWER_LIMIT = 200  # the text of a callback query's answer
 ALBUM_MAX = 10
-CANCEL_PREFIX = "cancel:"
-AGAIN_PREFIX = "again:"
-ORIGINALS_PREFIX = "orig:"
-DETAILS_PREFIX = "info:"
-SETTINGS_PREFIX = "set:"
-_JOB_DATA_RE = re.compile(r"^([a-z]+:)([0-9]{1,18})$")
 SETTINGS_COUNTS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 15)
 
 USAGE = """\
@@ -144,22 +136,6 @@ def status_text(job: Job, now: float | None = None) -> str:
     return f"{line}\n{head}"
 
 
-def cancel_data(job_id: int) -> str:
-    """Callback data for the Cancel button (well under Telegram's 64 bytes)."""
-    return f"{CANCEL_PREFIX}{job_id}"
-
-
-def parse_cancel_data(data: str | None) -> int | None:
-    """The job id in Cancel callback data, or None if it is not ours."""
-    return parse_job_data(CANCEL_PREFIX, data)
-
-
-def parse_job_data(prefix: str, data: str | None) -> int | None:
-    """The job id in ``<prefix><job id>`` callback data, or None if it is not that."""
-    m = _JOB_DATA_RE.match(data or "")
-    return int(m.group(2)) if m and m.group(1) == prefix else None
-
-
 def actions_text(job: Job) -> str:
     """The short follow-up under the images."""
     return tr(job.lang, "Job #{id} · {params}", id=job.id, params=params_line(job))
@@ -168,18 +144,29 @@ def actions_text(job: Job) -> str:
 def actions_keyboard(job: Job) -> InlineKeyboardMarkup:
     """🔁 Again, 📎 Originals, ℹ️ Details."""
     buttons = (
-        ("🔁 Again", AGAIN_PREFIX),
-        ("📎 Originals", ORIGINALS_PREFIX),
-        ("ℹ️ Details", DETAILS_PREFIX),
+        ("🔁 Again", JobAction.AGAIN),
+        ("📎 Originals", JobAction.ORIGINALS),
+        ("ℹ️ Details", JobAction.DETAILS),
     )
     return InlineKeyboardMarkup(
         [
             [
-                InlineKeyboardButton(tr(job.lang, label), callback_data=f"{prefix}{job.id}")
-                for label, prefix in buttons
+                InlineKeyboardButton(
+                    tr(job.lang, label), callback_data=encode(JobButton(action, job.id))
+                )
+                for label, action in buttons
             ]
         ]
     )
+
+
+def requester(job: Job, lang: str | None) -> str | None:
+    """Who asked for the job, as /jobs, Details and refusals name them."""
+    if job.chat_id < 0 and job.requester_id == job.chat_id:
+        # Posted as the group itself: one of its anonymous admins. (A private chat's id is
+        # its user's id: that is the user.)
+        return tr(lang, "an admin of {chat}", chat=job.user_name or tr(lang, "the group"))
+    return job.user_name
 
 
 def details_text(job: Job, lang: str | None) -> str:
@@ -211,8 +198,9 @@ def details_text(job: Job, lang: str | None) -> str:
         times.append(tr(lang, "delivering {t}", t=duration(job.finished_at - job.completed_at)))
     if times:
         lines.append(tr(lang, "Times: {times}", times=" · ".join(times)))
-    if job.user_name:
-        lines.append(tr(lang, "Asked by {name}", name=job.user_name))
+    who = requester(job, lang)
+    if who:
+        lines.append(tr(lang, "Asked by {name}", name=who))
     return "\n".join(lines)
 
 
@@ -237,16 +225,14 @@ def settings_keyboard(defaults: ChatDefaults, lang: str | None) -> InlineKeyboar
     size = defaults.size or schema.DEFAULT_SIZE
     mode = defaults.mode or schema.DEFAULT_MODE
 
-    def button(label: str, value: str, current: bool) -> InlineKeyboardButton:
-        return InlineKeyboardButton(f"• {label}" if current else label, callback_data=value)
+    def button(field: SettingField, value: str, current: bool) -> InlineKeyboardButton:
+        data = encode(SettingButton(field, value))
+        return InlineKeyboardButton(f"• {value}" if current else value, callback_data=data)
 
-    counts = [button(str(n), f"{SETTINGS_PREFIX}count:{n}", n == count) for n in SETTINGS_COUNTS]
-    ratios = [
-        button(schema.ratio_of(s), f"{SETTINGS_PREFIX}ratio:{schema.ratio_of(s)}", s == size)
-        for s in schema.SIZES
-    ]
-    modes = [button(m, f"{SETTINGS_PREFIX}mode:{m}", m == mode) for m in schema.MODES]
-    reset = [InlineKeyboardButton(tr(lang, "Reset"), callback_data=f"{SETTINGS_PREFIX}reset")]
+    counts = [button(SettingField.COUNT, str(n), n == count) for n in SETTINGS_COUNTS]
+    ratios = [button(SettingField.RATIO, schema.ratio_of(s), s == size) for s in schema.SIZES]
+    modes = [button(SettingField.MODE, m, m == mode) for m in schema.MODES]
+    reset = [InlineKeyboardButton(tr(lang, "Reset"), callback_data=encode(ResetButton()))]
     return InlineKeyboardMarkup([counts[:5], counts[5:], ratios[:4], ratios[4:], modes, reset])
 
 
@@ -254,7 +240,14 @@ def status_keyboard(job: Job) -> InlineKeyboardMarkup | None:
     """A Cancel button while the job can still be cancelled."""
     if job.status in CANCELLABLE and not job.cancel_requested:
         return InlineKeyboardMarkup(
-            [[InlineKeyboardButton(tr(job.lang, "Cancel"), callback_data=cancel_data(job.id))]]
+            [
+                [
+                    InlineKeyboardButton(
+                        tr(job.lang, "Cancel"),
+                        callback_data=encode(JobButton(JobAction.CANCEL, job.id)),
+                    )
+                ]
+            ]
         )
     return None
 
@@ -274,17 +267,16 @@ def split_balanced(n: int) -> list[int]:
     return [base + 1 if i < extra else base for i in range(k)]
 
 
-def delivery_plan(photos: list[int], documents: list[int]) -> list[dict[str, Any]]:
-    """Units to send, in order: ``{"kind": "photo"|"document", "items": [image indexes]}``.
+def delivery_plan(photos: list[int], documents: list[int]) -> list[DeliveryUnit]:
+    """The sends, in order: albums of photos, then of documents (never both in one album).
 
-    Albums hold photos or documents, never both; a unit of one item is a single send,
-    so there is never an album of one.
+    A unit of one item is a single send, so there is never an album of one.
     """
-    plan: list[dict[str, Any]] = []
-    for kind, indexes in (("photo", photos), ("document", documents)):
+    plan: list[DeliveryUnit] = []
+    for kind, indexes in ((UnitKind.PHOTO, photos), (UnitKind.DOCUMENT, documents)):
         start = 0
         for size in split_balanced(len(indexes)):
-            plan.append({"kind": kind, "items": indexes[start : start + size]})
+            plan.append(DeliveryUnit(kind, tuple(indexes[start : start + size])))
             start += size
     return plan
 
@@ -324,7 +316,8 @@ def jobs_list(jobs: list[Job], now: float, lang: str | None) -> str:
         return tr(lang, "No jobs in this chat yet. Start one with /seq.")
     lines = [tr(lang, "Latest jobs in this chat:")]
     for job in jobs:
-        who = f" · {job.user_name}" if job.user_name else ""
+        name = requester(job, lang)
+        who = f" · {name}" if name else ""
         lines.append(
             f"#{job.id} {status_word(job.status, lang)} · {plural(lang, job.count, 'image')} · "
             f"{schema.ratio_of(job.size)} · {age(now - job.created_at, lang)}{who}"

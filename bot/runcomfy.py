@@ -8,6 +8,7 @@ import math
 import random
 import re
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import httpx
@@ -18,17 +19,25 @@ from bot.errors import PermanentError, RunComfyError, SubmitUnknownError, Transi
 log = logging.getLogger(__name__)
 
 MODEL_PATH = "/v1/models/bytedance/seedream-4-0/sequential"
-QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED = (
-    "in_queue", "in_progress", "completed", "failed", "cancelled"
-)  # fmt: skip
+
+
+class RemoteStatus(StrEnum):
+    """Where RunComfy says a request is."""
+
+    QUEUED = "in_queue"
+    RUNNING = "in_progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
 # The status endpoint says "completed"; the result endpoint says "succeeded". Accept both anywhere.
 _STATUS_ALIASES = {
-    "succeeded": COMPLETED,
-    "success": COMPLETED,
-    "queued": QUEUED,
-    "running": RUNNING,
+    "succeeded": RemoteStatus.COMPLETED,
+    "success": RemoteStatus.COMPLETED,
+    "queued": RemoteStatus.QUEUED,
+    "running": RemoteStatus.RUNNING,
 }
-_KNOWN = {QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED}
 
 _TROUBLE = "RunComfy is having trouble right now"
 _CODE_RE = re.compile(r"[0-9]{1,9}")  # str.isdigit() also takes "²", which int() refuses
@@ -50,7 +59,7 @@ class Submission:
 class JobState:
     """A typed status answer."""
 
-    status: str  # one of QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED
+    status: RemoteStatus
     queue_position: int | None = None
 
 
@@ -58,7 +67,7 @@ class JobState:
 class JobResult:
     """A typed result answer."""
 
-    status: str
+    status: RemoteStatus
     images: tuple[str, ...] = ()
     error: str | None = None
     cost: float | None = None
@@ -159,12 +168,13 @@ def _retry_after(response: httpx.Response) -> float | None:
         return None
 
 
-def _normalise_status(raw: Any) -> str:
-    status = _STATUS_ALIASES.get(str(raw).lower(), str(raw).lower())
-    if status not in _KNOWN:
+def _normalise_status(raw: Any) -> RemoteStatus:
+    word = str(raw).lower()[:40]
+    try:
+        return _STATUS_ALIASES.get(word) or RemoteStatus(word)
+    except ValueError:
         # An unknown status is a protocol surprise, not a final state: keep polling.
-        raise TransientError(_TROUBLE, detail=f"unknown status {raw!r}")
-    return status
+        raise TransientError(_TROUBLE, detail=f"unknown status {word!r}") from None
 
 
 class RunComfyClient:
@@ -316,5 +326,7 @@ class RunComfyClient:
         body = await self._call("POST", f"/v1/requests/{request_id}/cancel")
         outcome = body.get("outcome") if isinstance(body, dict) else None
         return outcome == "cancelled" or (
-            outcome is None and isinstance(body, dict) and body.get("status") == CANCELLED
+            outcome is None
+            and isinstance(body, dict)
+            and body.get("status") == RemoteStatus.CANCELLED
         )

@@ -9,6 +9,7 @@ the time similar jobs (same image count and mode) have finished before.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 EXTRA_POLLS = 3
@@ -81,3 +82,12 @@ def next_delay(
     if spare >= 0:
         return wanted
     return min(longest, wanted - spare * interval)
+
+
+MAX_BACKOFF = 30.0
+
+
+def backoff(interval: float, failures: int) -> float:
+    """The poll interval, backing off (capped, with jitter) while RunComfy keeps failing."""
+    delay = min(interval * 2**failures, max(interval, MAX_BACKOFF))
+    return delay * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not crypto

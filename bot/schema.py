@@ -29,7 +29,7 @@ DEFAULT_MODE: str = _PROPS["optimize_prompt_options"]["default"]
 
 MAX_TEXT: int = _PROPS["text"]["maxLength"]
 
-# The schema sets no bounds on the seed; upstream seeds are unsigned 32-bit values.
+# The schema sets no bounds on the seed; we allow 0 to 2**31 - 1 (a signed 32-bit integer's range).
 MIN_SEED, MAX_SEED = 0, 2**31 - 1
 
 _SIZE_RE = re.compile(r"^(?P<w>\d+):(?P<h>\d+) \((?P<ratio>\d+:\d+)\)$")

@@ -3,20 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import sqlite3
 import time
-from dataclasses import dataclass, field, fields
-from enum import StrEnum
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import sqlite_utils
 from sqlite_utils import Migrations
 
-from bot.command import ChatDefaults
 from bot.errors import StoreBusyError
+from bot.models import (
+    CANCELLABLE,
+    FINAL,
+    ChatDefaults,
+    DeliveryUnit,
+    Job,
+    Origin,
+    SeqRequest,
+    Status,
+    UnitKind,
+    Usage,
+)
 
 log = logging.getLogger(__name__)
 
@@ -115,81 +125,8 @@ def m005_requester_and_unknown_submits(db: sqlite_utils.Database) -> None:
     jobs.create_index(["requester_id", "created_at"])
 
 
-class Status(StrEnum):
-    """Where a job is in its life."""
-
-    NEW = "new"  # row written, RunComfy not called yet
-    SUBMITTING = "submitting"  # the submit POST is (or was) in flight
-    QUEUED = "queued"
-    RUNNING = "running"
-    SENDING = "sending"  # RunComfy finished; delivering to Telegram
-    DONE = "done"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    TIMED_OUT = "timed_out"
-
-
-FINAL = frozenset({Status.DONE, Status.FAILED, Status.CANCELLED, Status.TIMED_OUT})
-CANCELLABLE = frozenset({Status.NEW, Status.SUBMITTING, Status.QUEUED})
-
-
-@dataclass
-class Job:
-    """One row of ``jobs``."""
-
-    id: int
-    chat_id: int
-    message_id: int
-    count: int
-    size: str
-    mode: str
-    prompt: str
-    text: str
-    status: Status
-    user_id: int | None = None
-    requester_id: int | None = None  # sender_chat.id when the message had one, else user_id
-    user_name: str | None = None
-    thread_id: int | None = None
-    chat_type: str | None = None
-    status_message_id: int | None = None
-    seed: int | None = None
-    request_id: str | None = None
-    queue_position: int | None = None
-    cancel_requested: int = 0
-    status_shown: str | None = None
-    error: str | None = None
-    image_urls: list[str] = field(default_factory=list)
-    plan: list[dict[str, Any]] | None = None
-    delivered: list[int] = field(default_factory=list)
-    delivered_images: int = 0
-    cost: float | None = None
-    created_at: float = 0.0
-    submitted_at: float | None = None
-    started_at: float | None = None
-    finished_at: float | None = None
-    completed_at: float | None = None
-    updated_at: float | None = None
-    lang: str | None = None
-    actions_message_id: int | None = None
-    originals: dict[str, str] = field(default_factory=dict)
-    submit_unknown: int = 0  # the submit POST got no answer: RunComfy may have billed it
-
-    @property
-    def final(self) -> bool:
-        """True once nothing more will happen to the job."""
-        return self.status in FINAL
-
-
 _JSON_FIELDS = ("image_urls", "plan", "delivered", "originals")
-_JOB_FIELDS = {f.name for f in fields(Job)}
-
-
-class Usage(NamedTuple):
-    """A requester's images and cost over a period; ``unknown`` of the images may be billed."""
-
-    images: int
-    cost: float
-    unknown: int = 0
+_JOB_FIELDS = {f.name for f in dataclasses.fields(Job)}
 
 
 # Images count against quotas once they reach RunComfy (or are on their way, or may have: a submit
@@ -205,6 +142,8 @@ def _transient(exc: sqlite3.OperationalError) -> bool:
 
 
 def _column_value(name: str, value: Any) -> Any:
+    if name == "plan" and value is not None:
+        return json.dumps([{"kind": u.kind.value, "items": list(u.items)} for u in value])
     if name in _JSON_FIELDS and value is not None:
         return json.dumps(value)
     if isinstance(value, Status):
@@ -222,6 +161,10 @@ def _from_row(row: dict[str, Any]) -> Job:
                 data[name] = None
         else:
             data[name] = json.loads(raw)
+    if data.get("plan") is not None:
+        data["plan"] = [
+            DeliveryUnit(UnitKind(unit["kind"]), tuple(unit["items"])) for unit in data["plan"]
+        ]
     data["status"] = Status(data["status"])
     return Job(**data)
 
@@ -265,24 +208,7 @@ class Store:
                 log.error("job %d: changes could not be saved before stopping: %s", job_id, row)
         self.db.close()
 
-    def create_job(
-        self,
-        *,
-        chat_id: int,
-        message_id: int,
-        count: int,
-        size: str,
-        mode: str,
-        seed: int | None,
-        prompt: str,
-        text: str,
-        user_id: int | None,
-        requester_id: int | None,
-        user_name: str | None,
-        thread_id: int | None,
-        chat_type: str | None,
-        lang: str | None = None,
-    ) -> Job | None:
+    def create_job(self, request: SeqRequest, origin: Origin) -> Job | None:
         """Write a new job; ``None`` if this message already made one.
 
         Raises StoreBusyError when SQLite cannot take it now: a job must be on disk before it
@@ -290,20 +216,8 @@ class Store:
         """
         now = time.time()
         row = {
-            "chat_id": chat_id,
-            "message_id": message_id,
-            "count": count,
-            "size": size,
-            "mode": mode,
-            "seed": seed,
-            "prompt": prompt,
-            "text": text,
-            "user_id": user_id,
-            "requester_id": requester_id,
-            "user_name": user_name,
-            "thread_id": thread_id,
-            "chat_type": chat_type,
-            "lang": lang,
+            **dataclasses.asdict(request),
+            **dataclasses.asdict(origin),
             "status": Status.NEW.value,
             "created_at": now,
             "updated_at": now,

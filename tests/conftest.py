@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -9,10 +10,15 @@ import pytest
 
 from bot.app import ALLOWED_UPDATES, build_application
 from bot.config import Settings
+from bot.context import Services
 from bot.jobs import JobRunner
 from bot.store import Store
 from tests.fakes.runcomfy_api import FakeRunComfy
 from tests.fakes.telegram_api import FakeTelegram
+
+# As `python -m bot` does (bot/__main__.py) for the bots the tests run in this process: durations
+# from python-telegram-bot as timedelta, so a flood wait raises no deprecation warning.
+os.environ.setdefault("PTB_TIMEDELTA", "1")
 
 TG_TOKEN = "7012345678:fake-test-token-0123456789"
 RC_TOKEN = "rc-test-token-abcdef"
@@ -41,6 +47,7 @@ def make_env(tmp_path: Path, telegram: FakeTelegram, runcomfy: FakeRunComfy) -> 
         "POLL_INTERVAL_SECONDS": "0.02",
         "JOB_DEADLINE_SECONDS": "30",
         "HTTP_TIMEOUT_SECONDS": "1",
+        "TELEGRAM_RETRY_SECONDS": "0.05",  # after a network error; flood waits are Telegram's own
     }
 
 
@@ -85,14 +92,20 @@ class RunningBot:
         await app.post_shutdown(app)
 
     @property
+    def services(self) -> Services:
+        """The long-lived objects ``post_init`` made (the Application's typed ``bot_data``)."""
+        services: Services = self.app.bot_data
+        return services
+
+    @property
     def runner(self) -> JobRunner:
-        runner: JobRunner = self.app.bot_data["runner"]
-        return runner
+        assert self.services.runner is not None, "the bot has not started"
+        return self.services.runner
 
     @property
     def store(self) -> Store:
-        store: Store = self.app.bot_data["store"]
-        return store
+        assert self.services.store is not None, "the bot has not started"
+        return self.services.store
 
 
 @pytest.fixture

@@ -79,7 +79,7 @@ def test_no_arguments_asks_for_usage(args: str) -> None:
         ("4 16:9", "Add a prompt"),
         ("seed=5", "Add a prompt"),
         ("4 Generate 3 images of a cat", "You asked for 4 images but the prompt says 3"),
-        ("Make 3 images and then 5 images", "mentions 3 and 5 images"),
+        ("Make 3 images and then 5 images", "mentions 3, 5 images"),
         ("Generate 20 images of a cat", "must be 1–15 (you gave 20)"),
     ],
 )

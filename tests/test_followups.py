@@ -36,15 +36,6 @@ async def finished_with_buttons(
     return (job.chat_id, job.actions_message_id or 0)
 
 
-async def replies_to(telegram: FakeTelegram, key: tuple[int, int]) -> list[str]:
-    return [
-        c.params["text"]
-        for c in telegram.calls_to("sendMessage", ok_only=True)
-        if c.params.get("reply_parameters", {}).get("message_id") == key[1]
-        and c.params["chat_id"] == key[0]
-    ]
-
-
 async def test_the_follow_up_carries_three_buttons_and_replies_to_the_command(
     telegram: FakeTelegram, runcomfy: FakeRunComfy, bot: RunningBot
 ) -> None:
@@ -54,9 +45,9 @@ async def test_the_follow_up_carries_three_buttons_and_replies_to_the_command(
     assert followup.params["reply_parameters"]["message_id"] == command["message"]["message_id"]
     key = (ADA, followup.response["result"]["message_id"])
     assert telegram.buttons(*key) == [
-        ("🔁 Again", "again:1"),
-        ("📎 Originals", "orig:1"),
-        ("ℹ️ Details", "info:1"),
+        ("🔁 Again", "v1:again:1"),
+        ("📎 Originals", "v1:orig:1"),
+        ("ℹ️ Details", "v1:info:1"),
     ]
     assert_clean(telegram, runcomfy)
 
@@ -65,7 +56,7 @@ async def test_again_runs_the_same_parameters_with_a_new_seed_once_per_message(
     telegram: FakeTelegram, runcomfy: FakeRunComfy, bot: RunningBot
 ) -> None:
     key = await finished_with_buttons(telegram, bot, "/seq 3 9:16 mode=standard a fox")
-    answer = await answered(telegram, telegram.press_button(key, "again:1"))
+    answer = await answered(telegram, telegram.press_button(key, "v1:again:1"))
     assert answer["text"] == "Job #2: same settings, new seed."
     second = await until_final(telegram, bot, 2)
     assert second.status == Status.DONE
@@ -75,7 +66,7 @@ async def test_again_runs_the_same_parameters_with_a_new_seed_once_per_message(
     assert second.seed == second_payload["seed"]
     # The new job replies to the follow-up it came from; tapping that Again again starts nothing.
     assert second.message_id == key[1]
-    again = await answered(telegram, telegram.press_button(key, "again:1"))
+    again = await answered(telegram, telegram.press_button(key, "v1:again:1"))
     assert again["text"].startswith("Already started")
     assert runcomfy.count("submit") == 2
 
@@ -85,11 +76,11 @@ async def test_again_follows_the_quota_and_the_allowlist(
 ) -> None:
     bot = await start_bot(DAILY_IMAGE_LIMIT_PER_USER="5", ALLOWED_USER_IDS=f"{ADA}")
     key = await finished_with_buttons(telegram, bot)
-    refused = await answered(telegram, telegram.press_button(key, "again:1"))
+    refused = await answered(telegram, telegram.press_button(key, "v1:again:1"))
     assert refused["show_alert"] and "1 of today's 5 images left" in refused["text"]
-    stranger = await answered(telegram, telegram.press_button(key, "again:1", user_id=BOB))
+    stranger = await answered(telegram, telegram.press_button(key, "v1:again:1", user_id=BOB))
     assert stranger["text"] == "Sorry, this bot is not available to you."
-    details = await answered(telegram, telegram.press_button(key, "info:1", user_id=BOB))
+    details = await answered(telegram, telegram.press_button(key, "v1:info:1", user_id=BOB))
     assert details["text"] == "Sorry, this bot is not available to you."
     assert runcomfy.count("submit") == 1
 
@@ -100,9 +91,9 @@ async def test_originals_come_as_documents_without_downloading_again(
     key = await finished_with_buttons(telegram, bot)
     downloads = runcomfy.count("image")
     photos = {m["sha256"] for m in telegram.delivered_media}
-    bot.runner.originals_cooldown = 0.0  # no pause between sets, to see the second one
+    bot.runner.delivery.originals_cooldown = 0.0  # no pause between sets, to see the second one
 
-    await answered(telegram, telegram.press_button(key, "orig:1"))
+    await answered(telegram, telegram.press_button(key, "v1:orig:1"))
     first = await telegram.wait_for(
         lambda: [
             c
@@ -118,8 +109,8 @@ async def test_originals_come_as_documents_without_downloading_again(
     assert runcomfy.count("image") == downloads  # nothing fetched from RunComfy again
 
     # A later tap (once the pause after a set has passed) reuses Telegram's file ids.
-    await telegram.wait_for(lambda: bot.runner._originals_busy.get(1) != math.inf)
-    await answered(telegram, telegram.press_button(key, "orig:1"))
+    await telegram.wait_for(lambda: bot.runner.delivery._originals_busy.get(1) != math.inf)
+    await answered(telegram, telegram.press_button(key, "v1:orig:1"))
     await telegram.wait_for(lambda: len(telegram.calls_to("sendMediaGroup", ok_only=True)) == 3)
     again = telegram.calls_to("sendMediaGroup", ok_only=True)[-1]
     assert again.files == {}
@@ -131,8 +122,8 @@ async def test_originals_no_longer_kept_is_said(
     telegram: FakeTelegram, runcomfy: FakeRunComfy, bot: RunningBot
 ) -> None:
     key = await finished_with_buttons(telegram, bot, "/seq 2 a fox")
-    shutil.rmtree(bot.runner.originals.folder)
-    await answered(telegram, telegram.press_button(key, "orig:1"))
+    shutil.rmtree(bot.runner.delivery.originals.folder)
+    await answered(telegram, telegram.press_button(key, "v1:orig:1"))
     await telegram.wait_for(lambda: "no longer kept" in " ".join(replies_to_sync(telegram, key)))
 
 
@@ -140,7 +131,7 @@ async def test_quick_taps_on_originals_send_one_set(
     telegram: FakeTelegram, runcomfy: FakeRunComfy, bot: RunningBot
 ) -> None:
     key = await finished_with_buttons(telegram, bot, "/seq 2 a fox")
-    taps = [telegram.press_button(key, "orig:1") for _ in range(8)]
+    taps = [telegram.press_button(key, "v1:orig:1") for _ in range(8)]
     answers = [(await answered(telegram, tap))["text"] for tap in taps]
     assert answers.count("Sending the original files…") == 1
     assert answers.count("The original files are being sent or were sent above.") == 7
@@ -170,14 +161,14 @@ async def test_follow_up_buttons_work_only_on_their_own_message(
         )
     )
     for forged_on in ((job.chat_id, job.status_message_id), settings_message):
-        for data in ("again:1", "orig:1", "info:1"):
+        for data in ("v1:again:1", "v1:orig:1", "v1:info:1"):
             answer = await answered(telegram, telegram.press_button(forged_on, data))
             assert answer["text"] == "This button no longer works.", (forged_on, data)
     assert runcomfy.count("submit") == 1
     assert len(bot.store.recent(job.chat_id)) == 1
     assert media(telegram, "document") == []
     # The real follow-up still works.
-    again = await answered(telegram, telegram.press_button(key, "again:1"))
+    again = await answered(telegram, telegram.press_button(key, "v1:again:1"))
     assert again["text"] == "Job #2: same settings, new seed."
 
 
@@ -200,7 +191,7 @@ async def test_details_and_buttons_work_after_a_restart(
         await first.stop()
     second = await RunningBot(settings).start()
     try:
-        await answered(telegram, telegram.press_button(key, "info:1"))
+        await answered(telegram, telegram.press_button(key, "v1:info:1"))
         text = await telegram.wait_for(
             lambda: next(
                 (t for t in replies_to_sync(telegram, key) if t.startswith("Job #1")), None
@@ -212,10 +203,10 @@ async def test_details_and_buttons_work_after_a_restart(
         assert f"Request: {request_id}" in text
         assert "Cost: $0.06" in text
         assert "Times: queued 0:00 · generating 0:00 · delivering 0:00" in text
-        again = await answered(telegram, telegram.press_button(key, "again:1"))
+        again = await answered(telegram, telegram.press_button(key, "v1:again:1"))
         assert again["text"] == "Job #2: same settings, new seed."
         assert (await until_final(telegram, second, 2)).status == Status.DONE
-        stale = await answered(telegram, telegram.press_button(key, "info:99"))
+        stale = await answered(telegram, telegram.press_button(key, "v1:info:99"))
         assert stale["text"] == "This button no longer works."
     finally:
         await second.stop()
@@ -227,15 +218,15 @@ async def test_settings_change_the_defaults_of_seq(
     shown = await reply_to(telegram, telegram.send_text("/settings"))
     assert shown.startswith("Defaults for /seq in this chat: 3 images · 16:9 · fast.")
     message = next(k for k in telegram.messages if telegram.buttons(*k) and k[0] == ADA)
-    for data in ("set:count:4", "set:ratio:1:1", "set:mode:standard"):
+    for data in ("v1:set:count:4", "v1:set:ratio:1:1", "v1:set:mode:standard"):
         assert (await answered(telegram, telegram.press_button(message, data)))["text"] == "Saved."
-    assert (await answered(telegram, telegram.press_button(message, "set:mode:standard")))[
+    assert (await answered(telegram, telegram.press_button(message, "v1:set:mode:standard")))[
         "text"
     ] == "Already set."
     assert telegram.history[message][-1].startswith(
         "Defaults for /seq in this chat: 4 images · 1:1 · standard."
     )
-    assert ("• 4", "set:count:4") in telegram.buttons(*message)
+    assert ("• 4", "v1:set:count:4") in telegram.buttons(*message)
 
     telegram.send_text("/seq a fox")
     job = await until_final(telegram, bot)
@@ -250,9 +241,9 @@ async def test_settings_change_the_defaults_of_seq(
     second = await until_final(telegram, bot, 2)
     assert (second.count, second.size, second.mode) == (2, "2560:1440 (16:9)", "standard")
     assert job.count == 4
-    await answered(telegram, telegram.press_button(message, "set:reset"))
+    await answered(telegram, telegram.press_button(message, "v1:set:reset"))
     assert bot.store.chat_defaults(ADA).count is None
-    forged = await answered(telegram, telegram.press_button(message, "set:count:99"))
+    forged = await answered(telegram, telegram.press_button(message, "v1:set:count:99"))
     assert forged["text"] == "This button no longer works."
 
 
@@ -262,14 +253,14 @@ async def test_in_groups_only_admins_change_settings(
     command = telegram.send_text("/settings@SeqImageBot", chat_id=GROUP, user_id=BOB)
     await reply_to(telegram, command)
     message = next(k for k in telegram.messages if telegram.buttons(*k) and k[0] == GROUP)
-    refused = await answered(telegram, telegram.press_button(message, "set:count:6", user_id=BOB))
+    refused = await answered(telegram, telegram.press_button(message, "v1:set:count:6", user_id=BOB))
     assert (
         refused["show_alert"]
         and refused["text"] == "Only the chat's admins can change its defaults."
     )
     assert bot.store.chat_defaults(GROUP).count is None
     telegram.set_member_status(GROUP, ADA, "administrator")
-    saved = await answered(telegram, telegram.press_button(message, "set:count:6", user_id=ADA))
+    saved = await answered(telegram, telegram.press_button(message, "v1:set:count:6", user_id=ADA))
     assert saved["text"] == "Saved."
     assert bot.store.chat_defaults(GROUP).count == 6
 
@@ -307,7 +298,7 @@ async def test_a_russian_speaking_user_gets_russian(
     assert album.params["media"][0]["caption"].endswith("4 изображения · 16:9 · fast")
     # An English speaker tapping Details in the same chat reads English.
     key = (job.chat_id, job.actions_message_id or 0)
-    await answered(telegram, telegram.press_button(key, "info:1"))
+    await answered(telegram, telegram.press_button(key, "v1:info:1"))
     text = await telegram.wait_for(
         lambda: next((t for t in replies_to_sync(telegram, key) if t.startswith("Job #1")), None)
     )

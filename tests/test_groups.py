@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bot import render
 from bot.store import Status
 from tests.conftest import RunningBot
 from tests.fakes.runcomfy_api import FakeRunComfy, JobScript
@@ -90,7 +91,10 @@ async def test_example_group_command_and_anonymous_admin_command_both_run(
     await until_final(telegram, bot, 1)
     job = await until_final(telegram, bot, 2)
     assert runcomfy.count("submit") == 2
-    assert bot.store.get(2).user_name == "an admin of Image lab"  # type: ignore[union-attr]
+    anonymous = bot.store.get(2)
+    assert anonymous is not None and anonymous.user_name == "Image lab"
+    assert render.requester(anonymous, "en") == "an admin of Image lab"
+    assert render.requester(anonymous, "ru") == "администратор Image lab"
     assert job.status == Status.DONE
     assert_clean(telegram, runcomfy)
 
@@ -120,13 +124,13 @@ async def test_cancel_refused_to_a_member_allowed_to_an_admin(
     job = await telegram.wait_for(lambda: (j := bot.store.get(1)) and j.request_id and j)
     key = (GROUP, job.status_message_id or 0)
 
-    refused = await answered(telegram, telegram.press_button(key, "cancel:1", user_id=CAROL))
+    refused = await answered(telegram, telegram.press_button(key, "v1:cancel:1", user_id=CAROL))
     assert refused["show_alert"] is True
     assert refused["text"] == "Only @ada_l (who asked for this job) or a chat admin can cancel it."
     assert runcomfy.count("cancel") == 0
 
     telegram.set_member_status(GROUP, BOB, "administrator")
-    allowed = await answered(telegram, telegram.press_button(key, "cancel:1", user_id=BOB))
+    allowed = await answered(telegram, telegram.press_button(key, "v1:cancel:1", user_id=BOB))
     assert allowed["text"] == "Cancelled."
     assert (await until_final(telegram, bot)).status == Status.CANCELLED
     assert runcomfy.count("cancel") == 1
@@ -173,7 +177,7 @@ async def test_buttons_of_another_chat_are_refused(
     private_message = await telegram.wait_for(
         lambda: next((k for k in telegram.messages if k[0] == ADA and k[1] > 1), None)
     )
-    answer = await answered(telegram, telegram.press_button(private_message, "cancel:1"))
+    answer = await answered(telegram, telegram.press_button(private_message, "v1:cancel:1"))
     assert answer["text"] == "This button no longer works."
     assert runcomfy.count("cancel") == 0
     assert bot.store.get(1).status == Status.QUEUED  # type: ignore[union-attr]

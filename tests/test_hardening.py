@@ -200,14 +200,14 @@ async def test_channels_posting_in_a_group_have_their_own_quota_caps_and_cancel_
 
     # Art may not cancel News's job, by number or as "my latest"; News may.
     foreign = as_channel(telegram, "/cancel@SeqImageBot 1", ART)
-    assert (await reply_to(telegram, foreign)).startswith("Only an admin of News")
+    assert (await reply_to(telegram, foreign)).startswith("Only News (who asked for this job)")
     own = as_channel(telegram, "/cancel@SeqImageBot", ART)
     assert await reply_to(telegram, own) == "Job #2: Cancelled."
     assert bot.store.get(1).status == Status.QUEUED  # type: ignore[union-attr]
     # A member tapping Cancel is a real person: neither channel, not an admin.
     job = bot.store.get(1)
     assert job is not None and job.status_message_id is not None
-    tap = telegram.press_button((GROUP, job.status_message_id), "cancel:1", user_id=BOB)
+    tap = telegram.press_button((GROUP, job.status_message_id), "v1:cancel:1", user_id=BOB)
     assert (await answered(telegram, tap))["show_alert"]
     news = as_channel(telegram, "/cancel@SeqImageBot 1", NEWS)
     assert await reply_to(telegram, news) == "Job #1: Cancelled."
@@ -227,7 +227,7 @@ async def test_odd_digits_in_ids_are_refused_not_crashed_on(
     settings = telegram.send_text("/settings")
     await reply_to(telegram, settings)
     key = max(k for k in telegram.messages if k[0] == ADA)
-    for data in ("set:count:²", "set:count:١", "again:²", "cancel:١"):
+    for data in ("v1:set:count:²", "v1:set:count:١", "v1:again:²", "v1:cancel:١"):
         answer = await answered(telegram, telegram.press_button(key, data))
         assert answer["text"] == "This button no longer works.", data
     assert bot.store.chat_defaults(ADA).count is None
@@ -276,7 +276,7 @@ async def test_an_image_lost_while_the_bot_was_stopped_spoils_only_itself(
     # Meanwhile the kept copy of the last image went, and so did its link at RunComfy.
     (fake_job,) = runcomfy.jobs.values()
     fake_job.script.bad_images[14] = "404"
-    (first.runner.originals.folder / "1" / "14").unlink()
+    (first.runner.delivery.originals.folder / "1" / "14").unlink()
 
     second = await RunningBot(settings).start()
     try:

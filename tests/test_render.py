@@ -1,11 +1,11 @@
-"""Texts, callback data and album plans (pure)."""
+"""Texts and album plans (pure); callback data is in test_callbacks.py."""
 
 from __future__ import annotations
 
 import pytest
 
 from bot import render
-from bot.store import Job, Status
+from bot.models import DeliveryUnit, Job, Status, UnitKind
 
 
 def make_job(**changes: object) -> Job:
@@ -36,25 +36,9 @@ def test_albums_are_balanced_and_never_of_one(n: int, sizes: list[int]) -> None:
 def test_plan_keeps_photos_and_documents_apart() -> None:
     plan = render.delivery_plan([0, 1, 3], [2])
     assert plan == [
-        {"kind": "photo", "items": [0, 1, 3]},
-        {"kind": "document", "items": [2]},
+        DeliveryUnit(UnitKind.PHOTO, (0, 1, 3)),
+        DeliveryUnit(UnitKind.DOCUMENT, (2,)),
     ]
-
-
-def test_cancel_data_round_trip_and_fits_64_bytes() -> None:
-    data = render.cancel_data(10**17)
-    assert len(data.encode()) <= 64
-    assert render.parse_cancel_data(data) == 10**17
-    for forged in (
-        None,
-        "",
-        "cancel:",
-        "cancel:abc",
-        "cancel:1:2",
-        "other:1",
-        "cancel:" + "9" * 40,
-    ):
-        assert render.parse_cancel_data(forged) is None
 
 
 def test_caption_fits_1024_utf16_units_with_emoji_prompt() -> None:

@@ -6,8 +6,8 @@ import asyncio
 import random
 
 from bot import schedule
-from bot.app import PriorityRateLimiter
 from bot.schedule import Window, budget, next_delay, window_of
+from bot.status import PriorityRateLimiter
 
 
 def test_window_needs_history_and_takes_the_middle_90_percent() -> None:

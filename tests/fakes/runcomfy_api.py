@@ -419,11 +419,6 @@ class FakeRunComfy:
         rule = _FaultRule(fault, retry_after, ratio=ratio, rng=random.Random(seed))
         self._ratio_faults[endpoint].append(rule)
 
-    def clear_faults(self) -> None:
-        for endpoint in ENDPOINTS:
-            self._next_faults[endpoint].clear()
-            self._ratio_faults[endpoint].clear()
-
     def _take_fault(self, endpoint: str) -> _FaultRule | None:
         queue = self._next_faults[endpoint]
         if queue:

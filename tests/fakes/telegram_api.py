@@ -14,7 +14,7 @@ loop. Calls are recorded in ``fake.calls``; sent messages in ``fake.messages``. 
 given directly as a field (e.g. ``photo``) appear in ``Call.params`` as ``"attach://<field>"``.
 
 For load tests, ``FakeTelegram(keep_file_bytes=False)`` keeps only the size and SHA-256 of uploads
-(``file_meta``, ``Call.file_sizes``) instead of their bytes (``files``, ``Call.files`` stay empty).
+(``file_meta``) instead of their bytes (``files``, ``Call.files`` stay empty).
 Every call also carries its wall-clock time (``Call.wall``) next to the monotonic ``Call.at``.
 """
 
@@ -50,7 +50,6 @@ NOT_MODIFIED = (
 )
 QUERY_INVALID = "Bad Request: query is too old and response timeout expired or query ID is invalid"
 CAPTION_TOO_LONG = "Bad Request: message caption is too long"
-RATE_METHODS = {"sendMessage", "sendPhoto", "sendDocument", "sendMediaGroup", "editMessageText"}
 MESSAGE_KEYS = ("message", "edited_message", "channel_post", "edited_channel_post")
 MEMBER_TYPES = {"creator": "ChatMemberOwner", "administrator": "ChatMemberAdministrator",
                 "member": "ChatMemberMember", "restricted": "ChatMemberRestricted",
@@ -86,7 +85,6 @@ class Call:
     response: JsonDict
     at: float = field(default_factory=time.monotonic)
     wall: float = field(default_factory=time.time)  # the same moment, as wall-clock time
-    file_sizes: dict[str, int] = field(default_factory=dict)  # upload field -> bytes
 
 
 @dataclass
@@ -228,18 +226,19 @@ class FakeTelegram:
         self.file_meta: dict[str, tuple[int, str]] = {}  # file_id -> (size, sha256) of uploads
         self.blocked: set[int] = set()
         self.updates: list[JsonDict] = []  # pending (unconfirmed) updates
+        self.polls_received = 0  # getUpdates requests, counted as they arrive (calls: as they end)
         self.base_url = self.base_file_url = ""
         self._next_update_id = 815196407
         self._next_mid: dict[int, int] = defaultdict(int)
         self._open_queries: set[str] = set()
         self._counter = 0
         self._members: dict[Key, str] = {}
-        self._sends: dict[int, list[float]] = defaultdict(list)
         self._faults: list[_Fault] = []
         self._update_event = asyncio.Event()
         self._call_event = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._closing = False
+        self._stopping = asyncio.Event()  # set by stop(): ends delays at once
         self.wrong_token_status = 401  # Telegram: 401 for an unknown token, 404 for a malformed one
 
     async def start(self, port: int = 0) -> FakeTelegram:
@@ -255,6 +254,7 @@ class FakeTelegram:
 
     async def stop(self) -> None:
         self._closing = True
+        self._stopping.set()
         self._wake("_update_event")
         if self._runner is not None:
             await self._runner.cleanup()
@@ -303,9 +303,6 @@ class FakeTelegram:
     def block_chat(self, chat_id: int) -> None:
         self.blocked.add(chat_id)
 
-    def add_chat(self, chat: JsonDict) -> None:
-        self.chats[int(chat["id"])] = dict(chat)
-
     def set_member_status(self, chat_id: int, user_id: int, status: str) -> None:
         self._members[(chat_id, user_id)] = status
 
@@ -315,9 +312,6 @@ class FakeTelegram:
     def calls_to(self, method: str, *, ok_only: bool = False) -> list[Call]:
         m = method.lower()
         return [c for c in self.calls if c.method.lower() == m and (c.status == 200 or not ok_only)]
-
-    def sends_per_chat(self, chat_id: int) -> list[float]:
-        return list(self._sends.get(chat_id, []))
 
     def buttons(self, chat_id: int, message_id: int) -> list[tuple[str, str]]:
         kb = (self.messages[(chat_id, message_id)].get("reply_markup") or {}).get("inline_keyboard")
@@ -407,11 +401,6 @@ class FakeTelegram:
         stored = self.messages[message]
         return self._callback(dict(stored), data, from_user or self._user(user_id), push)
 
-    def press_button_inaccessible(self, chat_id: int, message_id: int, data: str, *,
-                                  user_id: int = ADA_ID, push: bool = True) -> JsonDict:  # fmt: skip
-        msg = {"chat": dict(self._chat(chat_id)), "message_id": message_id, "date": 0}
-        return self._callback(msg, data, self._user(user_id), push)
-
     def _callback(self, msg: JsonDict, data: str, user: JsonDict, push: bool) -> JsonDict:
         self._counter += 1
         query = {"id": str(4278655576057498272 + self._counter), "from": dict(user)}
@@ -496,7 +485,8 @@ class FakeTelegram:
                 raise ApiError(400, problems[0][0], [p[1] for p in problems])
             fault = self._take_fault(method, params)
             if fault and fault.kind == "delay":
-                await asyncio.sleep(fault.seconds)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), fault.seconds)
             elif fault and fault.kind == "server":
                 self._record(Call(method, params, files, fault.status, {}))
                 html = "<html><body><h1>502 Bad Gateway</h1></body></html>"
@@ -507,8 +497,6 @@ class FakeTelegram:
             handler = getattr(self, f"_m_{method}", None)
             result = await handler(_Req(params, files, uploads, fault)) if handler else True
             status, body = 200, {"ok": True, "result": result}
-            if method in RATE_METHODS and "chat_id" in params:
-                self._sends[self._chat_id(params)].append(time.monotonic())
         except ApiError as e:
             status = e.status
             body = {"ok": False, "error_code": e.status, "description": e.description}
@@ -519,7 +507,6 @@ class FakeTelegram:
         return web.json_response(body, status=status)
 
     def _record(self, call: Call) -> None:
-        call.file_sizes = {k: len(v) for k, v in call.files.items()}
         if not self.keep_file_bytes:
             call.files = {}
         self.calls.append(call)
@@ -610,6 +597,8 @@ class FakeTelegram:
         return dict(self.me)
 
     async def _m_getUpdates(self, r: _Req) -> list[JsonDict]:
+        self.polls_received += 1
+        self._wake("_call_event")  # a long poll is under way: wait_for may look now
         offset, limit = r.p.get("offset"), int(r.p.get("limit") or 100)
         allowed = r.p.get("allowed_updates") or None
         deadline = time.monotonic() + min(float(r.p.get("timeout") or 0), 1.0)

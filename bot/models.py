@@ -1,0 +1,143 @@
+"""The values that cross the package's seams: jobs, requests, origins, outcomes (pure).
+
+``store`` turns them into rows and back (JSON lives only there); ``command``, ``jobs``,
+``delivery``, ``status``, ``render`` and ``handlers`` pass them around.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum, StrEnum
+from typing import NamedTuple
+
+
+@dataclass(frozen=True)
+class ChatDefaults:
+    """A chat's defaults (from /settings) for options a /seq command leaves out."""
+
+    count: int | None = None
+    size: str | None = None
+    mode: str | None = None
+
+
+@dataclass(frozen=True)
+class SeqRequest:
+    """A validated /seq command, ready to be sent."""
+
+    count: int
+    size: str  # the exact schema string, e.g. "2560:1440 (16:9)"
+    mode: str
+    seed: int | None
+    prompt: str  # what the user wrote
+    text: str  # what RunComfy gets: the prompt, stating the number of images
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a job comes from: the message it answers and who asked."""
+
+    chat_id: int
+    message_id: int
+    user_id: int | None
+    requester_id: int | None  # whose quota and caps: the posting channel or group, else the user
+    user_name: str | None
+    thread_id: int | None
+    chat_type: str | None
+    lang: str | None = None
+
+
+class UnitKind(StrEnum):
+    """How a delivery unit goes to Telegram."""
+
+    PHOTO = "photo"
+    DOCUMENT = "document"
+
+
+@dataclass(frozen=True)
+class DeliveryUnit:
+    """One send: a photo or document, or an album of them (image indexes, in order)."""
+
+    kind: UnitKind
+    items: tuple[int, ...]
+
+
+class CancelOutcome(Enum):
+    """What a request to cancel a job came to."""
+
+    CANCELLED = "cancelled"
+    PENDING = "pending"  # not submitted yet: the job's task cancels it as soon as it can
+    TOO_LATE = "too_late"  # RunComfy started generating
+    FINAL = "final"  # it had already ended
+
+
+class Usage(NamedTuple):
+    """A requester's images and cost over a period; ``unknown`` of the images may be billed."""
+
+    images: int
+    cost: float
+    unknown: int = 0
+
+
+class Status(StrEnum):
+    """Where a job is in its life."""
+
+    NEW = "new"  # row written, RunComfy not called yet
+    SUBMITTING = "submitting"  # the submit POST is (or was) in flight
+    QUEUED = "queued"
+    RUNNING = "running"
+    SENDING = "sending"  # RunComfy finished; delivering to Telegram
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+
+
+FINAL = frozenset({Status.DONE, Status.FAILED, Status.CANCELLED, Status.TIMED_OUT})
+CANCELLABLE = frozenset({Status.NEW, Status.SUBMITTING, Status.QUEUED})
+
+
+@dataclass
+class Job:
+    """One row of ``jobs``."""
+
+    id: int
+    chat_id: int
+    message_id: int
+    count: int
+    size: str
+    mode: str
+    prompt: str
+    text: str
+    status: Status
+    user_id: int | None = None
+    requester_id: int | None = None  # sender_chat.id when the message had one, else user_id
+    user_name: str | None = None
+    thread_id: int | None = None
+    chat_type: str | None = None
+    status_message_id: int | None = None
+    seed: int | None = None
+    request_id: str | None = None
+    queue_position: int | None = None
+    cancel_requested: int = 0
+    status_shown: str | None = None
+    error: str | None = None
+    image_urls: list[str] = field(default_factory=list)
+    plan: list[DeliveryUnit] | None = None  # fixed once the images are in
+    delivered: list[int] = field(default_factory=list)
+    delivered_images: int = 0
+    cost: float | None = None
+    created_at: float = 0.0
+    submitted_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    completed_at: float | None = None
+    updated_at: float | None = None
+    lang: str | None = None
+    actions_message_id: int | None = None
+    originals: dict[str, str] = field(default_factory=dict)
+    submit_unknown: int = 0  # the submit POST got no answer: RunComfy may have billed it
+
+    @property
+    def final(self) -> bool:
+        """True once nothing more will happen to the job."""
+        return self.status in FINAL

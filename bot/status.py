@@ -1,0 +1,212 @@
+"""The status message: one per job, posted before anything is billed, then edited to match it.
+
+Every decision about status edits lives here: when an edit is worth a message (never the same
+text twice; in groups, within one phase, at most every ``GROUP_EDIT_INTERVAL`` seconds), in what
+order (one job's edits never overtake each other), and who goes first under Telegram's flood
+limits (replies and images: edits wait for them in the rate limiter, and progress edits are
+skipped while many messages wait).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from telegram import Bot, InlineKeyboardMarkup
+from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
+from telegram.ext import AIORateLimiter
+
+from bot import render
+from bot.models import CANCELLABLE, Job, Status
+from bot.sending import Background, reply, with_retries
+from bot.store import Store
+
+log = logging.getLogger(__name__)
+
+# Groups allow about 20 messages a minute: within one phase, a status edit waits this long.
+GROUP_EDIT_INTERVAL = 10.0
+
+
+class PriorityRateLimiter(AIORateLimiter):
+    """python-telegram-bot's flood control, with edits yielding to new messages.
+
+    Telegram takes about 30 messages a second in all. When replies and images wait for a slot,
+    status edits wait until none do, so images are not held up behind them.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.waiting = 0  # messages (not edits) waiting for a slot or being sent
+        self._quiet = asyncio.Event()
+        self._quiet.set()
+
+    async def process_request(  # type: ignore[override]
+        self, callback: Any, args: Any, kwargs: Any, endpoint: str, data: Any, rate_limit_args: Any
+    ) -> Any:
+        """Apply the limits; an edit first waits until no other message is waiting."""
+        if endpoint.startswith("edit"):
+            await self._quiet.wait()
+            return await super().process_request(
+                callback, args, kwargs, endpoint, data, rate_limit_args
+            )
+        if "chat_id" not in data:
+            return await super().process_request(
+                callback, args, kwargs, endpoint, data, rate_limit_args
+            )
+        self.waiting += 1
+        self._quiet.clear()
+        try:
+            return await super().process_request(
+                callback, args, kwargs, endpoint, data, rate_limit_args
+            )
+        finally:
+            self.waiting -= 1
+            if not self.waiting:
+                self._quiet.set()
+
+
+def milestone(job: Job, markup: object) -> tuple[Status, bool]:
+    """What a status edit must always show: the phase (queued, running, …) and the buttons."""
+    phase = Status.QUEUED if job.status in CANCELLABLE else job.status
+    return phase, markup is not None
+
+
+def shown(text: str, markup: InlineKeyboardMarkup | None) -> str:
+    """What the message shows, as stored to compare with the next edit."""
+    return f"{text}\n[buttons]" if markup else text
+
+
+class StatusBoard:
+    """Posts and edits the jobs' status messages."""
+
+    def __init__(
+        self,
+        bot: Bot,
+        store: Store,
+        background: Background,
+        *,
+        busy_at: int,
+        retry_delay: float,
+        on_refused: Callable[[Job, Exception], Awaitable[None]],
+    ) -> None:
+        self.bot = bot
+        self.store = store
+        self.background = background
+        self.busy_at = busy_at
+        self.retry_delay = retry_delay
+        self._on_refused = on_refused  # the chat blocked the bot: the job ends
+        limiter = getattr(bot, "rate_limiter", None)  # an ExtBot's; a plain Bot has none
+        self._limiter = limiter if isinstance(limiter, PriorityRateLimiter) else None
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._waiting: set[int] = set()  # jobs with an edit started in the background, not begun
+        # Per job: what the last edit showed (phase, buttons) and when (monotonic).
+        self._last: dict[int, tuple[tuple[Status, bool], float]] = {}
+
+    async def post(self, job: Job) -> None:
+        """Reply to the command with the status message, Cancel under it; retried until it goes."""
+        text, markup = render.status_text(job), render.status_keyboard(job)
+        message = await with_retries(
+            lambda: self.bot.send_message(
+                chat_id=job.chat_id,
+                text=text,
+                reply_markup=markup,
+                message_thread_id=job.thread_id,
+                reply_parameters=reply(job.message_id),
+            ),
+            first_delay=self.retry_delay,
+        )
+        self.store.update(
+            job, status_message_id=message.message_id, status_shown=shown(text, markup)
+        )
+        self._last[job.id] = (milestone(job, markup), time.monotonic())
+
+    async def notify(self, job: Job, text: str) -> None:
+        """A short message in reply to the job's command (for what the status cannot say)."""
+        await with_retries(
+            lambda: self.bot.send_message(
+                chat_id=job.chat_id,
+                text=text,
+                message_thread_id=job.thread_id,
+                reply_parameters=reply(job.message_id),
+            ),
+            first_delay=self.retry_delay,
+        )
+
+    def show_soon(self, job: Job) -> None:
+        """Edit the status in the background: whoever changed the job need not wait for Telegram.
+
+        One waiting edit per job is enough: it shows the job as it is when its turn comes.
+        """
+        if job.id in self._waiting:
+            return
+        self._waiting.add(job.id)
+
+        async def edit() -> None:
+            try:
+                await self.show(job)
+            except Forbidden as exc:  # blocked or removed: end the job now, no retry storm
+                await self._on_refused(job, exc)
+
+        self.background.run(edit(), f"job {job.id}: status edit")
+
+    async def show(self, job: Job) -> None:
+        """Edit the status message to match the job now (after any edit of it under way)."""
+        lock = self._locks.setdefault(job.id, asyncio.Lock())
+        async with lock:
+            self._waiting.discard(job.id)
+            await self._edit(job)
+        if job.final and not lock.locked():
+            self._locks.pop(job.id, None)
+
+    def forget(self, job: Job) -> None:
+        """The job has ended: nothing more to remember about its edits."""
+        self._last.pop(job.id, None)
+
+    def _worth_it(self, job: Job, phase: tuple[Status, bool], now: float) -> bool:
+        last = self._last.get(job.id)
+        if job.chat_id < 0 and last and last[0] == phase and now - last[1] < GROUP_EDIT_INTERVAL:
+            return False  # only the queue position or the clock changed: not worth a group message
+        # Telegram takes ~30 messages a second in all. Under load, replies, images and final
+        # states go first; progress edits are skipped (the next change tries again).
+        busy = self._limiter is not None and self._limiter.waiting >= self.busy_at
+        return job.final or not busy
+
+    async def _edit(self, job: Job) -> None:
+        if job.status_message_id is None:
+            return
+        text, markup = render.status_text(job), render.status_keyboard(job)
+        showing = shown(text, markup)
+        phase, now = milestone(job, markup), time.monotonic()
+        if showing == job.status_shown or not self._worth_it(job, phase, now):
+            return
+        try:
+            await self.bot.edit_message_text(
+                chat_id=job.chat_id,
+                message_id=job.status_message_id,
+                text=text,
+                reply_markup=markup,
+            )
+        except BadRequest as exc:
+            lowered = exc.message.lower()
+            if "not found" in lowered or "can't be edited" in lowered:
+                # The user deleted the status message: deliver anyway, stop editing.
+                log.info("job %d: status message is gone (%s)", job.id, exc.message)
+                self.store.update(job, status_message_id=None)
+                return
+            if "not modified" not in lowered:
+                log.warning("job %d: could not edit status: %s", job.id, exc.message)
+                return
+        except RetryAfter as exc:
+            # A status edit is not worth waiting for; the next state change retries.
+            log.info("job %d: status edit skipped, flood wait %ss", job.id, exc.retry_after)
+            return
+        except Forbidden:
+            raise
+        except NetworkError as exc:
+            log.warning("job %d: could not edit status: %s", job.id, exc)
+            return
+        self.store.update(job, status_shown=showing)
+        self._last[job.id] = (phase, now)
