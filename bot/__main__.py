@@ -36,6 +36,8 @@ configuration (environment variables, or .env in the working directory):
   WEBHOOK_SECRET              required with WEBHOOK_URL: 16-256 of A-Z a-z 0-9 _ -
   WEBHOOK_LISTEN              default 0.0.0.0
   WEBHOOK_PORT                default 8080
+  METRICS_PORT                set: serve Prometheus metrics on this port (unset: off)
+  METRICS_LISTEN              default 127.0.0.1: where the metrics server listens
   ALLOWED_USER_IDS            comma-separated; empty: anyone
   ALLOWED_CHAT_IDS            comma-separated; empty: any chat
   ADMIN_USER_IDS              comma-separated bot admins

@@ -25,7 +25,7 @@ from telegram.ext import (
 )
 from telegram.request import HTTPXRequest
 
-from bot import callbacks, handlers, render
+from bot import callbacks, handlers, metrics, render
 from bot.config import Settings
 from bot.context import BotContext, Services
 from bot.downloads import Downloader
@@ -85,6 +85,23 @@ class TolerantBot(ExtBot[int]):
         return raw
 
 
+class CountedRequest(HTTPXRequest):
+    """python-telegram-bot's HTTP client, counting every request by method and outcome.
+
+    Counted here, below the rate limiter, so a flood wait it retries by itself shows up too.
+    """
+
+    async def do_request(self, url: str, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
+        """Send as usual; count the outcome (of the URL, only the method's name is kept)."""
+        try:
+            code, payload = await super().do_request(url, *args, **kwargs)
+        except TelegramError as exc:  # no answer: a timeout, a network error
+            metrics.telegram_request(url, metrics.telegram_failure(exc))
+            raise
+        metrics.telegram_request(url, metrics.telegram_answer(code))
+        return code, payload
+
+
 def _fit_texts(endpoint: str, data: dict[str, Any]) -> None:
     """Cut every text and caption to Telegram's limits: the one place that does it.
 
@@ -108,7 +125,7 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
         token=settings.telegram_token,
         base_url=settings.telegram_api_base_url,
         base_file_url=settings.telegram_file_base_url,
-        request=HTTPXRequest(
+        request=CountedRequest(
             connection_pool_size=64,
             connect_timeout=min(timeout, 10.0),
             read_timeout=timeout,
@@ -116,7 +133,7 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
             # Albums of ten multi-MB photos take a while to upload.
             media_write_timeout=max(timeout, 120.0),
         ),
-        get_updates_request=HTTPXRequest(connect_timeout=min(timeout, 10.0)),
+        get_updates_request=CountedRequest(connect_timeout=min(timeout, 10.0)),
         rate_limiter=PriorityRateLimiter(max_retries=3),
     )
     app = (
@@ -381,6 +398,8 @@ async def _post_init(app: Application) -> None:  # type: ignore[type-arg]
     )
     services.store, services.client, services.runner = store, client, runner
     services.permissions = Permissions(app.bot, settings.admin_user_ids)
+    if settings.metrics_port is not None:
+        services.metrics = metrics.serve(settings.metrics_port, settings.metrics_listen)
 
     async def set_commands() -> None:
         await app.bot.set_my_commands(commands("en"))
@@ -417,4 +436,7 @@ async def _post_shutdown(app: Application) -> None:  # type: ignore[type-arg]
         await services.downloader.aclose()
     if services.store:
         services.store.close()
+    server, services.metrics = services.metrics, None
+    if server:
+        await asyncio.to_thread(server.close)
     log.info("seqbot stopped; unfinished jobs resume at the next start")

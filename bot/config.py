@@ -46,6 +46,8 @@ class Settings:
     download_timeout: float = 120.0  # one result image, every attempt and byte together
     telegram_retry_delay: float = 1.0  # first wait after a network error sending to Telegram
     telegram_busy_at: int = 15  # progress edits are skipped while this many messages wait
+    metrics_port: int | None = None  # set: Prometheus metrics served there; unset: none
+    metrics_listen: str = "127.0.0.1"
 
     @property
     def webhook_path(self) -> str:
@@ -126,6 +128,16 @@ class Settings:
                 raise ConfigError(
                     "WEBHOOK_SECRET", "must be 16–256 characters of A-Z, a-z, 0-9, _ and -"
                 )
+        metrics_port = _port(get, "METRICS_PORT")
+        metrics_listen = get("METRICS_LISTEN") or cls.metrics_listen
+        if not _is_address(metrics_listen):
+            raise ConfigError(
+                "METRICS_LISTEN",
+                f"must be an IP address or a host name (got {metrics_listen[:40]!r})",
+            )
+        webhook_port = _count(get, "WEBHOOK_PORT", cls.webhook_port, minimum=1)
+        if webhook_url is not None and metrics_port == webhook_port:
+            raise ConfigError("METRICS_PORT", "must differ from WEBHOOK_PORT")
         log_format = (get("LOG_FORMAT") or cls.log_format).lower()
         if log_format not in ("text", "json"):
             raise ConfigError("LOG_FORMAT", "must be text or json")
@@ -160,12 +172,14 @@ class Settings:
             webhook_url=webhook_url,
             webhook_secret=webhook_secret,
             webhook_listen=get("WEBHOOK_LISTEN") or cls.webhook_listen,
-            webhook_port=_count(get, "WEBHOOK_PORT", cls.webhook_port, minimum=1),
+            webhook_port=webhook_port,
             log_format=log_format,
             originals_keep_days=_positive(get, "ORIGINALS_KEEP_DAYS", cls.originals_keep_days),
             download_timeout=_positive(get, "DOWNLOAD_TIMEOUT_SECONDS", cls.download_timeout),
             telegram_retry_delay=_positive(get, "TELEGRAM_RETRY_SECONDS", cls.telegram_retry_delay),
             telegram_busy_at=_count(get, "TELEGRAM_BUSY_AT", cls.telegram_busy_at, minimum=0),
+            metrics_port=metrics_port,
+            metrics_listen=metrics_listen,
         )
 
     @property
@@ -181,6 +195,23 @@ def _is_loopback(host: str) -> bool:
         return ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _is_address(value: str) -> bool:
+    try:
+        ip_address(value)
+    except ValueError:
+        return re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})", value) is not None
+    return True
+
+
+def _port(get: Callable[[str], str | None], name: str) -> int | None:
+    raw = get(name)
+    if raw is None:
+        return None
+    if not re.fullmatch(r"\d{1,5}", raw) or int(raw) > 65535:
+        raise ConfigError(name, f"must be a port number from 0 to 65535 (got {raw[:20]!r})")
+    return int(raw)
 
 
 def _url(get: Callable[[str], str | None], name: str, default: str) -> str:

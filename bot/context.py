@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from bot.config import Settings
     from bot.downloads import Downloader
     from bot.jobs import JobRunner
+    from bot.metrics import MetricsServer
     from bot.permissions import Permissions
     from bot.runcomfy import RunComfyClient
     from bot.store import Store
@@ -38,6 +39,7 @@ class Services:
         self.runner: JobRunner | None = None
         self.permissions: Permissions | None = None
         self.heartbeat: asyncio.Task[None] | None = None
+        self.metrics: MetricsServer | None = None  # with METRICS_PORT only
 
 
 def _ready(value: _T | None, name: str) -> _T:

@@ -16,7 +16,7 @@ from typing import Any
 
 from telegram import Bot, InputMediaDocument, InputMediaPhoto
 
-from bot import render
+from bot import metrics, render
 from bot.downloads import Downloader
 from bot.errors import PermanentError, SeqbotError
 from bot.images import DOCUMENT_MAX_BYTES, BadImage, ImageInfo, inspect
@@ -85,6 +85,7 @@ class Delivery:
                     if unit.items
                     else {}
                 )
+                metrics.images_sent(job, len(unit.items), time.time())
                 self.store.update(
                     job,
                     delivered=[*job.delivered, number],

@@ -21,6 +21,7 @@ from http.cookiejar import CookieJar, DefaultCookiePolicy
 import httpcore
 import httpx
 
+from bot import metrics
 from bot.errors import PermanentError, TransientError
 
 log = logging.getLogger(__name__)
@@ -254,6 +255,18 @@ class Downloader:
     async def download(self, url: str, *, max_bytes: int) -> bytes:
         """Fetch one image. Raises PermanentError (UnsafeLinkError if refused unfetched)."""
         try:
+            data = await self._download(url, max_bytes)
+        except UnsafeLinkError:
+            metrics.DOWNLOADS.labels("refused").inc()
+            raise
+        except PermanentError as exc:
+            metrics.DOWNLOADS.labels("timeout" if exc.template == _TOO_SLOW else "failed").inc()
+            raise
+        metrics.DOWNLOADS.labels("ok").inc()
+        return data
+
+    async def _download(self, url: str, max_bytes: int) -> bytes:
+        try:
             parsed = httpx.URL(url)
         except httpx.InvalidURL:
             raise UnsafeLinkError(_REFUSED, detail="refused a malformed URL") from None
@@ -270,9 +283,11 @@ class Downloader:
 
     async def _fetch(self, url: httpx.URL, max_bytes: int) -> bytes:
         reason = "?"
+        counted = ""  # the same, as a label on the metrics page
         # Images are the product and may expire: try a little harder than for a status poll.
         for attempt in range(self.attempts):
             if attempt:
+                metrics.retried("download", counted)
                 await asyncio.sleep(self._delay(attempt))
             try:
                 return await self._get(url, max_bytes)
@@ -280,9 +295,9 @@ class Downloader:
                 raise PermanentError(_FAILED, reason="too many redirects") from None
             except (httpx.HTTPError, TransientError) as exc:
                 if isinstance(exc, TransientError):
-                    reason = str(exc.params["reason"])
+                    reason, counted = str(exc.params["reason"]), "http_error"
                 else:
-                    reason = type(exc).__name__
+                    reason, counted = type(exc).__name__, metrics.failure(exc)
                 log.debug("download from %s failed (attempt %d): %s", url.host, attempt + 1, reason)
         raise PermanentError(_FAILED, reason=reason)
 

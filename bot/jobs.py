@@ -14,7 +14,7 @@ from typing import Any
 from telegram import Bot
 from telegram.error import Forbidden
 
-from bot import limits, render, schedule, schema
+from bot import limits, metrics, render, schedule, schema
 from bot.config import Settings
 from bot.delivery import Delivery
 from bot.downloads import Downloader
@@ -76,6 +76,7 @@ class JobRunner:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._operator_alerts: set[str] = set()
         self._windows: dict[tuple[int, str], tuple[schedule.Window | None, float]] = {}
+        metrics.watch(self)  # its active jobs, by state, on the metrics page
 
     # ---- starting, resuming, stopping -------------------------------------------------------
 
@@ -102,6 +103,7 @@ class JobRunner:
         if job is None:
             return None
         self._log(job, "recorded")
+        metrics.job_moved(job)
         self.active[job.id] = job
         self._spawn(job)
         return job
@@ -123,6 +125,7 @@ class JobRunner:
 
     async def stop(self) -> None:
         """Stop every job task; their state stays in SQLite to be resumed."""
+        metrics.unwatch(self)
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
@@ -355,6 +358,7 @@ class JobRunner:
         saved = self.store.update(job, status=status, **changes)
         if changed:
             self._log(job, status.value)
+            metrics.job_moved(job)
         return saved
 
     async def _finish(

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 from aiolimiter import AsyncLimiter
 
+from bot import metrics
 from bot.errors import PermanentError, RunComfyError, SubmitUnknownError, TransientError
 
 log = logging.getLogger(__name__)
@@ -240,18 +241,20 @@ class RunComfyClient:
                     self._url(MODEL_PATH), json=payload, headers=self._headers
                 )
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            metrics.RUNCOMFY_REQUESTS.labels("submit", metrics.failure(exc)).inc()
             # The request never left: nothing was billed.
             raise PermanentError(
                 "Could not reach RunComfy, so nothing was submitted or charged. Please try again later.",
                 detail=f"submit not sent: {type(exc).__name__}",
             ) from None
         except httpx.HTTPError as exc:
+            metrics.RUNCOMFY_REQUESTS.labels("submit", metrics.failure(exc)).inc()
             raise SubmitUnknownError(
                 "RunComfy did not answer in time, so it is unclear whether the job started.",
                 detail=f"submit outcome unknown: {type(exc).__name__}",
             ) from None
         try:
-            body = self._decode(response)
+            body = self._answer("submit", response)
         except TransientError as exc:
             if response.status_code == 200:
                 # A 200 we cannot read may still have started a job.
@@ -267,21 +270,39 @@ class RunComfyClient:
             raise SubmitUnknownError(_TROUBLE, detail="submit answer without a usable request_id")
         return Submission(request_id=request_id)
 
-    async def _call(self, method: str, path: str, params: dict[str, str] | None = None) -> Any:
+    def _answer(self, endpoint: str, response: httpx.Response) -> Any:
+        """``_decode``, counting the answer on the metrics page by its outcome."""
+        try:
+            body = self._decode(response)
+        except RunComfyError:
+            metrics.RUNCOMFY_REQUESTS.labels(endpoint, metrics.answer(response.status_code)).inc()
+            raise
+        metrics.RUNCOMFY_REQUESTS.labels(endpoint, "ok").inc()
+        return body
+
+    async def _call(
+        self, endpoint: str, method: str, path: str, params: dict[str, str] | None = None
+    ) -> Any:
         last: TransientError | None = None
+        reason = ""  # what went wrong the last time, as counted
         for attempt in range(self.attempts):
             if attempt:
+                metrics.retried("runcomfy", reason)
                 await asyncio.sleep(self._delay(attempt, last.retry_after if last else None))
             try:
                 async with self._limiter:
                     response = await self.http.request(
                         method, self._url(path), params=params, headers=self._headers
                     )
-                return self._decode(response)
             except httpx.HTTPError as exc:
+                reason = metrics.failure(exc)
+                metrics.RUNCOMFY_REQUESTS.labels(endpoint, reason).inc()
                 last = TransientError(_TROUBLE, detail=f"{method} {path}: {type(exc).__name__}")
-            except TransientError as exc:
-                last = exc
+            else:
+                try:
+                    return self._answer(endpoint, response)
+                except TransientError as exc:
+                    reason, last = metrics.answer(response.status_code), exc
             log.debug("RunComfy %s %s failed (attempt %d): %s", method, path, attempt + 1, last)
         assert last is not None
         raise last
@@ -295,7 +316,7 @@ class RunComfyClient:
 
     async def status(self, request_id: str) -> JobState:
         """The job's current state (retried on transient trouble)."""
-        body = await self._call("GET", f"/v1/requests/{request_id}/status")
+        body = await self._call("status", "GET", f"/v1/requests/{request_id}/status")
         if not isinstance(body, dict):
             raise TransientError(_TROUBLE, detail="status answer is not an object")
         position = body.get("queue_position")
@@ -306,7 +327,7 @@ class RunComfyClient:
     async def result(self, request_id: str) -> JobResult:
         """The job's result, with its cost (retried on transient trouble)."""
         body = await self._call(
-            "GET", f"/v1/requests/{request_id}/result", params={"include_cost": "true"}
+            "result", "GET", f"/v1/requests/{request_id}/result", params={"include_cost": "true"}
         )
         if not isinstance(body, dict):
             raise TransientError(_TROUBLE, detail="result answer is not an object")
@@ -323,7 +344,7 @@ class RunComfyClient:
 
     async def cancel(self, request_id: str) -> bool:
         """Ask RunComfy to cancel; True if it was cancelled, False if it can no longer be."""
-        body = await self._call("POST", f"/v1/requests/{request_id}/cancel")
+        body = await self._call("cancel", "POST", f"/v1/requests/{request_id}/cancel")
         outcome = body.get("outcome") if isinstance(body, dict) else None
         return outcome == "cancelled" or (
             outcome is None

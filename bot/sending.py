@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from telegram import ReplyParameters
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
 
+from bot import metrics
 from bot.errors import DeliveryFailed
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ async def with_retries(
     """
     delay = first_delay
     for attempt in range(1, ATTEMPTS + 1):
+        reason = "429"
         try:
             return await send()
         except RetryAfter as exc:
@@ -68,7 +70,9 @@ async def with_retries(
         except NetworkError as exc:  # includes TimedOut
             log.warning("Telegram send failed (attempt %d): %s", attempt, exc)
             wait, delay = delay, min(delay * 2, _MAX_BACKOFF)
+            reason = metrics.telegram_failure(exc)
         if attempt < ATTEMPTS:
+            metrics.retried("telegram", reason)
             await asyncio.sleep(wait)
     raise DeliveryFailed("Telegram did not accept the images after several tries.")
 

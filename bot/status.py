@@ -19,7 +19,7 @@ from telegram import Bot, InlineKeyboardMarkup
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
 from telegram.ext import AIORateLimiter
 
-from bot import render
+from bot import metrics, render
 from bot.models import CANCELLABLE, Job, Status
 from bot.sending import Background, reply, with_retries
 from bot.store import Store
@@ -47,6 +47,7 @@ class PriorityRateLimiter(AIORateLimiter):
         self, callback: Any, args: Any, kwargs: Any, endpoint: str, data: Any, rate_limit_args: Any
     ) -> Any:
         """Apply the limits; an edit first waits until no other message is waiting."""
+        callback = _counting_retries(callback)
         if endpoint.startswith("edit"):
             await self._quiet.wait()
             return await super().process_request(
@@ -66,6 +67,20 @@ class PriorityRateLimiter(AIORateLimiter):
             self.waiting -= 1
             if not self.waiting:
                 self._quiet.set()
+
+
+def _counting_retries(callback: Any) -> Any:
+    """``callback``, counting each call after the first: the limiter retries after a flood wait."""
+    calls = 0
+
+    async def call(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            metrics.retried("telegram", "429")
+        return await callback(*args, **kwargs)
+
+    return call
 
 
 def milestone(job: Job, markup: object) -> tuple[Status, bool]:
@@ -118,6 +133,7 @@ class StatusBoard:
             ),
             first_delay=self.retry_delay,
         )
+        metrics.acknowledged(job, time.time())
         self.store.update(
             job, status_message_id=message.message_id, status_shown=shown(text, markup)
         )

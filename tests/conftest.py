@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+import ssl
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any, TypeVar
 
+import httpx
+import httpx._transports.default
 import pytest
 
 from bot.app import ALLOWED_UPDATES, build_application
@@ -19,6 +23,24 @@ from tests.fakes.telegram_api import FakeTelegram
 # As `python -m bot` does (bot/__main__.py) for the bots the tests run in this process: durations
 # from python-telegram-bot as timedelta, so a flood wait raises no deprecation warning.
 os.environ.setdefault("PTB_TIMEDELTA", "1")
+
+# Every httpx client loads the CA bundle into a new SSL context: some 20 ms of CPU, several times
+# for each bot a test starts, a third of the suite's CPU time. The tests speak plain http on
+# loopback only, so they all share one such context, made the way httpx makes it.
+_create_ssl_context = httpx.create_ssl_context
+_SSL_CONTEXT = _create_ssl_context()
+
+
+def _shared_ssl_context(
+    verify: Any = True, cert: Any = None, trust_env: bool = True
+) -> ssl.SSLContext:
+    if verify is True and cert is None:
+        return _SSL_CONTEXT
+    return _create_ssl_context(verify=verify, cert=cert, trust_env=trust_env)
+
+
+httpx.create_ssl_context = _shared_ssl_context  # type: ignore[assignment]
+httpx._transports.default.create_ssl_context = _shared_ssl_context  # type: ignore[assignment]
 
 TG_TOKEN = "7012345678:fake-test-token-0123456789"
 RC_TOKEN = "rc-test-token-abcdef"
@@ -108,25 +130,47 @@ class RunningBot:
         return self.services.store
 
 
-@pytest.fixture
-async def bot(env: dict[str, str]) -> AsyncIterator[RunningBot]:
-    running = await RunningBot(Settings.from_env(env)).start()
-    try:
-        yield running
-    finally:
-        await running.stop()
+B = TypeVar("B", bound=RunningBot)
 
 
-@pytest.fixture
-async def start_bot(env: dict[str, str]) -> AsyncIterator[Callable[..., Awaitable[RunningBot]]]:
-    """Start a bot with extra settings; every bot started is stopped at the end of the test."""
-    started: list[RunningBot] = []
+class Bots:
+    """Real bots for one test; the ``bots`` fixture stops every one still running at teardown.
 
-    async def start(**extra: str) -> RunningBot:
-        bot = await RunningBot(Settings.from_env({**env, **extra})).start()
-        started.append(bot)
+    ``await bots.start(DAILY_IMAGE_LIMIT_PER_USER="4")`` starts a bot with the test's environment
+    and those settings on top. ``await bots.stop(bot)`` stops one at once, for a restart: the next
+    ``start()`` has the same settings, so it opens the same database and resumes its jobs.
+    """
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.running: list[RunningBot] = []
+
+    async def start(self, **extra: str) -> RunningBot:
+        return await self.run(RunningBot(Settings.from_env({**self.env, **extra})))
+
+    async def run(self, bot: B) -> B:
+        """Start a bot made elsewhere (another way of receiving updates, say)."""
+        await bot.start()
+        self.running.append(bot)
         return bot
 
-    yield start
-    for bot in started:
-        await bot.stop()
+    async def stop(self, bot: RunningBot | None = None) -> None:
+        """Stop ``bot`` (or every running one), as SIGTERM stops ``python -m bot``."""
+        for running in [bot] if bot is not None else self.running[::-1]:
+            self.running.remove(running)
+            await running.stop()
+
+
+@pytest.fixture
+async def bots(env: dict[str, str]) -> AsyncIterator[Bots]:
+    started = Bots(env)
+    try:
+        yield started
+    finally:
+        await started.stop()
+
+
+@pytest.fixture
+async def bot(bots: Bots) -> RunningBot:
+    """A bot started with the test's environment, stopped at teardown."""
+    return await bots.start()

@@ -284,7 +284,7 @@ async def test_time_based_script(fake: FakeRunComfy, client: httpx.AsyncClient) 
     rid = await submit(client)
     first = await status(client, rid)
     assert first["status"] == "in_queue" and first["queue_position"] >= 1
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(0.2)  # this script runs on the clock: time passes on purpose
     assert (await status(client, rid))["status"] == "in_progress"
     await asyncio.sleep(0.15)
     assert (await status(client, rid))["status"] == "completed"
@@ -396,7 +396,7 @@ async def test_down_without_refusing_disconnects_api_only(
 
 async def test_wait_for(fake: FakeRunComfy, client: httpx.AsyncClient) -> None:
     async def later() -> None:
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # on purpose: the call comes after wait_for has begun waiting
         await client.get("/nowhere")
 
     task = asyncio.create_task(later())

@@ -209,8 +209,10 @@ async def test_get_updates_long_polls(bot: Bot, fake: FakeTelegram) -> None:
     fake.send_text("/seq 2 1:1 fox")
     first = await bot.get_updates(timeout=0)
     assert len(first) == 1 and first[0].message and first[0].message.text == "/seq 2 1:1 fox"
+    polls = fake.polls_received
     waiting = asyncio.create_task(bot.get_updates(offset=first[0].update_id + 1, timeout=5))
-    await asyncio.sleep(0.2)
+    await fake.wait_for(lambda: fake.polls_received > polls)
+    await asyncio.sleep(0.2)  # on purpose: the poll is held open while there is nothing to send
     assert not waiting.done()
     started = time.monotonic()
     fake.send_text("hello", chat_id=GROUP)

@@ -10,9 +10,8 @@ from typing import Any
 
 import pytest
 
-from bot.config import Settings
 from bot.store import Status
-from tests.conftest import RunningBot
+from tests.conftest import Bots, RunningBot
 from tests.fakes.runcomfy_api import FakeRunComfy, JobScript
 from tests.fakes.telegram_api import FakeTelegram
 from tests.helpers import (
@@ -33,18 +32,16 @@ UPDATES = Path(__file__).parent / "data" / "updates"
 
 
 async def test_faults_on_a_third_of_the_polls(
-    telegram: FakeTelegram, runcomfy: FakeRunComfy, env: dict[str, str]
+    telegram: FakeTelegram, runcomfy: FakeRunComfy, bots: Bots
 ) -> None:
-    bot = await RunningBot(Settings.from_env({**env, "MAX_ACTIVE_JOBS_PER_USER": "3"})).start()
-    try:
-        runcomfy.default_script = JobScript(queued_polls=4, running_polls=4)
-        runcomfy.fail_ratio("status", "503", 1 / 3, seed=1)
-        runcomfy.fail_ratio("result", "broken_json", 1 / 3, seed=2)
-        for n in range(3):
-            telegram.send_text(f"/seq 2 a fox, take {n}")
-        jobs = [await until_final(telegram, bot, job_id) for job_id in (1, 2, 3)]
-    finally:
-        await bot.stop()
+    bot = await bots.start(MAX_ACTIVE_JOBS_PER_USER="3")
+    runcomfy.default_script = JobScript(queued_polls=4, running_polls=4)
+    runcomfy.fail_ratio("status", "503", 1 / 3, seed=1)
+    runcomfy.fail_ratio("result", "broken_json", 1 / 3, seed=2)
+    for n in range(3):
+        telegram.send_text(f"/seq 2 a fox, take {n}")
+    jobs = [await until_final(telegram, bot, job_id) for job_id in (1, 2, 3)]
+    await bots.stop()
     assert [j.status for j in jobs] == [Status.DONE] * 3
     assert len(media(telegram)) == 6
     assert runcomfy.count("submit") == 3
@@ -59,7 +56,7 @@ async def test_a_runcomfy_outage_longer_than_several_polls(
     telegram.send_text("/seq 2 a fox")
     await runcomfy.wait_for(lambda: runcomfy.count("status") >= 1)
     await runcomfy.down()  # connections refused
-    await asyncio.sleep(1.5)  # ~75 poll intervals of 0.02 s
+    await asyncio.sleep(1.5)  # on purpose: the outage lasts ~75 poll intervals of 0.02 s
     assert bot.store.get(1).status == Status.QUEUED  # type: ignore[union-attr]
     await runcomfy.up()
     job = await until_final(telegram, bot)

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import pytest
 
-from bot.config import Settings
 from bot.store import Status
-from tests.conftest import RunningBot
+from tests.conftest import Bots, RunningBot
 from tests.fakes.runcomfy_api import FakeRunComfy, JobScript
 from tests.fakes.telegram_api import FakeTelegram
 from tests.helpers import (
@@ -283,8 +279,9 @@ async def test_transient_status_errors_are_retried(
     telegram: FakeTelegram, runcomfy: FakeRunComfy, bot: RunningBot, fault: str
 ) -> None:
     runcomfy.timeout_delay = 1.5  # longer than the bot's 1 s HTTP timeout in tests
-    runcomfy.fail_next("status", fault, times=3)
-    runcomfy.fail_next("result", fault, times=1)
+    # A 429 asks for a short wait here (honouring it is tested on its own): only the retry counts.
+    runcomfy.fail_next("status", fault, times=3, retry_after=0.05)
+    runcomfy.fail_next("result", fault, times=1, retry_after=0.05)
     telegram.send_text("/seq 2 a fox")
     job = await until_final(telegram, bot)
     assert job.status == Status.DONE
@@ -296,36 +293,29 @@ async def test_transient_status_errors_are_retried(
 
 
 async def test_deadline_reports_timed_out_and_cancels_a_queued_job(
-    telegram: FakeTelegram, runcomfy: FakeRunComfy, env: dict[str, str]
+    telegram: FakeTelegram, runcomfy: FakeRunComfy, bots: Bots
 ) -> None:
     runcomfy.script_next(JobScript(queued_polls=10_000))
-    bot = await RunningBot(Settings.from_env({**env, "JOB_DEADLINE_SECONDS": "0.3"})).start()
-    try:
-        telegram.send_text("/seq 2 a fox")
-        job = await until_final(telegram, bot)
-    finally:
-        await bot.stop()
+    bot = await bots.start(JOB_DEADLINE_SECONDS="0.3")
+    telegram.send_text("/seq 2 a fox")
+    job = await until_final(telegram, bot)
+    await bots.stop()
     assert job.status == Status.TIMED_OUT
     assert status_history(telegram, job)[-1].startswith("⌛ Timed out")
     assert runcomfy.count("cancel") == 1
 
 
 async def test_a_restart_resumes_an_unfinished_job_and_delivers_once(
-    telegram: FakeTelegram, runcomfy: FakeRunComfy, env: dict[str, str]
+    telegram: FakeTelegram, runcomfy: FakeRunComfy, bots: Bots
 ) -> None:
     runcomfy.script_next(JobScript(queued_polls=15, running_polls=5))
-    settings = Settings.from_env(env)
-    first = await RunningBot(settings).start()
-    try:
-        telegram.send_text("/seq 3 a fox")
-        await telegram.wait_for(lambda: (j := first.store.get(1)) and j.queue_position)
-    finally:
-        await first.stop()
-    second = await RunningBot(settings).start()
-    try:
-        job = await until_final(telegram, second)
-    finally:
-        await second.stop()
+    first = await bots.start()
+    telegram.send_text("/seq 3 a fox")
+    await telegram.wait_for(lambda: (j := first.store.get(1)) and j.queue_position)
+    await bots.stop(first)
+    second = await bots.start()
+    job = await until_final(telegram, second)
+    await bots.stop(second)
     assert job.status == Status.DONE
     assert len(media(telegram)) == 3
     assert runcomfy.count("submit") == 1
@@ -335,14 +325,12 @@ async def test_a_restart_resumes_an_unfinished_job_and_delivers_once(
 
 
 async def test_a_bad_runcomfy_token_is_explained_and_nothing_retried(
-    telegram: FakeTelegram, runcomfy: FakeRunComfy, env: dict[str, str]
+    telegram: FakeTelegram, runcomfy: FakeRunComfy, bots: Bots
 ) -> None:
-    bot = await RunningBot(Settings.from_env({**env, "RUNCOMFY_API_TOKEN": "wrong"})).start()
-    try:
-        telegram.send_text("/seq 2 a fox")
-        job = await until_final(telegram, bot)
-    finally:
-        await bot.stop()
+    bot = await bots.start(RUNCOMFY_API_TOKEN="wrong")
+    telegram.send_text("/seq 2 a fox")
+    job = await until_final(telegram, bot)
+    await bots.stop()
     assert job.status == Status.FAILED
     assert "RunComfy access is not working" in status_history(telegram, job)[-1]
     assert runcomfy.count("submit") == 1
@@ -350,10 +338,10 @@ async def test_a_bad_runcomfy_token_is_explained_and_nothing_retried(
 
 
 async def test_under_flood_limits_only_final_states_are_edited(
-    telegram: FakeTelegram, runcomfy: FakeRunComfy, start_bot: Callable[..., Any]
+    telegram: FakeTelegram, runcomfy: FakeRunComfy, bots: Bots
 ) -> None:
     # As if many messages always waited in the rate limiter: progress edits give way.
-    bot = await start_bot(TELEGRAM_BUSY_AT="0")
+    bot = await bots.start(TELEGRAM_BUSY_AT="0")
     runcomfy.script_next(JobScript(queued_polls=3, running_polls=3))
     telegram.send_text("/seq 2 a fox")
     job = await until_final(telegram, bot)

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import math
 import shutil
-from collections.abc import Callable
 from typing import Any
 
-from bot.config import Settings
 from bot.store import Status
-from tests.conftest import RunningBot
+from tests.conftest import Bots, RunningBot
 from tests.fakes.runcomfy_api import FakeRunComfy
 from tests.fakes.telegram_api import FakeTelegram
 from tests.helpers import (
@@ -72,9 +70,9 @@ async def test_again_runs_the_same_parameters_with_a_new_seed_once_per_message(
 
 
 async def test_again_follows_the_quota_and_the_allowlist(
-    telegram: FakeTelegram, runcomfy: FakeRunComfy, start_bot: Callable[..., Any]
+    telegram: FakeTelegram, runcomfy: FakeRunComfy, bots: Bots
 ) -> None:
-    bot = await start_bot(DAILY_IMAGE_LIMIT_PER_USER="5", ALLOWED_USER_IDS=f"{ADA}")
+    bot = await bots.start(DAILY_IMAGE_LIMIT_PER_USER="5", ALLOWED_USER_IDS=f"{ADA}")
     key = await finished_with_buttons(telegram, bot)
     refused = await answered(telegram, telegram.press_button(key, "v1:again:1"))
     assert refused["show_alert"] and "1 of today's 5 images left" in refused["text"]
@@ -181,35 +179,27 @@ def replies_to_sync(telegram: FakeTelegram, key: tuple[int, int]) -> list[str]:
 
 
 async def test_details_and_buttons_work_after_a_restart(
-    telegram: FakeTelegram, runcomfy: FakeRunComfy, env: dict[str, str]
+    telegram: FakeTelegram, runcomfy: FakeRunComfy, bots: Bots
 ) -> None:
-    settings = Settings.from_env(env)
-    first = await RunningBot(settings).start()
-    try:
-        key = await finished_with_buttons(telegram, first, "/seq 2 1:1 seed=7 a fox")
-    finally:
-        await first.stop()
-    second = await RunningBot(settings).start()
-    try:
-        await answered(telegram, telegram.press_button(key, "v1:info:1"))
-        text = await telegram.wait_for(
-            lambda: next(
-                (t for t in replies_to_sync(telegram, key) if t.startswith("Job #1")), None
-            )
-        )
-        request_id = next(iter(runcomfy.jobs))
-        assert "Prompt: a fox" in text
-        assert "Images: 2 · ratio 1:1 · mode fast · seed 7" in text
-        assert f"Request: {request_id}" in text
-        assert "Cost: $0.06" in text
-        assert "Times: queued 0:00 · generating 0:00 · delivering 0:00" in text
-        again = await answered(telegram, telegram.press_button(key, "v1:again:1"))
-        assert again["text"] == "Job #2: same settings, new seed."
-        assert (await until_final(telegram, second, 2)).status == Status.DONE
-        stale = await answered(telegram, telegram.press_button(key, "v1:info:99"))
-        assert stale["text"] == "This button no longer works."
-    finally:
-        await second.stop()
+    first = await bots.start()
+    key = await finished_with_buttons(telegram, first, "/seq 2 1:1 seed=7 a fox")
+    await bots.stop(first)
+    second = await bots.start()
+    await answered(telegram, telegram.press_button(key, "v1:info:1"))
+    text = await telegram.wait_for(
+        lambda: next((t for t in replies_to_sync(telegram, key) if t.startswith("Job #1")), None)
+    )
+    request_id = next(iter(runcomfy.jobs))
+    assert "Prompt: a fox" in text
+    assert "Images: 2 · ratio 1:1 · mode fast · seed 7" in text
+    assert f"Request: {request_id}" in text
+    assert "Cost: $0.06" in text
+    assert "Times: queued 0:00 · generating 0:00 · delivering 0:00" in text
+    again = await answered(telegram, telegram.press_button(key, "v1:again:1"))
+    assert again["text"] == "Job #2: same settings, new seed."
+    assert (await until_final(telegram, second, 2)).status == Status.DONE
+    stale = await answered(telegram, telegram.press_button(key, "v1:info:99"))
+    assert stale["text"] == "This button no longer works."
 
 
 async def test_settings_change_the_defaults_of_seq(
@@ -253,7 +243,9 @@ async def test_in_groups_only_admins_change_settings(
     command = telegram.send_text("/settings@SeqImageBot", chat_id=GROUP, user_id=BOB)
     await reply_to(telegram, command)
     message = next(k for k in telegram.messages if telegram.buttons(*k) and k[0] == GROUP)
-    refused = await answered(telegram, telegram.press_button(message, "v1:set:count:6", user_id=BOB))
+    refused = await answered(
+        telegram, telegram.press_button(message, "v1:set:count:6", user_id=BOB)
+    )
     assert (
         refused["show_alert"]
         and refused["text"] == "Only the chat's admins can change its defaults."

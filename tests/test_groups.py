@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bot import render
 from bot.store import Status
-from tests.conftest import RunningBot
+from tests.conftest import Bots, RunningBot
 from tests.fakes.runcomfy_api import FakeRunComfy, JobScript
 from tests.fakes.telegram_api import FakeTelegram
 from tests.helpers import (
@@ -184,9 +183,9 @@ async def test_buttons_of_another_chat_are_refused(
 
 
 async def test_daily_quota_refuses_with_what_is_left_and_usage_reports(
-    telegram: FakeTelegram, runcomfy: FakeRunComfy, start_bot: Callable[..., Any]
+    telegram: FakeTelegram, runcomfy: FakeRunComfy, bots: Bots
 ) -> None:
-    bot = await start_bot(DAILY_IMAGE_LIMIT_PER_USER="5")
+    bot = await bots.start(DAILY_IMAGE_LIMIT_PER_USER="5")
     telegram.send_text("/seq 4 a fox")
     await until_final(telegram, bot)
     refused = telegram.send_text("/seq 2 a fox")
@@ -204,9 +203,9 @@ async def test_daily_quota_refuses_with_what_is_left_and_usage_reports(
 
 
 async def test_bot_admins_are_exempt_and_see_every_chat(
-    telegram: FakeTelegram, runcomfy: FakeRunComfy, start_bot: Callable[..., Any]
+    telegram: FakeTelegram, runcomfy: FakeRunComfy, bots: Bots
 ) -> None:
-    bot = await start_bot(DAILY_IMAGE_LIMIT_PER_USER="1", ADMIN_USER_IDS=str(ADA))
+    bot = await bots.start(DAILY_IMAGE_LIMIT_PER_USER="1", ADMIN_USER_IDS=str(ADA))
     telegram.send_text("/seq 3 a fox")
     await until_final(telegram, bot)
     usage = await reply_to(telegram, telegram.send_text("/usage"))
@@ -214,10 +213,8 @@ async def test_bot_admins_are_exempt_and_see_every_chat(
     assert f"{ADA}: 1 job, 3 images, $0.09" in usage
 
 
-async def test_active_job_caps(
-    telegram: FakeTelegram, runcomfy: FakeRunComfy, start_bot: Callable[..., Any]
-) -> None:
-    await start_bot(MAX_ACTIVE_JOBS_PER_USER="1", MAX_ACTIVE_JOBS_PER_CHAT="2")
+async def test_active_job_caps(telegram: FakeTelegram, runcomfy: FakeRunComfy, bots: Bots) -> None:
+    await bots.start(MAX_ACTIVE_JOBS_PER_USER="1", MAX_ACTIVE_JOBS_PER_CHAT="2")
     runcomfy.default_script = JobScript(queued_polls=10_000)
     telegram.send_text("/seq@SeqImageBot 2 a fox", chat_id=GROUP, user_id=ADA)
     await runcomfy.wait_for(lambda: runcomfy.count("submit") == 1)
@@ -231,9 +228,9 @@ async def test_active_job_caps(
 
 
 async def test_allowlists_refuse_in_one_line(
-    telegram: FakeTelegram, runcomfy: FakeRunComfy, start_bot: Callable[..., Any]
+    telegram: FakeTelegram, runcomfy: FakeRunComfy, bots: Bots
 ) -> None:
-    await start_bot(ALLOWED_CHAT_IDS=str(GROUP), ALLOWED_USER_IDS=f"{ADA},{BOB}")
+    await bots.start(ALLOWED_CHAT_IDS=str(GROUP), ALLOWED_USER_IDS=f"{ADA},{BOB}")
     private = telegram.send_text("/seq 2 a fox")
     assert await reply_to(telegram, private) == "Sorry, this bot is not available in this chat."
     stranger = telegram.send_text("/seq@SeqImageBot 2 a fox", chat_id=GROUP, user_id=555)
@@ -276,9 +273,9 @@ async def test_the_same_message_delivered_twice_makes_one_job(
 
 
 async def test_flood_limits_delay_delivery_but_never_drop_images(
-    telegram: FakeTelegram, runcomfy: FakeRunComfy, start_bot: Callable[..., Any]
+    telegram: FakeTelegram, runcomfy: FakeRunComfy, bots: Bots
 ) -> None:
-    bot = await start_bot(MAX_ACTIVE_JOBS_PER_CHAT="5")
+    bot = await bots.start(MAX_ACTIVE_JOBS_PER_CHAT="5")
     chats = [ADA, BOB, 555]
     telegram.rate_limit_next("sendMediaGroup", retry_after=1, times=2)
     telegram.album_retry_after_next(retry_after=1, delivered_before=2)

@@ -9,14 +9,12 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from bot.config import Settings
 from bot.store import Status
-from tests.conftest import RunningBot
+from tests.conftest import Bots
 from tests.fakes.runcomfy_api import FakeRunComfy, JobScript, render_jpeg
 from tests.fakes.telegram_api import FakeTelegram
 from tests.helpers import answered, assert_clean, reply_to, status_history, until_final
@@ -40,12 +38,12 @@ def as_channel(telegram: FakeTelegram, text: str, channel: dict[str, Any]) -> di
 
 
 async def test_a_submit_without_an_answer_counts_toward_the_daily_limit(
-    telegram: FakeTelegram, runcomfy: FakeRunComfy, start_bot: Callable[..., Any]
+    telegram: FakeTelegram, runcomfy: FakeRunComfy, bots: Bots
 ) -> None:
     # RunComfy answers after the bot's timeout: the job exists there and is billed.
     runcomfy.timeout_delay = 2.0
     runcomfy.fail_next("submit", "timeout")
-    bot = await start_bot(DAILY_IMAGE_LIMIT_PER_USER="4")
+    bot = await bots.start(DAILY_IMAGE_LIMIT_PER_USER="4")
     telegram.send_text("/seq 4 a fox")
     first = await until_final(telegram, bot)
     assert first.status == Status.FAILED and first.request_id is None
@@ -63,11 +61,11 @@ async def test_a_submit_without_an_answer_counts_toward_the_daily_limit(
 
 
 async def test_a_submit_without_an_answer_counts_as_active_until_the_deadline(
-    telegram: FakeTelegram, runcomfy: FakeRunComfy, start_bot: Callable[..., Any]
+    telegram: FakeTelegram, runcomfy: FakeRunComfy, bots: Bots
 ) -> None:
     runcomfy.timeout_delay = 2.0
     runcomfy.fail_next("submit", "timeout")
-    bot = await start_bot(MAX_ACTIVE_JOBS_PER_USER="1", DAILY_IMAGE_LIMIT_PER_USER="0")
+    bot = await bots.start(MAX_ACTIVE_JOBS_PER_USER="1", DAILY_IMAGE_LIMIT_PER_USER="0")
     telegram.send_text("/seq 2 a fox")
     assert (await until_final(telegram, bot)).submit_unknown == 1
     again = telegram.send_text("/seq 2 a fox")
@@ -109,14 +107,14 @@ class LoopLag:
 async def test_a_request_id_the_database_refuses_is_logged_kept_and_written_later(
     telegram: FakeTelegram,
     runcomfy: FakeRunComfy,
-    start_bot: Callable[..., Any],
+    bots: Bots,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="bot")
     runcomfy.timeout_delay = 0.5  # the submit is answered, slowly: time to take the lock
     runcomfy.fail_next("submit", "timeout")
     runcomfy.script_next(JobScript(queued_polls=5))
-    bot = await start_bot(HTTP_TIMEOUT_SECONDS="10")
+    bot = await bots.start(HTTP_TIMEOUT_SECONDS="10")
     command = telegram.send_text("/seq 2 a fox")
     await telegram.wait_for(lambda: (j := bot.store.get(1)) and j.status == Status.SUBMITTING)
 
@@ -138,7 +136,10 @@ async def test_a_request_id_the_database_refuses_is_logged_kept_and_written_late
                     None,
                 )
             )
-            await asyncio.sleep(1.0)  # the lock is held a while: polls and edits go on
+            # The lock is held a while: polls and status edits go on meanwhile.
+            polls, edits = runcomfy.count("status"), len(telegram.calls_to("editMessageText"))
+            await runcomfy.wait_for(lambda: runcomfy.count("status") >= polls + 3)
+            await telegram.wait_for(lambda: len(telegram.calls_to("editMessageText")) > edits)
     finally:
         other.rollback()
         other.close()
@@ -159,9 +160,9 @@ async def test_a_request_id_the_database_refuses_is_logged_kept_and_written_late
 
 
 async def test_a_new_job_while_the_database_is_locked_is_refused_politely(
-    telegram: FakeTelegram, runcomfy: FakeRunComfy, start_bot: Callable[..., Any]
+    telegram: FakeTelegram, runcomfy: FakeRunComfy, bots: Bots
 ) -> None:
-    bot = await start_bot()
+    bot = await bots.start()
     other = sqlite3.connect(bot.settings.database_path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
     try:
@@ -182,9 +183,9 @@ async def test_a_new_job_while_the_database_is_locked_is_refused_politely(
 
 
 async def test_channels_posting_in_a_group_have_their_own_quota_caps_and_cancel_rights(
-    telegram: FakeTelegram, runcomfy: FakeRunComfy, start_bot: Callable[..., Any]
+    telegram: FakeTelegram, runcomfy: FakeRunComfy, bots: Bots
 ) -> None:
-    bot = await start_bot(DAILY_IMAGE_LIMIT_PER_USER="4", MAX_ACTIVE_JOBS_PER_USER="1")
+    bot = await bots.start(DAILY_IMAGE_LIMIT_PER_USER="4", MAX_ACTIVE_JOBS_PER_USER="1")
     runcomfy.script_next(JobScript(queued_polls=10_000))
     as_channel(telegram, "/seq@SeqImageBot 4 a fox", NEWS)
     await telegram.wait_for(lambda: (j := bot.store.get(1)) and j.request_id)
@@ -218,9 +219,9 @@ async def test_channels_posting_in_a_group_have_their_own_quota_caps_and_cancel_
 
 
 async def test_odd_digits_in_ids_are_refused_not_crashed_on(
-    telegram: FakeTelegram, runcomfy: FakeRunComfy, start_bot: Callable[..., Any]
+    telegram: FakeTelegram, runcomfy: FakeRunComfy, bots: Bots
 ) -> None:
-    bot = await start_bot()
+    bot = await bots.start()
     for raw in ("²", "#²", "١", "1²"):
         answer = await reply_to(telegram, telegram.send_text(f"/cancel {raw}"))
         assert answer == f"There is no job {raw} in this chat."
@@ -238,9 +239,9 @@ async def test_odd_digits_in_ids_are_refused_not_crashed_on(
 
 
 async def test_every_text_the_bot_sends_is_cut_to_telegrams_limits(
-    telegram: FakeTelegram, runcomfy: FakeRunComfy, start_bot: Callable[..., Any]
+    telegram: FakeTelegram, runcomfy: FakeRunComfy, bots: Bots
 ) -> None:
-    bot = await start_bot()
+    bot = await bots.start()
     tg = bot.app.bot
     sent = await tg.send_message(ADA, "x" * 5000)
     await tg.edit_message_text("é" * 4000 + "🎨" * 200, chat_id=ADA, message_id=sent.message_id)
@@ -262,27 +263,22 @@ async def test_every_text_the_bot_sends_is_cut_to_telegrams_limits(
 
 
 async def test_an_image_lost_while_the_bot_was_stopped_spoils_only_itself(
-    telegram: FakeTelegram, runcomfy: FakeRunComfy, env: dict[str, str]
+    telegram: FakeTelegram, runcomfy: FakeRunComfy, bots: Bots
 ) -> None:
-    settings = Settings.from_env(env)
     # The second album meets a long flood wait; the bot stops while it waits.
     telegram.rate_limit_next("sendMediaGroup", retry_after=30, times=1, skip=1)
-    first = await RunningBot(settings).start()
-    try:
-        telegram.send_text("/seq 15 a flip-book of a bouncing ball")
-        await telegram.wait_for(lambda: len(telegram.calls_to("sendMediaGroup")) == 2)
-    finally:
-        await first.stop()
+    first = await bots.start()
+    telegram.send_text("/seq 15 a flip-book of a bouncing ball")
+    await telegram.wait_for(lambda: len(telegram.calls_to("sendMediaGroup")) == 2)
+    await bots.stop(first)
     # Meanwhile the kept copy of the last image went, and so did its link at RunComfy.
     (fake_job,) = runcomfy.jobs.values()
     fake_job.script.bad_images[14] = "404"
     (first.runner.delivery.originals.folder / "1" / "14").unlink()
 
-    second = await RunningBot(settings).start()
-    try:
-        job = await until_final(telegram, second)
-    finally:
-        await second.stop()
+    second = await bots.start()
+    job = await until_final(telegram, second)
+    await bots.stop(second)
     assert job.status == Status.DONE and job.delivered_images == 14
     albums = telegram.calls_to("sendMediaGroup", ok_only=True)
     assert [len(a.params["media"]) for a in albums] == [8, 6]

@@ -13,7 +13,6 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -26,7 +25,7 @@ from bot.app import receive_updates as start_receiving
 from bot.config import Settings
 from bot.logs import JsonFormatter
 from bot.webhook import MAX_BODY_BYTES, WebhookServer
-from tests.conftest import RC_TOKEN, TG_TOKEN, RunningBot
+from tests.conftest import RC_TOKEN, TG_TOKEN, Bots, RunningBot
 from tests.fakes.runcomfy_api import FakeRunComfy
 from tests.fakes.telegram_api import FakeTelegram
 from tests.helpers import (
@@ -59,7 +58,7 @@ class WebhookBot(RunningBot):
 
 
 @pytest.fixture
-async def webhook_bot(env: dict[str, str]) -> AsyncIterator[WebhookBot]:
+async def webhook_bot(env: dict[str, str], bots: Bots) -> WebhookBot:
     port = free_port()
     settings = Settings.from_env(
         {
@@ -70,12 +69,7 @@ async def webhook_bot(env: dict[str, str]) -> AsyncIterator[WebhookBot]:
             "WEBHOOK_PORT": str(port),
         }
     )
-    bot = WebhookBot(settings)
-    await bot.start()
-    try:
-        yield bot
-    finally:
-        await bot.stop()
+    return await bots.run(WebhookBot(settings))
 
 
 async def test_webhook_accepts_the_right_secret_and_refuses_others(

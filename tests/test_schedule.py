@@ -101,9 +101,10 @@ async def test_edits_wait_while_messages_wait_in_the_rate_limiter() -> None:
     limiter = PriorityRateLimiter(max_retries=0)
     await limiter.initialize()
     order: list[str] = []
-    release = asyncio.Event()
+    entered, release = asyncio.Event(), asyncio.Event()
 
     async def send(*_: object) -> bool:
+        entered.set()
         await release.wait()
         order.append("send")
         return True
@@ -115,11 +116,11 @@ async def test_edits_wait_while_messages_wait_in_the_rate_limiter() -> None:
     sending = asyncio.create_task(
         limiter.process_request(send, (), {}, "sendMediaGroup", {"chat_id": 1}, None)
     )
-    await asyncio.sleep(0.01)
+    await entered.wait()  # the album is under way in the limiter
     editing = asyncio.create_task(
         limiter.process_request(edit, (), {}, "editMessageText", {"chat_id": 1}, None)
     )
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.05)  # on purpose: time enough for the edit to go first, if it could
     assert order == []  # the edit waits for the album
     release.set()
     await asyncio.gather(sending, editing)

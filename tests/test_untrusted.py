@@ -9,14 +9,14 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
 from bot.runcomfy import RunComfyClient
 from bot.store import Status
-from tests.conftest import RC_TOKEN, RunningBot
+from tests.conftest import RC_TOKEN, Bots, RunningBot
 from tests.fakes.internal import InternalService
 from tests.fakes.runcomfy_api import FakeRunComfy, JobScript
 from tests.fakes.telegram_api import FakeTelegram
@@ -179,10 +179,10 @@ async def test_a_decompression_bomb_spoils_only_itself(
 async def test_a_dripping_download_is_cut_off_and_the_others_are_delivered(
     telegram: FakeTelegram,
     runcomfy: FakeRunComfy,
-    start_bot: Callable[..., Awaitable[RunningBot]],
+    bots: Bots,
 ) -> None:
     runcomfy.drip_interval = 0.05  # well inside the 1 s read timeout: only a deadline stops it
-    bot = await start_bot(DOWNLOAD_TIMEOUT_SECONDS="0.5")
+    bot = await bots.start(DOWNLOAD_TIMEOUT_SECONDS="0.5")
     runcomfy.script_next(JobScript(bad_images={1: "drip"}))
     started = time.monotonic()
     telegram.send_text("/seq 3 a fox")

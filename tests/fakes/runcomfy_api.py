@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import contextlib
 import hashlib
+import heapq
 import inspect
 import io
 import json
@@ -125,6 +127,8 @@ class FakeJob:
     finished_at: float | None = None
     cancelled: bool = False
     result_fetches: int = 0
+    queue: _FifoQueue | None = None  # the "queue" profile: a place in one shared FIFO queue
+    queue_index: int = 0
 
     def _progress(self) -> tuple[str, int | None, float | None]:
         """(state, queue_position, seconds after submit when final) as the client sees it now."""
@@ -134,6 +138,8 @@ class FakeJob:
             queued, running = s.queued_seconds or 0.0, s.running_seconds or 0.0
             elapsed = time.monotonic() - self.submitted_mono
             if elapsed < queued:
+                if self.queue is not None:
+                    return "in_queue", self.queue.position(self.queue_index), None
                 return "in_queue", max(1, math.ceil((queued - elapsed) / 2.0)), None
             if elapsed < queued + running:
                 return "in_progress", None, None
@@ -180,6 +186,28 @@ class _FaultRule:
     remaining: int = 0  # fail_next
     ratio: float = 0.0  # fail_ratio
     rng: random.Random = field(default_factory=random.Random)
+
+
+class _FifoQueue:
+    """One model queue shared by all jobs: ``capacity`` jobs generate at once, in submit order,
+    none before ``opens_at`` (monotonic). Each job's start is fixed when it is submitted (its
+    generating time is known then), so a queue position is one bisect, even with 10,000 queued."""
+
+    def __init__(self, capacity: int, opens_at: float) -> None:
+        self.opens_at = opens_at
+        self._free = [opens_at] * capacity  # a heap: when each worker is next free
+        self._starts: list[float] = []  # non-decreasing: FIFO onto the earliest free worker
+
+    def enqueue(self, now: float, generating: float) -> tuple[int, float]:
+        """(queue index, start time) of a job submitted at ``now``."""
+        start = max(now, heapq.heappop(self._free))
+        heapq.heappush(self._free, start + generating)
+        self._starts.append(start)
+        return len(self._starts) - 1, start
+
+    def position(self, index: int) -> int:
+        """1 for the next job to start."""
+        return max(1, index - bisect.bisect_right(self._starts, time.monotonic()) + 1)
 
 
 def _text_states_count(text: str, n: int) -> bool:
@@ -294,6 +322,8 @@ class FakeRunComfy:
         self._ratio_faults: dict[str, list[_FaultRule]] = {e: [] for e in ENDPOINTS}
         self._timing_rng: random.Random | None = None
         self._uniform_timing = False
+        self._profile = "default"
+        self._queue: _FifoQueue | None = None
         self._images: OrderedDict[tuple[str, int, str], bytes] = OrderedDict()
         self._pool: dict[tuple[int, int, int | None, int], bytes] = {}
         self._pool_locks: dict[tuple[int, int, int | None, int], asyncio.Lock] = {}
@@ -314,6 +344,7 @@ class FakeRunComfy:
         app = web.Application(middlewares=[self._middleware])
         if self.bench_endpoints:
             app.router.add_get("/_bench/jobs", self._bench_jobs, name="_bench")
+            app.router.add_get("/_bench/summary", self._bench_summary_endpoint, name="_bench_s")
         app.router.add_post(SUBMIT_PATH, self._submit, name="submit")
         for name in ("status", "result"):
             app.router.add_get(f"/v1/requests/{{rid}}/{name}", getattr(self, f"_{name}"), name=name)
@@ -372,22 +403,33 @@ class FakeRunComfy:
         if self._uniform_timing:
             return rng.uniform(5, 30)
         count = int(payload.get("sequential_image_generation_options", 3))
+        if self._profile in ("model", "queue"):
+            # A model's time: 2 s + 1.8 s per image, lognormal spread of about 15 %.
+            return (2.0 + 1.8 * count) * rng.lognormvariate(0.0, 0.15)
         per_image = 2.2 if payload.get("optimize_prompt_options") == "standard" else 1.7
         typical = 4.0 + per_image * count
         return min(30.0, max(5.0, typical * rng.uniform(0.85, 1.15)))
 
-    def set_profile(self, name: str, *, seed: int = 0) -> None:
+    def set_profile(
+        self, name: str, *, seed: int = 0, capacity: int = 100, hold: float = 0.0
+    ) -> None:
         """``realistic``: queued 0–10 s; generating 5–30 s, longer for more images and for the
         standard mode, ±15 % (as a real model: similar jobs take similar times). ``uniform``: the
-        same ranges, but generating time drawn uniformly whatever the job. Both: ~1 MB JPEGs."""
-        if name in ("realistic", "uniform"):
+        same ranges, but generating time drawn uniformly whatever the job. ``model``: queued 0–4 s,
+        generating 2 s + 1.8 s per image with a lognormal spread of ~15 %. ``queue``: the model's
+        generating times, but one FIFO queue: ``capacity`` jobs generate at once and none starts
+        until ``hold`` seconds after this call (queue positions are real places in that queue).
+        All but ``default``: ~1 MB JPEGs."""
+        if name in ("realistic", "uniform", "model", "queue"):
             self.default_script = JobScript(size=None, jpeg_bytes=1_000_000)
             self._timing_rng = random.Random(seed)
             self._uniform_timing = name == "uniform"
+            self._queue = _FifoQueue(capacity, time.monotonic() + hold) if name == "queue" else None
         elif name == "default":
-            self.default_script, self._timing_rng = JobScript(), None
+            self.default_script, self._timing_rng, self._queue = JobScript(), None, None
         else:
             raise ValueError(f"unknown profile {name!r}")
+        self._profile = name
 
     def _check_fault(self, endpoint: str, fault: str) -> None:
         if endpoint not in ENDPOINTS or fault not in FAULTS:
@@ -464,7 +506,7 @@ class FakeRunComfy:
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         endpoint = request.match_info.route.name or "other"
-        if endpoint == "_bench":  # benchmark control: neither recorded nor faulted
+        if endpoint.startswith("_bench"):  # benchmark control: neither recorded nor faulted
             return await handler(request)
         rid = request.match_info.get("rid")
         raw = await request.read() if request.can_read_body else b""
@@ -570,17 +612,23 @@ class FakeRunComfy:
         if not _text_states_count(payload["text"], count):
             return self._reject(f"The text must state the number of images ({count})")
         script = self._scripts.popleft() if self._scripts else self.default_script
+        now = time.monotonic()
+        queue_index = 0
         if script is self.default_script and self._timing_rng is not None:
             rng = self._timing_rng
-            script = replace(
-                script,
-                queued_seconds=rng.uniform(0, 10),
-                running_seconds=self._generating(rng, payload),
-            )
+            generating = self._generating(rng, payload)
+            if self._queue is not None:
+                queue_index, start = self._queue.enqueue(now, generating)
+                queued = start - now
+            else:
+                queued = rng.uniform(0, 4 if self._profile == "model" else 10)
+            script = replace(script, queued_seconds=queued, running_seconds=generating)
         rid = str(uuid.uuid4())
         n_images = count if script.images is None else script.images
         urls = [f"{self.base_url}/images/{rid}/{i}.jpeg" for i in range(n_images)]
-        self.jobs[rid] = FakeJob(rid, payload, script, count, urls, time.time(), time.monotonic())
+        self.jobs[rid] = FakeJob(rid, payload, script, count, urls, time.time(), now)
+        if script.queued_seconds is not None and self._queue is not None:
+            self.jobs[rid].queue, self.jobs[rid].queue_index = self._queue, queue_index
         urls_out = self._urls(rid)
         cancel_url = f"{self.base_url}/v1/requests/{rid}/cancel"
         return web.json_response({"request_id": rid, **urls_out, "cancel_url": cancel_url})
@@ -751,8 +799,39 @@ class FakeRunComfy:
                     "requests": counts.get(rid, {}),
                 }
             )
-        body = {"now": time.time(), "jobs": jobs, "calls": answers, "errors": self.errors}
+        body = {
+            "now": time.time(),
+            "jobs": jobs,
+            "calls": answers,
+            "errors": self.errors,
+            **self._bench_summary(),
+        }
         return web.json_response(body)
+
+    def _bench_summary(self) -> dict[str, Any]:
+        """Counts only (cheap enough to ask every few seconds with 10,000 jobs), plus the most
+        API requests (submit/status/result/cancel, not images) seen in any 1-second window."""
+        api = sorted(c.at for c in self.calls if c.endpoint in ENDPOINTS and c.endpoint != "image")
+        peak, lo = 0, 0
+        for hi, at in enumerate(api):
+            while at - api[lo] >= 1.0:
+                lo += 1
+            peak = max(peak, hi - lo + 1)
+        states: dict[str, int] = {}
+        for job in self.jobs.values():
+            states[job.state] = states.get(job.state, 0) + 1
+        opens = None
+        if self._queue is not None:
+            opens = time.time() + self._queue.opens_at - time.monotonic()
+        return {
+            "job_states": states,
+            "api_requests": len(api),
+            "api_requests_max_per_second": peak,
+            "queue_opens_at": opens,
+        }
+
+    async def _bench_summary_endpoint(self, request: web.Request) -> web.Response:
+        return web.json_response({"now": time.time(), **self._bench_summary()})
 
 
 async def _serve(args: argparse.Namespace) -> None:
@@ -763,7 +842,7 @@ async def _serve(args: argparse.Namespace) -> None:
         image_pool=args.image_pool,
         bench_endpoints=args.bench_endpoints,
     )
-    fake.set_profile(args.profile, seed=args.seed)
+    fake.set_profile(args.profile, seed=args.seed, capacity=args.capacity, hold=args.hold)
     await fake.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -782,7 +861,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token", required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--profile", choices=("default", "realistic", "uniform"), default="default")
+    parser.add_argument(
+        "--profile",
+        choices=("default", "realistic", "uniform", "model", "queue"),
+        default="default",
+    )
+    parser.add_argument("--capacity", type=int, default=100, help="queue profile: jobs at once")
+    parser.add_argument(
+        "--hold", type=float, default=0.0, help="queue profile: seconds before any job starts"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--image-pool",

@@ -1,0 +1,295 @@
+"""Prometheus metrics: what the bot does, live, for operators (served only with METRICS_PORT).
+
+The metric objects live here, module-level on prometheus-client's default registry: that registry
+also carries the library's process and Python collectors (CPU seconds, resident memory, open
+files, garbage collection), which are what the performance targets are stated in. The modules
+where things happen count them with one line each (``jobs``, ``status``, ``delivery``,
+``sending``, ``runcomfy``, ``downloads``, and the Telegram request class in ``app``). The values
+are process-wide: several bots in one process (the tests) add up, so tests compare a value
+before and after, never an absolute one.
+
+Nothing here ever carries a token, a prompt, a user or chat id, a URL or a request id: every label
+value comes from a fixed set (job states, API method names, outcomes). Active jobs by state are
+counted when the page is scraped, from the job runners' own tables (``watch``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+from wsgiref.simple_server import WSGIServer
+
+import httpx
+from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from telegram.error import TelegramError, TimedOut
+
+from bot.models import FINAL, Job, Status
+
+log = logging.getLogger(__name__)
+
+# ---- jobs -------------------------------------------------------------------------------------
+
+JOBS = Counter("seqbot_jobs", "Jobs that reached each state", ["state"])
+IMAGES_DELIVERED = Counter("seqbot_images_delivered", "Images delivered to Telegram")
+COST = Counter(
+    "seqbot_cost_usd", "RunComfy's reported cost of the jobs that finished, in US dollars"
+)
+
+# Bucket edges include the targets of docs/PERFORMANCE.md (0.5 s, 1.5 s), so the share of
+# observations within a target reads straight off a bucket.
+ACK = Histogram(
+    "seqbot_ack_seconds",
+    "From the command (the job recorded) to Telegram taking the status reply",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+QUEUE_WAIT = Histogram(
+    "seqbot_queue_wait_seconds",
+    "From RunComfy accepting the job to the bot seeing it generating",
+    buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800),
+)
+GENERATION = Histogram(
+    "seqbot_generation_seconds",
+    "From the bot seeing the job generating to RunComfy's result being in",
+    buckets=(1, 2.5, 5, 10, 15, 20, 30, 45, 60, 120, 300),
+)
+DELIVERY = Histogram(
+    "seqbot_delivery_seconds",
+    "From RunComfy's result being in until the first image was sent (until=first_image) "
+    "or the job was done (until=done)",
+    ["until"],
+    buckets=(0.1, 0.25, 0.5, 1, 1.5, 2.5, 5, 10, 30, 60, 120),
+)
+
+# ---- requests ---------------------------------------------------------------------------------
+
+TELEGRAM_REQUESTS = Counter(
+    "seqbot_telegram_requests",
+    "HTTP requests to the Telegram Bot API (each try), by method and outcome",
+    ["method", "outcome"],
+)
+RUNCOMFY_REQUESTS = Counter(
+    "seqbot_runcomfy_requests",
+    "HTTP requests to the RunComfy API (each try), by endpoint and outcome",
+    ["endpoint", "outcome"],
+)
+DOWNLOADS = Counter(
+    "seqbot_downloads",
+    "Result image downloads (after their retries), by outcome",
+    ["outcome"],
+)
+RETRIES = Counter(
+    "seqbot_retries",
+    "Requests tried again after a wait, by API (telegram, runcomfy, download) and "
+    "what went wrong the time before",
+    ["api", "reason"],
+)
+
+# The Bot API methods the bot calls; anything else is counted as "other".
+TELEGRAM_METHODS = frozenset(
+    {
+        "getMe",
+        "getUpdates",
+        "deleteWebhook",
+        "setWebhook",
+        "getWebhookInfo",
+        "setMyCommands",
+        "sendMessage",
+        "editMessageText",
+        "editMessageReplyMarkup",
+        "deleteMessage",
+        "sendPhoto",
+        "sendDocument",
+        "sendMediaGroup",
+        "answerCallbackQuery",
+        "getChatMember",
+        "getChatAdministrators",
+    }
+)
+
+
+def telegram_request(url: str, outcome: str) -> None:
+    """Count one request to the Bot API ``url`` (…/bot<token>/<method>): only the method is kept."""
+    method = url.rpartition("/")[2]
+    TELEGRAM_REQUESTS.labels(method if method in TELEGRAM_METHODS else "other", outcome).inc()
+
+
+_TELEGRAM_REFUSALS = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "unauthorized",
+    409: "conflict",
+}
+
+
+def telegram_answer(code: int) -> str:
+    """A Bot API answer's HTTP status as an outcome label."""
+    if 200 <= code <= 299:
+        return "ok"
+    if code == 429:
+        return "429"
+    if code >= 500:
+        return "5xx"
+    return _TELEGRAM_REFUSALS.get(code, "error")
+
+
+def telegram_failure(exc: TelegramError) -> str:
+    """A Bot API request that got no answer (python-telegram-bot's NetworkError), as a label."""
+    return "timeout" if isinstance(exc, TimedOut) else "network"
+
+
+def failure(exc: httpx.HTTPError) -> str:
+    """A request that got no answer, as an outcome label."""
+    return "timeout" if isinstance(exc, httpx.TimeoutException) else "network"
+
+
+def answer(status_code: int) -> str:
+    """An HTTP answer the client could not use, as an outcome label."""
+    if status_code == 429:
+        return "429"
+    if status_code >= 500:
+        return "5xx"
+    if status_code >= 400:
+        return "4xx"
+    return "bad_answer"  # 2xx or 3xx, but not what the API promises
+
+
+def retried(api: str, reason: str) -> None:
+    """Count one retry of a request to ``api`` after ``reason`` (an outcome label)."""
+    RETRIES.labels(api, reason).inc()
+
+
+# ---- job events -------------------------------------------------------------------------------
+
+
+def job_moved(job: Job) -> None:
+    """The job has just entered ``job.status``: count it, and time the phase it finished."""
+    status = job.status
+    JOBS.labels(status.value).inc()
+    if status == Status.RUNNING and job.started_at and job.submitted_at:
+        QUEUE_WAIT.observe(max(0.0, job.started_at - job.submitted_at))
+    elif status == Status.SENDING and job.completed_at and job.started_at:
+        GENERATION.observe(max(0.0, job.completed_at - job.started_at))
+    elif status in FINAL:
+        if status == Status.DONE and job.completed_at and job.finished_at:
+            DELIVERY.labels("done").observe(max(0.0, job.finished_at - job.completed_at))
+        if job.cost:
+            COST.inc(job.cost)
+
+
+def acknowledged(job: Job, now: float) -> None:
+    """The job's status reply was taken by Telegram at ``now``."""
+    ACK.observe(max(0.0, now - job.created_at))
+
+
+def images_sent(job: Job, count: int, now: float) -> None:
+    """``count`` more of the job's images were taken by Telegram at ``now``."""
+    if not count:
+        return
+    if job.delivered_images == 0 and job.completed_at:
+        DELIVERY.labels("first_image").observe(max(0.0, now - job.completed_at))
+    IMAGES_DELIVERED.inc(count)
+
+
+# ---- active jobs, counted at scrape time ---------------------------------------------------------
+
+ACTIVE_STATES = tuple(s for s in Status if s not in FINAL)
+
+
+class Runner(Protocol):
+    """What the collector reads of a JobRunner: its active jobs."""
+
+    @property
+    def active(self) -> Mapping[int, Job]:
+        """The jobs under way, by id."""
+
+
+_runners: weakref.WeakSet[Any] = weakref.WeakSet()
+_runners_lock = threading.Lock()  # scrapes run in the server's thread
+
+
+def watch(runner: Runner) -> None:
+    """Count ``runner``'s active jobs in ``seqbot_jobs_active`` (until ``unwatch``)."""
+    with _runners_lock:
+        _runners.add(runner)
+
+
+def unwatch(runner: Runner) -> None:
+    """Stop counting ``runner``'s jobs (it has stopped; they resume in another)."""
+    with _runners_lock:
+        _runners.discard(runner)
+
+
+class _ActiveJobs(Collector):
+    def describe(self) -> Iterable[Metric]:
+        return [self._family()]
+
+    def collect(self) -> Iterable[Metric]:
+        with _runners_lock:
+            runners = list(_runners)
+        counts = dict.fromkeys(ACTIVE_STATES, 0)
+        for runner in runners:
+            # A copy made in one step under the GIL: the event loop may change the dict meanwhile.
+            for job in list(runner.active.values()):
+                if job.status in counts:
+                    counts[job.status] += 1
+        family = self._family()
+        for state, count in counts.items():
+            family.add_metric([state.value], count)
+        return [family]
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "seqbot_jobs_active", "Jobs under way now, by state", labels=["state"]
+        )
+
+
+REGISTRY.register(_ActiveJobs())
+
+
+# ---- the HTTP server ----------------------------------------------------------------------------
+
+
+@dataclass
+class MetricsServer:
+    """prometheus-client's HTTP server, running in a daemon thread."""
+
+    httpd: WSGIServer
+    thread: threading.Thread
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """(host, port) it listens on."""
+        host, port = self.httpd.server_address[:2]
+        return str(host), int(port)
+
+    def close(self) -> None:
+        """Stop serving and release the port (blocks for up to half a second)."""
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)
+
+
+def serve(port: int, addr: str) -> MetricsServer | None:
+    """Serve the metrics on ``addr``:``port``; None (and an error logged) if it cannot listen.
+
+    The bot runs on without metrics then: the images matter more than the numbers.
+    """
+    try:
+        httpd, thread = start_http_server(port, addr=addr)
+    except OSError as exc:
+        log.error(
+            "metrics: cannot listen on %s port %d (%s); running without them", addr, port, exc
+        )
+        return None
+    server = MetricsServer(httpd, thread)
+    host, bound = server.address
+    log.info("metrics at http://%s:%d/metrics", f"[{host}]" if ":" in host else host, bound)
+    return server
