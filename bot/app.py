@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import signal
 import sys
@@ -43,6 +44,7 @@ COMMANDS = {
     "seq": "Make a series of images: /seq 4 16:9 prompt",
     "cancel": "Cancel your latest queued job (or /cancel <job id>)",
     "jobs": "This chat's latest jobs",
+    "show": "Send a job's images again: /show <job id>",
     "usage": "Your images and cost today and this month",
     "settings": "This chat's defaults: count, ratio, mode",
     "help": "How to use the bot",
@@ -118,8 +120,22 @@ def _fit_texts(endpoint: str, data: dict[str, Any]) -> None:
         data["caption"] = render.shorten(caption, render.CAPTION_LIMIT)
 
 
+def remember_missing_sniffio() -> None:
+    """Make ``import sniffio`` fail at once when sniffio is not installed.
+
+    httpcore imports sniffio on every lock and semaphore it sets up (several per HTTP request);
+    anyio 4 no longer needs it, so it is often absent, and then each of those imports searches
+    every ``sys.path`` folder again (``_path_stat``): ~10 % of the bot's CPU under load. A
+    ``None`` in ``sys.modules`` is Python's own "known missing" mark; httpcore then assumes
+    asyncio, which is what the bot runs on. Nothing changes when sniffio is installed.
+    """
+    if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
+        sys.modules["sniffio"] = None  # type: ignore[assignment]
+
+
 def build_application(settings: Settings) -> Application:  # type: ignore[type-arg]
     """The bot, ready to run; clients open in ``post_init`` and close in ``post_shutdown``."""
+    remember_missing_sniffio()
     timeout = settings.http_timeout
     bot = TolerantBot(
         token=settings.telegram_token,
@@ -153,12 +169,15 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
     app.add_handler(CommandHandler("seq", handlers.seq, filters=new_messages))
     app.add_handler(CommandHandler("cancel", handlers.cancel_command, filters=new_messages))
     app.add_handler(CommandHandler("jobs", handlers.jobs_command, filters=new_messages))
+    app.add_handler(CommandHandler("show", handlers.show_command, filters=new_messages))
     app.add_handler(CommandHandler("usage", handlers.usage_command, filters=new_messages))
     app.add_handler(CommandHandler("settings", handlers.settings_command, filters=new_messages))
     for action, handler in (
         (callbacks.JobAction.CANCEL, handlers.cancel_button),
         (callbacks.JobAction.AGAIN, handlers.again_button),
         (callbacks.JobAction.ORIGINALS, handlers.originals_button),
+        (callbacks.JobAction.SHEET, handlers.sheet_button),
+        (callbacks.JobAction.ZIP, handlers.zip_button),
         (callbacks.JobAction.DETAILS, handlers.details_button),
     ):
         app.add_handler(CallbackQueryHandler(handler, pattern=callbacks.job_pattern(action)))

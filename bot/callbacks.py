@@ -28,8 +28,10 @@ class JobAction(enum.StrEnum):
     """What a button under a job's message does; the value is its word in the data."""
 
     CANCEL = "cancel"  # under the status message
-    AGAIN = "again"  # the three under the images
+    AGAIN = "again"  # the five under the images
     ORIGINALS = "orig"
+    SHEET = "sheet"
+    ZIP = "zip"
     DETAILS = "info"
 
 

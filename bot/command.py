@@ -1,4 +1,7 @@
-"""Parsing ``/seq [count] [ratio] [seed=N] [mode=fast|standard] prompt…`` into a request (pure)."""
+"""Parsing ``/seq [count] [ratio] [seed=N] [mode=fast|standard] prompt…`` into a request (pure).
+
+A prompt that is a numbered list (a script) makes one image per item, in order.
+"""
 
 from __future__ import annotations
 
@@ -40,6 +43,13 @@ _INT_RE = re.compile(r"^[+-]?[0-9]+$")  # ASCII digits only, like every number t
 _RATIO_RE = re.compile(r"^[0-9]+[:x×][0-9]+$")
 _OPTION_RE = re.compile(r"^(?P<key>[A-Za-z_]+)=(?P<value>.*)$")
 _TOKEN_RE = re.compile(r"\s*(\S+)")
+# One panel of a script, alone on its line: "1. …", "1) …", "Panel 1: …", "Кадр 1: …".
+_PANEL_RE = re.compile(
+    r"^(?:(?:panel|frame|scene|shot|кадр|сцена|панель)\s*(?P<word_n>[0-9]{1,3})\s*[:.)\-–—]"
+    r"|(?P<n>[0-9]{1,3})(?:\.\s|\)))\s*(?P<text>\S.*)$",
+    re.IGNORECASE,
+)
+_END_RE = re.compile(r"[.!?…:;]$")
 
 
 def command_args(text: str) -> str:
@@ -184,6 +194,72 @@ def _parse_seed(value: str) -> int:
     return int(value)
 
 
+def script_panels(prompt: str) -> tuple[str, list[str]] | None:
+    """The shared context and the panels of a script, or ``None`` if the prompt is not one.
+
+    A script is a numbered list, one item per line, running to the end of the prompt, after
+    any lines of shared context; at least two items. Raises InputError when its numbers are not
+    1, 2, 3… in order.
+    """
+    lines = [line.strip() for line in prompt.splitlines() if line.strip()]
+    matches = [_PANEL_RE.match(line) for line in lines]
+    first = next((i for i, m in enumerate(matches) if m), None)
+    if first is None or len(lines) - first < 2:
+        return None
+    panels: list[str] = []
+    numbers: list[int] = []
+    for m in matches[first:]:
+        if m is None:
+            return None  # a line that is not an item: prose with a list in it, not a script
+        numbers.append(int(m["n"] or m["word_n"]))
+        panels.append(m["text"].strip())
+    if numbers != list(range(1, len(numbers) + 1)):
+        raise InputError(
+            "Number the panels of a script 1, 2, 3… in order, one per line (yours go {numbers}).",
+            numbers=_short(", ".join(str(n) for n in numbers), 40),
+        )
+    return " ".join(lines[:first]), panels
+
+
+def _sentence(text: str) -> str:
+    return text if _END_RE.search(text) else text + "."
+
+
+def _build_script(context: str, panels: list[str], *, count: int | None) -> tuple[int, str]:
+    """The count and RunComfy's text for a script: ``Generate 4 images. Context. Panel 1: …``."""
+    n = len(panels)
+    if n > schema.MAX_COUNT:
+        raise InputError(
+            "Your script has {panels} panels, but at most {limit} images can be made at once: "
+            "cut {cut}.",
+            panels=n,
+            limit=schema.MAX_COUNT,
+            cut=n - schema.MAX_COUNT,
+        )
+    stated = prompt_count(context) if context else None
+    for asked in (count, stated):
+        if asked is not None and asked != n:
+            raise InputError(
+                "You asked for {count} images but the script has {panels} panels. "
+                "Leave the count out: the script sets it.",
+                count=asked,
+                panels=n,
+            )
+    parts = [f"Generate {n} images."]
+    if context:
+        parts.append(_sentence(context))
+    parts += [f"Panel {i}: {_sentence(panel)}" for i, panel in enumerate(panels, 1)]
+    text = " ".join(parts)
+    if len(text) > schema.MAX_TEXT:
+        raise InputError(
+            "Your script is {over} too long (the limit is {limit}, counting the "
+            "“Generate N images.” and “Panel N:” the bot adds).",
+            over=Plural(len(text) - schema.MAX_TEXT, "character"),
+            limit=schema.MAX_TEXT,
+        )
+    return n, text
+
+
 def _build(
     prompt: str,
     *,
@@ -193,6 +269,19 @@ def _build(
     mode: str | None,
     default_count: int | None = None,
 ) -> SeqRequest:
+    script = script_panels(prompt)
+    if script is not None:
+        context, panels = script
+        n, text = _build_script(context, panels, count=count)
+        return SeqRequest(
+            count=n,
+            size=size or schema.DEFAULT_SIZE,
+            mode=mode or schema.DEFAULT_MODE,
+            seed=seed,
+            prompt=prompt,
+            text=text,
+            panels=tuple(panels),
+        )
     stated = prompt_count(prompt)
     if stated is not None:
         _check_count(stated)

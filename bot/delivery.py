@@ -2,21 +2,25 @@
 
 The plan (which images go as photos, which as documents, in which albums) is fixed and stored
 before the first send; each unit is marked delivered as soon as Telegram took it, so a restart
-sends only what is left. Originals sends the same images again as documents.
+sends only what is left. Originals sends the same images again as documents; Sheet and ZIP
+make one picture or one archive of them (``sheets``) from the files kept on disk.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import re
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from telegram import Bot, InputMediaDocument, InputMediaPhoto
 
-from bot import metrics, render
+from bot import metrics, render, sheets
+from bot.callbacks import JobAction
 from bot.downloads import Downloader
 from bot.errors import PermanentError, SeqbotError
 from bot.images import DOCUMENT_MAX_BYTES, BadImage, ImageInfo, inspect
@@ -31,7 +35,8 @@ log = logging.getLogger(__name__)
 _DOWNLOADS_AT_ONCE = 16
 _DELIVERIES_AT_ONCE = 8
 _FAILED_ITEM_RE = re.compile(r"failed to send message #([0-9]+)", re.IGNORECASE)
-# After a set of originals was sent, more taps on its button send nothing for this long.
+# After a set of originals (a sheet, a ZIP) was sent, more taps on its button send nothing for
+# this long.
 ORIGINALS_REPEAT_SECONDS = 60.0
 
 Problem = tuple[int, SeqbotError | BadImage]  # an image index, and why it cannot be sent
@@ -56,11 +61,13 @@ class Delivery:
         self.originals = originals
         self.background = background
         self.retry_delay = retry_delay
-        self.originals_cooldown = ORIGINALS_REPEAT_SECONDS
+        self.repeat_cooldown = ORIGINALS_REPEAT_SECONDS
+        self.zip_part_bytes = DOCUMENT_MAX_BYTES  # Telegram's upload limit for a bot
         self._downloads = asyncio.Semaphore(_DOWNLOADS_AT_ONCE)
         self._deliveries = asyncio.Semaphore(_DELIVERIES_AT_ONCE)
-        # Per job: until when (monotonic) Originals taps send nothing; inf while a set is sent.
-        self._originals_busy: dict[int, float] = {}
+        # Per job and button (Originals, Sheet, ZIP): until when (monotonic) taps send nothing;
+        # inf while it is being sent.
+        self._busy: dict[tuple[int, JobAction], float] = {}
 
     async def deliver(self, job: Job) -> bool:
         """Send every unit not yet sent, then the follow-up; False (and ``job.error`` says why)
@@ -80,17 +87,24 @@ class Delivery:
                         unit,
                         data,
                         caption=render.caption(job) if number == 0 else None,
+                        captions=render.panel_captions(job, unit.items, first=number == 0),
                         reply_to=job.message_id,
                     )
                     if unit.items
                     else {}
                 )
                 metrics.images_sent(job, len(unit.items), time.time())
+                # The file_ids: documents for Originals, photos for /show, to send them again.
+                kept = (
+                    {"photos": {**job.photos, **sent}}
+                    if unit.kind == UnitKind.PHOTO
+                    else {"originals": {**job.originals, **sent}}
+                )
                 self.store.update(
                     job,
                     delivered=[*job.delivered, number],
                     delivered_images=job.delivered_images + len(unit.items),
-                    originals={**job.originals, **sent},
+                    **kept,
                 )
                 for index in unit.items:
                     data.pop(index, None)
@@ -165,7 +179,7 @@ class Delivery:
         return DeliveryUnit(unit.kind, tuple(i for i in unit.items if i in data))
 
     async def _post_actions(self, job: Job) -> None:
-        """The follow-up under the images: Again, Originals, Details (albums carry no buttons)."""
+        """The follow-up under the images: its buttons (albums carry none)."""
         message = await with_retries(
             lambda: self.bot.send_message(
                 chat_id=job.chat_id,
@@ -186,10 +200,15 @@ class Delivery:
         *,
         caption: str | None,
         reply_to: int,
+        captions: dict[int, str] | None = None,
     ) -> dict[str, str]:
         """Send one photo, document or album of ``files`` (bytes, or Telegram file_ids).
 
-        Returns the file_ids of the documents sent, by image index, for Originals to reuse.
+        ``caption`` goes on the first item; ``captions`` (a script's, by image index), when
+        given, on every item instead.
+
+        Returns the file_ids of what was sent (documents, or the largest size of photos), by
+        image index: Originals and /show reuse them.
         """
         # Shrinks when an album fails part-way: the items before the failed one were delivered.
         items = list(unit.items)
@@ -200,9 +219,14 @@ class Delivery:
             "reply_parameters": reply(reply_to),
         }
 
+        def caption_of(n: int, index: int) -> str | None:
+            if captions is not None:
+                return captions.get(index)
+            return caption if n == 0 else None
+
         def name(index: int) -> str:
             data = files[index]
-            ext = _extension(data) if isinstance(data, bytes) else "jpg"
+            ext = sheets.extension(data) if isinstance(data, bytes) else "jpg"
             return f"seq-{job.id}-{index + 1}.{ext}"
 
         async def send() -> Any:
@@ -210,16 +234,20 @@ class Delivery:
                 index = items[0]
                 if photo:
                     return await self.bot.send_photo(
-                        photo=files[index], filename=name(index), caption=caption, **common
+                        photo=files[index],
+                        filename=name(index),
+                        caption=caption_of(0, index),
+                        **common,
                     )
                 return await self.bot.send_document(
-                    document=files[index], filename=name(index), caption=caption, **common
+                    document=files[index],
+                    filename=name(index),
+                    caption=caption_of(0, index),
+                    **common,
                 )
             media_cls = InputMediaPhoto if photo else InputMediaDocument
             media = [
-                media_cls(
-                    media=files[index], filename=name(index), caption=caption if n == 0 else None
-                )
+                media_cls(media=files[index], filename=name(index), caption=caption_of(n, index))
                 for n, index in enumerate(items)
             ]
             return await self.bot.send_media_group(media=media, **common)
@@ -236,40 +264,172 @@ class Delivery:
         messages = list(result) if isinstance(result, tuple | list) else [result]
         # ``items`` are those of the call that succeeded, so they line up with its messages.
         return {
-            str(i): m.document.file_id for i, m in zip(items, messages, strict=False) if m.document
+            str(i): file_id
+            for i, m in zip(items, messages, strict=False)
+            if (file_id := _file_id(m, photo))
         }
 
-    # ---- 📎 Originals ----------------------------------------------------------------------------
+    # ---- /show: the delivered images again, from Telegram's copies ------------------------------
 
-    def claim_originals(self, job_id: int) -> bool:
-        """Whether a tap on Originals may send the set: not while one is being sent, nor soon after."""
+    async def show_again(self, job: Job, reply_to: int) -> bool:
+        """Every delivered image again, as it was delivered (albums, photos or documents, captions),
+        by the file_ids Telegram gave: nothing is uploaded, nothing fetched from RunComfy.
+
+        False when no file_id was recorded (nothing delivered, or delivered before they were kept).
+        """
+        units: list[DeliveryUnit] = []
+        files: dict[int, bytes | str] = {}
+        for number in job.delivered:
+            unit = (job.plan or [])[number]
+            known = job.photos if unit.kind == UnitKind.PHOTO else job.originals
+            items = tuple(i for i in unit.items if str(i) in known)
+            files.update({i: known[str(i)] for i in items})
+            if items:
+                units.append(DeliveryUnit(unit.kind, items))
+        for number, unit in enumerate(units):
+            await self._send_unit(
+                job,
+                unit,
+                files,
+                caption=render.caption(job) if number == 0 else None,
+                captions=render.panel_captions(job, unit.items, first=number == 0),
+                reply_to=reply_to,
+            )
+        return bool(units)
+
+    # ---- 📎 Originals, 🗂 Sheet, 📦 ZIP: the delivered images again, from the disk ----------------
+
+    def claim(self, job_id: int, action: JobAction) -> bool:
+        """Whether a tap on ``action``'s button may send: not while it is being sent for this job,
+        nor soon after (quick repeated taps would upload it all again each time)."""
         now = time.monotonic()
-        for other, until in list(self._originals_busy.items()):
+        for key, until in list(self._busy.items()):
             if until <= now:
-                del self._originals_busy[other]
-        if job_id in self._originals_busy:
+                del self._busy[key]
+        if (job_id, action) in self._busy:
             return False
-        self._originals_busy[job_id] = math.inf
+        self._busy[(job_id, action)] = math.inf
         return True
+
+    async def _claimed(
+        self, job: Job, action: JobAction, send: Callable[[], Awaitable[bool]]
+    ) -> bool:
+        """Run ``send`` for a tap that :meth:`claim` let through; then start the pause, or free
+        the button at once when nothing went out."""
+        sent = False
+        try:
+            sent = await send()
+            return sent
+        finally:
+            if sent:
+                self._busy[(job.id, action)] = time.monotonic() + self.repeat_cooldown
+            else:  # nothing went out: the next tap may try again
+                self._busy.pop((job.id, action), None)
 
     async def send_originals(self, job: Job, reply_to: int) -> bool:
         """Every delivered image again, as documents (uncompressed); False if no longer kept.
 
         Telegram file_ids of documents already sent are reused; the rest come from the disk cache,
-        never from RunComfy again. Call :meth:`claim_originals` first.
+        never from RunComfy again. Call :meth:`claim` first.
         """
-        sent = False
-        try:
-            sent = await self._send_originals(job, reply_to)
-            return sent
-        finally:
-            if sent:
-                self._originals_busy[job.id] = time.monotonic() + self.originals_cooldown
-            else:  # nothing went out: the next tap may try again
-                self._originals_busy.pop(job.id, None)
+        return await self._claimed(
+            job, JobAction.ORIGINALS, lambda: self._send_originals(job, reply_to)
+        )
+
+    async def send_sheet(self, job: Job, reply_to: int, lang: str | None) -> bool:
+        """🗂 One photo of every delivered panel, numbered, from the disk; False if no longer kept.
+        Call :meth:`claim` first."""
+        return await self._claimed(
+            job, JobAction.SHEET, lambda: self._send_sheet(job, reply_to, lang)
+        )
+
+    async def send_zip(self, job: Job, reply_to: int, lang: str | None) -> bool:
+        """📦 Every delivered image as ``01.jpg``… with ``prompt.txt``, in one ZIP (or parts of
+        Telegram's upload limit), from the disk; False if no longer kept. Call :meth:`claim`
+        first."""
+        return await self._claimed(job, JobAction.ZIP, lambda: self._send_zip(job, reply_to, lang))
+
+    def _delivered_indexes(self, job: Job) -> list[int]:
+        return [i for n in job.delivered for i in (job.plan or [])[n].items]
+
+    async def _kept(self, job: Job) -> list[tuple[int, bytes]] | None:
+        """(panel number, bytes) of every delivered image in panel order; None if any is gone."""
+        kept = []
+        for index in sorted(self._delivered_indexes(job)):
+            data = await self.originals.load(job.id, index)
+            if not data:
+                return None
+            kept.append((index + 1, data))
+        return kept or None
+
+    def _extra(self, job: Job, reply_to: int) -> dict[str, Any]:
+        return {
+            "chat_id": job.chat_id,
+            "message_thread_id": job.thread_id,
+            "reply_parameters": reply(reply_to),
+        }
+
+    async def _send_sheet(self, job: Job, reply_to: int, lang: str | None) -> bool:
+        kept = await self._kept(job)
+        if kept is None:
+            return False
+        sheet = await asyncio.to_thread(
+            sheets.contact_sheet,
+            [data for _, data in kept],
+            sheets.panel_ratio(job.size),
+            numbers=[n for n, _ in kept],
+        )
+        caption = tr(lang, "🗂 Job #{id}: {images}", id=job.id, images=Plural(len(kept), "image"))
+        await with_retries(
+            lambda: self.bot.send_photo(
+                photo=sheet,
+                filename=f"seq-{job.id}-sheet.jpg",
+                caption=caption,
+                **self._extra(job, reply_to),
+            ),
+            first_delay=self.retry_delay,
+        )
+        return True
+
+    async def _send_zip(self, job: Job, reply_to: int, lang: str | None) -> bool:
+        kept = await self._kept(job)
+        if kept is None:
+            return False
+        parts = await asyncio.to_thread(
+            sheets.zip_parts,
+            sheets.panel_names(kept),
+            render.details_text(job, lang) + "\n",
+            self.zip_part_bytes,
+        )
+        images = Plural(len(kept), "image")
+        for number, part in enumerate(parts, start=1):
+            if len(parts) == 1:
+                name = f"seq-{job.id}.zip"
+                caption = tr(lang, "📦 Job #{id}: {images}", id=job.id, images=images)
+            else:
+                name = f"seq-{job.id}-part{number}.zip"
+                caption = tr(
+                    lang,
+                    "📦 Job #{id}: {images}, part {part} of {parts}",
+                    id=job.id,
+                    images=images,
+                    part=number,
+                    parts=len(parts),
+                )
+            await with_retries(
+                functools.partial(
+                    self.bot.send_document,
+                    document=part,
+                    filename=name,
+                    caption=caption,
+                    **self._extra(job, reply_to),
+                ),
+                first_delay=self.retry_delay,
+            )
+        return True
 
     async def _send_originals(self, job: Job, reply_to: int) -> bool:
-        indexes = [i for n in job.delivered for i in (job.plan or [])[n].items]
+        indexes = self._delivered_indexes(job)
         files: dict[int, str | bytes] = {}
         for index in indexes:
             known = job.originals.get(str(index))
@@ -282,12 +442,11 @@ class Delivery:
         return True
 
 
-def _extension(data: bytes) -> str:
-    if data.startswith(b"\x89PNG"):
-        return "png"
-    if data[8:12] == b"WEBP":
-        return "webp"
-    return "jpg"
+def _file_id(message: Any, photo: bool) -> str | None:
+    """The file_id of the photo (its largest size) or document ``message`` carries."""
+    if photo:
+        return message.photo[-1].file_id if message.photo else None
+    return message.document.file_id if message.document else None
 
 
 def _problems_note(problems: list[Problem], lang: str | None) -> str:

@@ -171,6 +171,50 @@ async def jobs_command(update: Update, context: BotContext) -> None:
     )
 
 
+async def show_command(update: Update, context: BotContext) -> None:
+    """/show <job id>: a job's images again in this chat, from Telegram's copies (free, instant)."""
+    message = update.message
+    if message is None:
+        return
+    language = lang(update)
+    args = context.args or []
+    m = _JOB_ID_RE.fullmatch(args[0]) if args else None
+    if m is None:
+        await message.reply_text(
+            tr(language, "Which job? For example /show 12 (the numbers are in /jobs)."),
+            do_quote=True,
+        )
+        return
+    user = message.from_user
+    try:
+        limits.check_access(
+            context.settings, user_id=user.id if user else None, chat_id=message.chat.id
+        )
+    except SeqbotError as exc:
+        await message.reply_text(exc.text(language), do_quote=True)
+        return
+    found = context.runner.find(int(m.group(1)))
+    if found is None or found.chat_id != message.chat.id:
+        await message.reply_text(
+            tr(language, "There is no job {job} in this chat.", job=args[0][:20]), do_quote=True
+        )
+        return
+    if not found.final:
+        await message.reply_text(
+            tr(language, "Job #{id} is not finished yet.", id=found.id), do_quote=True
+        )
+        return
+    try:
+        shown = await context.runner.delivery.show_again(found, message.message_id)
+    except SeqbotError as exc:
+        await message.reply_text(exc.text(language), do_quote=True)
+        return
+    if not shown:
+        await message.reply_text(
+            tr(language, "Job #{id} has no delivered images to show.", id=found.id), do_quote=True
+        )
+
+
 async def usage_command(update: Update, context: BotContext) -> None:
     """/usage: the caller's images and cost; for bot admins, totals per chat."""
     message = update.message
@@ -242,6 +286,7 @@ async def again_button(update: Update, context: BotContext) -> None:
         seed=secrets.randbelow(schema.MAX_SEED + 1),
         prompt=job.prompt,
         text=job.text,
+        panels=tuple(job.panels),
     )
     user = query.from_user
     origin = Origin(
@@ -267,9 +312,28 @@ async def again_button(update: Update, context: BotContext) -> None:
     await query.answer(tr(lang(update), "Job #{id}: same settings, new seed.", id=started.id))
 
 
-async def originals_button(update: Update, context: BotContext) -> None:
-    """📎 Originals: the same images again as documents, uncompressed."""
-    found = await _job_for_button(update, context, JobAction.ORIGINALS)
+# The files buttons (sent from the files kept on disk): the answer to a tap that sends, and to
+# one while it is being sent or soon after.
+_FILES_ANSWERS = {
+    JobAction.ORIGINALS: (
+        "Sending the original files…",
+        "The original files are being sent or were sent above.",
+    ),
+    JobAction.SHEET: (
+        "Making the contact sheet…",
+        "The contact sheet is being made or was sent above.",
+    ),
+    JobAction.ZIP: (
+        "Packing the original files…",
+        "The ZIP is being sent or was sent above.",
+    ),
+}
+
+
+async def _files_button(update: Update, context: BotContext, action: JobAction) -> None:
+    """📎 Originals, 🗂 Sheet, 📦 ZIP: made from the files kept on disk, once per follow-up
+    message while being sent (and a while after)."""
+    found = await _job_for_button(update, context, action)
     query = update.callback_query
     if found is None or query is None:
         return
@@ -278,18 +342,37 @@ async def originals_button(update: Update, context: BotContext) -> None:
         await query.answer(tr(lang(update), "The images of this job were not delivered."))
         return
     delivery = context.runner.delivery
-    if not delivery.claim_originals(job.id):
-        # Quick repeated taps would upload the whole set again each time.
-        await query.answer(
-            tr(lang(update), "The original files are being sent or were sent above.")
-        )
+    sending, busy = _FILES_ANSWERS[action]
+    if not delivery.claim(job.id, action):
+        await query.answer(tr(lang(update), busy))
         return
-    await query.answer(tr(lang(update), "Sending the original files…"))
-    if not await delivery.send_originals(job, message.message_id):
+    await query.answer(tr(lang(update), sending))
+    if action == JobAction.SHEET:
+        sent = await delivery.send_sheet(job, message.message_id, lang(update))
+    elif action == JobAction.ZIP:
+        sent = await delivery.send_zip(job, message.message_id, lang(update))
+    else:
+        sent = await delivery.send_originals(job, message.message_id)
+    if not sent:
         await message.reply_text(
             tr(lang(update), "The original files of job #{id} are no longer kept.", id=job.id),
             do_quote=True,
         )
+
+
+async def originals_button(update: Update, context: BotContext) -> None:
+    """📎 Originals: the same images again as documents, uncompressed."""
+    await _files_button(update, context, JobAction.ORIGINALS)
+
+
+async def sheet_button(update: Update, context: BotContext) -> None:
+    """🗂 Sheet: every panel in one numbered picture."""
+    await _files_button(update, context, JobAction.SHEET)
+
+
+async def zip_button(update: Update, context: BotContext) -> None:
+    """📦 ZIP: every original and prompt.txt in one archive."""
+    await _files_button(update, context, JobAction.ZIP)
 
 
 async def details_button(update: Update, context: BotContext) -> None:

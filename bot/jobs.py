@@ -59,6 +59,7 @@ class JobRunner:
             busy_at=settings.telegram_busy_at,
             retry_delay=settings.telegram_retry_delay,
             on_refused=self._fail,
+            estimate=self._estimate,
         )
         originals = OriginalsCache(
             settings.database_path.parent / "originals", keep_days=settings.originals_keep_days
@@ -76,6 +77,8 @@ class JobRunner:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._operator_alerts: set[str] = set()
         self._windows: dict[tuple[int, str], tuple[schedule.Window | None, float]] = {}
+        # Per queued job: (when first seen, queue position), each time the position changed.
+        self._queue_seen: dict[int, list[tuple[float, int]]] = {}
         metrics.watch(self)  # its active jobs, by state, on the metrics page
 
     # ---- starting, resuming, stopping -------------------------------------------------------
@@ -169,6 +172,7 @@ class JobRunner:
             if job.final:
                 self.active.pop(job.id, None)
                 self.status.forget(job)
+            self._queue_seen.pop(job.id, None)
 
     async def _submit(self, job: Job) -> None:
         if job.cancel_requested:
@@ -230,6 +234,7 @@ class JobRunner:
                     return
                 if state.status == RemoteStatus.QUEUED:
                     last_queued = time.time()
+                    self._saw_place(job.id, state.queue_position, last_queued)
                     self._set(job, Status.QUEUED, queue_position=state.queue_position)
                 elif state.status == RemoteStatus.RUNNING:
                     # It started between the last "in queue" and now: take the middle, so the
@@ -270,6 +275,23 @@ class JobRunner:
             queue_position=job.queue_position,
             window=self._window(job.count, job.mode) if running else None,
         )
+
+    def _saw_place(self, job_id: int, place: int | None, now: float) -> None:
+        """Remember when each new queue position was first seen (a move back starts afresh)."""
+        seen = self._queue_seen.setdefault(job_id, [])
+        if place is None or (seen and place > seen[-1][1]):
+            seen.clear()
+        if place is not None and (not seen or place < seen[-1][1]):
+            seen.append((now, place))
+
+    def _estimate(self, job: Job) -> schedule.Estimate | None:
+        """What the job's status may say about time: the queue's pace, or similar jobs' times."""
+        if job.status == Status.QUEUED:
+            wait = schedule.queue_wait(self._queue_seen.get(job.id, []), time.time())
+            return schedule.Estimate(queue_wait=wait)
+        if job.status == Status.RUNNING:
+            return schedule.Estimate(window=self._window(job.count, job.mode))
+        return None
 
     def _window(self, count: int, mode: str) -> schedule.Window | None:
         """When similar jobs finished generating; refreshed from SQLite every half minute."""

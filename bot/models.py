@@ -30,6 +30,7 @@ class SeqRequest:
     seed: int | None
     prompt: str  # what the user wrote
     text: str  # what RunComfy gets: the prompt, stating the number of images
+    panels: tuple[str, ...] = ()  # a script's items, one per image, in order (else empty)
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,9 @@ class Job:
     lang: str | None = None
     actions_message_id: int | None = None
     originals: dict[str, str] = field(default_factory=dict)
+    photos: dict[str, str] = field(default_factory=dict)  # image index -> file_id of the photo
     submit_unknown: int = 0  # the submit POST got no answer: RunComfy may have billed it
+    panels: list[str] = field(default_factory=list)  # a script's items: image i is panel i
 
     @property
     def final(self) -> bool:

@@ -7,7 +7,7 @@ import time
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
-from bot import schema
+from bot import schedule, schema
 from bot.callbacks import JobAction, JobButton, ResetButton, SettingButton, SettingField, encode
 from bot.models import CANCELLABLE, ChatDefaults, DeliveryUnit, Job, Status, UnitKind, Usage
 from bot.texts import Plural, plural, tr
@@ -18,9 +18,9 @@ ANSWER_LIMIT = 200  # the text of a callback query's answer
 ALBUM_MAX = 10
 SETTINGS_COUNTS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 15)
 
-USAGE = """\
-Make a series of related images with Seedream 4.0.
+USAGE_INTRO = "Make a series of related images with Seedream 4.0."
 
+USAGE = """\
 /seq [count] [ratio] [seed=N] [mode=fast|standard] prompt
 
 • count: {min_count}–{max_count} images (default {default_count})
@@ -34,6 +34,12 @@ Examples:
 /seq 2 1:1 seed=42 a red fox in fresh snow, golden hour
 /seq Generate 3 images of a calm ocean at sunset
 
+A script makes one image per numbered line, in order:
+/seq 16:9 A fox cub's first winter, watercolour
+1. The cub peeks out of the den
+2. It sees snow for the first time
+3. It leaps into a snowdrift
+
 While a job waits in the queue you can tap Cancel under its status message. \
 /settings sets this chat's defaults."""
 
@@ -45,6 +51,11 @@ four seasons of one place) with ByteDance Seedream 4.0 on RunComfy.
 
 
 def usage(lang: str | None) -> str:
+    """/seq alone: what it does and how to use it."""
+    return f"{tr(lang, USAGE_INTRO)}\n\n{_usage_body(lang)}"
+
+
+def _usage_body(lang: str | None) -> str:
     """How to use /seq, with the allowed values from the schema."""
     return tr(
         lang,
@@ -60,8 +71,8 @@ def usage(lang: str | None) -> str:
 
 
 def help_text(lang: str | None) -> str:
-    """/start and /help."""
-    return tr(lang, HELP, usage=usage(lang))
+    """/start and /help: the greeting says what the bot does, so the usage's intro is left out."""
+    return tr(lang, HELP, usage=_usage_body(lang))
 
 
 def utf16_len(text: str) -> int:
@@ -96,21 +107,55 @@ def params_line(job: Job) -> str:
     return " · ".join(parts)
 
 
-def status_text(job: Job, now: float | None = None) -> str:
-    """The status message for the job's current state. Equal states give equal texts."""
+def about(seconds: float, lang: str | None) -> str:
+    """A time to come, roughly: ``8`` -> ``8 s``; ``95`` -> ``2 min``."""
+    if seconds < 60:
+        return tr(lang, "{n} s", n=max(1, math.ceil(seconds)))
+    return tr(lang, "{n} min", n=round(seconds / 60))
+
+
+def _generating(job: Job, now: float, window: schedule.Window | None) -> str:
+    """🎨 with a bar and the time left when history supports one, else the time so far."""
+    lang = job.lang
+    # Whole 10-second steps, so a fast poll does not turn into an edit per poll.
+    running_for = schedule.coarse(now - (job.started_at or now))
+    left = schedule.seconds_left(window, running_for) if window else None
+    if window is None or left is None:
+        return tr(lang, "🎨 Generating… {elapsed}", elapsed=duration(running_for))
+    expected = window.expected
+    progress = schedule.bar(running_for / expected if expected > 0 else 1.0)
+    if left < 1:
+        return tr(lang, "🎨 Generating {bar} almost done", bar=progress)
+    return tr(lang, "🎨 Generating {bar} about {left} left", bar=progress, left=about(left, lang))
+
+
+def status_text(
+    job: Job, now: float | None = None, estimate: schedule.Estimate | None = None
+) -> str:
+    """The status message for the job's current state. Equal states give equal texts.
+
+    ``estimate``: what may be said about time (history of similar jobs, the queue's pace);
+    without it, none is given.
+    """
     now = time.time() if now is None else now
     lang = job.lang
     head = tr(lang, "Job #{id} · {params}", id=job.id, params=params_line(job))
     status = job.status
     if status in (Status.NEW, Status.SUBMITTING, Status.QUEUED):
-        if job.queue_position:
+        wait = estimate.queue_wait if estimate and job.status == Status.QUEUED else None
+        if job.queue_position and wait:
+            line = tr(
+                lang,
+                "⏳ Queued (position {position}, about {wait} to wait)…",
+                position=job.queue_position,
+                wait=about(max(10, round(wait / 10) * 10), lang),
+            )
+        elif job.queue_position:
             line = tr(lang, "⏳ Queued (position {position})…", position=job.queue_position)
         else:
             line = tr(lang, "⏳ Queued…")
     elif status == Status.RUNNING:
-        # Whole 10-second steps, so a fast poll does not turn into an edit per poll.
-        elapsed = (now - (job.started_at or now)) // 10 * 10
-        line = tr(lang, "🎨 Generating… {elapsed}", elapsed=duration(elapsed))
+        line = _generating(job, now, estimate.window if estimate else None)
     elif status == Status.SENDING:
         images = plural(lang, len(job.image_urls) or job.count, "image")
         line = tr(lang, "📤 Sending {images}…", images=images)
@@ -142,11 +187,17 @@ def actions_text(job: Job) -> str:
 
 
 def actions_keyboard(job: Job) -> InlineKeyboardMarkup:
-    """🔁 Again, 📎 Originals, ℹ️ Details."""
-    buttons = (
-        ("🔁 Again", JobAction.AGAIN),
-        ("📎 Originals", JobAction.ORIGINALS),
-        ("ℹ️ Details", JobAction.DETAILS),
+    """🔁 Again, 📎 Originals, ℹ️ Details; below them 🗂 Sheet and 📦 ZIP."""
+    rows = (
+        (
+            ("🔁 Again", JobAction.AGAIN),
+            ("📎 Originals", JobAction.ORIGINALS),
+            ("ℹ️ Details", JobAction.DETAILS),
+        ),
+        (
+            ("🗂 Sheet", JobAction.SHEET),
+            ("📦 ZIP", JobAction.ZIP),
+        ),
     )
     return InlineKeyboardMarkup(
         [
@@ -154,8 +205,9 @@ def actions_keyboard(job: Job) -> InlineKeyboardMarkup:
                 InlineKeyboardButton(
                     tr(job.lang, label), callback_data=encode(JobButton(action, job.id))
                 )
-                for label, action in buttons
+                for label, action in row
             ]
+            for row in rows
         ]
     )
 
@@ -258,6 +310,22 @@ def caption(job: Job) -> str:  # the prompt is the user's; only the parameters a
     return shorten(job.prompt, CAPTION_LIMIT - utf16_len(tail)) + tail
 
 
+def panel_captions(job: Job, items: tuple[int, ...], *, first: bool) -> dict[int, str] | None:
+    """A script's captions for ``items``, by image index: each image's own panel, numbered;
+    ``first``: the first item also carries the parameters. ``None`` when the job has no panels."""
+    if not job.panels:
+        return None
+    captions: dict[int, str] = {}
+    for n, index in enumerate(items):
+        tail = f"\n\n{params_line(job)}" if first and n == 0 else ""
+        if index < len(job.panels):
+            head = f"{index + 1}. {job.panels[index]}"
+            captions[index] = shorten(head, CAPTION_LIMIT - utf16_len(tail)) + tail
+        elif tail:
+            captions[index] = tail.lstrip()
+    return captions
+
+
 def split_balanced(n: int) -> list[int]:
     """Album sizes for ``n`` items: at most 10 each, as equal as possible (11 -> 6 + 5)."""
     if n <= 0:
@@ -322,6 +390,9 @@ def jobs_list(jobs: list[Job], now: float, lang: str | None) -> str:
             f"#{job.id} {status_word(job.status, lang)} · {plural(lang, job.count, 'image')} · "
             f"{schema.ratio_of(job.size)} · {age(now - job.created_at, lang)}{who}"
         )
+    done = next((job for job in jobs if job.status == Status.DONE), None)
+    if done is not None:
+        lines.append(tr(lang, "/show {id} sends a job's images again, free.", id=done.id))
     return "\n".join(lines)
 
 

@@ -9,8 +9,9 @@ the time similar jobs (same image count and mode) have finished before.
 
 from __future__ import annotations
 
+import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 EXTRA_POLLS = 3
 DENSE_FRACTION = 0.25  # dense polls come every quarter interval
@@ -25,6 +26,13 @@ class Window:
 
     earliest: float
     latest: float
+    # The median: what the progress estimate counts on (the middle of the window if not given).
+    typical: float | None = field(default=None, compare=False)
+
+    @property
+    def expected(self) -> float:
+        """How long a similar job usually generates."""
+        return self.typical if self.typical is not None else (self.earliest + self.latest) / 2
 
 
 def budget(elapsed: float, interval: float) -> float:
@@ -39,7 +47,7 @@ def window_of(durations: list[float]) -> Window | None:
     ordered = sorted(durations)
     low = ordered[int(0.05 * (len(ordered) - 1))]
     high = ordered[round(0.95 * (len(ordered) - 1))]
-    return Window(earliest=low, latest=high)
+    return Window(earliest=low, latest=high, typical=ordered[len(ordered) // 2])
 
 
 def next_delay(
@@ -91,3 +99,58 @@ def backoff(interval: float, failures: int) -> float:
     """The poll interval, backing off (capped, with jitter) while RunComfy keeps failing."""
     delay = min(interval * 2**failures, max(interval, MAX_BACKOFF))
     return delay * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not crypto
+
+
+# ---- progress the status message can promise (pure) -----------------------------------------
+
+PROGRESS_STEP = 10.0  # the clock behind an estimate moves in these steps: one edit per step at most
+BAR_CELLS = 8
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What the status message may say about time: from history (generating) or the queue."""
+
+    window: Window | None = None  # how long similar jobs generated (None: no history)
+    queue_wait: float | None = None  # seconds until the job likely starts (None: not known)
+
+
+def coarse(seconds: float) -> float:
+    """``seconds`` down to whole ``PROGRESS_STEP``s, so a fast poll is not an edit per poll."""
+    return max(0.0, seconds) // PROGRESS_STEP * PROGRESS_STEP
+
+
+def seconds_left(window: Window, running_for: float) -> float | None:
+    """Seconds until the job should be done, by similar jobs' usual time; 0 once past it.
+
+    None once it has run longer than nearly every similar job did: then history supports no
+    estimate at all.
+    """
+    if running_for > window.latest:
+        return None
+    return max(0.0, window.expected - running_for)
+
+
+def bar(done: float, cells: int = BAR_CELLS) -> str:
+    """``0.5`` -> ``▓▓▓▓░░░░``: the share done (0–1) as a short bar."""
+    filled = min(cells, max(0, math.floor(done * cells)))
+    return "▓" * filled + "░" * (cells - filled)
+
+
+def queue_wait(seen: list[tuple[float, int]], now: float) -> float | None:
+    """Seconds until a queued job likely starts, from the queue positions seen so far.
+
+    ``seen``: (when first seen, position), in order. An estimate needs the queue to have moved
+    (two positions over time); it is the pace so far applied to the places left, counted from
+    when the current place was first seen. None without movement, once that time has passed
+    (the queue stalled: nothing honest to promise), or when under one ``PROGRESS_STEP`` (the
+    place says enough).
+    """
+    if len(seen) < 2:
+        return None
+    (first_at, first_place), (last_at, last_place) = seen[0], seen[-1]
+    moved, took = first_place - last_place, last_at - first_at
+    if moved <= 0 or took <= 0:
+        return None
+    left = last_place * took / moved - coarse(now - last_at)
+    return left if left >= PROGRESS_STEP else None

@@ -19,7 +19,7 @@ from telegram import Bot, InlineKeyboardMarkup
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
 from telegram.ext import AIORateLimiter
 
-from bot import metrics, render
+from bot import metrics, render, schedule
 from bot.models import CANCELLABLE, Job, Status
 from bot.sending import Background, reply, with_retries
 from bot.store import Store
@@ -106,6 +106,7 @@ class StatusBoard:
         busy_at: int,
         retry_delay: float,
         on_refused: Callable[[Job, Exception], Awaitable[None]],
+        estimate: Callable[[Job], schedule.Estimate | None] | None = None,
     ) -> None:
         self.bot = bot
         self.store = store
@@ -113,6 +114,7 @@ class StatusBoard:
         self.busy_at = busy_at
         self.retry_delay = retry_delay
         self._on_refused = on_refused  # the chat blocked the bot: the job ends
+        self._estimate = estimate  # what the status may say about time (the runner knows)
         limiter = getattr(bot, "rate_limiter", None)  # an ExtBot's; a plain Bot has none
         self._limiter = limiter if isinstance(limiter, PriorityRateLimiter) else None
         self._locks: dict[int, asyncio.Lock] = {}
@@ -193,7 +195,8 @@ class StatusBoard:
     async def _edit(self, job: Job) -> None:
         if job.status_message_id is None:
             return
-        text, markup = render.status_text(job), render.status_keyboard(job)
+        estimate = self._estimate(job) if self._estimate else None
+        text, markup = render.status_text(job, estimate=estimate), render.status_keyboard(job)
         showing = shown(text, markup)
         phase, now = milestone(job, markup), time.monotonic()
         if showing == job.status_shown or not self._worth_it(job, phase, now):

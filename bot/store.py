@@ -125,7 +125,19 @@ def m005_requester_and_unknown_submits(db: sqlite_utils.Database) -> None:
     jobs.create_index(["requester_id", "created_at"])
 
 
-_JSON_FIELDS = ("image_urls", "plan", "delivered", "originals")
+@migrations()
+def m006_panels(db: sqlite_utils.Database) -> None:
+    """A script's panels, one per image: each image's caption."""
+    db.table("jobs").add_column("panels", str)  # JSON: the panels' texts, in order
+
+
+@migrations()
+def m007_photo_file_ids(db: sqlite_utils.Database) -> None:
+    """The Telegram file_ids of the photos delivered, for /show to send them again."""
+    db.table("jobs").add_column("photos", str)  # JSON: image index -> file_id of the photo
+
+
+_JSON_FIELDS = ("image_urls", "plan", "delivered", "originals", "photos", "panels")
 _JOB_FIELDS = {f.name for f in dataclasses.fields(Job)}
 
 
@@ -216,7 +228,7 @@ class Store:
         """
         now = time.time()
         row = {
-            **dataclasses.asdict(request),
+            **{k: _column_value(k, v) for k, v in dataclasses.asdict(request).items()},
             **dataclasses.asdict(origin),
             "status": Status.NEW.value,
             "created_at": now,

@@ -181,5 +181,7 @@ def test_render_keyboards_build_their_data_here() -> None:
         JobButton(JobAction.AGAIN, 42),
         JobButton(JobAction.ORIGINALS, 42),
         JobButton(JobAction.DETAILS, 42),
+        JobButton(JobAction.SHEET, 42),
+        JobButton(JobAction.ZIP, 42),
     ]
     assert parsed(render.settings_keyboard(ChatDefaults(), "en")) == ALL_SETTINGS

@@ -187,7 +187,7 @@ async def test_start_and_help_explain_and_commands_are_registered(
     telegram: FakeTelegram, runcomfy: FakeRunComfy, bot: RunningBot
 ) -> None:
     assert [c["command"] for c in telegram.commands] == [
-        "seq", "cancel", "jobs", "usage", "settings", "help"
+        "seq", "cancel", "jobs", "show", "usage", "settings", "help"
     ]  # fmt: skip
     telegram.send_text("/start")
     (answer,) = await telegram.wait_for(lambda: telegram.calls_to("sendMessage", ok_only=True))

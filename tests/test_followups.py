@@ -6,6 +6,7 @@ import math
 import shutil
 from typing import Any
 
+from bot.callbacks import JobAction
 from bot.store import Status
 from tests.conftest import Bots, RunningBot
 from tests.fakes.runcomfy_api import FakeRunComfy
@@ -34,7 +35,7 @@ async def finished_with_buttons(
     return (job.chat_id, job.actions_message_id or 0)
 
 
-async def test_the_follow_up_carries_three_buttons_and_replies_to_the_command(
+async def test_the_follow_up_carries_five_buttons_and_replies_to_the_command(
     telegram: FakeTelegram, runcomfy: FakeRunComfy, bot: RunningBot
 ) -> None:
     command = telegram.send_text("/seq 2 a fox")
@@ -46,6 +47,8 @@ async def test_the_follow_up_carries_three_buttons_and_replies_to_the_command(
         ("🔁 Again", "v1:again:1"),
         ("📎 Originals", "v1:orig:1"),
         ("ℹ️ Details", "v1:info:1"),
+        ("🗂 Sheet", "v1:sheet:1"),
+        ("📦 ZIP", "v1:zip:1"),
     ]
     assert_clean(telegram, runcomfy)
 
@@ -89,7 +92,7 @@ async def test_originals_come_as_documents_without_downloading_again(
     key = await finished_with_buttons(telegram, bot)
     downloads = runcomfy.count("image")
     photos = {m["sha256"] for m in telegram.delivered_media}
-    bot.runner.delivery.originals_cooldown = 0.0  # no pause between sets, to see the second one
+    bot.runner.delivery.repeat_cooldown = 0.0  # no pause between sets, to see the second one
 
     await answered(telegram, telegram.press_button(key, "v1:orig:1"))
     first = await telegram.wait_for(
@@ -107,7 +110,9 @@ async def test_originals_come_as_documents_without_downloading_again(
     assert runcomfy.count("image") == downloads  # nothing fetched from RunComfy again
 
     # A later tap (once the pause after a set has passed) reuses Telegram's file ids.
-    await telegram.wait_for(lambda: bot.runner.delivery._originals_busy.get(1) != math.inf)
+    await telegram.wait_for(
+        lambda: bot.runner.delivery._busy.get((1, JobAction.ORIGINALS)) != math.inf
+    )
     await answered(telegram, telegram.press_button(key, "v1:orig:1"))
     await telegram.wait_for(lambda: len(telegram.calls_to("sendMediaGroup", ok_only=True)) == 3)
     again = telegram.calls_to("sendMediaGroup", ok_only=True)[-1]

@@ -255,6 +255,7 @@ async def test_jobs_lists_the_chats_latest_jobs(
         "Latest jobs in this chat:",
         "#2 ✅ done · 3 images · 9:16 · just now · @ada_l",
         "#1 ❌ failed · 2 images · 16:9 · just now · @ada_l",
+        "/show 2 sends a job's images again, free.",
     ]
 
 

@@ -82,9 +82,19 @@ def templates() -> set[str]:
             if isinstance(node, ast.Tuple) and len(node.elts) == 2:
                 first = node.elts[0]
                 if isinstance(first, ast.Constant) and str(first.value).startswith(
-                    ("🔁", "📎", "ℹ️")
+                    ("🔁", "📎", "ℹ️", "🗂", "📦")
                 ):
                     found.add(first.value)
+        # Answers kept as tuples of texts per button (handlers._FILES_ANSWERS).
+        for n in tree.body:
+            if isinstance(n, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == "_FILES_ANSWERS" for t in n.targets
+            ):
+                found.update(
+                    c.value
+                    for c in ast.walk(n.value)
+                    if isinstance(c, ast.Constant) and isinstance(c.value, str)
+                )
     return found
 
 
