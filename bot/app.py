@@ -22,11 +22,13 @@ from telegram.ext import (
     CommandHandler,
     ContextTypes,
     ExtBot,
+    MessageHandler,
+    PreCheckoutQueryHandler,
     filters,
 )
 from telegram.request import HTTPXRequest
 
-from bot import callbacks, handlers, metrics, render
+from bot import callbacks, handlers, metrics, payments, render
 from bot.config import Settings
 from bot.context import BotContext, Services
 from bot.downloads import Downloader
@@ -51,12 +53,26 @@ COMMANDS = {
 }
 
 
-def commands(lang: str) -> list[BotCommand]:
-    """The command menu in ``lang``."""
-    return [BotCommand(name, tr(lang, text)) for name, text in COMMANDS.items()]
+# Listed (and handled) only when payments are on (STARS_PACKS).
+PAYMENT_COMMANDS = payments.COMMANDS
+
+
+def commands(lang: str, *, payments: bool = False) -> list[BotCommand]:
+    """The command menu in ``lang`` (with the payment commands when payments are on)."""
+    listed = {**COMMANDS, **PAYMENT_COMMANDS} if payments else COMMANDS
+    return [BotCommand(name, tr(lang, text)) for name, text in listed.items()]
 
 
 ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
+
+
+def allowed_updates(settings: Settings) -> list[str]:
+    """The updates to ask Telegram for: checkouts too when payments are on."""
+    if settings.payments:
+        return [*ALLOWED_UPDATES, Update.PRE_CHECKOUT_QUERY]
+    return ALLOWED_UPDATES
+
+
 HEARTBEAT_SECONDS = 30.0
 PRUNE_EVERY_BEATS = 120  # an hour
 
@@ -184,10 +200,30 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
     app.add_handler(
         CallbackQueryHandler(handlers.settings_button, pattern=callbacks.SETTINGS_PATTERN)
     )
+    if settings.payments:
+        _add_payment_handlers(app)
     # Old formats (another version), forged data: "This button no longer works."
     app.add_handler(CallbackQueryHandler(handlers.stale_button))
     app.add_error_handler(handlers.on_error)
     return app
+
+
+def _add_payment_handlers(app: Application) -> None:  # type: ignore[type-arg]
+    """Telegram Stars: /buy and its buttons, checkout, payments, and the admins' commands."""
+    new_messages = filters.UpdateType.MESSAGE
+    for name, handler in (
+        ("buy", handlers.buy_command),
+        ("balance", handlers.balance_command),
+        ("paysupport", handlers.paysupport_command),
+        ("terms", handlers.terms_command),
+        ("refund", handlers.refund_command),
+        ("return_credits", handlers.return_credits_command),
+    ):
+        app.add_handler(CommandHandler(name, handler, filters=new_messages))
+    app.add_handler(CallbackQueryHandler(handlers.buy_button, pattern=callbacks.BUY_PATTERN))
+    # Answered in the handler itself, at once: Telegram waits 10 seconds at most.
+    app.add_handler(PreCheckoutQueryHandler(handlers.pre_checkout))
+    app.add_handler(MessageHandler(filters.SUCCESSFUL_PAYMENT, handlers.successful_payment))
 
 
 REJECTED_MESSAGE = (
@@ -313,7 +349,9 @@ async def receive_updates(app: Application, settings: Settings) -> WebhookServer
     if not settings.webhook_url:
         assert app.updater is not None
         # Telegram answered getMe a moment ago: deleteWebhook is retried quietly if it blips.
-        await app.updater.start_polling(allowed_updates=ALLOWED_UPDATES, bootstrap_retries=-1)
+        await app.updater.start_polling(
+            allowed_updates=allowed_updates(settings), bootstrap_retries=-1
+        )
         return None
     assert settings.webhook_secret is not None
     server = WebhookServer(
@@ -324,7 +362,7 @@ async def receive_updates(app: Application, settings: Settings) -> WebhookServer
         await patiently(
             lambda: app.bot.set_webhook(
                 url=settings.webhook_url or "",
-                allowed_updates=ALLOWED_UPDATES,
+                allowed_updates=allowed_updates(settings),
                 # Telegram sends it in X-Telegram-Bot-Api-Secret-Token; anything else gets 403.
                 secret_token=settings.webhook_secret,
             ),
@@ -421,9 +459,10 @@ async def _post_init(app: Application) -> None:  # type: ignore[type-arg]
         services.metrics = metrics.serve(settings.metrics_port, settings.metrics_listen)
 
     async def set_commands() -> None:
-        await app.bot.set_my_commands(commands("en"))
+        paying = settings.payments
+        await app.bot.set_my_commands(commands("en", payments=paying))
         for lang in languages():
-            await app.bot.set_my_commands(commands(lang), language_code=lang)
+            await app.bot.set_my_commands(commands(lang, payments=paying), language_code=lang)
 
     await patiently(set_commands, "setMyCommands", settings)
     log.info(

@@ -64,8 +64,15 @@ class ResetButton:
     """The /settings button that clears the chat's defaults: ``v1:set:reset``."""
 
 
+@dataclass(frozen=True)
+class BuyButton:
+    """A /buy button (payments on): send an invoice for the pack of ``images``: ``v1:buy:<n>``."""
+
+    images: int
+
+
 SettingsButton = SettingButton | ResetButton
-Button = JobButton | SettingButton | ResetButton
+Button = JobButton | SettingButton | ResetButton | BuyButton
 
 # Python's [0-9] is ASCII only (\d and str.isdigit() also take "²" or "١"); no leading zeros, so
 # each button has exactly one spelling.
@@ -75,6 +82,8 @@ _JOB_RE = re.compile(
 _SETTING_RE = re.compile(
     rf"{VERSION}:{_SETTINGS}:(?:{_RESET}|(?P<field>[a-z]{{1,8}}):(?P<value>[0-9a-z:]{{1,16}}))"
 )
+_BUY = "buy"
+_BUY_RE = re.compile(rf"{VERSION}:{_BUY}:(?P<images>[1-9][0-9]{{0,5}})")
 _FIELDS = {f.value: f for f in SettingField}
 _VALUE_RES = {
     SettingField.COUNT: re.compile(r"[1-9][0-9]?"),
@@ -104,6 +113,8 @@ def parse(data: str | None) -> Button | None:
         return None
     if m := _JOB_RE.fullmatch(data):
         return JobButton(JobAction(m["action"]), int(m["id"]))
+    if m := _BUY_RE.fullmatch(data):
+        return BuyButton(int(m["images"]))
     if m := _SETTING_RE.fullmatch(data):
         if m["field"] is None:
             return ResetButton()
@@ -118,6 +129,8 @@ def encode(button: Button) -> str:
     """The callback data for ``button``; ValueError if :func:`parse` would not read it back."""
     if isinstance(button, JobButton):
         data = f"{VERSION}:{JobAction(button.action).value}:{button.job_id}"
+    elif isinstance(button, BuyButton):
+        data = f"{VERSION}:{_BUY}:{button.images}"
     elif isinstance(button, SettingButton):
         data = f"{VERSION}:{_SETTINGS}:{SettingField(button.field).value}:{button.value}"
     else:
@@ -138,3 +151,6 @@ def job_pattern(action: JobAction) -> re.Pattern[str]:
 
 # For ``CallbackQueryHandler``: the current data of the /settings buttons.
 SETTINGS_PATTERN = re.compile(rf"^{VERSION}:{_SETTINGS}:")
+
+# For ``CallbackQueryHandler``: the current data of the /buy buttons.
+BUY_PATTERN = re.compile(rf"^{VERSION}:{_BUY}:")

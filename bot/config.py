@@ -48,6 +48,16 @@ class Settings:
     telegram_busy_at: int = 15  # progress edits are skipped while this many messages wait
     metrics_port: int | None = None  # set: Prometheus metrics served there; unset: none
     metrics_listen: str = "127.0.0.1"
+    # Telegram Stars: (images, stars) per pack; empty: payments off (nothing changes for users).
+    stars_packs: tuple[tuple[int, int], ...] = ()
+    free_images_per_day: int = 0  # with payments on: free images per requester and day, used first
+    paysupport_text: str | None = None  # None: the built-in text (translated)
+    terms_text: str | None = None  # None: the built-in text (translated)
+
+    @property
+    def payments(self) -> bool:
+        """Whether users pay for their images with Telegram Stars (STARS_PACKS is set)."""
+        return bool(self.stars_packs)
 
     @property
     def webhook_path(self) -> str:
@@ -180,6 +190,10 @@ class Settings:
             telegram_busy_at=_count(get, "TELEGRAM_BUSY_AT", cls.telegram_busy_at, minimum=0),
             metrics_port=metrics_port,
             metrics_listen=metrics_listen,
+            stars_packs=_packs(get("STARS_PACKS")),
+            free_images_per_day=_count(get, "FREE_IMAGES_PER_DAY", 0, minimum=0),
+            paysupport_text=_text(get, "PAYSUPPORT_TEXT"),
+            terms_text=_text(get, "TERMS_TEXT"),
         )
 
     @property
@@ -256,3 +270,42 @@ def _count(get: Callable[[str], str | None], name: str, default: int, *, minimum
     if not re.fullmatch(r"\d{1,9}", raw) or int(raw) < minimum:
         raise ConfigError(name, f"must be a whole number of at least {minimum} (got {raw[:20]!r})")
     return int(raw)
+
+
+MAX_PACK_IMAGES = 100_000
+MAX_PACK_STARS = 100_000
+
+
+def _packs(raw: str | None) -> tuple[tuple[int, int], ...]:
+    """``10:75,50:300`` (images:stars per pack) as ((10, 75), (50, 300)); unset: ()."""
+    if raw is None:
+        return ()
+    packs: list[tuple[int, int]] = []
+    for part in raw.replace(";", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        m = re.fullmatch(r"([0-9]{1,6}):([0-9]{1,6})", part)
+        if m is None:
+            raise ConfigError(
+                "STARS_PACKS", f"must be images:stars pairs like 10:75,50:300 (got {part[:20]!r})"
+            )
+        images, stars = int(m[1]), int(m[2])
+        if not (1 <= images <= MAX_PACK_IMAGES and 1 <= stars <= MAX_PACK_STARS):
+            raise ConfigError(
+                "STARS_PACKS",
+                f"images must be 1-{MAX_PACK_IMAGES} and stars 1-{MAX_PACK_STARS} (got {part!r})",
+            )
+        if any(images == known for known, _ in packs):
+            raise ConfigError("STARS_PACKS", f"has two packs of {images} images")
+        packs.append((images, stars))
+    if len(packs) > 8:
+        raise ConfigError("STARS_PACKS", "may list at most 8 packs")
+    return tuple(packs)
+
+
+def _text(get: Callable[[str], str | None], name: str) -> str | None:
+    value = get(name)
+    if value is not None and len(value) > 2000:
+        raise ConfigError(name, "must be at most 2000 characters")
+    return value.replace("\\n", "\n") if value is not None else None

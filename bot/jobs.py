@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from typing import Any
 
 from telegram import Bot
 from telegram.error import Forbidden
 
-from bot import limits, metrics, render, schedule, schema
+from bot import limits, metrics, payments, render, schedule, schema
 from bot.config import Settings
 from bot.delivery import Delivery
 from bot.downloads import Downloader
@@ -24,7 +25,7 @@ from bot.originals import OriginalsCache
 from bot.runcomfy import RemoteStatus, RunComfyClient
 from bot.sending import Background
 from bot.status import StatusBoard
-from bot.store import Store
+from bot.store import NotEnoughCredits, Store
 from bot.texts import tr
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,19 @@ class JobRunner:
             count=request.count,
             now=time.time(),
         )
-        job = self.store.create_job(request, origin)
+        # Payments on: the credits are reserved in the job's own transaction.
+        reserve = payments.reserve_for(
+            self.store,
+            self.settings,
+            user_id=origin.user_id,
+            requester_id=origin.requester_id,
+            count=request.count,
+            now=time.time(),
+        )
+        try:
+            job = self.store.create_job(request, origin, reserve=reserve)
+        except NotEnoughCredits as exc:
+            raise payments.not_enough(exc.needed, exc.available) from None
         if job is None:
             return None
         self._log(job, "recorded")
@@ -214,6 +227,8 @@ class JobRunner:
                 request=job.request_id,
             )
             self.background.run(self.status.notify(job, unsaved), f"job {job.id}: notice")
+        if self.settings.payments:
+            self._settle(job)  # RunComfy took it: its credits are spent
         if job.cancel_requested:
             await self.cancel(job)
         else:
@@ -395,9 +410,31 @@ class JobRunner:
         if job.final:
             return
         self._set(job, status, error=error, finished_at=time.time(), **changes)
+        if self.settings.payments:
+            self._settle(job)
         self.active.pop(job.id, None)
         if show:
             await self.status.show(job)
+
+    def _settle(self, job: Job) -> None:
+        """Payments on: spend or return the job's reserved credits, as its state says.
+
+        Returned when it ended without RunComfy making it (cancelled; refused or failed before
+        the submit); spent once RunComfy has its request id; kept reserved when the submit's
+        outcome is unknown (it may be billed; a bot admin can return it with /return_credits).
+        """
+        try:
+            if job.status == Status.CANCELLED or (
+                job.status == Status.FAILED and job.request_id is None and not job.submit_unknown
+            ):
+                returned = self.store.return_reservation(job.id)
+                if returned:
+                    log.info("job %d: %d credit(s) returned", job.id, returned)
+            elif job.request_id is not None:
+                self.store.spend_reservation(job.id)
+        except sqlite3.OperationalError as exc:
+            # Nothing is lost: the reservation stays as it was; /return_credits can settle it.
+            log.error("job %d: could not settle its credits: %s", job.id, exc)
 
     async def _fail(self, job: Job, exc: Exception) -> None:
         """End the job with a message that says why; never raises."""

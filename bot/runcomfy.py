@@ -202,7 +202,11 @@ class RunComfyClient:
         self.backoff = backoff
         self.max_backoff = max_backoff
         # All jobs share one budget of requests per second: a thousand jobs must not flood RunComfy.
-        self._limiter = AsyncLimiter(max_rate, 1.0)
+        # A leaky bucket lets its whole capacity through at once and then leaks at its rate, so
+        # in one second up to capacity + rate go out: a small bucket (1/20 of the budget) leaking
+        # the rest keeps every second within ``max_rate``.
+        burst = max(1.0, max_rate / 20)
+        self._limiter = AsyncLimiter(burst, burst / max(max_rate - burst, max_rate / 2))
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),

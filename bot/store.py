@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +139,60 @@ def m007_photo_file_ids(db: sqlite_utils.Database) -> None:
     db.table("jobs").add_column("photos", str)  # JSON: image index -> file_id of the photo
 
 
+@migrations()
+def m008_payments(db: sqlite_utils.Database) -> None:
+    """Telegram Stars: invoices sent, payments received (once each), credits, job reservations."""
+    db.table("invoices").create(
+        {
+            "payload": str,  # unguessable (secrets.token_urlsafe): the invoice's order id
+            "requester_id": int,  # whose credits it buys
+            "user_id": int,  # who may pay it
+            "images": int,
+            "stars": int,
+            "created_at": float,
+            "expires_at": float,
+        },
+        pk="payload",
+        not_null={"requester_id", "user_id", "images", "stars", "created_at", "expires_at"},
+    )
+    db.table("payments").create(
+        {
+            "charge_id": str,  # telegram_payment_charge_id: a payment is credited once
+            "provider_charge_id": str,
+            "payload": str,
+            "requester_id": int,
+            "user_id": int,
+            "images": int,
+            "stars": int,
+            "paid_at": float,
+            "refunded_at": float,
+        },
+        pk="charge_id",
+        not_null={"requester_id", "images", "stars", "paid_at"},
+    )
+    db.table("payments").create_index(["requester_id", "paid_at"])
+    db.table("payments").create_index(["paid_at"])
+    db.table("credits").create(
+        {"requester_id": int, "balance": int, "updated_at": float},
+        pk="requester_id",
+        not_null={"balance"},
+    )
+    db.table("reservations").create(
+        {
+            "job_id": int,
+            "requester_id": int,
+            "paid": int,  # credits taken from the balance
+            "free": int,  # free images of the day used
+            "state": str,  # reserved, spent, returned
+            "created_at": float,
+            "updated_at": float,
+        },
+        pk="job_id",
+        not_null={"requester_id", "paid", "free", "state", "created_at"},
+    )
+    db.table("reservations").create_index(["requester_id", "created_at"])
+
+
 _JSON_FIELDS = ("image_urls", "plan", "delivered", "originals", "photos", "panels")
 _JOB_FIELDS = {f.name for f in dataclasses.fields(Job)}
 
@@ -147,6 +203,48 @@ _BILLED = (
     "((request_id IS NOT NULL AND status != 'cancelled') OR status IN ('new', 'submitting') "
     "OR submit_unknown = 1)"
 )
+
+
+@dataclasses.dataclass(frozen=True)
+class Reserve:
+    """How a new job's credits are reserved: whose, and how many free images a day they get."""
+
+    requester_id: int
+    free_per_day: int
+    day_start: float  # midnight UTC today: free images used since then count
+
+
+class NotEnoughCredits(Exception):
+    """A job needs more credits than the requester has (free images left plus the balance)."""
+
+    def __init__(self, needed: int, available: int) -> None:
+        super().__init__(f"needs {needed}, has {available}")
+        self.needed, self.available = needed, available
+
+
+@dataclasses.dataclass(frozen=True)
+class Payment:
+    """One row of ``payments``."""
+
+    charge_id: str
+    requester_id: int
+    user_id: int | None
+    images: int
+    stars: int
+    paid_at: float
+    refunded_at: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Invoice:
+    """One row of ``invoices``."""
+
+    payload: str
+    requester_id: int
+    user_id: int
+    images: int
+    stars: int
+    expires_at: float
 
 
 def _transient(exc: sqlite3.OperationalError) -> bool:
@@ -220,8 +318,14 @@ class Store:
                 log.error("job %d: changes could not be saved before stopping: %s", job_id, row)
         self.db.close()
 
-    def create_job(self, request: SeqRequest, origin: Origin) -> Job | None:
+    def create_job(
+        self, request: SeqRequest, origin: Origin, *, reserve: Reserve | None = None
+    ) -> Job | None:
         """Write a new job; ``None`` if this message already made one.
+
+        With ``reserve`` (payments on) the job's credits are reserved in the same transaction:
+        free images of the day first, then the balance; NotEnoughCredits (nothing written) when
+        they do not suffice.
 
         Raises StoreBusyError when SQLite cannot take it now: a job must be on disk before it
         is submitted, so this write cannot wait in memory.
@@ -235,12 +339,14 @@ class Store:
             "updated_at": now,
         }
         try:
-            with self.db.conn:
+            with self._transaction() if reserve is not None else self.db.conn:
                 cursor = self.db.execute(
                     f"INSERT OR IGNORE INTO jobs ({', '.join(row)}) "
                     f"VALUES ({', '.join('?' for _ in row)})",
                     list(row.values()),
                 )
+                if reserve is not None and cursor.rowcount:
+                    self._reserve(int(cursor.lastrowid or 0), request.count, reserve, now)
         except sqlite3.OperationalError as exc:
             if not _transient(exc):
                 raise
@@ -452,3 +558,229 @@ class Store:
                 },
                 pk="chat_id",
             )
+
+    # ---- Telegram Stars: invoices, payments, credits, reservations -----------------------------
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One transaction, the write lock taken at its start (``BEGIN IMMEDIATE``): what it reads
+        no other process changes before it commits. (``db.execute`` outside one commits each
+        statement by itself.)"""
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _reserve(self, job_id: int, count: int, reserve: Reserve, now: float) -> None:
+        """Inside create_job's transaction: take free images first, then credits."""
+        free = max(
+            0, reserve.free_per_day - self.free_used(reserve.requester_id, reserve.day_start)
+        )
+        from_free = min(free, count)
+        paid = count - from_free
+        if paid:
+            cursor = self.db.execute(
+                "UPDATE credits SET balance = balance - ?, updated_at = ? "
+                "WHERE requester_id = ? AND balance >= ?",
+                [paid, now, reserve.requester_id, paid],
+            )
+            if cursor.rowcount == 0:
+                raise NotEnoughCredits(count, free + self.balance(reserve.requester_id))
+        self.db.execute(
+            "INSERT INTO reservations (job_id, requester_id, paid, free, state, created_at, "
+            "updated_at) VALUES (?, ?, ?, ?, 'reserved', ?, ?)",
+            [job_id, reserve.requester_id, paid, from_free, now, now],
+        )
+
+    def balance(self, requester_id: int) -> int:
+        """The requester's credits not reserved by a job."""
+        row = self.db.execute(
+            "SELECT balance FROM credits WHERE requester_id = ?", [requester_id]
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def free_used(self, requester_id: int, since: float) -> int:
+        """Free images the requester's jobs took since ``since`` (returned ones do not count)."""
+        row = self.db.execute(
+            "SELECT coalesce(sum(free), 0) FROM reservations "
+            "WHERE requester_id = ? AND created_at >= ? AND state != 'returned'",
+            [requester_id, since],
+        ).fetchone()
+        return int(row[0])
+
+    def reserved(self, requester_id: int) -> int:
+        """Credits held by the requester's jobs that are not settled yet."""
+        row = self.db.execute(
+            "SELECT coalesce(sum(paid), 0) FROM reservations "
+            "WHERE requester_id = ? AND state = 'reserved'",
+            [requester_id],
+        ).fetchone()
+        return int(row[0])
+
+    def reservation(self, job_id: int) -> tuple[str, int, int] | None:
+        """(state, paid, free) of the job's reservation, if it has one."""
+        row = self.db.execute(
+            "SELECT state, paid, free FROM reservations WHERE job_id = ?", [job_id]
+        ).fetchone()
+        return (str(row[0]), int(row[1]), int(row[2])) if row else None
+
+    def spend_reservation(self, job_id: int) -> bool:
+        """RunComfy took the job: its credits are spent. True if this changed anything."""
+        with self.db.conn:
+            cursor = self.db.execute(
+                "UPDATE reservations SET state = 'spent', updated_at = ? "
+                "WHERE job_id = ? AND state = 'reserved'",
+                [time.time(), job_id],
+            )
+        return cursor.rowcount > 0
+
+    def return_reservation(self, job_id: int) -> int:
+        """Give a job's credits back (once): the number of credits returned to the balance."""
+        now = time.time()
+        with self._transaction():
+            row = self.db.execute(
+                "SELECT requester_id, paid FROM reservations "
+                "WHERE job_id = ? AND state != 'returned'",
+                [job_id],
+            ).fetchone()
+            if row is None:
+                return 0
+            self.db.execute(
+                "UPDATE reservations SET state = 'returned', updated_at = ? WHERE job_id = ?",
+                [now, job_id],
+            )
+            self._add_credits(int(row[0]), int(row[1]), now)
+        return int(row[1])
+
+    def _add_credits(self, requester_id: int, images: int, now: float) -> None:
+        self.db.execute(
+            "INSERT INTO credits (requester_id, balance, updated_at) VALUES (?, ?, ?) "
+            "ON CONFLICT(requester_id) DO UPDATE SET balance = balance + excluded.balance, "
+            "updated_at = excluded.updated_at",
+            [requester_id, images, now],
+        )
+
+    def add_invoice(self, invoice: Invoice) -> None:
+        """Remember an invoice before it is sent. Raises StoreBusyError."""
+        try:
+            with self.db.conn:
+                self.db.execute(
+                    "INSERT INTO invoices (payload, requester_id, user_id, images, stars, "
+                    "created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        invoice.payload,
+                        invoice.requester_id,
+                        invoice.user_id,
+                        invoice.images,
+                        invoice.stars,
+                        time.time(),
+                        invoice.expires_at,
+                    ],
+                )
+        except sqlite3.OperationalError as exc:
+            if not _transient(exc):
+                raise
+            raise StoreBusyError(_BUSY, detail=str(exc)) from None
+
+    def invoice(self, payload: str) -> Invoice | None:
+        """The invoice with this payload, if the bot sent it."""
+        row = self.db.execute(
+            "SELECT payload, requester_id, user_id, images, stars, expires_at FROM invoices "
+            "WHERE payload = ?",
+            [payload],
+        ).fetchone()
+        return Invoice(*row) if row else None
+
+    def record_payment(
+        self,
+        *,
+        charge_id: str,
+        provider_charge_id: str | None,
+        payload: str,
+        user_id: int,
+        stars: int,
+    ) -> tuple[bool, Payment]:
+        """Record a successful payment and add its credits, both at most once per charge id.
+
+        One transaction: a second call with the same charge id (a repeated update, a restart,
+        another process) changes nothing. Returns (credited now, the payment).
+        """
+        now = time.time()
+        with self._transaction():
+            invoice = self.invoice(payload)
+            requester = invoice.requester_id if invoice else user_id
+            images = invoice.images if invoice else 0
+            cursor = self.db.execute(
+                "INSERT OR IGNORE INTO payments (charge_id, provider_charge_id, payload, "
+                "requester_id, user_id, images, stars, paid_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [charge_id, provider_charge_id, payload, requester, user_id, images, stars, now],
+            )
+            credited = cursor.rowcount > 0
+            if credited and images:
+                self._add_credits(requester, images, now)
+        payment = self.payment(charge_id)
+        assert payment is not None
+        return credited, payment
+
+    def payment(self, charge_id: str) -> Payment | None:
+        """The payment with this Telegram charge id, if any."""
+        row = self.db.execute(
+            "SELECT charge_id, requester_id, user_id, images, stars, paid_at, refunded_at "
+            "FROM payments WHERE charge_id = ?",
+            [charge_id],
+        ).fetchone()
+        return Payment(*row) if row else None
+
+    def payments_of(self, requester_id: int, limit: int = 5) -> list[Payment]:
+        """The requester's latest payments, newest first."""
+        rows = self.db.execute(
+            "SELECT charge_id, requester_id, user_id, images, stars, paid_at, refunded_at "
+            "FROM payments WHERE requester_id = ? ORDER BY paid_at DESC, rowid DESC LIMIT ?",
+            [requester_id, limit],
+        ).fetchall()
+        return [Payment(*row) for row in rows]
+
+    def take_refund(self, charge_id: str) -> Payment | None:
+        """Mark the payment refunded and remove its credits, if they are all still unused.
+
+        None (nothing changed) if the payment is unknown, already refunded, or its credits are
+        partly spent or reserved. :meth:`undo_refund` puts them back if Telegram refuses.
+        """
+        now = time.time()
+        with self._transaction():
+            payment = self.payment(charge_id)
+            if payment is None or payment.refunded_at is not None:
+                return None
+            cursor = self.db.execute(
+                "UPDATE credits SET balance = balance - ?, updated_at = ? "
+                "WHERE requester_id = ? AND balance >= ?",
+                [payment.images, now, payment.requester_id, payment.images],
+            )
+            if payment.images and cursor.rowcount == 0:
+                return None
+            self.db.execute(
+                "UPDATE payments SET refunded_at = ? WHERE charge_id = ?", [now, charge_id]
+            )
+        return dataclasses.replace(payment, refunded_at=now)
+
+    def undo_refund(self, payment: Payment) -> None:
+        """Telegram refused the refund: the payment stands and its credits come back."""
+        with self._transaction():
+            self.db.execute(
+                "UPDATE payments SET refunded_at = NULL WHERE charge_id = ?", [payment.charge_id]
+            )
+            self._add_credits(payment.requester_id, payment.images, time.time())
+
+    def stars_received(self, since: float) -> tuple[int, int]:
+        """(Stars received, Stars refunded) for payments since ``since``."""
+        row = self.db.execute(
+            "SELECT coalesce(sum(stars), 0), "
+            "coalesce(sum(CASE WHEN refunded_at IS NOT NULL THEN stars ELSE 0 END), 0) "
+            "FROM payments WHERE paid_at >= ?",
+            [since],
+        ).fetchone()
+        return int(row[0]), int(row[1])

@@ -12,7 +12,7 @@ import httpx
 import httpx._transports.default
 import pytest
 
-from bot.app import ALLOWED_UPDATES, build_application
+from bot.app import allowed_updates, build_application
 from bot.config import Settings
 from bot.context import Services
 from bot.jobs import JobRunner
@@ -98,7 +98,7 @@ class RunningBot:
         """Long polling, as ``run_polling`` does."""
         assert self.app.updater is not None
         await self.app.updater.start_polling(
-            poll_interval=0.0, timeout=1, allowed_updates=ALLOWED_UPDATES
+            poll_interval=0.0, timeout=1, allowed_updates=allowed_updates(self.settings)
         )
 
     async def stop(self) -> None:

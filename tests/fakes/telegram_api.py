@@ -238,6 +238,10 @@ class FakeTelegram:
         self._call_event = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._closing = False
+        self.invoices: list[JsonDict] = []  # sendInvoice calls accepted (Telegram Stars)
+        self.checkout_answers: dict[str, JsonDict] = {}  # pre_checkout_query id -> the answer
+        self.charges: dict[str, JsonDict] = {}  # telegram_payment_charge_id -> the payment
+        self.refunds: list[str] = []  # charge ids refunded by refundStarPayment
         self._stopping = asyncio.Event()  # set by stop(): ends delays at once
         self.wrong_token_status = 401  # Telegram: 401 for an unknown token, 404 for a malformed one
 
@@ -791,3 +795,74 @@ class FakeTelegram:
         """How many injected faults for ``method`` no call has met yet (0: a delayed call arrived)."""
         m = self._canonical(method)
         return sum(f.times for f in self._faults if f.method == m)
+
+    # ---- payments in Telegram Stars (sendInvoice, pre-checkout, successful_payment, refunds) ----
+
+    async def _m_sendInvoice(self, r: _Req) -> JsonDict:
+        p, bad = r.p, []
+        if p.get("currency") != "XTR":
+            bad.append(f"currency {p.get('currency')!r} is not XTR (digital goods: Stars only)")
+        if p.get("provider_token"):
+            bad.append("provider_token must be empty for payments in Telegram Stars")
+        prices = p.get("prices")
+        if not isinstance(prices, list) or len(prices) != 1:
+            bad.append("prices must have exactly one item for payments in Telegram Stars")
+        elif not isinstance(prices[0].get("amount"), int) or prices[0]["amount"] < 1:
+            bad.append(f"price amount {prices[0].get('amount')!r} is not a positive whole number")
+        for name, lo, hi in (("title", 1, 32), ("description", 1, 255)):
+            if not lo <= len(str(p.get(name, ""))) <= hi:
+                bad.append(f"{name} has {len(str(p.get(name, '')))} characters (allowed {lo}-{hi})")
+        if not 1 <= len(str(p.get("payload", "")).encode()) <= 128:
+            bad.append("payload must be 1-128 bytes")
+        if bad:
+            raise ApiError(400, "Bad Request: " + bad[0].upper().replace(" ", "_")[:40], bad)
+        amount = prices[0]["amount"] if isinstance(prices, list) else 0
+        invoice = {"title": p["title"], "description": p["description"], "start_parameter": "",
+                   "currency": "XTR", "total_amount": amount}  # fmt: skip
+        msg = self._new_message(p, {"invoice": invoice})
+        self.invoices.append({**p, "message_id": msg["message_id"]})
+        return msg
+
+    def pre_checkout(self, payload: str, *, user_id: int = ADA_ID, total_amount: int = 0,
+                     currency: str = "XTR", push: bool = True) -> JsonDict:  # fmt: skip
+        """A pre_checkout_query update: the user pressed Pay on an invoice."""
+        self._counter += 1
+        query = {"id": str(5117437428115380000 + self._counter), "from": dict(self._user(user_id))}
+        query.update(currency=currency, total_amount=total_amount, invoice_payload=payload)
+        self._open_queries.add(query["id"])
+        return self._emit({"pre_checkout_query": query}, push)
+
+    async def _m_answerPreCheckoutQuery(self, r: _Req) -> bool:
+        qid = str(r.p["pre_checkout_query_id"])
+        if qid not in self._open_queries:
+            raise ApiError(400, QUERY_INVALID, [f"{QUERY_INVALID} (pre-checkout {qid})"])
+        if not r.p.get("ok") and not r.p.get("error_message"):
+            need = ["ok=false needs error_message"]
+            raise ApiError(400, "Bad Request: error_message is required", need)
+        self._open_queries.discard(qid)
+        self.checkout_answers[qid] = r.p
+        return True
+
+    def pay(self, payload: str, total_amount: int, *, user_id: int = ADA_ID,
+            charge_id: str | None = None, push: bool = True) -> JsonDict:  # fmt: skip
+        """A successful_payment service message in the buyer's private chat (a repeated
+        ``charge_id`` is Telegram delivering the same payment again)."""
+        self._counter += 1
+        charge_id = charge_id or f"stxCharge{self._counter:06d}"
+        payment = {"currency": "XTR", "total_amount": total_amount, "invoice_payload": payload,
+                   "telegram_payment_charge_id": charge_id,
+                   "provider_payment_charge_id": f"prov{self._counter}"}  # fmt: skip
+        self.charges.setdefault(charge_id, {**payment, "user_id": user_id})
+        chat = self._chat(user_id)
+        msg: JsonDict = {"message_id": self._alloc_mid(user_id), "from": dict(self._user(user_id))}
+        msg.update(chat=dict(chat), date=int(time.time()), successful_payment=payment)
+        return self._emit({"message": msg}, push)
+
+    async def _m_refundStarPayment(self, r: _Req) -> bool:
+        charge = self.charges.get(str(r.p["telegram_payment_charge_id"]))
+        if charge is None or charge["user_id"] != int(r.p["user_id"]):
+            raise ApiError(400, "Bad Request: CHARGE_NOT_FOUND")
+        if charge["telegram_payment_charge_id"] in self.refunds:
+            raise ApiError(400, "Bad Request: CHARGE_ALREADY_REFUNDED")
+        self.refunds.append(charge["telegram_payment_charge_id"])
+        return True
