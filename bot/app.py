@@ -29,6 +29,7 @@ from telegram.ext import (
 from telegram.request import HTTPXRequest
 
 from bot import callbacks, handlers, metrics, payments, render
+from bot import payment_handlers as pay
 from bot.config import Settings
 from bot.context import BotContext, Services
 from bot.downloads import Downloader
@@ -211,19 +212,23 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
 def _add_payment_handlers(app: Application) -> None:  # type: ignore[type-arg]
     """Telegram Stars: /buy and its buttons, checkout, payments, and the admins' commands."""
     new_messages = filters.UpdateType.MESSAGE
+    # The t.me link a group's /buy gives opens the private chat with "/start buy": the packs.
+    # Group -1: it runs before /start's help in group 0, and then ends the update's handling.
+    start_buy = new_messages & filters.Regex(r"^/start(@\w+)? buy$")
+    app.add_handler(CommandHandler("start", pay.start_buy, filters=start_buy), group=-1)
     for name, handler in (
-        ("buy", handlers.buy_command),
-        ("balance", handlers.balance_command),
-        ("paysupport", handlers.paysupport_command),
-        ("terms", handlers.terms_command),
-        ("refund", handlers.refund_command),
-        ("return_credits", handlers.return_credits_command),
+        ("buy", pay.buy_command),
+        ("balance", pay.balance_command),
+        ("paysupport", pay.paysupport_command),
+        ("terms", pay.terms_command),
+        ("refund", pay.refund_command),
+        ("return_credits", pay.return_credits_command),
     ):
         app.add_handler(CommandHandler(name, handler, filters=new_messages))
-    app.add_handler(CallbackQueryHandler(handlers.buy_button, pattern=callbacks.BUY_PATTERN))
+    app.add_handler(CallbackQueryHandler(pay.buy_button, pattern=callbacks.BUY_PATTERN))
     # Answered in the handler itself, at once: Telegram waits 10 seconds at most.
-    app.add_handler(PreCheckoutQueryHandler(handlers.pre_checkout))
-    app.add_handler(MessageHandler(filters.SUCCESSFUL_PAYMENT, handlers.successful_payment))
+    app.add_handler(PreCheckoutQueryHandler(pay.pre_checkout))
+    app.add_handler(MessageHandler(filters.SUCCESSFUL_PAYMENT, pay.successful_payment))
 
 
 REJECTED_MESSAGE = (

@@ -18,7 +18,9 @@ realistic] [--image-pool 8] [--bench-endpoints]`` prints ``READY http://127.0.0.
 until SIGTERM/SIGINT. ``--image-pool N`` serves good images from N pre-rendered JPEGs per size
 (rendering thousands of 1 MB noise JPEGs would cost more CPU than the bot under test);
 ``--bench-endpoints`` adds ``GET /_bench/jobs`` (no auth, not recorded in ``calls``): every job's
-prompt, submit and completion times (wall clock) and requests per endpoint, plus the fake's errors.
+prompt, submit and completion times (wall clock) and requests per endpoint, plus the fake's errors;
+and ``GET /_bench/summary`` (counts only). ``--profile model`` / ``--profile queue --capacity N
+--hold S``: see ``FakeRunComfy.set_profile``.
 """
 
 from __future__ import annotations
