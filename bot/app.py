@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import logging
 import signal
 import sys
@@ -137,22 +136,8 @@ def _fit_texts(endpoint: str, data: dict[str, Any]) -> None:
         data["caption"] = render.shorten(caption, render.CAPTION_LIMIT)
 
 
-def remember_missing_sniffio() -> None:
-    """Make ``import sniffio`` fail at once when sniffio is not installed.
-
-    httpcore imports sniffio on every lock and semaphore it sets up (several per HTTP request);
-    anyio 4 no longer needs it, so it is often absent, and then each of those imports searches
-    every ``sys.path`` folder again (``_path_stat``): ~10 % of the bot's CPU under load. A
-    ``None`` in ``sys.modules`` is Python's own "known missing" mark; httpcore then assumes
-    asyncio, which is what the bot runs on. Nothing changes when sniffio is installed.
-    """
-    if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
-        sys.modules["sniffio"] = None  # type: ignore[assignment]
-
-
 def build_application(settings: Settings) -> Application:  # type: ignore[type-arg]
     """The bot, ready to run; clients open in ``post_init`` and close in ``post_shutdown``."""
-    remember_missing_sniffio()
     timeout = settings.http_timeout
     bot = TolerantBot(
         token=settings.telegram_token,
