@@ -41,6 +41,7 @@ _STATUS_ALIASES = {
 }
 
 _TROUBLE = "RunComfy is having trouble right now"
+_RATE_HEADROOM = 0.9  # of RUNCOMFY_MAX_REQUESTS_PER_SECOND, see RunComfyClient.__init__
 _CODE_RE = re.compile(r"[0-9]{1,9}")  # str.isdigit() also takes "²", which int() refuses
 # Request ids go into URL paths and messages: letters, digits, dots, dashes and underscores only.
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -204,9 +205,11 @@ class RunComfyClient:
         # All jobs share one budget of requests per second: a thousand jobs must not flood RunComfy.
         # A leaky bucket lets its whole capacity through at once and then leaks at its rate, so
         # in one second up to capacity + rate go out: a small bucket (1/20 of the budget) leaking
-        # the rest keeps every second within ``max_rate``.
-        burst = max(1.0, max_rate / 20)
-        self._limiter = AsyncLimiter(burst, burst / max(max_rate - burst, max_rate / 2))
+        # the rest keeps every second within the budget. The budget is 90 % of ``max_rate``:
+        # requests released together can still bunch up behind the connection pool on their way.
+        budget = max_rate * _RATE_HEADROOM
+        burst = max(1.0, budget / 20)
+        self._limiter = AsyncLimiter(burst, burst / max(budget - burst, budget / 2))
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
