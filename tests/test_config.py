@@ -141,7 +141,7 @@ def test_database_and_its_folder_are_for_the_owner_only(tmp_path: Path) -> None:
         ("http://127.0.0.1:8081/bot", "http://localhost:9000", []),
         ("http://[::1]:8081/bot", "http://127.0.0.2", []),
         ("http://telegram-bot-api:8081/bot", "https://model-api.runcomfy.net", ["TELEGRAM"]),
-        ("https://api.telegram.org/bot", "http://192.0.2.1", ["RUNCOMFY"]),
+        ("https://api.telegram.org/bot", "http://runcomfy.invalid", ["RUNCOMFY"]),
     ],
 )
 def test_plain_http_urls_off_this_machine_are_named(
