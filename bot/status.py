@@ -10,6 +10,7 @@ skipped while many messages wait).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -28,17 +29,23 @@ log = logging.getLogger(__name__)
 
 # Groups allow about 20 messages a minute: within one phase, a status edit waits this long.
 GROUP_EDIT_INTERVAL = 10.0
+# An edit waits at most this long for the messages ahead of it (progress edits are mostly skipped
+# under load anyway, see StatusBoard._worth_it; what still waits is mostly final states).
+EDIT_MAX_WAIT = 5.0
 
 
 class PriorityRateLimiter(AIORateLimiter):
     """python-telegram-bot's flood control, with edits yielding to new messages.
 
     Telegram takes about 30 messages a second in all. When replies and images wait for a slot,
-    status edits wait until none do, so images are not held up behind them.
+    status edits wait until none do, so images are not held up behind them; but not longer than
+    ``edit_max_wait`` seconds, or under a long backlog no job would ever show its final state (and
+    each job's task, with its memory, would wait for the whole backlog).
     """
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, edit_max_wait: float = EDIT_MAX_WAIT, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.edit_max_wait = edit_max_wait
         self.waiting = 0  # messages (not edits) waiting for a slot or being sent
         self._quiet = asyncio.Event()
         self._quiet.set()
@@ -49,7 +56,8 @@ class PriorityRateLimiter(AIORateLimiter):
         """Apply the limits; an edit first waits until no other message is waiting."""
         callback = _counting_retries(callback)
         if endpoint.startswith("edit"):
-            await self._quiet.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._quiet.wait(), self.edit_max_wait)
             return await super().process_request(
                 callback, args, kwargs, endpoint, data, rate_limit_args
             )

@@ -126,3 +126,35 @@ async def test_edits_wait_while_messages_wait_in_the_rate_limiter() -> None:
     await asyncio.gather(sending, editing)
     assert order == ["send", "edit"]
     await limiter.shutdown()
+
+
+async def test_an_edit_waits_for_messages_only_so_long() -> None:
+    """Under a backlog that never clears, an edit (a final state, mostly) still goes, late."""
+    limiter = PriorityRateLimiter(max_retries=0, edit_max_wait=0.1)
+    await limiter.initialize()
+    release = asyncio.Event()
+    entered = asyncio.Event()
+    order: list[str] = []
+
+    async def send(*_: object) -> bool:
+        entered.set()
+        await release.wait()
+        order.append("send")
+        return True
+
+    async def edit(*_: object) -> bool:
+        order.append("edit")
+        return True
+
+    sending = asyncio.create_task(
+        limiter.process_request(send, (), {}, "sendMediaGroup", {"chat_id": 1}, None)
+    )
+    await entered.wait()
+    await asyncio.wait_for(
+        limiter.process_request(edit, (), {}, "editMessageText", {"chat_id": 1}, None), 5
+    )
+    assert order == ["edit"]  # it went while the album still waited
+    release.set()
+    await sending
+    assert order == ["edit", "send"]
+    await limiter.shutdown()
