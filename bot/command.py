@@ -270,18 +270,26 @@ def _build(
     default_count: int | None = None,
 ) -> SeqRequest:
     script = script_panels(prompt)
+    panels: tuple[str, ...] = ()
     if script is not None:
-        context, panels = script
-        n, text = _build_script(context, panels, count=count)
-        return SeqRequest(
-            count=n,
-            size=size or schema.DEFAULT_SIZE,
-            mode=mode or schema.DEFAULT_MODE,
-            seed=seed,
-            prompt=prompt,
-            text=text,
-            panels=tuple(panels),
-        )
+        context, items = script
+        count, text = _build_script(context, items, count=count)
+        panels = tuple(items)
+    else:
+        count, text = _plain_text(prompt, count=count, default_count=default_count)
+    return SeqRequest(
+        count=count,
+        size=size or schema.DEFAULT_SIZE,
+        mode=mode or schema.DEFAULT_MODE,
+        seed=seed,
+        prompt=prompt,
+        text=text,
+        panels=panels,
+    )
+
+
+def _plain_text(prompt: str, *, count: int | None, default_count: int | None) -> tuple[int, str]:
+    """The count and RunComfy's text for a prompt that is not a script."""
     stated = prompt_count(prompt)
     if stated is not None:
         _check_count(stated)
@@ -307,11 +315,4 @@ def _build(
             over=Plural(over, "character"),
             limit=schema.MAX_TEXT,
         )
-    return SeqRequest(
-        count=count,
-        size=size or schema.DEFAULT_SIZE,
-        mode=mode or schema.DEFAULT_MODE,
-        seed=seed,
-        prompt=prompt,
-        text=text,
-    )
+    return count, text

@@ -28,6 +28,9 @@ async def internal() -> AsyncIterator[InternalService]:
 
 
 # ---- the address policy, on literal data --------------------------------------------------------
+# The non-loopback addresses in this file are data only: is_public() judges them, or an injected
+# resolver hands them to the downloader, which refuses before opening any connection. Nothing here
+# connects anywhere but loopback.
 
 
 @pytest.mark.parametrize(
