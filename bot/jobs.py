@@ -240,6 +240,11 @@ class JobRunner:
         deadline = submitted + self.settings.job_deadline
         failures = polls = 0
         last_queued: float | None = None  # when RunComfy last said "in queue"
+        # The status reply already says "sent"; a poll at once would only spend the budget that
+        # the schedule keeps for when the job may be done.
+        await asyncio.sleep(
+            schedule.first_delay(self.settings.poll_interval, time.time() - submitted)
+        )
         while not job.final:
             last_check = time.time() >= deadline
             polls += 1

@@ -17,7 +17,11 @@ EXTRA_POLLS = 3
 DENSE_FRACTION = 0.25  # dense polls come every quarter interval
 MAX_SLEEP_INTERVALS = 5.0  # never silent for longer: the status message should keep moving
 RESERVE_POLLS = 1
-WINDOW_MARGIN = 0.5  # intervals of dense polling before and after the learnt window
+# The window is where similar jobs finished, from the 10th to the 95th percentile: the fastest
+# tenth are rare enough to wait for the window's opening, the slow tail is what p95 is made of.
+WINDOW_LOW, WINDOW_HIGH = 0.10, 0.95
+WINDOW_MARGIN = 0.25  # intervals of dense polling before and after the learnt window
+FIRST_POLL_INTERVALS = 1.0  # a job RunComfy has just accepted has nothing to say for this long
 
 
 @dataclass(frozen=True)
@@ -40,13 +44,18 @@ def budget(elapsed: float, interval: float) -> float:
     return elapsed / interval + EXTRA_POLLS
 
 
+def first_delay(interval: float, since_submit: float) -> float:
+    """Seconds until a job's first status request (none for a job resumed long after submit)."""
+    return max(0.0, interval * FIRST_POLL_INTERVALS - since_submit)
+
+
 def window_of(durations: list[float]) -> Window | None:
-    """The 5th to 95th percentile of past generation times, or None with too little history."""
+    """The 10th to 95th percentile of past generation times, or None with too little history."""
     if len(durations) < 5:
         return None
     ordered = sorted(durations)
-    low = ordered[int(0.05 * (len(ordered) - 1))]
-    high = ordered[round(0.95 * (len(ordered) - 1))]
+    low = ordered[int(WINDOW_LOW * (len(ordered) - 1))]
+    high = ordered[round(WINDOW_HIGH * (len(ordered) - 1))]
     return Window(earliest=low, latest=high, typical=ordered[len(ordered) // 2])
 
 

@@ -125,6 +125,11 @@ async def test_originals_no_longer_kept_is_said(
     telegram: FakeTelegram, runcomfy: FakeRunComfy, bot: RunningBot
 ) -> None:
     key = await finished_with_buttons(telegram, bot, "/seq 2 a fox")
+    kept = bot.runner.delivery.originals.folder / "1"
+    # The files are written in the background: removing them mid-write would race the write.
+    await telegram.wait_for(
+        lambda: kept.is_dir() and sorted(p.name for p in kept.iterdir()) == ["0", "1"]
+    )
     shutil.rmtree(bot.runner.delivery.originals.folder)
     await answered(telegram, telegram.press_button(key, "v1:orig:1"))
     await telegram.wait_for(lambda: "no longer kept" in " ".join(replies_to_sync(telegram, key)))

@@ -23,7 +23,7 @@ OTHER_CHAT = 555
 def test_window_knows_the_median_and_compares_as_before() -> None:
     window = schedule.window_of([float(x) for x in range(10, 31)])
     assert window is not None and window.expected == 20.0
-    assert window == Window(earliest=11.0, latest=29.0)
+    assert window == Window(earliest=12.0, latest=29.0)
     assert Window(earliest=10.0, latest=30.0).expected == 20.0  # no median: the middle
 
 
