@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import heapq
+import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -34,47 +37,113 @@ GROUP_EDIT_INTERVAL = 10.0
 EDIT_MAX_WAIT = 5.0
 
 
+_EDIT = contextvars.ContextVar("seqbot_edit", default=False)  # is this request a status edit?
+
+
+class _Slots:
+    """Telegram's overall budget as python-telegram-bot's limiter has it (a bucket of
+    ``capacity`` requests that refills at ``rate`` a second), handing slots out by rank instead
+    of by arrival.
+
+    A message ranks by when it asked; an edit as if it had asked ``edit_delay`` seconds later.
+    So replies and images go before every edit that waits, and an edit still goes once it has
+    waited that long, however many messages keep coming (a final state must show in time).
+    """
+
+    def __init__(self, capacity: float, rate: float, edit_delay: float) -> None:
+        self.capacity = capacity
+        self.rate = rate
+        self.edit_delay = edit_delay
+        self._level = 0.0  # slots in use, leaking at ``rate`` a second
+        self._at = 0.0
+        self._queue: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+        self._pump: asyncio.Task[None] | None = None
+
+    def _leak(self, now: float) -> None:
+        self._level = max(0.0, self._level - (now - self._at) * self.rate)
+        self._at = now
+
+    async def __aenter__(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        self._leak(now)
+        if not self._queue and self._level + 1 <= self.capacity:
+            self._level += 1
+            return
+        rank = now + self.edit_delay if _EDIT.get() else now
+        turn: asyncio.Future[None] = loop.create_future()
+        heapq.heappush(self._queue, (rank, next(self._order), turn))
+        if self._pump is None or self._pump.done():
+            self._pump = asyncio.create_task(self._hand_out())
+        await turn
+
+    async def __aexit__(self, *_: object) -> None:
+        return None
+
+    async def _hand_out(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._queue:
+            self._leak(loop.time())
+            if self._level + 1 > self.capacity:
+                await asyncio.sleep((self._level + 1 - self.capacity) / self.rate)
+                continue
+            _, _, turn = heapq.heappop(self._queue)
+            if not turn.done():  # a caller that gave up (cancelled) takes no slot
+                self._level += 1
+                turn.set_result(None)
+
+    async def close(self) -> None:
+        """Stop handing out slots (the callers still waiting are cancelled with their tasks)."""
+        if self._pump is not None:
+            self._pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pump
+
+
 class PriorityRateLimiter(AIORateLimiter):
     """python-telegram-bot's flood control, with edits yielding to new messages.
 
     Telegram takes about 30 messages a second in all. When replies and images wait for a slot,
-    status edits wait until none do, so images are not held up behind them; but not longer than
-    ``edit_max_wait`` seconds, or under a long backlog no job would ever show its final state (and
-    each job's task, with its memory, would wait for the whole backlog).
+    they get it before status edits, so images are not held up behind them; but an edit waits
+    for messages at most ``edit_max_wait`` seconds, or under a long backlog no job would ever show
+    its final state (and each job's task, with its memory, would wait for the whole backlog).
     """
 
     def __init__(self, *, edit_max_wait: float = EDIT_MAX_WAIT, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.edit_max_wait = edit_max_wait
+        self._slots: _Slots | None = None
+        if self._base_limiter is not None:
+            bucket = self._base_limiter
+            self._slots = _Slots(
+                bucket.max_rate, bucket.max_rate / bucket.time_period, edit_max_wait
+            )
+            self._base_limiter = self._slots  # type: ignore[assignment]
         self.waiting = 0  # messages (not edits) waiting for a slot or being sent
-        self._quiet = asyncio.Event()
-        self._quiet.set()
+
+    async def shutdown(self) -> None:
+        """Stop the slot hand-out with the limiter."""
+        if self._slots is not None:
+            await self._slots.close()
+        await super().shutdown()
 
     async def process_request(  # type: ignore[override]
         self, callback: Any, args: Any, kwargs: Any, endpoint: str, data: Any, rate_limit_args: Any
     ) -> Any:
-        """Apply the limits; an edit first waits until no other message is waiting."""
+        """Apply the limits, edits ranked behind the messages of the next few seconds."""
         callback = _counting_retries(callback)
-        if endpoint.startswith("edit"):
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._quiet.wait(), self.edit_max_wait)
-            return await super().process_request(
-                callback, args, kwargs, endpoint, data, rate_limit_args
-            )
-        if "chat_id" not in data:
-            return await super().process_request(
-                callback, args, kwargs, endpoint, data, rate_limit_args
-            )
-        self.waiting += 1
-        self._quiet.clear()
+        edit = endpoint.startswith("edit")
+        token = _EDIT.set(edit)
+        counted = not edit and "chat_id" in data
+        self.waiting += counted
         try:
             return await super().process_request(
                 callback, args, kwargs, endpoint, data, rate_limit_args
             )
         finally:
-            self.waiting -= 1
-            if not self.waiting:
-                self._quiet.set()
+            self.waiting -= counted
+            _EDIT.reset(token)
 
 
 def _counting_retries(callback: Any) -> Any:

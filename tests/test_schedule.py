@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Awaitable, Callable
 
 from bot import schedule
 from bot.schedule import Window, budget, next_delay, window_of
@@ -127,65 +128,65 @@ def test_a_model_like_stream_learns_its_own_window_and_finds_jobs_done_soon() ->
     assert percentile(overheads, 0.95) <= 1.3
 
 
-async def test_edits_wait_while_messages_wait_in_the_rate_limiter() -> None:
-    """The bot's rate limiter lets replies and albums go before progress edits."""
-    limiter = PriorityRateLimiter(max_retries=0)
+def recorder(order: list[str], name: str) -> Callable[..., Awaitable[bool]]:
+    async def call(*_: object) -> bool:
+        order.append(name)
+        return True
+
+    return call
+
+
+async def test_messages_get_telegram_slots_before_edits_that_asked_earlier() -> None:
+    """The bot's rate limiter lets replies and albums go before status edits."""
+    # Two requests at once, then one every 0.1 s.
+    limiter = PriorityRateLimiter(max_retries=0, overall_max_rate=2, overall_time_period=0.2)
     await limiter.initialize()
     order: list[str] = []
-    entered, release = asyncio.Event(), asyncio.Event()
 
-    async def send(*_: object) -> bool:
-        entered.set()
-        await release.wait()
-        order.append("send")
-        return True
+    def request(name: str, endpoint: str) -> asyncio.Task[bool]:
+        call = recorder(order, name)
+        return asyncio.create_task(
+            limiter.process_request(call, (), {}, endpoint, {"chat_id": 1}, None)
+        )
 
-    async def edit(*_: object) -> bool:
-        order.append("edit")
-        return True
-
-    sending = asyncio.create_task(
-        limiter.process_request(send, (), {}, "sendMediaGroup", {"chat_id": 1}, None)
-    )
-    await entered.wait()  # the album is under way in the limiter
-    editing = asyncio.create_task(
-        limiter.process_request(edit, (), {}, "editMessageText", {"chat_id": 1}, None)
-    )
-    await asyncio.sleep(0.05)  # on purpose: time enough for the edit to go first, if it could
-    assert order == []  # the edit waits for the album
-    release.set()
-    await asyncio.gather(sending, editing)
-    assert order == ["send", "edit"]
+    first = [request(f"fill {n}", "sendMessage") for n in range(2)]
+    await asyncio.gather(*first)  # the bucket is full now
+    queued = [
+        request("edit 1", "editMessageText"),
+        request("album", "sendMediaGroup"),
+        request("edit 2", "editMessageText"),
+        request("reply", "sendMessage"),
+    ]
+    await asyncio.sleep(0)  # every request has asked for its slot
+    assert limiter.waiting == 2  # the two messages: what the status board calls busy
+    await asyncio.gather(*queued)
+    assert order == ["fill 0", "fill 1", "album", "reply", "edit 1", "edit 2"]
+    assert limiter.waiting == 0
     await limiter.shutdown()
 
 
 async def test_an_edit_waits_for_messages_only_so_long() -> None:
     """Under a backlog that never clears, an edit (a final state, mostly) still goes, late."""
-    limiter = PriorityRateLimiter(max_retries=0, edit_max_wait=0.1)
+    # One request every 0.4 s; an edit ranks as if it had asked 0.4 s later than it did.
+    limiter = PriorityRateLimiter(
+        max_retries=0, overall_max_rate=1, overall_time_period=0.4, edit_max_wait=0.4
+    )
     await limiter.initialize()
-    release = asyncio.Event()
-    entered = asyncio.Event()
     order: list[str] = []
 
-    async def send(*_: object) -> bool:
-        entered.set()
-        await release.wait()
-        order.append("send")
-        return True
+    def request(name: str, endpoint: str) -> asyncio.Task[bool]:
+        call = recorder(order, name)
+        return asyncio.create_task(
+            limiter.process_request(call, (), {}, endpoint, {"chat_id": 1}, None)
+        )
 
-    async def edit(*_: object) -> bool:
-        order.append("edit")
-        return True
-
-    sending = asyncio.create_task(
-        limiter.process_request(send, (), {}, "sendMediaGroup", {"chat_id": 1}, None)
-    )
-    await entered.wait()
-    await asyncio.wait_for(
-        limiter.process_request(edit, (), {}, "editMessageText", {"chat_id": 1}, None), 5
-    )
-    assert order == ["edit"]  # it went while the album still waited
-    release.set()
-    await sending
-    assert order == ["edit", "send"]
+    await request("fill", "sendMessage")
+    edit = request("edit", "editMessageText")  # ranks at +0.4 s
+    early = request("early album", "sendMediaGroup")  # ranks at +0: before the edit
+    # On purpose: this album asks 0.6 s in, after the edit has waited its 0.4 s and before the
+    # slot at 0.8 s, which the edit and this album both want.
+    await asyncio.sleep(0.6)
+    late = request("late album", "sendMediaGroup")
+    await asyncio.gather(edit, early, late)
+    assert order == ["fill", "early album", "edit", "late album"]
     await limiter.shutdown()
