@@ -841,7 +841,7 @@ def _extra_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
         (
             "Telegram requests with a chat_id, most in any 1 s",
             str(t["max_chat_requests_in_1s"]),
-            "≤ 30 (no flood errors)",
+            "≤ 60: 30 at once, then 30 a second (python-telegram-bot's bucket)",
         ),
         (
             "RunComfy API requests, most in any 1 s",

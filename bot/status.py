@@ -60,6 +60,11 @@ class _Slots:
         self._order = itertools.count()
         self._pump: asyncio.Task[None] | None = None
 
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for a slot."""
+        return sum(not turn.done() for _, _, turn in self._queue)
+
     def _leak(self, now: float) -> None:
         self._level = max(0.0, self._level - (now - self._at) * self.rate)
         self._at = now
@@ -84,14 +89,15 @@ class _Slots:
     async def _hand_out(self) -> None:
         loop = asyncio.get_running_loop()
         while self._queue:
+            if self._queue[0][2].done():  # its caller gave up (cancelled): it takes no slot
+                heapq.heappop(self._queue)
+                continue
             self._leak(loop.time())
             if self._level + 1 > self.capacity:
                 await asyncio.sleep((self._level + 1 - self.capacity) / self.rate)
                 continue
-            _, _, turn = heapq.heappop(self._queue)
-            if not turn.done():  # a caller that gave up (cancelled) takes no slot
-                self._level += 1
-                turn.set_result(None)
+            self._level += 1
+            heapq.heappop(self._queue)[2].set_result(None)
 
     async def close(self) -> None:
         """Stop handing out slots (the callers still waiting are cancelled with their tasks)."""
@@ -120,7 +126,11 @@ class PriorityRateLimiter(AIORateLimiter):
                 bucket.max_rate, bucket.max_rate / bucket.time_period, edit_max_wait
             )
             self._base_limiter = self._slots  # type: ignore[assignment]
-        self.waiting = 0  # messages (not edits) waiting for a slot or being sent
+
+    @property
+    def waiting(self) -> int:
+        """Requests (messages and edits) waiting for a slot: Telegram's backlog, in requests."""
+        return self._slots.waiting if self._slots is not None else 0
 
     async def shutdown(self) -> None:
         """Stop the slot hand-out with the limiter."""
@@ -133,16 +143,12 @@ class PriorityRateLimiter(AIORateLimiter):
     ) -> Any:
         """Apply the limits, edits ranked behind the messages of the next few seconds."""
         callback = _counting_retries(callback)
-        edit = endpoint.startswith("edit")
-        token = _EDIT.set(edit)
-        counted = not edit and "chat_id" in data
-        self.waiting += counted
+        token = _EDIT.set(endpoint.startswith("edit"))
         try:
             return await super().process_request(
                 callback, args, kwargs, endpoint, data, rate_limit_args
             )
         finally:
-            self.waiting -= counted
             _EDIT.reset(token)
 
 
@@ -265,7 +271,10 @@ class StatusBoard:
         if job.chat_id < 0 and last and last[0] == phase and now - last[1] < GROUP_EDIT_INTERVAL:
             return False  # only the queue position or the clock changed: not worth a group message
         # Telegram takes ~30 messages a second in all. Under load, replies, images and final
-        # states go first; progress edits are skipped (the next change tries again).
+        # states go first; progress edits are skipped (the next change tries again). Counting
+        # waiting edits too keeps them from piling up: 10,000 queued jobs want an edit each
+        # whenever their place moves, far more than Telegram takes, and a pile of old edits
+        # would rank ahead of every new album.
         busy = self._limiter is not None and self._limiter.waiting >= self.busy_at
         return job.final or not busy
 
