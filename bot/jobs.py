@@ -249,7 +249,8 @@ class JobRunner:
             last_check = time.time() >= deadline
             polls += 1
             try:
-                state = await self.client.status(job.request_id)
+                place = job.queue_position if job.status == Status.QUEUED else None
+                state = await self.client.status(job.request_id, place)
                 if job.final:  # cancelled by a button tap meanwhile
                     return
                 if state.status == RemoteStatus.QUEUED:

@@ -12,10 +12,10 @@ from enum import StrEnum
 from typing import Any
 
 import httpx
-from aiolimiter import AsyncLimiter
 
 from bot import metrics
 from bot.errors import PermanentError, RunComfyError, SubmitUnknownError, TransientError
+from bot.slots import RankedBucket
 
 log = logging.getLogger(__name__)
 
@@ -207,9 +207,12 @@ class RunComfyClient:
         # in one second up to capacity + rate go out: a small bucket (1/20 of the budget) leaking
         # the rest keeps every second within the budget. The budget is 90 % of ``max_rate``:
         # requests released together can still bunch up behind the connection pool on their way.
+        # Slots go by rank: a job far back in the queue asks after everything that concerns jobs
+        # at its front or running (one second per place), so with thousands queued, the jobs
+        # about to finish are still seen finishing at once.
         budget = max_rate * _RATE_HEADROOM
         burst = max(1.0, budget / 20)
-        self._limiter = AsyncLimiter(burst, burst / max(budget - burst, budget / 2))
+        self._slots = RankedBucket(burst, max(budget - burst, budget / 2))
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
@@ -218,6 +221,7 @@ class RunComfyClient:
 
     async def aclose(self) -> None:
         """Close the HTTP client."""
+        await self._slots.close()
         await self.http.aclose()
 
     @property
@@ -243,10 +247,10 @@ class RunComfyClient:
     async def submit(self, payload: dict[str, Any]) -> Submission:
         """POST the job once. Never retried: a second POST would start (and bill) a second job."""
         try:
-            async with self._limiter:
-                response = await self.http.post(
-                    self._url(MODEL_PATH), json=payload, headers=self._headers
-                )
+            await self._slots.acquire()
+            response = await self.http.post(
+                self._url(MODEL_PATH), json=payload, headers=self._headers
+            )
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             metrics.RUNCOMFY_REQUESTS.labels("submit", metrics.failure(exc)).inc()
             # The request never left: nothing was billed.
@@ -288,7 +292,12 @@ class RunComfyClient:
         return body
 
     async def _call(
-        self, endpoint: str, method: str, path: str, params: dict[str, str] | None = None
+        self,
+        endpoint: str,
+        method: str,
+        path: str,
+        params: dict[str, str] | None = None,
+        later: float = 0.0,
     ) -> Any:
         last: TransientError | None = None
         reason = ""  # what went wrong the last time, as counted
@@ -297,10 +306,10 @@ class RunComfyClient:
                 metrics.retried("runcomfy", reason)
                 await asyncio.sleep(self._delay(attempt, last.retry_after if last else None))
             try:
-                async with self._limiter:
-                    response = await self.http.request(
-                        method, self._url(path), params=params, headers=self._headers
-                    )
+                await self._slots.acquire(later)
+                response = await self.http.request(
+                    method, self._url(path), params=params, headers=self._headers
+                )
             except httpx.HTTPError as exc:
                 reason = metrics.failure(exc)
                 metrics.RUNCOMFY_REQUESTS.labels(endpoint, reason).inc()
@@ -321,9 +330,12 @@ class RunComfyClient:
             delay = max(delay, min(retry_after, self.max_backoff * 4))
         return delay
 
-    async def status(self, request_id: str) -> JobState:
-        """The job's current state (retried on transient trouble)."""
-        body = await self._call("status", "GET", f"/v1/requests/{request_id}/status")
+    async def status(self, request_id: str, place: int | None = None) -> JobState:
+        """The job's current state (retried on transient trouble); ``place``: its last known
+        queue position, which ranks the request behind those of jobs nearer the front."""
+        body = await self._call(
+            "status", "GET", f"/v1/requests/{request_id}/status", later=float(place or 0)
+        )
         if not isinstance(body, dict):
             raise TransientError(_TROUBLE, detail="status answer is not an object")
         position = body.get("queue_position")

@@ -10,10 +10,7 @@ skipped while many messages wait).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
-import heapq
-import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -26,6 +23,7 @@ from telegram.ext import AIORateLimiter
 from bot import metrics, render, schedule
 from bot.models import CANCELLABLE, Job, Status
 from bot.sending import Background, reply, with_retries
+from bot.slots import RankedBucket
 from bot.store import Store
 
 log = logging.getLogger(__name__)
@@ -40,71 +38,19 @@ EDIT_MAX_WAIT = 5.0
 _EDIT = contextvars.ContextVar("seqbot_edit", default=False)  # is this request a status edit?
 
 
-class _Slots:
-    """Telegram's overall budget as python-telegram-bot's limiter has it (a bucket of
-    ``capacity`` requests that refills at ``rate`` a second), handing slots out by rank instead
-    of by arrival.
+class _EditsLater:
+    """What python-telegram-bot's limiter enters for its overall budget: a slot of ``bucket``,
+    an edit ranked ``edit_delay`` seconds behind the messages."""
 
-    A message ranks by when it asked; an edit as if it had asked ``edit_delay`` seconds later.
-    So replies and images go before every edit that waits, and an edit still goes once it has
-    waited that long, however many messages keep coming (a final state must show in time).
-    """
-
-    def __init__(self, capacity: float, rate: float, edit_delay: float) -> None:
-        self.capacity = capacity
-        self.rate = rate
+    def __init__(self, bucket: RankedBucket, edit_delay: float) -> None:
+        self.bucket = bucket
         self.edit_delay = edit_delay
-        self._level = 0.0  # slots in use, leaking at ``rate`` a second
-        self._at = 0.0
-        self._queue: list[tuple[float, int, asyncio.Future[None]]] = []
-        self._order = itertools.count()
-        self._pump: asyncio.Task[None] | None = None
-
-    @property
-    def waiting(self) -> int:
-        """Requests waiting for a slot."""
-        return sum(not turn.done() for _, _, turn in self._queue)
-
-    def _leak(self, now: float) -> None:
-        self._level = max(0.0, self._level - (now - self._at) * self.rate)
-        self._at = now
 
     async def __aenter__(self) -> None:
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        self._leak(now)
-        if not self._queue and self._level + 1 <= self.capacity:
-            self._level += 1
-            return
-        rank = now + self.edit_delay if _EDIT.get() else now
-        turn: asyncio.Future[None] = loop.create_future()
-        heapq.heappush(self._queue, (rank, next(self._order), turn))
-        if self._pump is None or self._pump.done():
-            self._pump = asyncio.create_task(self._hand_out())
-        await turn
+        await self.bucket.acquire(self.edit_delay if _EDIT.get() else 0.0)
 
     async def __aexit__(self, *_: object) -> None:
         return None
-
-    async def _hand_out(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._queue:
-            if self._queue[0][2].done():  # its caller gave up (cancelled): it takes no slot
-                heapq.heappop(self._queue)
-                continue
-            self._leak(loop.time())
-            if self._level + 1 > self.capacity:
-                await asyncio.sleep((self._level + 1 - self.capacity) / self.rate)
-                continue
-            self._level += 1
-            heapq.heappop(self._queue)[2].set_result(None)
-
-    async def close(self) -> None:
-        """Stop handing out slots (the callers still waiting are cancelled with their tasks)."""
-        if self._pump is not None:
-            self._pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pump
 
 
 class PriorityRateLimiter(AIORateLimiter):
@@ -119,13 +65,12 @@ class PriorityRateLimiter(AIORateLimiter):
     def __init__(self, *, edit_max_wait: float = EDIT_MAX_WAIT, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.edit_max_wait = edit_max_wait
-        self._slots: _Slots | None = None
+        self._slots: RankedBucket | None = None
         if self._base_limiter is not None:
+            # The same bucket as python-telegram-bot's (30 at once, 30 a second), ranked.
             bucket = self._base_limiter
-            self._slots = _Slots(
-                bucket.max_rate, bucket.max_rate / bucket.time_period, edit_max_wait
-            )
-            self._base_limiter = self._slots  # type: ignore[assignment]
+            self._slots = RankedBucket(bucket.max_rate, bucket.max_rate / bucket.time_period)
+            self._base_limiter = _EditsLater(self._slots, edit_max_wait)  # type: ignore[assignment]
 
     @property
     def waiting(self) -> int:
