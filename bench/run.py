@@ -37,6 +37,7 @@ import os
 import platform
 import random
 import re
+import shutil
 import signal
 import sqlite3
 import sys
@@ -1107,6 +1108,48 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+async def _run_plan(
+    plan: list[dict[str, Any]],
+    args: argparse.Namespace,
+    db_path: Path,
+    stamp: str,
+    bot_env: dict[str, str],
+    runs: list[dict[str, Any]],
+) -> None:
+    """Run each step of the plan in turn, appending its result to ``runs``."""
+    for run_index, step in enumerate(plan):
+        jobs = step["jobs"]
+        timeout = step.get("timeout", max(120.0, 0.3 * jobs))
+        cfg = RunConfig(
+            run_index=run_index,
+            jobs=jobs,
+            chats=args.chats,
+            poll_interval=args.poll_interval,
+            profile=step["profile"],
+            db_path=db_path,
+            timeout=args.timeout if args.timeout is not None else timeout,
+            seed=args.seed,
+            image_pool=args.image_pool,
+            log_level=args.log_level,
+            out_dir=RESULTS,
+            stamp=stamp,
+            mode=step.get("mode", "burst"),
+            label=step.get("label", ""),
+            counts=step.get("counts", (IMAGES_PER_JOB,)),
+            rate=args.rate,
+            duration=args.duration,
+            warmup_seconds=args.warmup_seconds,
+            capacity=args.capacity,
+            hold=step.get("hold", 0.0),
+            bot_env=bot_env,
+            py_spy=args.py_spy,
+            cprofile=args.cprofile,
+        )
+        result = await run_once(cfg)
+        runs.append(result)
+        print(table(result) + "\n", flush=True)
+
+
 async def amain(args: argparse.Namespace) -> int:
     counts = [int(x) for x in args.jobs.split(",") if x.strip()]
     modes = [m.strip() for m in args.mode.split(",") if m.strip()]
@@ -1157,37 +1200,11 @@ async def amain(args: argparse.Namespace) -> int:
                     "timeout": hold + 0.25 * n + 300,
                 }
             )
-    for run_index, step in enumerate(plan):
-        jobs = step["jobs"]
-        timeout = step.get("timeout", max(120.0, 0.3 * jobs))
-        cfg = RunConfig(
-            run_index=run_index,
-            jobs=jobs,
-            chats=args.chats,
-            poll_interval=args.poll_interval,
-            profile=step["profile"],
-            db_path=db_path,
-            timeout=args.timeout if args.timeout is not None else timeout,
-            seed=args.seed,
-            image_pool=args.image_pool,
-            log_level=args.log_level,
-            out_dir=RESULTS,
-            stamp=stamp,
-            mode=step.get("mode", "burst"),
-            label=step.get("label", ""),
-            counts=step.get("counts", (IMAGES_PER_JOB,)),
-            rate=args.rate,
-            duration=args.duration,
-            warmup_seconds=args.warmup_seconds,
-            capacity=args.capacity,
-            hold=step.get("hold", 0.0),
-            bot_env=bot_env,
-            py_spy=args.py_spy,
-            cprofile=args.cprofile,
-        )
-        result = await run_once(cfg)
-        runs.append(result)
-        print(table(result) + "\n", flush=True)
+    try:
+        await _run_plan(plan, args, db_path, stamp, bot_env, runs)
+    finally:
+        # The bot keeps every image it sent (originals/): 10,000 jobs leave ~40 GB behind.
+        shutil.rmtree(db_path.parent, ignore_errors=True)
     if not args.no_json:
         path = RESULTS / f"{stamp}.json"
         path.write_text(json.dumps({"machine": info, "runs": runs}, indent=1) + "\n")
