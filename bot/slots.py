@@ -31,11 +31,7 @@ class RankedBucket:
         self._queue: list[tuple[float, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
         self._pump: asyncio.Task[None] | None = None
-
-    @property
-    def waiting(self) -> int:
-        """Requests waiting for a slot."""
-        return sum(not turn.done() for _, _, turn in self._queue)
+        self.waiting = 0  # requests waiting for a slot (asked often: kept, not counted)
 
     async def acquire(self, later: float = 0.0) -> None:
         """Wait for a slot, ranked as if asked ``later`` seconds from now."""
@@ -47,6 +43,8 @@ class RankedBucket:
             return
         turn: asyncio.Future[None] = loop.create_future()
         heapq.heappush(self._queue, (now + later, next(self._order), turn))
+        self.waiting += 1
+        turn.add_done_callback(self._left)
         if self._pump is None or self._pump.done():
             self._pump = asyncio.create_task(self._hand_out())
         await turn
@@ -57,6 +55,9 @@ class RankedBucket:
             self._pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._pump
+
+    def _left(self, _: asyncio.Future[None]) -> None:
+        self.waiting -= 1
 
     def _leak(self, now: float) -> None:
         self._level = max(0.0, self._level - (now - self._at) * self.rate)
