@@ -240,8 +240,8 @@ class JobRunner:
         deadline = submitted + self.settings.job_deadline
         failures = polls = 0
         last_queued: float | None = None  # when RunComfy last said "in queue"
-        # The status reply already says "sent"; a poll at once would only spend the budget that
-        # the schedule keeps for when the job may be done.
+        # RunComfy accepted the job a moment ago: a poll at once would learn nothing and spend
+        # the budget the schedule keeps for when the job may be done.
         await asyncio.sleep(
             schedule.first_delay(self.settings.poll_interval, time.time() - submitted)
         )
