@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from bot import schedule
 from bot.schedule import Window, budget, next_delay, window_of
@@ -128,12 +128,21 @@ def test_a_model_like_stream_learns_its_own_window_and_finds_jobs_done_soon() ->
     assert percentile(overheads, 0.95) <= 1.3
 
 
-def recorder(order: list[str], name: str) -> Callable[..., Awaitable[bool]]:
-    async def call(*_: object) -> bool:
-        order.append(name)
-        return True
+def requester(
+    limiter: PriorityRateLimiter, order: list[str]
+) -> Callable[[str, str], asyncio.Task[bool]]:
+    """Start requests through ``limiter``; each adds its name to ``order`` when it is sent."""
 
-    return call
+    def request(name: str, endpoint: str) -> asyncio.Task[bool]:
+        async def call(*_: object) -> bool:
+            order.append(name)
+            return True
+
+        return asyncio.create_task(
+            limiter.process_request(call, (), {}, endpoint, {"chat_id": 1}, None)
+        )
+
+    return request
 
 
 async def test_messages_get_telegram_slots_before_edits_that_asked_earlier() -> None:
@@ -142,12 +151,7 @@ async def test_messages_get_telegram_slots_before_edits_that_asked_earlier() -> 
     limiter = PriorityRateLimiter(max_retries=0, overall_max_rate=2, overall_time_period=0.2)
     await limiter.initialize()
     order: list[str] = []
-
-    def request(name: str, endpoint: str) -> asyncio.Task[bool]:
-        call = recorder(order, name)
-        return asyncio.create_task(
-            limiter.process_request(call, (), {}, endpoint, {"chat_id": 1}, None)
-        )
+    request = requester(limiter, order)
 
     first = [request(f"fill {n}", "sendMessage") for n in range(2)]
     await asyncio.gather(*first)  # the bucket is full now
@@ -173,12 +177,7 @@ async def test_an_edit_waits_for_messages_only_so_long() -> None:
     )
     await limiter.initialize()
     order: list[str] = []
-
-    def request(name: str, endpoint: str) -> asyncio.Task[bool]:
-        call = recorder(order, name)
-        return asyncio.create_task(
-            limiter.process_request(call, (), {}, endpoint, {"chat_id": 1}, None)
-        )
+    request = requester(limiter, order)
 
     await request("fill", "sendMessage")
     edit = request("edit", "editMessageText")  # ranks at +0.4 s
