@@ -82,6 +82,11 @@ class JobRunner:
         self._queue_seen: dict[int, list[tuple[float, int]]] = {}
         metrics.watch(self)  # its active jobs, by state, on the metrics page
 
+    @property
+    def waiting_for_slots(self) -> dict[str, int]:
+        """Requests waiting for a rate-limit slot, by API: where the load is queueing now."""
+        return {"telegram": self.status.backlog, "runcomfy": self.client.waiting}
+
     # ---- starting, resuming, stopping -------------------------------------------------------
 
     async def start(self, request: SeqRequest, origin: Origin) -> Job | None:

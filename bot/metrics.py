@@ -197,17 +197,21 @@ def images_sent(job: Job, count: int, now: float) -> None:
     IMAGES_DELIVERED.inc(count)
 
 
-# ---- active jobs, counted at scrape time ---------------------------------------------------------
+# ---- active jobs and waiting requests, counted at scrape time ------------------------------------
 
 ACTIVE_STATES = tuple(s for s in Status if s not in FINAL)
 
 
 class Runner(Protocol):
-    """What the collector reads of a JobRunner: its active jobs."""
+    """What the collector reads of a JobRunner: its active jobs and waiting requests."""
 
     @property
     def active(self) -> Mapping[int, Job]:
         """The jobs under way, by id."""
+
+    @property
+    def waiting_for_slots(self) -> Mapping[str, int]:
+        """Requests waiting for a rate-limit slot, by API."""
 
 
 _runners: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -215,7 +219,7 @@ _runners_lock = threading.Lock()  # scrapes run in the server's thread
 
 
 def watch(runner: Runner) -> None:
-    """Count ``runner``'s active jobs in ``seqbot_jobs_active`` (until ``unwatch``)."""
+    """Count ``runner``'s active jobs and waiting requests on the page (until ``unwatch``)."""
     with _runners_lock:
         _runners.add(runner)
 
@@ -226,32 +230,47 @@ def unwatch(runner: Runner) -> None:
         _runners.discard(runner)
 
 
-class _ActiveJobs(Collector):
+class _Live(Collector):
+    """Gauges read from the watched runners at scrape time."""
+
     def describe(self) -> Iterable[Metric]:
-        return [self._family()]
+        return [self._jobs(), self._waiting()]
 
     def collect(self) -> Iterable[Metric]:
         with _runners_lock:
             runners = list(_runners)
         counts = dict.fromkeys(ACTIVE_STATES, 0)
+        waiting = dict.fromkeys(("telegram", "runcomfy"), 0)
         for runner in runners:
             # A copy made in one step under the GIL: the event loop may change the dict meanwhile.
             for job in list(runner.active.values()):
                 if job.status in counts:
                     counts[job.status] += 1
-        family = self._family()
+            for api, count in runner.waiting_for_slots.items():
+                waiting[api] = waiting.get(api, 0) + count
+        jobs, queued = self._jobs(), self._waiting()
         for state, count in counts.items():
-            family.add_metric([state.value], count)
-        return [family]
+            jobs.add_metric([state.value], count)
+        for api, count in waiting.items():
+            queued.add_metric([api], count)
+        return [jobs, queued]
 
     @staticmethod
-    def _family() -> GaugeMetricFamily:
+    def _jobs() -> GaugeMetricFamily:
         return GaugeMetricFamily(
             "seqbot_jobs_active", "Jobs under way now, by state", labels=["state"]
         )
 
+    @staticmethod
+    def _waiting() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "seqbot_requests_waiting",
+            "Requests waiting for a slot of the API's rate limit now (Telegram: messages and edits)",
+            labels=["api"],
+        )
 
-REGISTRY.register(_ActiveJobs())
+
+REGISTRY.register(_Live())
 
 
 # ---- the HTTP server ----------------------------------------------------------------------------

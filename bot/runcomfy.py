@@ -219,6 +219,11 @@ class RunComfyClient:
             follow_redirects=True,
         )
 
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for a slot of the shared budget."""
+        return self._slots.waiting
+
     async def aclose(self) -> None:
         """Close the HTTP client."""
         await self._slots.close()

@@ -210,6 +210,11 @@ class StatusBoard:
         if job.final and not lock.locked():
             self._locks.pop(job.id, None)
 
+    @property
+    def backlog(self) -> int:
+        """Requests waiting for one of Telegram's slots (0 without the bot's rate limiter)."""
+        return self._limiter.waiting if self._limiter is not None else 0
+
     def forget(self, job: Job) -> None:
         """The job has ended: nothing more to remember about its edits."""
         self._last.pop(job.id, None)
@@ -223,7 +228,7 @@ class StatusBoard:
         # waiting edits too keeps them from piling up: 10,000 queued jobs want an edit each
         # whenever their place moves, far more than Telegram takes, and a pile of old edits
         # would rank ahead of every new album.
-        busy = self._limiter is not None and self._limiter.waiting >= self.busy_at
+        busy = self._limiter is not None and self.backlog >= self.busy_at
         return job.final or not busy
 
     async def _edit(self, job: Job) -> None:

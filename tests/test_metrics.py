@@ -174,6 +174,22 @@ async def test_flood_waits_and_trouble_show_up_as_outcomes_and_retries(
     assert moved(before, after, "seqbot_images_delivered_total") == 2
 
 
+async def test_requests_waiting_for_a_rate_limit_show_on_the_page(
+    bots: Bots, telegram: FakeTelegram, runcomfy: FakeRunComfy
+) -> None:
+    # RunComfy may take about one request every two seconds here: three jobs' requests queue up.
+    bot = await bots.start(METRICS_PORT="0", RUNCOMFY_MAX_REQUESTS_PER_SECOND="1")
+    idle = await scrape(bot)
+    assert idle.get("seqbot_requests_waiting", api="runcomfy") == 0
+    assert ("seqbot_requests_waiting", (("api", "telegram"),)) in idle.samples
+    for n in range(3):
+        telegram.send_text(f"/seq 2 {PROMPT}", chat_id=USER + n)
+    await telegram.wait_for(lambda: bot.runner.waiting_for_slots["runcomfy"] >= 1)
+    busy = await scrape(bot)
+    # Each job has at most one request waiting at a time.
+    assert 1 <= busy.get("seqbot_requests_waiting", api="runcomfy") <= 3
+
+
 async def test_a_busy_port_is_logged_and_the_bot_runs_without_metrics(
     bots: Bots, telegram: FakeTelegram, caplog: pytest.LogCaptureFixture
 ) -> None:
