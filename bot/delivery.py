@@ -86,8 +86,7 @@ class Delivery:
                         job,
                         unit,
                         data,
-                        caption=render.caption(job) if number == 0 else None,
-                        captions=render.panel_captions(job, unit.items, first=number == 0),
+                        first=number == 0,
                         reply_to=job.message_id,
                     )
                     if unit.items
@@ -198,14 +197,12 @@ class Delivery:
         unit: DeliveryUnit,
         files: dict[int, bytes] | dict[int, bytes | str],
         *,
-        caption: str | None,
         reply_to: int,
-        captions: dict[int, str] | None = None,
+        first: bool = False,
     ) -> dict[str, str]:
         """Send one photo, document or album of ``files`` (bytes, or Telegram file_ids).
 
-        ``caption`` goes on the first item; ``captions`` (a script's, by image index), when
-        given, on every item instead.
+        ``first``: the job's first unit, captioned with its parameters (``render.unit_captions``).
 
         Returns the file_ids of what was sent (documents, or the largest size of photos), by
         image index: Originals and /show reuse them.
@@ -219,10 +216,8 @@ class Delivery:
             "reply_parameters": reply(reply_to),
         }
 
-        def caption_of(n: int, index: int) -> str | None:
-            if captions is not None:
-                return captions.get(index)
-            return caption if n == 0 else None
+        # By image index: after a part-failed album the rest is resent without the first's caption.
+        captions = render.unit_captions(job, unit.items, first=first)
 
         def name(index: int) -> str:
             data = files[index]
@@ -236,29 +231,29 @@ class Delivery:
                     return await self.bot.send_photo(
                         photo=files[index],
                         filename=name(index),
-                        caption=caption_of(0, index),
+                        caption=captions.get(index),
                         **common,
                     )
                 return await self.bot.send_document(
                     document=files[index],
                     filename=name(index),
-                    caption=caption_of(0, index),
+                    caption=captions.get(index),
                     **common,
                 )
             media_cls = InputMediaPhoto if photo else InputMediaDocument
             media = [
-                media_cls(media=files[index], filename=name(index), caption=caption_of(n, index))
-                for n, index in enumerate(items)
+                media_cls(media=files[index], filename=name(index), caption=captions.get(index))
+                for index in items
             ]
             return await self.bot.send_media_group(media=media, **common)
 
         def partly_sent(description: str) -> None:
-            nonlocal items, caption
+            nonlocal items
             m = _FAILED_ITEM_RE.search(description)
             sent = int(m.group(1)) - 1 if m else 0
             if 0 < sent < len(items):
                 log.info("job %d: album stopped after %d item(s); sending the rest", job.id, sent)
-                items, caption = items[sent:], None
+                items = items[sent:]
 
         result = await with_retries(send, first_delay=self.retry_delay, on_album_retry=partly_sent)
         messages = list(result) if isinstance(result, tuple | list) else [result]
@@ -291,8 +286,7 @@ class Delivery:
                 job,
                 unit,
                 files,
-                caption=render.caption(job) if number == 0 else None,
-                captions=render.panel_captions(job, unit.items, first=number == 0),
+                first=number == 0,
                 reply_to=reply_to,
             )
         return bool(units)
@@ -437,7 +431,7 @@ class Delivery:
         if not indexes or any(v == b"" for v in files.values()):
             return False
         for unit in render.delivery_plan([], indexes):
-            sent = await self._send_unit(job, unit, files, caption=None, reply_to=reply_to)
+            sent = await self._send_unit(job, unit, files, reply_to=reply_to)
             self.store.update(job, originals={**job.originals, **sent})
         return True
 

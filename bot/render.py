@@ -326,6 +326,16 @@ def panel_captions(job: Job, items: tuple[int, ...], *, first: bool) -> dict[int
     return captions
 
 
+def unit_captions(job: Job, items: tuple[int, ...], *, first: bool) -> dict[int, str]:
+    """The captions of one photo, document or album, by image index. ``first``: it is the job's
+    first unit, whose first item carries the parameters. A script's images each carry their
+    panel; otherwise only that first item has a caption."""
+    panels = panel_captions(job, items, first=first)
+    if panels is not None:
+        return panels
+    return {items[0]: caption(job)} if first and items else {}
+
+
 def split_balanced(n: int) -> list[int]:
     """Album sizes for ``n`` items: at most 10 each, as equal as possible (11 -> 6 + 5)."""
     if n <= 0:

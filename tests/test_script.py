@@ -159,6 +159,16 @@ def test_panel_captions_fit_telegram_and_carry_the_parameters_once() -> None:
     assert later is not None and "2 images" not in later[1]
 
 
+def test_a_unit_is_captioned_per_panel_or_on_its_first_item_only() -> None:
+    plain = _job(panels=[])
+    assert render.unit_captions(plain, (3, 4), first=True) == {3: render.caption(plain)}
+    assert render.unit_captions(plain, (5,), first=False) == {}
+    script = _job()
+    assert render.unit_captions(script, (0, 1), first=False) == render.panel_captions(
+        script, (0, 1), first=False
+    )
+
+
 def test_no_panels_no_per_item_captions() -> None:
     assert render.panel_captions(_job(panels=[]), (0, 1), first=True) is None
     # An image beyond the panels (the model made more than asked) has no panel to show.
