@@ -419,10 +419,16 @@ async def ask_refund(bot: Bot, store: Store, payment: Payment) -> tuple[RefundAn
     return RefundAnswer.DONE, ""
 
 
-async def resolve_refunds(bot: Bot, store: Store, *, first_delay: float) -> None:
+async def resolve_refunds(
+    bot: Bot, store: Store, *, first_delay: float, wait_first: bool = False
+) -> None:
     """Ask Telegram about every pending refund (at start: the bot may have stopped between
-    taking the credits and hearing Telegram), again and again, less often, until none is left."""
+    taking the credits and hearing Telegram), again and again, less often, until none is left.
+    ``wait_first``: Telegram was just asked; wait ``first_delay`` before asking again."""
     delay = first_delay
+    if wait_first:
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, _REFUND_RETRY_MOST)
     while pending := store.pending_refunds():
         unknown = 0
         for payment in pending:
@@ -482,7 +488,12 @@ async def refund_command(update: Update, context: BotContext) -> None:
             charge=charge[:60],
         )
         context.runner.background.run(
-            resolve_refunds(context.bot, store, first_delay=context.settings.telegram_retry_delay),
+            resolve_refunds(
+                context.bot,
+                store,
+                first_delay=context.settings.telegram_retry_delay,
+                wait_first=True,
+            ),
             f"refund {charge[:60]}",
         )
     else:
