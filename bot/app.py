@@ -466,9 +466,9 @@ async def _post_init(app: Application) -> None:  # type: ignore[type-arg]
         settings.poll_interval,
     )
     await runner.resume_all()
-    if settings.payments:  # refunds the bot stopped in the middle of: Telegram's answer decides
+    if settings.payments:  # payments SQLite refused, refunds the bot stopped in the middle of
         first = settings.telegram_retry_delay
-        runner.background.run(pay.resolve_refunds(app.bot, store, first_delay=first), "refunds")
+        runner.background.run(pay.on_start(app.bot, store, first_delay=first), "payments")
     services.heartbeat = asyncio.create_task(_heartbeat(settings.health_file, runner))
 
 

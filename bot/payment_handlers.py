@@ -23,7 +23,7 @@ from bot.context import BotContext
 from bot.errors import RefusedError, SeqbotError
 from bot.handlers import JOB_ID_RE, lang
 from bot.permissions import requester_of
-from bot.store import Invoice, Payment, Store
+from bot.store import Invoice, PaidUpdate, Payment, Store
 from bot.store.payments import InvoiceClaim
 from bot.texts import lang_of, plural, tr
 
@@ -224,92 +224,123 @@ async def pre_checkout(update: Update, context: BotContext) -> None:
 async def successful_payment(update: Update, context: BotContext) -> None:
     """Telegram took the Stars: record the payment and add its credits, once per charge id.
 
-    A database that stays locked never makes the buyer pay twice: after a few quick tries they
-    are told the payment will be credited, and the tries go on in the background until it is.
+    A database that stays locked never makes the buyer pay twice: after a few quick tries the
+    payment goes to a file next to the database (recorded from there at the next start), the
+    buyer is told it will be credited, and the tries go on in the background until it is.
     """
     message = update.message
     if message is None or message.successful_payment is None:
         return
     paid = message.successful_payment
-    user_id = message.from_user.id if message.from_user else message.chat.id
     language = lang(update)
-
-    def record() -> tuple[bool, Payment]:
-        return context.store.record_payment(
-            charge_id=paid.telegram_payment_charge_id,
-            provider_charge_id=paid.provider_payment_charge_id,
-            payload=paid.invoice_payload,
-            user_id=user_id,
-            stars=paid.total_amount,
-        )
-
+    update_ = PaidUpdate(
+        charge_id=paid.telegram_payment_charge_id,
+        provider_charge_id=paid.provider_payment_charge_id,
+        payload=paid.invoice_payload,
+        user_id=message.from_user.id if message.from_user else message.chat.id,
+        stars=paid.total_amount,
+        chat_id=message.chat.id,
+        lang=language,
+    )
     delay = 0.1
     for _ in range(_PAYMENT_QUICK_TRIES):
         try:
-            credited, payment = record()
+            credited, payment = _record(context.store, update_)
         except sqlite3.OperationalError as exc:
             error = exc
             await asyncio.sleep(delay)
             delay *= 2
             continue
-        await _thank(message, context, language, credited, payment)
+        await _thank(context.bot, context.store, update_, credited, payment)
         return
     log.error(
         "payment %s not recorded yet (database: %s): user %d, payload %s, %d Stars; "
-        "retrying in the background",
-        paid.telegram_payment_charge_id,
+        "kept in %s and retried in the background",
+        update_.charge_id,
         error,
-        user_id,
-        paid.invoice_payload,
-        paid.total_amount,
+        update_.user_id,
+        update_.payload,
+        update_.stars,
+        context.store.journal_path,
     )
+    try:
+        context.store.journal_payment(update_)
+    except OSError as exc:  # the log line above is then the only record
+        log.error("payment %s could not be kept on disk either: %s", update_.charge_id, exc)
     await message.reply_text(
         tr(
             language,
             "Your payment arrived (charge {charge}), but the bot could not record it just now. "
             "Do not pay again: it will be credited, and I will tell you here when it is "
             "(or see /paysupport).",
-            charge=paid.telegram_payment_charge_id[:60],
+            charge=update_.charge_id[:60],
         )
     )
-
-    async def keep_trying() -> None:
-        wait = delay
-        while True:
-            await asyncio.sleep(wait)
-            wait = min(wait * 2, _PAYMENT_RETRY_MOST)
-            try:
-                credited, payment = record()
-            except sqlite3.OperationalError as exc:
-                log.warning(
-                    "payment %s: still not recorded: %s", paid.telegram_payment_charge_id, exc
-                )
-                continue
-            await _thank(message, context, language, credited, payment)
-            return
-
     context.runner.background.run(
-        keep_trying(), f"recording payment {paid.telegram_payment_charge_id}"
+        _keep_recording(context.bot, context.store, update_, delay),
+        f"recording payment {update_.charge_id}",
     )
+
+
+def _record(store: Store, paid: PaidUpdate) -> tuple[bool, Payment]:
+    return store.record_payment(
+        charge_id=paid.charge_id,
+        provider_charge_id=paid.provider_charge_id,
+        payload=paid.payload,
+        user_id=paid.user_id,
+        stars=paid.stars,
+    )
+
+
+async def _keep_recording(bot: Bot, store: Store, paid: PaidUpdate, delay: float) -> None:
+    """Try to record a payment until SQLite takes it (a stop leaves it to the journal)."""
+    while True:
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, _PAYMENT_RETRY_MOST)
+        try:
+            credited, payment = _record(store, paid)
+        except sqlite3.OperationalError as exc:
+            log.warning("payment %s: still not recorded: %s", paid.charge_id, exc)
+            continue
+        await _thank(bot, store, paid, credited, payment)
+        return
+
+
+async def on_start(bot: Bot, store: Store, *, first_delay: float) -> None:
+    """At start: record the payments kept on disk when SQLite refused them (telling each buyer
+    whose credits arrive only now), then settle every refund left pending."""
+    delay = first_delay
+    while True:
+        for paid, credited, payment in store.replay_journal():
+            log.info("payment %s recorded from the journal", paid.charge_id)
+            if credited:
+                await _thank(bot, store, paid, credited, payment)
+        if not store.journal_path.exists():
+            break
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, _PAYMENT_RETRY_MOST)
+    await resolve_refunds(bot, store, first_delay=first_delay)
 
 
 async def _thank(
-    message: Message, context: BotContext, language: str, credited: bool, payment: Payment
+    bot: Bot, store: Store, paid: PaidUpdate, credited: bool, payment: Payment
 ) -> None:
     """Tell the buyer what their payment added (or that its invoice is not known)."""
+    language = paid.lang
     if not payment.images:
         log.error(
             "payment %s of %d Stars for an unknown invoice: recorded, no credits added",
             payment.charge_id,
             payment.stars,
         )
-        await message.reply_text(
+        await bot.send_message(
+            paid.chat_id,
             tr(
                 language,
                 "Your payment arrived, but the bot does not know its invoice. "
                 "Please contact /paysupport and quote charge {charge}.",
                 charge=payment.charge_id,
-            )
+            ),
         )
         return
     if credited:
@@ -320,14 +351,24 @@ async def _thank(
             payment.images,
             payment.requester_id,
         )
-    await message.reply_text(
-        tr(
+    balance = plural(language, store.balance(payment.requester_id), "image")
+    images = plural(language, payment.images, "image")
+    if payment.requester_id != paid.user_id:  # bought for a chat identity
+        text = tr(
+            language,
+            "Thank you! {images} added to the credits of the chat you bought them for "
+            "(it now has {balance}).",
+            images=images,
+            balance=balance,
+        )
+    else:
+        text = tr(
             language,
             "Thank you! {images} added. Your balance: {balance}.",
-            images=plural(language, payment.images, "image"),
-            balance=plural(language, context.store.balance(payment.requester_id), "image"),
+            images=images,
+            balance=balance,
         )
-    )
+    await bot.send_message(paid.chat_id, text)
 
 
 async def refunded_payment(update: Update, context: BotContext) -> None:

@@ -907,3 +907,40 @@ async def test_repeated_taps_on_a_pack_send_one_invoice_reused_until_it_expires(
     await telegram.wait_for(lambda: len(telegram.invoices) == 5)
     assert rows() == 1
     assert_clean(telegram, runcomfy)
+
+
+async def test_a_payment_refused_by_sqlite_survives_a_stop_and_is_credited_at_the_next_start(
+    telegram: FakeTelegram,
+    runcomfy: FakeRunComfy,
+    process_env: dict[str, str],  # noqa: F811 - the fixture
+    tmp_path: Path,
+) -> None:
+    """The real process: SQLite stays locked from the payment until after SIGTERM. The payment
+    waits in a file next to the database and is credited, once, at the next start."""
+    env = {**process_env, "STARS_PACKS": PACKS}
+    first = await BotProcess(env, tmp_path / "bot.log").start(telegram)
+    lock = sqlite3.connect(env["DATABASE_PATH"], timeout=5)
+    try:
+        invoice = await _buy(telegram)
+        assert (await _checkout(telegram, invoice["payload"], 75))["ok"] is True
+        lock.execute("BEGIN IMMEDIATE")
+        update = telegram.pay(invoice["payload"], 75, charge_id="stx-journal")
+        assert "Do not pay again" in await reply_to_service(telegram, update)
+        first.terminate()
+        assert await first.wait() == 0
+    finally:
+        lock.rollback()
+        lock.close()
+        if not first.exited():
+            first.kill()
+    journal = Path(env["DATABASE_PATH"] + ".unrecorded-payments")
+    assert journal.stat().st_mode & 0o777 == 0o600
+    assert _db(env, "SELECT count(*) FROM payments") == [(0,)]
+    again = await BotProcess(env, tmp_path / "bot.log").start(telegram)
+    try:
+        await telegram.wait_for(lambda: _thanks(telegram) == 1, timeout=15)
+    finally:
+        again.terminate()
+        await again.wait()
+    assert _db(env, "SELECT balance FROM credits") == [(10,)]
+    assert not journal.exists()

@@ -7,8 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import json
 import logging
+import os
+import sqlite3
 import time
+from pathlib import Path
+from typing import Any
 
 import sqlite_utils
 
@@ -119,6 +124,16 @@ def settle_reservation(
     return int(row[1])
 
 
+def _record_args(paid: PaidUpdate) -> dict[str, Any]:
+    return {
+        "charge_id": paid.charge_id,
+        "provider_charge_id": paid.provider_charge_id,
+        "payload": paid.payload,
+        "user_id": paid.user_id,
+        "stars": paid.stars,
+    }
+
+
 def add_credits(db: sqlite_utils.Database, requester_id: int, images: int, now: float) -> None:
     """Inside a transaction: add ``images`` to the requester's balance."""
     db.execute(
@@ -179,8 +194,69 @@ def _free_used(db: sqlite_utils.Database, requester_id: int, since: float) -> in
     return int(row[0])
 
 
+@dataclasses.dataclass(frozen=True)
+class PaidUpdate:
+    """A successful_payment as Telegram sent it: what :meth:`PaymentStore.record_payment` needs,
+    and where to tell the buyer."""
+
+    charge_id: str
+    provider_charge_id: str | None
+    payload: str
+    user_id: int
+    stars: int
+    chat_id: int
+    lang: str
+
+
 class PaymentStore(StoreBase):
     """Invoices, payments (each credited once), credits and job reservations."""
+
+    @property
+    def journal_path(self) -> Path:
+        """Payments SQLite could not take yet, one JSON line each, next to the database."""
+        return self.path.with_name(self.path.name + ".unrecorded-payments")
+
+    def journal_payment(self, paid: PaidUpdate) -> None:
+        """Keep a payment SQLite refused in a file, so a stop before it is recorded does not lose
+        it: :meth:`replay_journal` records it at the next start (once: keyed on the charge id)."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+        fd = os.open(self.journal_path, flags, 0o600)
+        with os.fdopen(fd, "a", encoding="utf-8") as out:
+            out.write(json.dumps(dataclasses.asdict(paid)) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+
+    def replay_journal(self) -> list[tuple[PaidUpdate, bool, Payment]]:
+        """Record every journalled payment (at start). Returns (the update, credited now, the
+        payment) for each one recorded; those SQLite still refuses stay in the file."""
+        try:
+            lines = self.journal_path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return []
+        done: list[tuple[PaidUpdate, bool, Payment]] = []
+        left: list[str] = []
+        for line in lines:
+            try:
+                paid = PaidUpdate(**json.loads(line))
+            except (ValueError, TypeError):
+                log.error("unreadable line in %s kept: %.200s", self.journal_path, line)
+                left.append(line)
+                continue
+            try:
+                credited, payment = self.record_payment(**_record_args(paid))
+            except sqlite3.OperationalError as exc:
+                log.warning("journalled payment %s still not recorded: %s", paid.charge_id, exc)
+                left.append(line)
+                continue
+            done.append((paid, credited, payment))
+        if left:
+            tmp = self.journal_path.with_suffix(".tmp")
+            tmp.write_text("".join(f"{line}\n" for line in left), encoding="utf-8")
+            tmp.chmod(0o600)
+            tmp.replace(self.journal_path)
+        else:
+            self.journal_path.unlink(missing_ok=True)
+        return done
 
     def balance(self, requester_id: int) -> int:
         """The requester's credits not reserved by a job."""
