@@ -311,11 +311,12 @@ async def on_start(bot: Bot, store: Store, *, first_delay: float) -> None:
     whose credits arrive only now), then settle every refund left pending."""
     delay = first_delay
     while True:
-        for paid, credited, payment in store.replay_journal():
+        done, waiting = store.replay_journal()
+        for paid, credited, payment in done:
             log.info("payment %s recorded from the journal", paid.charge_id)
             if credited:
                 await _thank(bot, store, paid, credited, payment)
-        if not store.journal_path.exists():
+        if not waiting:
             break
         await asyncio.sleep(delay)
         delay = min(delay * 2, _PAYMENT_RETRY_MOST)
@@ -406,13 +407,13 @@ async def balance_command(update: Update, context: BotContext) -> None:
     if requester is None:
         return
     now = time.time()
-    free_left = max(
-        0, settings.free_images_per_day - store.free_used(requester, limits.day_start(now))
-    )
     user_id = message.from_user.id if message.from_user else None
+    free_most = payments.free_per_day(settings, user_id=user_id, requester_id=requester)
+    free_left = max(0, free_most - store.free_used(requester, limits.day_start(now)))
     text = payments.balance_text(
         settings,
         lang(update),
+        free_most=free_most,
         balance=store.balance(requester),
         reserved=store.reserved(requester),
         free_left=free_left,

@@ -187,6 +187,7 @@ def balance_text(
     *,
     balance: int,
     reserved: int,
+    free_most: int,
     free_left: int,
     payments: list[Payment],
     exempt_admin: bool,
@@ -197,13 +198,13 @@ def balance_text(
         lines.append(
             tr(lang, "Held by jobs in progress: {images}", images=plural(lang, reserved, "image"))
         )
-    if settings.free_images_per_day:
+    if free_most:  # none for a chat identity
         lines.append(
             tr(
                 lang,
                 "Free today: {left} of {most} left (resets at midnight UTC)",
                 left=free_left,
-                most=settings.free_images_per_day,
+                most=free_most,
             )
         )
     if exempt_admin:

@@ -226,15 +226,17 @@ class PaymentStore(StoreBase):
             out.flush()
             os.fsync(out.fileno())
 
-    def replay_journal(self) -> list[tuple[PaidUpdate, bool, Payment]]:
+    def replay_journal(self) -> tuple[list[tuple[PaidUpdate, bool, Payment]], int]:
         """Record every journalled payment (at start). Returns (the update, credited now, the
-        payment) for each one recorded; those SQLite still refuses stay in the file."""
+        payment) for each one recorded, and how many SQLite still refuses (they stay in the
+        file, as does a line that cannot be read: the operator's to look at)."""
         try:
             lines = self.journal_path.read_text(encoding="utf-8").splitlines()
         except FileNotFoundError:
-            return []
+            return [], 0
         done: list[tuple[PaidUpdate, bool, Payment]] = []
         left: list[str] = []
+        waiting = 0
         for line in lines:
             try:
                 paid = PaidUpdate(**json.loads(line))
@@ -247,6 +249,7 @@ class PaymentStore(StoreBase):
             except sqlite3.OperationalError as exc:
                 log.warning("journalled payment %s still not recorded: %s", paid.charge_id, exc)
                 left.append(line)
+                waiting += 1
                 continue
             done.append((paid, credited, payment))
         if left:
@@ -256,7 +259,7 @@ class PaymentStore(StoreBase):
             tmp.replace(self.journal_path)
         else:
             self.journal_path.unlink(missing_ok=True)
-        return done
+        return done, waiting
 
     def balance(self, requester_id: int) -> int:
         """The requester's credits not reserved by a job."""
