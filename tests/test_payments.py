@@ -781,6 +781,10 @@ async def test_chat_identities_get_no_free_images_and_buy_their_own_credits(
     assert invoice["chat_id"] == ADA_ID and "Lab 0" in invoice["description"]
     await _pay(telegram, invoice)
     assert bot.store.balance(groups[0]) == 10 and bot.store.balance(ADA_ID) == 0
+    update = telegram.send_text("/balance@SeqImageBot", chat_id=groups[0],
+                                from_user=ANONYMOUS_ADMIN, sender_chat=group_chat)  # fmt: skip
+    text = await reply_to(telegram, update)
+    assert "Image credits: 10 images" in text and "Free today" not in text
     telegram.send_text("/seq@SeqImageBot 4 a fox", chat_id=groups[0], from_user=ANONYMOUS_ADMIN,
                        sender_chat=group_chat)  # fmt: skip
     job = await until_final(telegram, bot, 2)
