@@ -243,11 +243,15 @@ async def successful_payment(update: Update, context: BotContext) -> None:
         lang=language,
     )
     delay = 0.1
+    kept = False
     for _ in range(_PAYMENT_QUICK_TRIES):
         try:
             credited, payment = _record(context.store, update_)
         except sqlite3.OperationalError as exc:
             error = exc
+            # On disk at the first refusal: Telegram will not send this update again, and the
+            # process may stop at any moment. A payment recorded after all is a no-op at replay.
+            kept = kept or _keep(context.store, update_, exc)
             await asyncio.sleep(delay)
             delay *= 2
             continue
@@ -255,18 +259,13 @@ async def successful_payment(update: Update, context: BotContext) -> None:
         return
     log.error(
         "payment %s not recorded yet (database: %s): user %d, payload %s, %d Stars; "
-        "kept in %s and retried in the background",
+        "retried in the background",
         update_.charge_id,
         error,
         update_.user_id,
         update_.payload,
         update_.stars,
-        context.store.journal_path,
     )
-    try:
-        context.store.journal_payment(update_)
-    except OSError as exc:  # the log line above is then the only record
-        log.error("payment %s could not be kept on disk either: %s", update_.charge_id, exc)
     await message.reply_text(
         tr(
             language,
@@ -280,6 +279,25 @@ async def successful_payment(update: Update, context: BotContext) -> None:
         _keep_recording(context.bot, context.store, update_, delay),
         f"recording payment {update_.charge_id}",
     )
+
+
+def _keep(store: Store, paid: PaidUpdate, error: sqlite3.OperationalError) -> bool:
+    """Journal a payment SQLite refused (recorded from there at the next start)."""
+    try:
+        store.journal_payment(paid)
+    except OSError as exc:  # then the log line is the only record: every detail goes in it
+        log.error(
+            "payment %s could not be kept (database: %s; file: %s): user %d, payload %s, %d Stars",
+            paid.charge_id,
+            error,
+            exc,
+            paid.user_id,
+            paid.payload,
+            paid.stars,
+        )
+        return False
+    log.warning("payment %s kept in %s until SQLite takes it", paid.charge_id, store.journal_path)
+    return True
 
 
 def _record(store: Store, paid: PaidUpdate) -> tuple[bool, Payment]:
