@@ -276,7 +276,7 @@ async def successful_payment(update: Update, context: BotContext) -> None:
         )
     )
     context.runner.background.run(
-        _keep_recording(context.bot, context.store, update_, delay),
+        _keep_recording(context.bot, context.store, update_, 0.2),
         f"recording payment {update_.charge_id}",
     )
 
