@@ -22,7 +22,7 @@ from telegram import Bot, InputMediaDocument, InputMediaPhoto
 from bot import metrics, render, sheets
 from bot.callbacks import JobAction
 from bot.downloads import Downloader
-from bot.errors import PermanentError, SeqbotError, TelegramUnreachable
+from bot.errors import PermanentError, SeqbotError, TelegramUnreachableError
 from bot.images import DOCUMENT_MAX_BYTES, BadImage, ImageInfo, inspect
 from bot.models import DeliveryUnit, Job, UnitKind
 from bot.originals import OriginalsCache
@@ -83,7 +83,7 @@ class Delivery:
         """Send every unit not yet sent, then the follow-up; False (and ``job.error`` says why)
         when not one image could be delivered.
 
-        Network trouble at Telegram is waited out until :meth:`until`; then TelegramUnreachable,
+        Network trouble at Telegram is waited out until :meth:`until`; then TelegramUnreachableError,
         with the undelivered images kept on disk for /show.
         """
         until = self.until(job)
@@ -109,7 +109,7 @@ class Delivery:
         if job.actions_message_id is None:
             try:
                 await self._post_actions(job, until=until)
-            except TelegramUnreachable as exc:
+            except TelegramUnreachableError as exc:
                 # Every image arrived; only the buttons under them did not. /show posts them.
                 log.warning("job %d: delivered, but its follow-up was not: %s", job.id, exc)
         return True

@@ -6,7 +6,7 @@ SeqbotError                 user_message: short, friendly, no secrets
 ├── RefusedError            an allowlist, a limit or a permission says no
 ├── StoreBusyError          the database could not take a new job just now (locked or full)
 ├── DeliveryFailed          Telegram refused the images, or would not take them after retries
-│   └── TelegramUnreachable network errors, timeouts or 5xx until the tries or the time ran out
+│   └── TelegramUnreachableError  network errors, timeouts or 5xx for as long as it could wait
 └── RunComfyError           RunComfy answered badly or not at all
     ├── TransientError      worth retrying: 5xx, 429, timeouts, refused connections, broken JSON
     ├── PermanentError      not worth retrying: bad token, no balance, input refused, unknown id
@@ -66,17 +66,14 @@ class DeliveryFailed(SeqbotError):
     """Telegram refused the images, or would not take them after retries."""
 
 
-class TelegramUnreachable(DeliveryFailed):
+class TelegramUnreachableError(DeliveryFailed):
     """Telegram did not answer (network errors, timeouts, 5xx) for as long as the call could wait.
 
     ``last_error`` is the last thing Telegram or the network said (short, no secrets).
     """
 
-    def __init__(self, last_error: str, *, tries: int, what: str) -> None:
-        super().__init__(
-            "Telegram did not accept the images after several tries.",
-            detail=f"{what}: {tries} tries; last error: {last_error}",
-        )
+    def __init__(self, user_message: str, *, last_error: str, tries: int, what: str) -> None:
+        super().__init__(user_message, detail=f"{what}: {tries} tries; last error: {last_error}")
         self.last_error = last_error
         self.tries = tries
 

@@ -23,7 +23,7 @@ from bot.errors import (
     PermanentError,
     SeqbotError,
     SubmitUnknownError,
-    TelegramUnreachable,
+    TelegramUnreachableError,
     TransientError,
 )
 from bot.models import CANCELLABLE, CancelOutcome, Job, Origin, SeqRequest, Status
@@ -378,13 +378,13 @@ class JobRunner:
         the job fails, its images kept on disk for /show."""
         try:
             delivered = await self.delivery.deliver(job)
-        except TelegramUnreachable as exc:
+        except TelegramUnreachableError as exc:
             log.warning("job %d: not delivered by its deadline (%s); kept for /show", job.id, exc)
             await self._finish(job, Status.FAILED, error=self._undelivered(job, exc))
             return
         await self._finish(job, Status.DONE if delivered else Status.FAILED, error=job.error)
 
-    def _undelivered(self, job: Job, exc: TelegramUnreachable) -> str:
+    def _undelivered(self, job: Job, exc: TelegramUnreachableError) -> str:
         """What a job Telegram would not take by its deadline says: why, and how to get it."""
         kept_until = (job.completed_at or time.time()) + self.delivery.originals.keep_seconds
         why = tr(

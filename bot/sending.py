@@ -18,7 +18,7 @@ from telegram import ReplyParameters
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
 
 from bot import metrics
-from bot.errors import DeliveryFailed, TelegramUnreachable
+from bot.errors import DeliveryFailed, TelegramUnreachableError
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ async def with_retries(
     ``what`` names the call in the log ("job 12: sendMediaGroup"). Network errors, timeouts and
     5xx are retried after ``first_delay`` seconds, doubling up to ``max_delay``: ``ATTEMPTS``
     tries in all, or, with ``until`` (a ``time.time()``), as long as that lasts; then
-    TelegramUnreachable, carrying the last error.
+    TelegramUnreachableError, carrying the last error.
 
     A 400 that carries "retry after N" (an album refused part-way) is a flood wait too; then
     ``on_album_retry`` gets its text first, to drop the items already delivered. Any other 400
@@ -122,7 +122,12 @@ async def with_retries(
         metrics.retried("telegram", reason)
         await asyncio.sleep(wait)
     log.warning("%s: giving up after %d tries; last error: %s", name(), attempt, last)
-    raise TelegramUnreachable(last, tries=attempt, what=name())
+    raise TelegramUnreachableError(
+        "Telegram did not accept the images after several tries.",
+        last_error=last,
+        tries=attempt,
+        what=name(),
+    )
 
 
 class Background:
