@@ -66,6 +66,8 @@ class Delivery:
         self.max_retry_delay = max_retry_delay
         # Seconds after RunComfy finished during which a job's images wait out Telegram trouble.
         self.deadline = deadline
+        # Told (job, until) when a job's images meet network trouble: the status can say so.
+        self.on_trouble: Callable[[Job, float], None] | None = None
         self.repeat_cooldown = ORIGINALS_REPEAT_SECONDS
         self.zip_part_bytes = DOCUMENT_MAX_BYTES  # Telegram's upload limit for a bot
         self._downloads = asyncio.Semaphore(_DOWNLOADS_AT_ONCE)
@@ -296,6 +298,11 @@ class Delivery:
             max_delay=self.max_retry_delay,
             until=until,
             on_album_retry=partly_sent,
+            on_trouble=(
+                functools.partial(self.on_trouble, job, until)
+                if self.on_trouble and until is not None
+                else None
+            ),
         )
         messages = list(result) if isinstance(result, tuple | list) else [result]
         # ``items`` are those of the call that succeeded, so they line up with its messages.

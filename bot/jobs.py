@@ -89,6 +89,9 @@ class JobRunner:
         # Per queued job: (when first seen, queue position), each time the position changed.
         self._queue_seen: dict[int, list[tuple[float, int]]] = {}
         self._showing: dict[int, asyncio.Lock] = {}  # per job: one /show at a time
+        # Jobs whose images meet network trouble at Telegram: until when they are retried.
+        self._troubled: dict[int, float] = {}
+        self.delivery.on_trouble = self._delivery_trouble
         metrics.watch(self)  # its active jobs, by state, on the metrics page
 
     @property
@@ -197,6 +200,7 @@ class JobRunner:
                 self.active.pop(job.id, None)
                 self.status.forget(job)
             self._queue_seen.pop(job.id, None)
+            self._troubled.pop(job.id, None)
 
     async def _submit(self, job: Job) -> None:
         if job.cancel_requested:
@@ -323,6 +327,8 @@ class JobRunner:
             return schedule.Estimate(queue_wait=wait)
         if job.status == Status.RUNNING:
             return schedule.Estimate(window=self._window(job.count, job.mode))
+        if job.status == Status.SENDING and job.id in self._troubled:
+            return schedule.Estimate(retry_until=self._troubled[job.id])
         return None
 
     def _window(self, count: int, mode: str) -> schedule.Window | None:
@@ -383,6 +389,12 @@ class JobRunner:
             await self._finish(job, Status.FAILED, error=self._undelivered(job, exc))
             return
         await self._finish(job, Status.DONE if delivered else Status.FAILED, error=job.error)
+
+    def _delivery_trouble(self, job: Job, until: float) -> None:
+        """The first network trouble sending a job's images: its status says it keeps trying."""
+        if job.id not in self._troubled:
+            self._troubled[job.id] = until
+            self.status.show_soon(job)
 
     def _undelivered(self, job: Job, exc: TelegramUnreachableError) -> str:
         """What a job Telegram would not take by its deadline says: why, and how to get it."""

@@ -57,7 +57,16 @@ async def test_a_delivery_waits_out_an_outage_longer_than_six_tries(
     assert len(telegram.calls_to("sendMediaGroup", ok_only=True)) == 1
     assert len(media(telegram)) == 4 and len(distinct_images(telegram)) == 4
     assert len(followups(telegram)) == 1
-    assert not any(text.startswith("❌") for text in status_history(telegram, job))
+    shown = status_history(telegram, job)
+    assert not any(text.startswith("❌") for text in shown)
+    # Meanwhile the status said why nothing arrived yet.
+    assert any(
+        text.startswith(
+            "📤 Sending 4 images…\nTelegram is not taking them just now; the bot keeps "
+            "trying until "
+        )
+        for text in shown
+    )
     # Each retry line names the job, the method and the try; a proxy's HTML page stays out.
     ours = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("bot."))
     assert "job 1: sendMediaGroup failed (try 3): Bad Gateway (502)" in ours
