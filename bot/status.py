@@ -257,7 +257,7 @@ class StatusBoard:
                 self.store.update(job, status_message_id=None)
                 return
             if "not modified" not in lowered:
-                log.warning("job %d: could not edit status: %s", job.id, exc.message)
+                log.warning("job %d: editMessageText (status) refused: %s", job.id, exc.message)
                 return
         except RetryAfter as exc:
             # A status edit is not worth waiting for; the next state change retries.
@@ -266,7 +266,7 @@ class StatusBoard:
         except Forbidden:
             raise
         except NetworkError as exc:
-            log.warning("job %d: could not edit status: %s", job.id, exc)
+            log.warning("job %d: editMessageText (status) failed: %s", job.id, error_text(exc))
             return
         except Exception as exc:
             # An answer python-telegram-bot cannot read (an unexpected shape): the edit may well
