@@ -8,8 +8,11 @@ import hashlib
 import logging
 
 import pytest
+from telegram.error import TelegramError
+from telegram.request import BaseRequest
 
 from bot.config import Settings
+from bot.logs import setup_logging
 from bot.store import Status
 from tests.conftest import Bots, RunningBot
 from tests.fakes.runcomfy_api import FakeRunComfy, JobScript
@@ -229,3 +232,20 @@ def test_deadline_and_cap_are_settings() -> None:
         {**env, "DELIVERY_DEADLINE_SECONDS": "600", "TELEGRAM_RETRY_MAX_SECONDS": "5"}
     )
     assert (custom.delivery_deadline, custom.telegram_retry_max) == (600.0, 5.0)
+
+
+def test_an_error_page_is_one_line_of_ours_not_a_traceback_per_try(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    names = ("", "httpx", "httpcore", "telegram.request.BaseRequest")
+    loggers = [logging.getLogger(name) for name in names]
+    saved = [(lg, lg.level, lg.handlers[:]) for lg in loggers]
+    try:
+        setup_logging(logging.INFO, [])
+        with pytest.raises(TelegramError):
+            BaseRequest.parse_json_payload(b"<html><body><h1>502 Bad Gateway</h1></body></html>")
+    finally:
+        for lg, level, handlers in saved:
+            lg.setLevel(level)
+            lg.handlers[:] = handlers
+    assert "Traceback" not in capsys.readouterr().err
