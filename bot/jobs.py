@@ -438,7 +438,9 @@ class JobRunner:
     async def _delivered_late(self, job: Job) -> None:
         """Every image reached the chat after the job had failed: it is done after all."""
         note = job.error.split("\n", 1)[1] if job.error and "\n" in job.error else None
-        self._set(job, Status.DONE, error=note)
+        # Not through _set: the metrics counted this job (and its cost) when it failed.
+        self.store.update(job, status=Status.DONE, error=note)
+        self._log(job, "done (the rest delivered by /show)")
         try:
             await self.delivery.post_actions(job)
             await self.status.show(job)
