@@ -92,7 +92,8 @@ async def test_a_restart_during_an_outage_resumes_and_sends_only_what_is_left(
     await bots.stop(bot)
 
     telegram.recover()
-    downloads = runcomfy.count("download")
+    downloads = runcomfy.count("image")
+    assert downloads == 15
     bot = await bots.start(**FAST)
     job = await until_final(telegram, bot)
     assert job.status == Status.DONE, job.error
@@ -100,7 +101,7 @@ async def test_a_restart_during_an_outage_resumes_and_sends_only_what_is_left(
     assert len(albums) == 2  # the first album was not sent again
     assert len(media(telegram)) == 15 and len(distinct_images(telegram)) == 15
     assert len(followups(telegram)) == 1
-    assert runcomfy.count("download") == downloads  # the rest came from the kept files
+    assert runcomfy.count("image") == downloads  # the rest came from the kept files
     assert_clean(telegram, runcomfy)
 
 
@@ -152,10 +153,11 @@ async def test_past_the_deadline_the_images_are_kept_and_show_delivers_them_late
     kept = {int(p.name): hashlib.sha256(p.read_bytes()).hexdigest() for p in kept_dir.iterdir()}
     assert sorted(kept) == [0, 1, 2, 3]
 
+    fetched = runcomfy.count("image")
     telegram.recover()  # Telegram is back
     command = telegram.send_text("/show 1")
     (album,) = await telegram.wait_for(lambda: telegram.calls_to("sendMediaGroup", ok_only=True))
-    assert album.files  # uploaded from the kept files, not fetched from RunComfy
+    assert album.files and runcomfy.count("image") == fetched  # uploaded from the kept files
     assert [m["sha256"] for m in media(telegram)] == [kept[i] for i in range(4)]
     assert album.params["reply_parameters"]["message_id"] == command["message"]["message_id"]
     assert album.params["media"][0]["caption"]  # the job's parameters, as in a delivery
