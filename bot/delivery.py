@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from telegram import Bot, InputMediaDocument, InputMediaPhoto
+from telegram.error import NetworkError, TimedOut
 
 from bot import metrics, render, sheets
 from bot.callbacks import JobAction
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 _DOWNLOADS_AT_ONCE = 16
 _DELIVERIES_AT_ONCE = 8
+_MAX_READ_TIMEOUT = 300.0
 _FAILED_ITEM_RE = re.compile(r"failed to send message #([0-9]+)", re.IGNORECASE)
 # After a set of originals (a sheet, a ZIP) was sent, more taps on its button send nothing for
 # this long.
@@ -56,6 +58,7 @@ class Delivery:
         retry_delay: float,
         max_retry_delay: float = MAX_BACKOFF,
         deadline: float = 3 * 3600.0,
+        read_timeout: float = 30.0,
     ) -> None:
         self.bot = bot
         self.store = store
@@ -66,6 +69,7 @@ class Delivery:
         self.max_retry_delay = max_retry_delay
         # Seconds after RunComfy finished during which a job's images wait out Telegram trouble.
         self.deadline = deadline
+        self.read_timeout = read_timeout  # the HTTP client's; a send after a timeout waits longer
         # Told (job, until) when a job's images meet network trouble: the status can say so.
         self.on_trouble: Callable[[Job, float], None] | None = None
         self.repeat_cooldown = ORIGINALS_REPEAT_SECONDS
@@ -249,6 +253,17 @@ class Delivery:
 
         # By image index: after a part-failed album the rest is resent without the first's caption.
         captions = render.unit_captions(job, unit.items, first=first)
+        # A timeout leaves it unknown whether Telegram took the images: before sending again, give
+        # its answer twice as long (up to _MAX_READ_TIMEOUT), so a slow Telegram is waited for
+        # rather than sent the same album every minute of a long delivery.
+        waits: dict[str, Any] = {}
+
+        def troubled(exc: NetworkError) -> None:
+            if isinstance(exc, TimedOut):
+                longer = min(2 * waits.get("read_timeout", self.read_timeout), _MAX_READ_TIMEOUT)
+                waits["read_timeout"] = max(longer, self.read_timeout)
+            if self.on_trouble and until is not None:
+                self.on_trouble(job, until)
 
         def name(index: int) -> str:
             data = files[index]
@@ -264,19 +279,21 @@ class Delivery:
                         filename=name(index),
                         caption=captions.get(index),
                         **common,
+                        **waits,
                     )
                 return await self.bot.send_document(
                     document=files[index],
                     filename=name(index),
                     caption=captions.get(index),
                     **common,
+                    **waits,
                 )
             media_cls = InputMediaPhoto if photo else InputMediaDocument
             media = [
                 media_cls(media=files[index], filename=name(index), caption=captions.get(index))
                 for index in items
             ]
-            return await self.bot.send_media_group(media=media, **common)
+            return await self.bot.send_media_group(media=media, **common, **waits)
 
         def method() -> str:
             if len(items) > 1:
@@ -298,11 +315,7 @@ class Delivery:
             max_delay=self.max_retry_delay,
             until=until,
             on_album_retry=partly_sent,
-            on_trouble=(
-                functools.partial(self.on_trouble, job, until)
-                if self.on_trouble and until is not None
-                else None
-            ),
+            on_trouble=troubled,
         )
         messages = list(result) if isinstance(result, tuple | list) else [result]
         # ``items`` are those of the call that succeeded, so they line up with its messages.

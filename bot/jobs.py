@@ -80,6 +80,7 @@ class JobRunner:
             retry_delay=settings.telegram_retry_delay,
             max_retry_delay=settings.telegram_retry_max,
             deadline=settings.delivery_deadline,
+            read_timeout=settings.http_timeout,
         )
         # The same Job object is shared by a job's task and the Cancel button.
         self.active: dict[int, Job] = {}

@@ -62,7 +62,7 @@ async def with_retries(
     max_delay: float = MAX_BACKOFF,
     until: float | None = None,
     on_album_retry: Callable[[str], None] | None = None,
-    on_trouble: Callable[[], None] | None = None,
+    on_trouble: Callable[[NetworkError], None] | None = None,
 ) -> T:
     """Call Telegram until it takes the call: flood waits as asked, network trouble with backoff.
 
@@ -74,7 +74,7 @@ async def with_retries(
     A 400 that carries "retry after N" (an album refused part-way) is a flood wait too; then
     ``on_album_retry`` gets its text first, to drop the items already delivered. Any other 400
     raises DeliveryFailed; Forbidden (blocked, removed) is raised as it is, at once.
-    ``on_trouble`` is called before each wait after network trouble.
+    ``on_trouble`` gets each network error before the wait that follows it.
     """
     delay = min(first_delay, max_delay)
     attempt, last = 0, ""
@@ -114,7 +114,7 @@ async def with_retries(
             wait, delay = delay, min(delay * 2, max_delay)
             reason = metrics.telegram_failure(exc)
             if on_trouble:
-                on_trouble()
+                on_trouble(exc)
         if until is None:
             if attempt >= ATTEMPTS:
                 break

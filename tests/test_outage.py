@@ -105,6 +105,22 @@ async def test_a_restart_during_an_outage_resumes_and_sends_only_what_is_left(
     assert_clean(telegram, runcomfy)
 
 
+async def test_after_a_timeout_a_slow_telegram_gets_longer_to_answer_not_the_album_again(
+    telegram: FakeTelegram, runcomfy: FakeRunComfy, bots: Bots
+) -> None:
+    bot = await bots.start(**FAST)  # HTTP_TIMEOUT_SECONDS is 1
+    # Telegram answers each album after 1.5 s, and takes it even when the bot stopped waiting.
+    telegram.delay_next("sendMediaGroup", 1.5, times=3)
+    telegram.send_text("/seq 3 a fox")
+    job = await until_final(telegram, bot)
+    assert job.status == Status.DONE
+    await telegram.wait_for(lambda: len(telegram.calls_to("sendMediaGroup")) == 2)
+    # The first try timed out (and arrived anyway); the second waited 2 s and got the answer. With
+    # the same 1 s each time every try timed out and arrived: four albums of the same images.
+    assert len({m["media_group_id"] for m in media(telegram)}) == 2
+    assert telegram.faults_pending("sendMediaGroup") == 1  # no third try
+
+
 @pytest.mark.parametrize(
     ("status", "description", "said"),
     [
