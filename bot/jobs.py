@@ -167,6 +167,10 @@ class JobRunner:
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.background.stop()
 
+    def working_on(self, job_id: int) -> bool:
+        """Whether the job's task still runs (its final status edit and follow-up may be owed)."""
+        return job_id in self._tasks
+
     def find(self, job_id: int) -> Job | None:
         """The live Job object if the job is active, else the stored row."""
         return self.active.get(job_id) or self.store.get(job_id)

@@ -12,11 +12,13 @@ from tests.fakes.telegram_api import FakeTelegram
 
 
 async def until_final(telegram: FakeTelegram, bot: RunningBot, job_id: int = 1) -> Job:
-    """Wait for the job to reach a final state and return it."""
+    """Wait for the job to reach a final state, and its task to end (the final status edit is
+    made after the state is written), and return it."""
 
     def final() -> Job | None:
         job = bot.store.get(job_id)
-        return job if job is not None and job.final else None
+        done = job is not None and job.final and not bot.runner.working_on(job_id)
+        return job if done else None
 
     job: Job = await telegram.wait_for(final)
     return job
