@@ -11,17 +11,25 @@ from pathlib import Path
 
 import pytest
 
-from bot.store import Status, Store
+from bot.store import Job, Status, Store
 from tests.conftest import Bots
 from tests.fakes.runcomfy_api import FakeRunComfy, JobScript
 from tests.fakes.telegram_api import ADA_ID, FakeTelegram
-from tests.helpers import assert_clean, media, status_history, status_messages, until_final
+from tests.helpers import (
+    answered,
+    assert_clean,
+    media,
+    status_history,
+    status_messages,
+    until_final,
+)
 
-def stored_states(path: Path) -> list[str]:
-    """Every job's state as SQLite has it (read while no bot runs)."""
+
+def _jobs(path: Path) -> list[Job]:
+    """Every job SQLite has (read while no bot runs)."""
     store = Store(path)
     try:
-        return [str(row["status"]) for row in store.db.query("SELECT status FROM jobs ORDER BY id")]
+        return [job for job_id in range(1, 10) if (job := store.get(job_id))]
     finally:
         store.close()
 
@@ -47,7 +55,8 @@ async def test_jobs_waiting_for_a_rate_limit_slot_at_a_stop_are_sent_after_the_r
     await bots.stop(bot)
 
     # RunComfy never saw jobs 2 and 3: they are still new, not "unclear".
-    assert stored_states(bot.settings.database_path) == ["queued", "new", "new"]
+    states = [job.status for job in _jobs(bot.settings.database_path)]
+    assert states == [Status.QUEUED, Status.NEW, Status.NEW]
     restarted = await bots.start(MAX_ACTIVE_JOBS_PER_USER="3")
     jobs = [await until_final(telegram, restarted, job_id) for job_id in (1, 2, 3)]
     assert [j.status for j in jobs] == [Status.DONE] * 3
@@ -56,3 +65,114 @@ async def test_jobs_waiting_for_a_rate_limit_slot_at_a_stop_are_sent_after_the_r
     assert len(media(telegram)) == 6
     assert len(status_messages(telegram)) == 3  # one each, kept across the restart
     assert_clean(telegram, runcomfy)
+
+
+# ---- 2. a stop lets a submit already sent finish ----------------------------------------------
+# (The real process under SIGTERM: tests/test_process.py.)
+
+
+async def test_a_stop_waits_for_a_submit_in_flight_at_most_the_http_timeout(
+    telegram: FakeTelegram, runcomfy: FakeRunComfy, bots: Bots
+) -> None:
+    runcomfy.timeout_delay = 10.0  # RunComfy answers long after the bot's timeout
+    runcomfy.fail_next("submit", "timeout")
+    bot = await bots.start(HTTP_TIMEOUT_SECONDS="1")
+    telegram.send_text("/seq 2 a fox")
+    await runcomfy.wait_for(lambda: runcomfy.in_flight("submit") == 1)
+    started = time.monotonic()
+    await bots.stop(bot)
+    took = time.monotonic() - started
+
+    assert 0.5 < took < 3.0  # the POST's own timeout, not RunComfy's ten seconds
+    (job,) = _jobs(bot.settings.database_path)
+    # The outcome is known to be unknown, and the chat was told so before the bot stopped.
+    assert job.status == Status.FAILED and job.submit_unknown == 1
+    assert "not sent again, to avoid charging twice" in (job.error or "")
+    assert status_history(telegram, job)[-1].startswith("❌ Failed")
+
+
+# ---- 3. a Cancel tapped during the submit, and RunComfy's cancel fails ------------------------
+
+
+async def _cancel_during_the_submit(
+    telegram: FakeTelegram, runcomfy: FakeRunComfy, bots: Bots, **extra: str
+) -> None:
+    """Start a job whose submit RunComfy answers slowly and tap Cancel while it is on its way."""
+    runcomfy.timeout_delay = 0.5
+    runcomfy.fail_next("submit", "timeout")
+    runcomfy.script_next(JobScript(queued_polls=10**6))  # it would wait in RunComfy's queue
+    bot = await bots.start(HTTP_TIMEOUT_SECONDS="5", **extra)
+    telegram.send_text("/seq 2 a fox")
+    await runcomfy.wait_for(lambda: runcomfy.in_flight("submit") == 1)
+    job = bot.store.get(1)
+    assert job is not None and job.status_message_id is not None
+    update = telegram.press_button((ADA_ID, job.status_message_id), "v1:cancel:1")
+    assert (await answered(telegram, update))["text"] == "Cancelling…"
+
+
+async def test_a_cancel_that_fails_after_the_submit_is_tried_again_at_the_next_poll(
+    telegram: FakeTelegram, runcomfy: FakeRunComfy, bots: Bots
+) -> None:
+    # RunComfy's cancel fails every retry once the submit is answered; the next one works.
+    runcomfy.fail_next("cancel", "500", times=4)
+    await _cancel_during_the_submit(
+        telegram, runcomfy, bots, STARS_PACKS="10:75", FREE_IMAGES_PER_DAY="10"
+    )
+    bot = bots.running[-1]
+    job = await until_final(telegram, bot)
+
+    assert job.status == Status.CANCELLED
+    (fake_job,) = runcomfy.jobs.values()
+    assert fake_job.cancelled  # not left running (and billed) at RunComfy
+    assert runcomfy.count("cancel") == 5
+    assert status_history(telegram, job)[-1].startswith("🚫 Cancelled")
+    assert bot.store.reservation(1) == ("returned", 0, 2)
+    assert runcomfy.count("submit") == 1
+
+
+async def test_a_cancel_that_keeps_failing_still_ends_at_the_deadline(
+    telegram: FakeTelegram, runcomfy: FakeRunComfy, bots: Bots
+) -> None:
+    runcomfy.fail_ratio("cancel", "500", 1.0)
+    await _cancel_during_the_submit(telegram, runcomfy, bots, JOB_DEADLINE_SECONDS="1")
+    job = await until_final(telegram, bots.running[-1])
+
+    assert job.status == Status.TIMED_OUT
+    assert runcomfy.count("cancel") > 4  # asked again after the first four tries failed
+    assert status_history(telegram, job)[-1].startswith("⌛ Timed out")
+
+
+# ---- 4. a gateway's 502 or 504 to a submit: RunComfy may have the job -------------------------
+
+
+@pytest.mark.parametrize("fault", ["502", "504"])
+async def test_a_gateway_error_to_a_submit_is_an_unknown_outcome_never_resent(
+    telegram: FakeTelegram, runcomfy: FakeRunComfy, bots: Bots, fault: str
+) -> None:
+    # RunComfy made (and bills) the job; the gateway in front of it lost the answer.
+    runcomfy.fail_next("submit", fault, late=True)
+    bot = await bots.start(STARS_PACKS="10:75", FREE_IMAGES_PER_DAY="10")
+    telegram.send_text("/seq 2 a fox")
+    job = await until_final(telegram, bot)
+
+    assert job.status == Status.FAILED and job.request_id is None
+    assert job.submit_unknown == 1  # counted as spent toward the limits
+    assert "unclear whether the job started" in (job.error or "")
+    assert "not sent again, to avoid charging twice" in (job.error or "")
+    assert status_history(telegram, job)[-1].startswith("❌ Failed")
+    assert bot.store.reservation(1) == ("reserved", 0, 2)  # kept, as after a timeout
+    assert runcomfy.count("submit") == 1 and len(runcomfy.jobs) == 1
+
+
+async def test_other_server_errors_to_a_submit_still_mean_nothing_was_charged(
+    telegram: FakeTelegram, runcomfy: FakeRunComfy, bots: Bots
+) -> None:
+    runcomfy.fail_next("submit", "500")
+    bot = await bots.start(STARS_PACKS="10:75", FREE_IMAGES_PER_DAY="10")
+    telegram.send_text("/seq 2 a fox")
+    job = await until_final(telegram, bot)
+
+    assert job.status == Status.FAILED and job.submit_unknown == 0
+    assert "did not start the job; nothing was charged" in (job.error or "")
+    assert bot.store.reservation(1) == ("returned", 0, 2)
+    assert runcomfy.count("submit") == 1 and runcomfy.jobs == {}
