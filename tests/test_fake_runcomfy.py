@@ -442,13 +442,20 @@ async def test_a_late_gateway_fault_makes_the_job_then_loses_the_answer(
     assert len(fake.jobs) == 1
 
 
-async def test_in_flight_counts_requests_received_but_not_yet_answered(
+async def test_a_held_request_is_in_flight_until_released(
     fake: FakeRunComfy, client: httpx.AsyncClient
 ) -> None:
-    fake.timeout_delay = 0.3
-    fake.fail_next("submit", "timeout")  # a slow answer
+    fake.hold("submit")
     posting = asyncio.ensure_future(client.post(SUBMIT_PATH, json={"text": PROMPT}))
     await fake.wait_for(lambda: fake.in_flight("submit") == 1, timeout=2)
-    assert fake.jobs == {} and fake.in_flight("status") == 0
+    await asyncio.sleep(0.05)
+    assert not posting.done() and fake.jobs == {} and fake.in_flight("status") == 0
+    fake.release("submit")
     assert (await posting).status_code == 200
     assert fake.in_flight("submit") == 0 and len(fake.jobs) == 1
+    await submit(client)  # released for good
+    fake.hold("submit")  # a fake that stops lets held requests go on, as a slow server would
+    posting = asyncio.ensure_future(client.post(SUBMIT_PATH, json={"text": PROMPT}))
+    await fake.wait_for(lambda: fake.in_flight("submit") == 1, timeout=2)
+    await fake.stop()
+    assert (await posting).status_code == 200

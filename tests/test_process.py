@@ -290,15 +290,18 @@ async def test_sigterm_during_start_up_stops_cleanly_and_the_job_resumes_later(
 async def test_sigterm_during_a_submit_lets_it_finish_and_the_job_is_delivered_after_restart(
     telegram: FakeTelegram, runcomfy: FakeRunComfy, process_env: dict[str, str], tmp_path: Path
 ) -> None:
-    # RunComfy takes two seconds to answer the POST (within HTTP_TIMEOUT_SECONDS, 5): it has the
-    # job, and bills it, whatever the bot does meanwhile.
-    runcomfy.timeout_delay = 2.0
-    runcomfy.fail_next("submit", "timeout")
+    # RunComfy answers the POST only once the bot is stopping (within HTTP_TIMEOUT_SECONDS, 5):
+    # it has the job, and bills it, whatever the bot does meanwhile.
+    runcomfy.hold("submit")
     runcomfy.script_next(JobScript(queued_polls=3))
     bot = await BotProcess(process_env, tmp_path / "bot.log").start(telegram)
     telegram.send_text("/seq 2 a fox")
     await runcomfy.wait_for(lambda: runcomfy.in_flight("submit") == 1)
     bot.terminate()
+    await runcomfy.wait_for(
+        lambda: "waiting for RunComfy to answer 1 submit" in bot.output() or bot.exited()
+    )
+    runcomfy.release("submit")
     assert await bot.wait() == 0
     assert "Traceback" not in bot.output()
 

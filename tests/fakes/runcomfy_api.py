@@ -7,6 +7,7 @@ Usage in tests::
         fake.fail_next("status", "503")
         fake.fail_next("submit", "504", late=True)  # the job is made, then a gateway's 504
         fake.timeout_delay = 2.0; fake.fail_next("submit", "timeout")  # a slow answer
+        fake.hold("submit"); ...; fake.release("submit")  # answered only when released
         await fake.wait_for(lambda: fake.in_flight("submit"))  # a request it is answering now
         client = httpx.AsyncClient(base_url=fake.base_url)  # the bot under test
         ...
@@ -340,6 +341,7 @@ class FakeRunComfy:
         self._stopping: asyncio.Event | None = None
         self._inflight: set[asyncio.Task[Any]] = set()
         self._answering: dict[str, int] = {}  # endpoint -> requests received, not yet answered
+        self._held: dict[str, asyncio.Event] = {}  # endpoint -> set when its requests may go on
 
     # ----------------------------------------------------------------- lifecycle
     @property
@@ -437,6 +439,16 @@ class FakeRunComfy:
         else:
             raise ValueError(f"unknown profile {name!r}")
         self._profile = name
+
+    def hold(self, endpoint: str) -> None:
+        """Requests to ``endpoint`` wait, received but unanswered, until ``release`` (or stop);
+        then they are handled as usual (a submit makes its job only then)."""
+        self._check_fault(endpoint, "timeout")
+        self._held.setdefault(endpoint, asyncio.Event()).clear()
+
+    def release(self, endpoint: str) -> None:
+        """Let the held requests to ``endpoint`` (and later ones) go on."""
+        self._held.pop(endpoint, asyncio.Event()).set()
 
     def _check_fault(self, endpoint: str, fault: str) -> None:
         if endpoint not in ENDPOINTS or fault not in FAULTS:
@@ -562,6 +574,15 @@ class FakeRunComfy:
             call.fault = "disconnect"
             return self._disconnect(request)
         request[_COUNTED] = True
+        held = self._held.get(endpoint)
+        if held is not None:
+            assert self._stopping is not None
+            waits = [asyncio.ensure_future(e.wait()) for e in (held, self._stopping)]
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for wait in waits:
+                    wait.cancel()
         taken = self._take_fault(endpoint) if endpoint in ENDPOINTS else None
         late: _FaultRule | None = None
         if taken is not None:
