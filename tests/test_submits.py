@@ -125,7 +125,9 @@ async def test_a_cancel_that_fails_after_the_submit_is_tried_again_at_the_next_p
     (fake_job,) = runcomfy.jobs.values()
     assert fake_job.cancelled  # not left running (and billed) at RunComfy
     assert runcomfy.count("cancel") == 5
-    assert status_history(telegram, job)[-1].startswith("🚫 Cancelled")
+    shown = status_history(telegram, job)
+    assert shown[-1].startswith("🚫 Cancelled")
+    assert any(text.startswith("⏳ Cancelling…") for text in shown)  # not "Queued" meanwhile
     assert bot.store.reservation(1) == ("returned", 0, 2)
     assert runcomfy.count("submit") == 1
 
