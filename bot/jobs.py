@@ -78,6 +78,8 @@ class JobRunner:
         # The same Job object is shared by a job's task and the Cancel button.
         self.active: dict[int, Job] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        # Jobs waiting for their RunComfy rate-limit slot to be sent: a Cancel ends them at once.
+        self._waiting_turn: set[int] = set()
         # Jobs whose submit POST is on its way: a stop lets these finish (see ``stop``).
         self._posting: set[int] = set()
         self._stopping = False
@@ -222,6 +224,7 @@ class JobRunner:
         payload = schema.build_payload(
             text=job.text, count=job.count, size=job.size, mode=job.mode, seed=job.seed
         )
+        self._waiting_turn.add(job.id)
         try:
             submission = await self.client.submit(payload, sending=lambda: self._sending(job))
         except SubmitUnknownError as exc:
@@ -231,6 +234,7 @@ class JobRunner:
             await self._finish(job, Status.FAILED, error=error, submit_unknown=1)
             return
         finally:
+            self._waiting_turn.discard(job.id)
             self._posting.discard(job.id)
         if submission is None:  # cancelled while it waited for its turn: never sent
             await self._finish(job, Status.CANCELLED)
@@ -266,6 +270,7 @@ class JobRunner:
 
         Only from here on can RunComfy have it, so only from here on is a stop's outcome unclear.
         """
+        self._waiting_turn.discard(job.id)
         if job.cancel_requested:
             return False
         # On disk before the POST: a crash from here on is never resubmitted.
@@ -442,8 +447,16 @@ class JobRunner:
         if job.status not in CANCELLABLE:
             return CancelOutcome.TOO_LATE
         if job.request_id is None:
-            # Not submitted yet: the job's task cancels it as soon as it can.
             self.store.update(job, cancel_requested=1)
+            task = self._tasks.get(job.id)
+            if task is not None and job.id in self._waiting_turn:
+                # Still waiting for its turn to be sent: RunComfy never saw it, so it ends now.
+                task.cancel()
+                await asyncio.wait((task,))
+                await self._finish(job, Status.CANCELLED)
+                self.status.forget(job)
+                return CancelOutcome.CANCELLED
+            # Being sent: the job's task cancels it as soon as it can.
             await self.status.show(job)
             if job.status == Status.NEW and job.id not in self._tasks:
                 await self._finish(job, Status.CANCELLED)

@@ -178,3 +178,23 @@ async def test_other_server_errors_to_a_submit_still_mean_nothing_was_charged(
     assert "did not start the job; nothing was charged" in (job.error or "")
     assert bot.store.reservation(1) == ("returned", 0, 2)
     assert runcomfy.count("submit") == 1 and runcomfy.jobs == {}
+
+
+async def test_a_cancel_while_waiting_for_a_rate_limit_slot_ends_the_job_at_once(
+    telegram: FakeTelegram, runcomfy: FakeRunComfy, bots: Bots
+) -> None:
+    bot = await bots.start(RUNCOMFY_MAX_REQUESTS_PER_SECOND="0.1", POLL_INTERVAL_SECONDS="30")
+    telegram.send_text("/seq 2 a fox")
+    telegram.send_text("/seq 2 a cat")
+    await telegram.wait_for(lambda: bot.runner.client.waiting == 1)  # job 2, for ten seconds
+    job = bot.store.get(2)
+    assert job is not None and job.status == Status.NEW and job.status_message_id is not None
+    update = telegram.press_button((ADA_ID, job.status_message_id), "v1:cancel:2")
+    assert (await answered(telegram, update))["text"] == "Cancelled."
+
+    job = await until_final(telegram, bot, 2)
+    assert job.status == Status.CANCELLED
+    assert status_history(telegram, job)[-1].startswith("🚫 Cancelled")
+    assert bot.runner.client.waiting == 0  # its place in the line was given up
+    assert runcomfy.count("submit") == 1  # job 1's only
+    assert 2 not in bot.runner.active
