@@ -6,6 +6,7 @@ is sent after a restart, delivered, or cancelled at RunComfy.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
 
@@ -65,6 +66,32 @@ async def test_jobs_waiting_for_a_rate_limit_slot_at_a_stop_are_sent_after_the_r
     assert len(media(telegram)) == 6
     assert len(status_messages(telegram)) == 3  # one each, kept across the restart
     assert_clean(telegram, runcomfy)
+
+
+async def test_a_stop_while_the_submitting_state_waits_for_a_locked_database_leaves_it_new(
+    telegram: FakeTelegram, runcomfy: FakeRunComfy, bots: Bots
+) -> None:
+    telegram.delay_next("sendMessage", 0.6)  # the status message: time to take the lock
+    bot = await bots.start()
+    telegram.send_text("/seq 2 a fox")
+    await telegram.wait_for(lambda: bot.store.get(1))
+    # Another process holds the write lock: "submitting" waits in memory, and the POST for it.
+    other = sqlite3.connect(bot.settings.database_path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        await telegram.wait_for(lambda: bot.store.pending.get(1, {}).get("status") == "submitting")
+        await bot.runner.stop()  # what stopping the bot does first (again, harmlessly, below)
+    finally:
+        other.rollback()
+        other.close()
+    await bots.stop(bot)  # the waiting changes are written as the store closes
+    assert runcomfy.count("submit") == 0
+    assert [job.status for job in _jobs(bot.settings.database_path)] == [Status.NEW]
+
+    restarted = await bots.start()
+    job = await until_final(telegram, restarted)
+    assert job.status == Status.DONE and job.submit_unknown == 0
+    assert runcomfy.count("submit") == 1
 
 
 # ---- 2. a stop lets a submit already sent finish ----------------------------------------------
