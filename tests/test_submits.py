@@ -35,6 +35,13 @@ def _jobs(path: Path) -> list[Job]:
         store.close()
 
 
+async def finally_shows(telegram: FakeTelegram, job: Job, start: str) -> list[str]:
+    """Wait until the job's status message shows a text that starts with ``start`` (the edit
+    follows the state on disk); returns every text it showed."""
+    await telegram.wait_for(lambda: status_history(telegram, job)[-1].startswith(start))
+    return status_history(telegram, job)
+
+
 # ---- 1. waiting for a RunComfy rate-limit slot is not "being sent" ----------------------------
 
 
@@ -152,8 +159,7 @@ async def test_a_cancel_that_fails_after_the_submit_is_tried_again_at_the_next_p
     (fake_job,) = runcomfy.jobs.values()
     assert fake_job.cancelled  # not left running (and billed) at RunComfy
     assert runcomfy.count("cancel") == 5
-    shown = status_history(telegram, job)
-    assert shown[-1].startswith("🚫 Cancelled")
+    shown = await finally_shows(telegram, job, "🚫 Cancelled")
     assert any(text.startswith("⏳ Cancelling…") for text in shown)  # not "Queued" meanwhile
     assert bot.store.reservation(1) == ("returned", 0, 2)
     assert runcomfy.count("submit") == 1
@@ -168,7 +174,7 @@ async def test_a_cancel_that_keeps_failing_still_ends_at_the_deadline(
 
     assert job.status == Status.TIMED_OUT
     assert runcomfy.count("cancel") > 4  # asked again after the first four tries failed
-    assert status_history(telegram, job)[-1].startswith("⌛ Timed out")
+    await finally_shows(telegram, job, "⌛ Timed out")
 
 
 # ---- 4. a gateway's 502 or 504 to a submit: RunComfy may have the job -------------------------
@@ -188,7 +194,7 @@ async def test_a_gateway_error_to_a_submit_is_an_unknown_outcome_never_resent(
     assert job.submit_unknown == 1  # counted as spent toward the limits
     assert "unclear whether the job started" in (job.error or "")
     assert "not sent again, to avoid charging twice" in (job.error or "")
-    assert status_history(telegram, job)[-1].startswith("❌ Failed")
+    await finally_shows(telegram, job, "❌ Failed")
     assert bot.store.reservation(1) == ("reserved", 0, 2)  # kept, as after a timeout
     assert runcomfy.count("submit") == 1 and len(runcomfy.jobs) == 1
 
