@@ -30,7 +30,8 @@ def _jobs(path: Path) -> list[Job]:
     """Every job SQLite has (read while no bot runs)."""
     store = Store(path)
     try:
-        return [job for job_id in range(1, 10) if (job := store.get(job_id))]
+        ids = [row["id"] for row in store.db.query("SELECT id FROM jobs ORDER BY id")]
+        return [job for job_id in ids if (job := store.get(job_id))]
     finally:
         store.close()
 
@@ -78,8 +79,8 @@ async def test_jobs_waiting_for_a_rate_limit_slot_at_a_stop_are_sent_after_the_r
 async def test_a_stop_while_the_submitting_state_waits_for_a_locked_database_leaves_it_new(
     telegram: FakeTelegram, runcomfy: FakeRunComfy, bots: Bots
 ) -> None:
-    telegram.delay_next("sendMessage", 0.6)  # the status message: time to take the lock
-    bot = await bots.start()
+    telegram.delay_next("sendMessage", 1.5)  # the status message: time to take the lock
+    bot = await bots.start(HTTP_TIMEOUT_SECONDS="3")
     telegram.send_text("/seq 2 a fox")
     await telegram.wait_for(lambda: bot.store.get(1))
     # Another process holds the write lock: "submitting" waits in memory, and the POST for it.
