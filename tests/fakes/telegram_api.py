@@ -89,7 +89,7 @@ class Call:
 
 @dataclass
 class _Fault:
-    kind: str  # "error" | "server" | "delay" | "album"
+    kind: str  # "error" | "server" | "delay" | "album" | "raw"
     method: str
     times: int = 1
     status: int = 400
@@ -99,6 +99,7 @@ class _Fault:
     seconds: float = 0.0
     delivered_before: int = 0
     skip: int = 0  # matching calls to let through before the fault applies
+    body: str = ""  # "raw": the exact answer body
 
 
 @dataclass
@@ -300,6 +301,15 @@ class FakeTelegram:
     def fail_server_next(self, method: str, times: int = 1, status: int = 502) -> None:
         self._faults.append(_Fault("server", self._canonical(method), times, status))
 
+    def answer_next(self, method: str, body: str | JsonDict, *, status: int = 200,
+                    times: int = 1) -> None:  # fmt: skip
+        """Answer the next ``times`` calls of ``method`` with exactly this body (a dict: as JSON),
+        without acting on them: a proxy's page, a malformed answer."""
+        text = body if isinstance(body, str) else json.dumps(body)
+        fault = _Fault("raw", self._canonical(method), times, status)
+        fault.body = text
+        self._faults.append(fault)
+
     def delay_next(self, method: str, seconds: float, times: int = 1) -> None:
         """Sleep before handling (the call still takes effect, like a slow real server)."""
         self._faults.append(_Fault("delay", self._canonical(method), times, seconds=seconds))
@@ -497,6 +507,10 @@ class FakeTelegram:
                 return web.Response(status=fault.status, text=html, content_type="text/html")
             elif fault and fault.kind == "error":
                 raise ApiError(fault.status, fault.description)
+            elif fault and fault.kind == "raw":
+                self._record(Call(method, params, files, fault.status, {"raw": fault.body}))
+                kind = "application/json" if fault.body.startswith(("{", "[")) else "text/html"
+                return web.Response(status=fault.status, text=fault.body, content_type=kind)
             self._check_blocked(method, params)
             handler = getattr(self, f"_m_{method}", None)
             result = await handler(_Req(params, files, uploads, fault)) if handler else True
