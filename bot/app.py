@@ -27,22 +27,14 @@ from telegram.ext import (
 
 from bot import callbacks, handlers, metrics, payments, render
 from bot import payment_handlers as pay
-from bot.botapi import AnsweredError, CheckedRequest, check_result
+from bot.botapi import CheckedRequest, check_result, status_of
 from bot.config import Settings
 from bot.context import BotContext, Services
 from bot.downloads import Downloader
 from bot.jobs import JobRunner
 from bot.permissions import Permissions
 from bot.runcomfy import RunComfyClient
-from bot.startup import (
-    REJECTED_MESSAGE,
-    Call,
-    FatalStartupError,
-    TokenRejectedError,
-    in_background,
-    patiently,
-    startup_backoff,
-)
+from bot.startup import Call, FatalStartupError, in_background, patiently
 from bot.status import PriorityRateLimiter
 from bot.store import Store
 from bot.texts import languages, tr
@@ -90,7 +82,8 @@ class TolerantBot(ExtBot[int]):
 
     One malformed update would otherwise fail every getUpdates call from then on (the batch is
     parsed as a whole and the offset never moves). It is replaced by an empty update with the same
-    id, so it is confirmed and skipped.
+    id, so it is confirmed and skipped. A getMe that is not a bot raises UnreadableAnswer
+    (``botapi.check_result``) instead of a TypeError from deep inside python-telegram-bot.
     """
 
     async def _post(self, endpoint: str, data: dict[str, Any] | None = None, **kwargs: Any) -> Any:
@@ -122,11 +115,12 @@ class CountedRequest(CheckedRequest):
         """Send as usual; count the outcome (of the URL, only the method's name is kept)."""
         try:
             code, payload = await super().do_request(url, *args, **kwargs)
-        except AnsweredError as exc:  # an answer, with an HTTP error
-            metrics.telegram_request(url, metrics.telegram_answer(exc.status))
-            raise
-        except TelegramError as exc:  # no answer: a timeout, a network error
-            metrics.telegram_request(url, metrics.telegram_failure(exc))
+        except TelegramError as exc:  # an HTTP error; or no answer: a timeout, a network error
+            status = status_of(exc)
+            outcome = (
+                metrics.telegram_failure(exc) if status is None else metrics.telegram_answer(status)
+            )
+            metrics.telegram_request(url, outcome)
             raise
         metrics.telegram_request(url, metrics.telegram_answer(code))
         return code, payload
@@ -226,10 +220,6 @@ def _add_payment_handlers(app: Application) -> None:  # type: ignore[type-arg]
     # Answered in the handler itself, at once: Telegram waits 10 seconds at most.
     app.add_handler(PreCheckoutQueryHandler(pay.pre_checkout))
     app.add_handler(MessageHandler(filters.SUCCESSFUL_PAYMENT, pay.successful_payment))
-
-
-# Re-exported: where start-up's calls to Telegram used to live.
-__all__ = ["REJECTED_MESSAGE", "TokenRejectedError", "patiently", "startup_backoff"]
 
 
 def run(settings: Settings) -> int:

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bot.app import REJECTED_MESSAGE
+from bot.startup import REJECTED_MESSAGE
 from bot.texts import languages
 from tests.conftest import RC_TOKEN, TG_TOKEN, Bots
 from tests.fakes.runcomfy_api import FakeRunComfy
@@ -283,9 +283,11 @@ async def test_a_command_menu_telegram_refuses_is_logged_once_and_not_retried(
 async def test_a_slow_command_menu_neither_delays_start_up_nor_stop(
     telegram: FakeTelegram, runcomfy: FakeRunComfy, tmp_path: Path
 ) -> None:
-    telegram.delay_next("setMyCommands", 10.0)
+    telegram.delay_next("setMyCommands", 60.0)  # ends when the fake stops
     env = start_env(tmp_path, telegram.base_url, runcomfy.base_url)
+    started = time.monotonic()
     bot = await BotProcess(env, tmp_path / "bot.log").start(telegram)
+    assert time.monotonic() - started < 15  # a process start, not the menu's minute
     assert telegram.faults_pending("setMyCommands") == 0  # the call is under way, held
     telegram.send_text("/help")
     await telegram.wait_for(lambda: telegram.calls_to("sendMessage", ok_only=True))
