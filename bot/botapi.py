@@ -39,7 +39,7 @@ class AnsweredError(NetworkError):
     """
 
     def __init__(self, status: int, description: str) -> None:
-        super().__init__(f"{description} (HTTP {status})")
+        super().__init__(f"{description} ({status})")  # as python-telegram-bot says a 502 page
         self.status = status
         self.description = description
 

@@ -66,7 +66,7 @@ async def test_each_answer_is_told_apart_and_described(
     says: str,
     retry: bool,
 ) -> None:
-    telegram.answer_next("setMyCommands", answer, status=status)
+    telegram.answer_raw_next("setMyCommands", answer, status=status)
     exc = await failure(checked.set_my_commands([("help", "How to use the bot")]))
 
     assert isinstance(exc, kind)
@@ -88,7 +88,7 @@ async def test_each_answer_is_told_apart_and_described(
 async def test_a_get_me_that_is_not_a_bot_is_unreadable_not_a_crash(
     telegram: FakeTelegram, result: Any
 ) -> None:
-    telegram.answer_next("getMe", {"ok": True, "result": result})
+    telegram.answer_raw_next("getMe", {"ok": True, "result": result})
     bot = CheckedBot(TG_TOKEN, base_url=telegram.base_url, request=CheckedRequest())
     exc = await failure(bot.initialize())
 

@@ -88,7 +88,7 @@ async def test_doctor_names_the_call_that_failed_and_how(
     says: str,
 ) -> None:
     status = answer.get("error_code", 200) if isinstance(answer, dict) else 200
-    telegram.answer_next(method, answer, status=status)
+    telegram.answer_raw_next(method, answer, status=status)
     code, lines = await doctor(env, tmp_path)
 
     assert code == 1

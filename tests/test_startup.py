@@ -331,7 +331,7 @@ async def test_the_menu_is_set_once_telegram_takes_it_and_stop_leaves_no_task(
 async def test_a_get_me_that_is_not_the_bot_api_is_one_line_and_exit_2(
     telegram: FakeTelegram, runcomfy: FakeRunComfy, tmp_path: Path, body: object, why: str
 ) -> None:
-    telegram.answer_next("getMe", body)  # type: ignore[arg-type]
+    telegram.answer_raw_next("getMe", body)  # type: ignore[arg-type]
     env = start_env(tmp_path, telegram.base_url, runcomfy.base_url)
     bot = await BotProcess({**env, "LOG_LEVEL": "INFO"}, tmp_path / "bot.log").spawn()
 
