@@ -58,6 +58,13 @@ def assert_clean(telegram: FakeTelegram, runcomfy: FakeRunComfy) -> None:
     assert [e for e in runcomfy.errors if not e.startswith("warning")] == []
 
 
+async def menu_set(bot: RunningBot) -> None:
+    """Wait until the command menu (set in the background at start-up) was taken in full."""
+    menu = bot.services.menu
+    assert menu is not None, "the bot has not started"
+    assert await menu, "Telegram did not take the command menu"
+
+
 async def answered(telegram: FakeTelegram, update: dict[str, Any]) -> dict[str, Any]:
     """Wait for the answer to a callback query update and return it."""
     query_id = update["callback_query"]["id"]

@@ -25,7 +25,7 @@ from bot.store import Invoice, NotEnoughCredits, Reserve, Store
 from tests.conftest import Bots, RunningBot
 from tests.fakes.runcomfy_api import FakeRunComfy, JobScript
 from tests.fakes.telegram_api import ADA_ID, FakeTelegram
-from tests.helpers import assert_clean, help_sent, reply_to, until_final
+from tests.helpers import assert_clean, help_sent, menu_set, reply_to, until_final
 from tests.test_process import BotProcess, process_env  # noqa: F401 - a fixture
 
 PACKS = "10:75,50:300"
@@ -109,6 +109,7 @@ async def test_buy_pay_and_the_credits_are_there(
     telegram: FakeTelegram, runcomfy: FakeRunComfy, bots: Bots
 ) -> None:
     bot = await bots.start(STARS_PACKS=PACKS)
+    await menu_set(bot)
     names = [c["command"] for c in telegram.commands]
     assert names[-4:] == ["buy", "balance", "paysupport", "terms"]
     polls = await telegram.wait_for(lambda: telegram.calls_to("getUpdates"))

@@ -243,7 +243,7 @@ async def test_debug_logs_name_each_state_and_never_a_token(
     assert runcomfy.base_url in output
 
 
-@pytest.mark.parametrize("method", ["getMe", "setMyCommands", "deleteWebhook"])
+@pytest.mark.parametrize("method", ["getMe", "deleteWebhook"])
 async def test_sigterm_during_start_up_stops_cleanly_and_the_job_resumes_later(
     telegram: FakeTelegram,
     runcomfy: FakeRunComfy,
@@ -251,7 +251,8 @@ async def test_sigterm_during_start_up_stops_cleanly_and_the_job_resumes_later(
     tmp_path: Path,
     method: str,
 ) -> None:
-    # getMe: initialize; setMyCommands: post_init; deleteWebhook: the job is already resumed.
+    # getMe: initialize; deleteWebhook: the job is already resumed. (The command menu does not
+    # hold start-up: test_startup.)
     runcomfy.script_next(JobScript(queued_polls=10**6))  # held in RunComfy's queue for now
     first = await BotProcess(process_env, tmp_path / "bot.log").start(telegram)
     telegram.send_text("/seq 2 a fox")

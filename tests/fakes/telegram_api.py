@@ -89,7 +89,7 @@ class Call:
 
 @dataclass
 class _Fault:
-    kind: str  # "error" | "server" | "delay" | "lost" | "album" | "drop" | "answer"
+    kind: str  # "error" | "server" | "delay" | "lost" | "album" | "drop" | "answer" | "raw"
     method: str
     times: int = 1
     status: int = 400
@@ -100,6 +100,7 @@ class _Fault:
     delivered_before: int = 0
     skip: int = 0  # matching calls to let through before the fault applies
     result: Any = None  # "answer": what an "ok" answer carries instead of the method's result
+    body: str = ""  # "raw": the exact answer body
 
 
 @dataclass
@@ -322,6 +323,15 @@ class FakeTelegram:
         """Forget every fault not met yet: Telegram is back."""
         self._faults.clear()
 
+    def answer_raw_next(self, method: str, body: str | JsonDict, *, status: int = 200,
+                        times: int = 1) -> None:  # fmt: skip
+        """Answer the next ``times`` calls of ``method`` with exactly this body (a dict: as JSON),
+        without acting on them: a proxy's page, a malformed answer."""
+        text = body if isinstance(body, str) else json.dumps(body)
+        fault = _Fault("raw", self._canonical(method), times, status)
+        fault.body = text
+        self._faults.append(fault)
+
     def delay_next(self, method: str, seconds: float, times: int = 1) -> None:
         """Sleep before handling (the call still takes effect, like a slow real server)."""
         self._faults.append(_Fault("delay", self._canonical(method), times, seconds=seconds))
@@ -524,6 +534,10 @@ class FakeTelegram:
                 return web.Response(status=fault.status, text=html, content_type="text/html")
             elif fault and fault.kind == "error":
                 raise ApiError(fault.status, fault.description)
+            elif fault and fault.kind == "raw":
+                self._record(Call(method, params, files, fault.status, {"raw": fault.body}))
+                kind = "application/json" if fault.body.startswith(("{", "[")) else "text/html"
+                return web.Response(status=fault.status, text=fault.body, content_type=kind)
             elif fault and fault.kind == "drop":
                 self._record(Call(method, params, files, 0, {}))
                 if request.transport is not None:
