@@ -46,6 +46,9 @@ class Settings:
     download_timeout: float = 120.0  # one result image, every attempt and byte together
     telegram_retry_delay: float = 1.0  # first wait after a network error sending to Telegram
     telegram_busy_at: int = 15  # progress edits are skipped while this many messages wait
+    # A private chat's own pace (Telegram asks for about one message a second per chat).
+    private_chat_interval: float = 1.0  # seconds between messages once the burst is spent
+    private_chat_burst: int = 3  # messages a quiet private chat may get at once
     metrics_port: int | None = None  # set: Prometheus metrics served there; unset: none
     metrics_listen: str = "127.0.0.1"
     # Telegram Stars: (images, stars) per pack; empty: payments off (nothing changes for users).
@@ -188,6 +191,10 @@ class Settings:
             download_timeout=_positive(get, "DOWNLOAD_TIMEOUT_SECONDS", cls.download_timeout),
             telegram_retry_delay=_positive(get, "TELEGRAM_RETRY_SECONDS", cls.telegram_retry_delay),
             telegram_busy_at=_count(get, "TELEGRAM_BUSY_AT", cls.telegram_busy_at, minimum=0),
+            private_chat_interval=_positive(
+                get, "PRIVATE_CHAT_MESSAGE_INTERVAL_SECONDS", cls.private_chat_interval
+            ),
+            private_chat_burst=_count(get, "PRIVATE_CHAT_BURST", cls.private_chat_burst, minimum=1),
             metrics_port=metrics_port,
             metrics_listen=metrics_listen,
             stars_packs=_packs(get("STARS_PACKS")),
