@@ -175,7 +175,7 @@ class PriorityRateLimiter(BaseRateLimiter[int]):
     own bucket (messages and edits only), then one of the overall bucket (anything about a chat,
     as python-telegram-bot does). A ``RetryAfter`` holds the chat it came from (the whole bot if
     it has none) and the request is tried again, at most ``max_retries`` times. Answers skip all
-    of it. An edit waits for messages at most ``edit_max_wait`` seconds in each bucket, or under
+    of it, and their own 429 holds nobody else (only the answer is tried again, while of use). An edit waits for messages at most ``edit_max_wait`` seconds in each bucket, or under
     a long backlog no job would ever show its final state.
     """
 
@@ -261,8 +261,9 @@ class PriorityRateLimiter(BaseRateLimiter[int]):
             try:
                 return await callback(*args, **kwargs)
             except RetryAfter as exc:
+                # Held alone: one user's taps must not stop every chat's messages.
                 wait = flood_wait(exc) or 0.0
-                self._hold(None, wait, "an answer")
+                log.info("Telegram flood control: an answer waits %.0f s", wait)
                 if attempt == tries or loop.time() + wait > deadline:
                     raise  # too late to be of use: the user's client has given up
                 await asyncio.sleep(wait + _MARGIN)
