@@ -190,6 +190,26 @@ async def test_an_album_cut_short_by_a_flood_holds_its_chat_only() -> None:
     await limiter.shutdown()
 
 
+async def test_an_answers_own_429_holds_no_chat_and_is_not_retried_once_useless() -> None:
+    limiter = PriorityRateLimiter(max_retries=3)
+    sent: dict[str, float] = {}
+    send = _sender(limiter, sent)
+    answer = asyncio.create_task(send("answer", "answerCallbackQuery", None, RetryAfter(1)))
+    await asyncio.sleep(0.05)
+    await send("message", "sendMessage", ADA_ID)
+    assert sent["message"] < 0.2  # one user's taps stop nobody's messages
+    await answer
+    assert sent["answer"] >= 1.0  # tried again after its wait, still in time
+    try:
+        await send("late", "answerPreCheckoutQuery", None, RetryAfter(20))
+    except RetryAfter:
+        pass  # after 20 s Telegram has dropped the checkout: no use trying again
+    else:
+        raise AssertionError("a retry after the checkout expired must not be sent")
+    assert "late" not in sent
+    await limiter.shutdown()
+
+
 async def test_answers_take_no_slot_even_when_every_slot_is_taken() -> None:
     limiter = PriorityRateLimiter(overall_max_rate=1, overall_time_period=1, private_burst=0)
     sent: dict[str, float] = {}
