@@ -175,8 +175,9 @@ class PriorityRateLimiter(BaseRateLimiter[int]):
     own bucket (messages and edits only), then one of the overall bucket (anything about a chat,
     as python-telegram-bot does). A ``RetryAfter`` holds the chat it came from (the whole bot if
     it has none) and the request is tried again, at most ``max_retries`` times. Answers skip all
-    of it, and their own 429 holds nobody else (only the answer is tried again, while of use). An edit waits for messages at most ``edit_max_wait`` seconds in each bucket, or under
-    a long backlog no job would ever show its final state.
+    of it, and their own 429 holds nobody else (only the answer is tried again, while of use).
+    An edit waits for messages at most ``edit_max_wait`` seconds in each bucket, or under a long
+    backlog no job would ever show its final state.
     """
 
     def __init__(
