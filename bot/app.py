@@ -31,11 +31,11 @@ from bot.botapi import CheckedRequest, check_result, status_of
 from bot.config import Settings
 from bot.context import BotContext, Services
 from bot.downloads import Downloader
+from bot.flood import PriorityRateLimiter
 from bot.jobs import JobRunner
 from bot.permissions import Permissions
 from bot.runcomfy import RunComfyClient
 from bot.startup import Call, FatalStartupError, in_background, patiently
-from bot.status import PriorityRateLimiter
 from bot.store import Store
 from bot.texts import languages, tr
 from bot.webhook import WebhookServer
@@ -158,7 +158,11 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
             media_write_timeout=max(timeout, 120.0),
         ),
         get_updates_request=CountedRequest(connect_timeout=min(timeout, 10.0)),
-        rate_limiter=PriorityRateLimiter(max_retries=3),
+        rate_limiter=PriorityRateLimiter(
+            max_retries=3,
+            private_burst=settings.private_chat_burst,
+            private_per_second=1.0 / settings.private_chat_interval,
+        ),
     )
     app = (
         ApplicationBuilder()

@@ -49,6 +49,9 @@ class Settings:
     telegram_retry_max: float = 60.0  # the longest wait between two tries (the waits double)
     delivery_deadline: float = 3 * 3600.0  # a job's images wait out Telegram trouble this long
     telegram_busy_at: int = 15  # progress edits are skipped while this many messages wait
+    # A private chat's own pace (Telegram asks for about one message a second per chat).
+    private_chat_interval: float = 1.0  # seconds between messages once the burst is spent
+    private_chat_burst: int = 3  # messages a quiet private chat may get at once
     metrics_port: int | None = None  # set: Prometheus metrics served there; unset: none
     metrics_listen: str = "127.0.0.1"
     # Telegram Stars: (images, stars) per pack; empty: payments off (nothing changes for users).
@@ -199,6 +202,10 @@ class Settings:
             telegram_retry_max=_positive(get, "TELEGRAM_RETRY_MAX_SECONDS", cls.telegram_retry_max),
             delivery_deadline=_positive(get, "DELIVERY_DEADLINE_SECONDS", cls.delivery_deadline),
             telegram_busy_at=_count(get, "TELEGRAM_BUSY_AT", cls.telegram_busy_at, minimum=0),
+            private_chat_interval=_positive(
+                get, "PRIVATE_CHAT_MESSAGE_INTERVAL_SECONDS", cls.private_chat_interval
+            ),
+            private_chat_burst=_count(get, "PRIVATE_CHAT_BURST", cls.private_chat_burst, minimum=1),
             metrics_port=metrics_port,
             metrics_listen=metrics_listen,
             stars_packs=_packs(get("STARS_PACKS")),

@@ -56,6 +56,11 @@ class RankedBucket:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._pump
 
+    def idle(self, now: float) -> bool:
+        """Whether the bucket is as good as new at ``now``: nobody waits, every slot refilled."""
+        self._leak(now)
+        return not self._queue and self._level == 0.0
+
     def _left(self, _: asyncio.Future[None]) -> None:
         self.waiting -= 1
 

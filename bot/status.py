@@ -10,108 +10,25 @@ skipped while many messages wait).
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from telegram import Bot, InlineKeyboardMarkup
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
-from telegram.ext import AIORateLimiter
 
 from bot import metrics, render, schedule
+from bot.flood import PriorityRateLimiter
 from bot.models import CANCELLABLE, Job, Status
 from bot.sending import Background, error_text, reply, with_retries
-from bot.slots import RankedBucket
 from bot.store import Store
 
 log = logging.getLogger(__name__)
 
 # Groups allow about 20 messages a minute: within one phase, a status edit waits this long.
 GROUP_EDIT_INTERVAL = 10.0
-# An edit waits at most this long for the messages that asked after it (progress edits are mostly
-# skipped under load anyway, see StatusBoard._worth_it; what still waits is mostly final states).
-# Long enough that under a backlog the images go first (1,000 jobs at once: the median first
-# image at 46 s with 5 s, at 33 s with 30 s), short enough that a job's "Done" follows its images within half a
-# minute and its task, with its memory, ends (10,000 queued jobs).
-EDIT_MAX_WAIT = 30.0
 
-
-_EDIT = contextvars.ContextVar("seqbot_edit", default=False)  # is this request a status edit?
-
-
-class _EditsLater:
-    """What python-telegram-bot's limiter enters for its overall budget: a slot of ``bucket``,
-    an edit ranked ``edit_delay`` seconds behind the messages."""
-
-    def __init__(self, bucket: RankedBucket, edit_delay: float) -> None:
-        self.bucket = bucket
-        self.edit_delay = edit_delay
-
-    async def __aenter__(self) -> None:
-        await self.bucket.acquire(self.edit_delay if _EDIT.get() else 0.0)
-
-    async def __aexit__(self, *_: object) -> None:
-        return None
-
-
-class PriorityRateLimiter(AIORateLimiter):
-    """python-telegram-bot's flood control, with edits yielding to new messages.
-
-    Telegram takes about 30 messages a second in all. When replies and images wait for a slot,
-    they get it before status edits, so images are not held up behind them; but an edit waits
-    for messages at most ``edit_max_wait`` seconds, or under a long backlog no job would ever show
-    its final state (and each job's task, with its memory, would wait for the whole backlog).
-    """
-
-    def __init__(self, *, edit_max_wait: float = EDIT_MAX_WAIT, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.edit_max_wait = edit_max_wait
-        self._slots: RankedBucket | None = None
-        if self._base_limiter is not None:
-            # The same bucket as python-telegram-bot's (30 at once, 30 a second), ranked.
-            bucket = self._base_limiter
-            self._slots = RankedBucket(bucket.max_rate, bucket.max_rate / bucket.time_period)
-            self._base_limiter = _EditsLater(self._slots, edit_max_wait)  # type: ignore[assignment]
-
-    @property
-    def waiting(self) -> int:
-        """Requests (messages and edits) waiting for a slot: Telegram's backlog, in requests."""
-        return self._slots.waiting if self._slots is not None else 0
-
-    async def shutdown(self) -> None:
-        """Stop the slot hand-out with the limiter."""
-        if self._slots is not None:
-            await self._slots.close()
-        await super().shutdown()
-
-    async def process_request(  # type: ignore[override]
-        self, callback: Any, args: Any, kwargs: Any, endpoint: str, data: Any, rate_limit_args: Any
-    ) -> Any:
-        """Apply the limits, an edit ranked behind the messages of its next ``edit_max_wait`` s."""
-        callback = _counting_retries(callback)
-        token = _EDIT.set(endpoint.startswith("edit"))
-        try:
-            return await super().process_request(
-                callback, args, kwargs, endpoint, data, rate_limit_args
-            )
-        finally:
-            _EDIT.reset(token)
-
-
-def _counting_retries(callback: Any) -> Any:
-    """``callback``, counting each call after the first: the limiter retries after a flood wait."""
-    calls = 0
-
-    async def call(*args: Any, **kwargs: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        if calls > 1:
-            metrics.retried("telegram", "429")
-        return await callback(*args, **kwargs)
-
-    return call
+__all__ = ["PriorityRateLimiter", "StatusBoard"]  # the limiter lives in flood.py now
 
 
 def milestone(job: Job, markup: object) -> tuple[Status, bool]:

@@ -70,6 +70,9 @@ def make_env(tmp_path: Path, telegram: FakeTelegram, runcomfy: FakeRunComfy) -> 
         "JOB_DEADLINE_SECONDS": "30",
         "HTTP_TIMEOUT_SECONDS": "1",
         "TELEGRAM_RETRY_SECONDS": "0.05",  # after a network error; flood waits are Telegram's own
+        # A private chat's own pace (1 a second by default) would make most tests wait on it;
+        # tests/test_flood.py runs it at its real shape, faster.
+        "PRIVATE_CHAT_MESSAGE_INTERVAL_SECONDS": "0.001",
     }
 
 

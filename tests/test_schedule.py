@@ -7,8 +7,8 @@ import random
 from collections.abc import Callable
 
 from bot import schedule
+from bot.flood import PriorityRateLimiter
 from bot.schedule import Window, budget, next_delay, window_of
-from bot.status import PriorityRateLimiter
 
 
 def test_window_needs_history_and_takes_the_10th_to_95th_percentile() -> None:
@@ -148,7 +148,10 @@ def requester(
 async def test_messages_get_telegram_slots_before_edits_that_asked_earlier() -> None:
     """The bot's rate limiter lets replies and albums go before status edits."""
     # Two requests at once, then one every 0.1 s.
-    limiter = PriorityRateLimiter(max_retries=0, overall_max_rate=2, overall_time_period=0.2)
+    # No private chat pace here: only the overall budget is the limit.
+    limiter = PriorityRateLimiter(
+        max_retries=0, overall_max_rate=2, overall_time_period=0.2, private_burst=0
+    )
     await limiter.initialize()
     order: list[str] = []
     request = requester(limiter, order)
@@ -173,7 +176,11 @@ async def test_an_edit_waits_for_messages_only_so_long() -> None:
     """Under a backlog that never clears, an edit (a final state, mostly) still goes, late."""
     # One request every 0.4 s; an edit ranks as if it had asked 0.4 s later than it did.
     limiter = PriorityRateLimiter(
-        max_retries=0, overall_max_rate=1, overall_time_period=0.4, edit_max_wait=0.4
+        max_retries=0,
+        overall_max_rate=1,
+        overall_time_period=0.4,
+        edit_max_wait=0.4,
+        private_burst=0,
     )
     await limiter.initialize()
     order: list[str] = []

@@ -71,9 +71,11 @@ def load_spec(path: Path = SPEC_PATH) -> JsonDict:
 class ApiError(Exception):
     """An error answer; ``details`` (if any) are appended to ``fake.errors``."""
 
-    def __init__(self, status: int, description: str, details: list[str] | None = None) -> None:
+    def __init__(self, status: int, description: str, details: list[str] | None = None,
+                 retry_after: int | None = None) -> None:  # fmt: skip
         super().__init__(description)
         self.status, self.description, self.details = status, description, details or []
+        self.retry_after = retry_after
 
 
 @dataclass
@@ -246,6 +248,8 @@ class FakeTelegram:
         self.refunds: list[str] = []  # charge ids refunded by refundStarPayment
         self._stopping = asyncio.Event()  # set by stop(): ends delays at once
         self.wrong_token_status = 401  # Telegram: 401 for an unknown token, 404 for a malformed one
+        self.private_flood: tuple[float, float] | None = None  # (burst, per second): see flood_...
+        self._flood_levels: dict[int, tuple[float, float]] = {}  # chat -> (level, at)
 
     async def start(self, port: int = 0) -> FakeTelegram:
         app = web.Application(client_max_size=256 * 1024 * 1024)
@@ -298,6 +302,30 @@ class FakeTelegram:
         fault = _Fault("album", "sendMediaGroup", retry_after=retry_after)
         fault.delivered_before = delivered_before
         self._faults.append(fault)
+
+    def flood_private_chats(self, burst: float, per_second: float) -> None:
+        """Telegram's per-chat flood control in private chats: each chat may get ``burst``
+        messages (sent, edited, copied, forwarded) at once, then ``per_second``; any more are
+        answered 429 with the whole seconds until one more would pass."""
+        self.private_flood = (burst, per_second)
+
+    def _flood_check(self, method: str, params: JsonDict) -> None:
+        if self.private_flood is None or method == "sendChatAction":
+            return
+        if not method.startswith(("send", "edit", "copy", "forward")):
+            return
+        chat = params.get("chat_id")
+        if not isinstance(chat, int) or chat <= 0:
+            return
+        burst, rate = self.private_flood
+        now = time.monotonic()
+        level, at = self._flood_levels.get(chat, (0.0, now))
+        level = max(0.0, level - (now - at) * rate)
+        if level + 1 > burst + 1e-9:
+            wait = max(1, int(-(-(level + 1 - burst) // rate)))
+            self._flood_levels[chat] = (level, now)
+            raise ApiError(429, f"Too Many Requests: retry after {wait}", retry_after=wait)
+        self._flood_levels[chat] = (level + 1, now)
 
     def fail_server_next(self, method: str, times: int = 1, status: int = 502,
                          skip: int = 0) -> None:  # fmt: skip
@@ -547,6 +575,7 @@ class FakeTelegram:
                 odd = {"ok": True, "result": fault.result}
                 self._record(Call(method, params, files, 200, odd))
                 return web.json_response(odd)
+            self._flood_check(method, params)
             self._check_blocked(method, params)
             handler = getattr(self, f"_m_{method}", None)
             result = await handler(_Req(params, files, uploads, fault)) if handler else True
@@ -561,6 +590,8 @@ class FakeTelegram:
             body = {"ok": False, "error_code": e.status, "description": e.description}
             if fault and fault.kind == "error" and fault.retry_after is not None:
                 body["parameters"] = {"retry_after": fault.retry_after}
+            if e.retry_after is not None:
+                body["parameters"] = {"retry_after": e.retry_after}
             self.errors += [f"{method}: {d}" for d in e.details]
         self._record(Call(method, params, files, status, body))
         return web.json_response(body, status=status)
