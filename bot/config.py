@@ -39,8 +39,9 @@ class Settings:
     daily_image_limit_per_user: int = 60  # 0: no limit
     webhook_url: str | None = None  # set: webhook mode; unset: long polling
     webhook_secret: str | None = field(default=None, repr=False)
-    webhook_listen: str = "0.0.0.0"  # noqa: S104 - a server inside a container listens on all
+    webhook_listen: str = "127.0.0.1"  # behind a TLS proxy on this host; Docker sets 0.0.0.0
     webhook_port: int = 8080
+    webhook_timeout: float = 10.0  # a request's headers, its body, an idle connection: each
     log_format: str = "text"
     originals_keep_days: float = 2.0
     download_timeout: float = 120.0  # one result image, every attempt and byte together
@@ -145,6 +146,12 @@ class Settings:
                 "METRICS_LISTEN",
                 f"must be an IP address or a host name (got {metrics_listen[:40]!r})",
             )
+        webhook_listen = get("WEBHOOK_LISTEN") or cls.webhook_listen
+        if not _is_address(webhook_listen):
+            raise ConfigError(
+                "WEBHOOK_LISTEN",
+                f"must be an IP address or a host name (got {webhook_listen[:40]!r})",
+            )
         webhook_port = _count(get, "WEBHOOK_PORT", cls.webhook_port, minimum=1)
         if webhook_url is not None and metrics_port == webhook_port:
             raise ConfigError("METRICS_PORT", "must differ from WEBHOOK_PORT")
@@ -181,8 +188,9 @@ class Settings:
             ),
             webhook_url=webhook_url,
             webhook_secret=webhook_secret,
-            webhook_listen=get("WEBHOOK_LISTEN") or cls.webhook_listen,
+            webhook_listen=webhook_listen,
             webhook_port=webhook_port,
+            webhook_timeout=_positive(get, "WEBHOOK_TIMEOUT_SECONDS", cls.webhook_timeout),
             log_format=log_format,
             originals_keep_days=_positive(get, "ORIGINALS_KEEP_DAYS", cls.originals_keep_days),
             download_timeout=_positive(get, "DOWNLOAD_TIMEOUT_SECONDS", cls.download_timeout),
