@@ -44,6 +44,7 @@ class Settings:
     webhook_timeout: float = 10.0  # a request's headers, its body, an idle connection: each
     log_format: str = "text"
     originals_keep_days: float = 2.0
+    originals_max_mb: int = 2048  # the kept originals together; 0: no cap
     download_timeout: float = 120.0  # one result image, every attempt and byte together
     telegram_retry_delay: float = 1.0  # first wait after a network error sending to Telegram
     telegram_busy_at: int = 15  # progress edits are skipped while this many messages wait
@@ -193,6 +194,7 @@ class Settings:
             webhook_timeout=_positive(get, "WEBHOOK_TIMEOUT_SECONDS", cls.webhook_timeout),
             log_format=log_format,
             originals_keep_days=_positive(get, "ORIGINALS_KEEP_DAYS", cls.originals_keep_days),
+            originals_max_mb=_count(get, "ORIGINALS_MAX_MB", cls.originals_max_mb, minimum=0),
             download_timeout=_positive(get, "DOWNLOAD_TIMEOUT_SECONDS", cls.download_timeout),
             telegram_retry_delay=_positive(get, "TELEGRAM_RETRY_SECONDS", cls.telegram_retry_delay),
             telegram_busy_at=_count(get, "TELEGRAM_BUSY_AT", cls.telegram_busy_at, minimum=0),
