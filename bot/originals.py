@@ -14,12 +14,24 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600
+
+
+@dataclass(frozen=True)
+class KeptFile:
+    """One kept image: where it is, its size, and its first bytes (which tell its format)."""
+
+    index: int
+    path: Path
+    size: int
+    head: bytes
 
 
 class OriginalsCache:
@@ -121,6 +133,27 @@ class OriginalsCache:
                 return None
 
         return await asyncio.to_thread(read)
+
+    async def files(self, job_id: int, indexes: Sequence[int]) -> list[KeptFile] | None:
+        """The kept files of ``indexes``, in that order, without reading them whole; None if
+        any is gone."""
+
+        def look() -> list[KeptFile] | None:
+            found = []
+            for index in indexes:
+                path = self._path(job_id, index)
+                try:
+                    with path.open("rb") as f:
+                        head = f.read(16)
+                        size = os.fstat(f.fileno()).st_size
+                except FileNotFoundError:
+                    return None
+                if not size:
+                    return None
+                found.append(KeptFile(index, path, size, head))
+            return found
+
+        return await asyncio.to_thread(look)
 
     async def prune(self) -> int:
         """Remove jobs older than the keep time; returns how many. Also counts the folder
