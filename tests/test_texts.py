@@ -45,7 +45,7 @@ def _calls(tree: ast.AST) -> list[tuple[str, ast.Call]]:
 
 
 def _trees() -> list[ast.Module]:
-    return [ast.parse(path.read_text()) for path in sorted(BOT.glob("*.py"))]
+    return [ast.parse(path.read_text()) for path in sorted(BOT.rglob("*.py"))]
 
 
 def templates() -> set[str]:

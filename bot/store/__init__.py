@@ -1,0 +1,42 @@
+"""SQLite via sqlite-utils: the single record of every job, and of every credit.
+
+One connection and one transaction helper (``base.py``), shared by a part per concern:
+
+    Store
+     ├── JobStore       jobs.py       the record of every job, waiting writes, what to resume
+     ├── UsageStore     usage.py      what counts toward quotas and caps
+     ├── SettingsStore  settings.py   per-chat defaults
+     └── PaymentStore   payments.py   invoices, payments, credits, reservations
+    migrations.py: the schema, in order (sqlite-utils)
+"""
+
+from __future__ import annotations
+
+from bot.models import ChatDefaults, Job, Origin, SeqRequest, Status, Usage
+from bot.store.base import BUSY_TIMEOUT_MS, STARTUP_BUSY_TIMEOUT_MS
+from bot.store.jobs import JobStore
+from bot.store.migrations import migrations
+from bot.store.payments import Invoice, NotEnoughCredits, Payment, PaymentStore, Reserve
+from bot.store.settings import SettingsStore
+from bot.store.usage import UsageStore
+
+__all__ = [
+    "BUSY_TIMEOUT_MS",
+    "STARTUP_BUSY_TIMEOUT_MS",
+    "ChatDefaults",
+    "Invoice",
+    "Job",
+    "NotEnoughCredits",
+    "Origin",
+    "Payment",
+    "Reserve",
+    "SeqRequest",
+    "Status",
+    "Store",
+    "Usage",
+    "migrations",
+]
+
+
+class Store(JobStore, UsageStore, SettingsStore, PaymentStore):
+    """The bot's database. Migrations run when it is opened."""
