@@ -3,7 +3,9 @@
 Readable by the bot's user only (folders 0700, files 0600): they are other people's pictures. Their
 total size is capped (``ORIGINALS_MAX_MB``): past it, the jobs written longest ago go first, so a
 full disk never stops new jobs or payments. A job whose files are gone answers its buttons with
-"no longer kept".
+"no longer kept". A job not yet wholly delivered is pinned (an empty file ``.pinned/<job id>``,
+so a restart knows): the cap never takes its files, which a resumed delivery or /show still needs;
+only ``ORIGINALS_KEEP_DAYS`` does.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ log = logging.getLogger(__name__)
 
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600
+_PINS = ".pinned"
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class OriginalsCache:
         # Per job: (when last written, bytes on disk). Read from the disk on first use; kept up
         # to date by every save and removal, so the cap costs no walk of the folder per file.
         self._sizes: dict[int, tuple[float, int]] | None = None
+        self._pinned: set[int] = set()  # read with the sizes
         self._lock = threading.Lock()  # saves run in worker threads
 
     def _path(self, job_id: int, index: int) -> Path:
@@ -55,6 +59,30 @@ class OriginalsCache:
         """The bytes kept now (as the cache counts them)."""
         with self._lock:
             return sum(size for _, size in self._scanned().values())
+
+    async def pin(self, job_id: int) -> None:
+        """Keep the job's files whatever the cap, until :meth:`unpin` (its delivery is under way)."""
+
+        def mark() -> None:
+            with self._lock:
+                self._scanned()
+                pins = self.folder / _PINS
+                pins.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+                os.close(os.open(pins / str(job_id), os.O_WRONLY | os.O_CREAT, _FILE_MODE))
+                self._pinned.add(job_id)
+
+        await asyncio.to_thread(mark)
+
+    async def unpin(self, job_id: int) -> None:
+        """Every image of the job was delivered: the cap may take its files from now on."""
+
+        def unmark() -> None:
+            with self._lock:
+                self._scanned()
+                self._pinned.discard(job_id)
+                (self.folder / _PINS / str(job_id)).unlink(missing_ok=True)
+
+        await asyncio.to_thread(unmark)
 
     async def save(self, job_id: int, index: int, data: bytes) -> None:
         """Keep one image (off the event loop), then make room under the cap."""
@@ -98,11 +126,16 @@ class OriginalsCache:
                 sizes[int(job_dir.name)] = (job_dir.stat().st_mtime, sum(files))
             except FileNotFoundError:  # removed meanwhile
                 continue
+        pins = self.folder / _PINS
+        self._pinned = (
+            {int(p.name) for p in pins.iterdir() if p.name.isdigit()} if pins.is_dir() else set()
+        )
         return sizes
 
     def _make_room(self, sizes: dict[int, tuple[float, int]], *, keep: int) -> None:
         """Remove the jobs written longest ago while over the cap; never ``keep`` (the job
-        being written: it may be the only one, and its delivery reads the files back)."""
+        being written: it may be the only one, and its delivery reads the files back), nor a
+        pinned one."""
         if self.max_bytes is None:
             return
         total = sum(size for _, size in sizes.values())
@@ -110,7 +143,7 @@ class OriginalsCache:
         for job_id in sorted(sizes, key=lambda j: (sizes[j][0], j)):
             if total <= self.max_bytes:
                 break
-            if job_id == keep:
+            if job_id == keep or job_id in self._pinned:
                 continue
             shutil.rmtree(self.folder / str(job_id), ignore_errors=True)
             total -= sizes.pop(job_id)[1]
@@ -165,9 +198,13 @@ class OriginalsCache:
             with self._lock:
                 cutoff, removed = time.time() - self.keep_seconds, 0
                 for job_dir in self.folder.iterdir():
-                    if job_dir.is_dir() and job_dir.stat().st_mtime < cutoff:
+                    if job_dir.name.isdigit() and job_dir.stat().st_mtime < cutoff:
                         shutil.rmtree(job_dir, ignore_errors=True)
                         removed += 1
+                pins = self.folder / _PINS
+                for pin in pins.iterdir() if pins.is_dir() else ():
+                    if pin.stat().st_mtime < cutoff:  # its files are past the keep time, too
+                        pin.unlink(missing_ok=True)
                 self._sizes = self._scan()
                 return removed
 

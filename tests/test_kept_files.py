@@ -24,6 +24,7 @@ from tests.helpers import answered, assert_clean, until_final
 from tests.test_storyboard_files import finished, press, replies
 
 MB = 1024 * 1024
+ADA = 123456789  # the fake's default private chat
 
 
 def mode(path: os.PathLike[str] | str) -> int:
@@ -63,12 +64,12 @@ async def test_the_oldest_jobs_files_go_first_past_the_cap(
     runcomfy.default_script = JobScript(jpeg_bytes=200_000)  # 2 images: 400 kB a job
     jobs = [await finished(telegram, bot, f"/seq 2 fox number {n}") for n in (1, 2)]
     folder = bot.runner.delivery.originals.folder
-    assert sorted(p.name for p in folder.iterdir()) == ["1", "2"]  # 800 kB: under 1 MB
+    assert sorted(p.name for p in folder.glob("[0-9]*")) == ["1", "2"]  # 800 kB: under 1 MB
 
     telegram.send_text("/seq 2 fox number 3")  # 1.2 MB: job 1's files make room
     await telegram.wait_for(lambda: not (folder / "1").exists())
     await telegram.wait_for(lambda: len(list((folder / "3").glob("[0-9]"))) == 2)
-    assert sorted(p.name for p in folder.iterdir()) == ["2", "3"]
+    assert sorted(p.name for p in folder.glob("[0-9]*")) == ["2", "3"]
     assert bot.runner.delivery.originals.total_bytes <= MB
 
     # Job 1's buttons say so; job 2's still work.
@@ -212,3 +213,40 @@ async def test_only_two_sheets_or_zips_are_made_at_once(
     await telegram.wait_for(lambda: replies(telegram, jobs[2], "sendPhoto"))
     assert most[0] <= 2
     assert_clean(telegram, runcomfy)
+
+
+async def test_files_of_a_job_not_yet_delivered_outlast_the_cap(
+    telegram: FakeTelegram, runcomfy: FakeRunComfy, bots: Bots
+) -> None:
+    bot = await bots.start(
+        ORIGINALS_MAX_MB="1", TELEGRAM_RETRY_MAX_SECONDS="0.1", DELIVERY_DEADLINE_SECONDS="60"
+    )
+    runcomfy.default_script = JobScript(jpeg_bytes=300_000)  # 2 images: 600 kB a job
+    folder = bot.runner.delivery.originals.folder
+    other = 5550001234  # another person's private chat, where Telegram works
+
+    def kept(job_id: int) -> int:
+        return len(list((folder / str(job_id)).glob("[0-9]")))
+
+    # Job 1's album keeps failing (Telegram trouble in its chat): it waits, its files pinned.
+    telegram.fail_next(
+        "sendMediaGroup", status=500, description="Internal", times=10**6, chat_id=ADA
+    )
+    telegram.send_text("/seq 2 fox number 1")
+    await telegram.wait_for(lambda: kept(1) == 2)
+    for n in (2, 3):  # 1.8 MB in all: the cap takes job 2's files, never job 1's
+        telegram.send_text(f"/seq 2 fox number {n}", chat_id=other, user_id=other)
+        await until_final(telegram, bot, n)
+        await telegram.wait_for(lambda n=n: kept(n) == 2)
+    await telegram.wait_for(lambda: kept(2) == 0)
+    assert kept(1) == 2 and kept(3) == 2
+    job = bot.store.get(1)
+    assert job is not None and not job.final
+
+    telegram.recover()  # job 1 is delivered from its kept files; then the cap may take them
+    done = await until_final(telegram, bot, 1)
+    assert done.delivered_images == 2
+    telegram.send_text("/seq 2 fox number 4", chat_id=other, user_id=other)
+    await telegram.wait_for(lambda: kept(1) == 0)
+    await telegram.wait_for(lambda: kept(4) == 2)
+    assert bot.runner.delivery.originals.total_bytes <= MB
