@@ -214,6 +214,8 @@ def _add_payment_handlers(app: Application) -> None:  # type: ignore[type-arg]
     # Answered in the handler itself, at once: Telegram waits 10 seconds at most.
     app.add_handler(PreCheckoutQueryHandler(pay.pre_checkout))
     app.add_handler(MessageHandler(filters.SUCCESSFUL_PAYMENT, pay.successful_payment))
+    refunded = filters.StatusUpdate.REFUNDED_PAYMENT
+    app.add_handler(MessageHandler(refunded, pay.refunded_payment))
 
 
 REJECTED_MESSAGE = (
@@ -468,6 +470,9 @@ async def _post_init(app: Application) -> None:  # type: ignore[type-arg]
         settings.poll_interval,
     )
     await runner.resume_all()
+    if settings.payments:  # payments SQLite refused, refunds the bot stopped in the middle of
+        first = settings.telegram_retry_delay
+        runner.background.run(pay.on_start(app.bot, store, first_delay=first), "payments")
     services.heartbeat = asyncio.create_task(_heartbeat(settings.health_file, runner))
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 from typing import Any
 
@@ -145,7 +144,9 @@ class JobRunner:
         return job
 
     async def resume_all(self) -> int:
-        """Pick up every unfinished job from SQLite; returns how many."""
+        """Pick up every unfinished job from SQLite; returns how many. First, every job's
+        credits are settled as far as the job got (a lock or a stop may have come between)."""
+        self.store.reconcile_reservations()
         jobs = self.store.unfinished()
         for job in jobs:
             self.active[job.id] = job
@@ -520,19 +521,11 @@ class JobRunner:
         Returned when it ended without RunComfy making it (cancelled; refused or failed before
         the submit); spent once RunComfy has its request id; kept reserved when the submit's
         outcome is unknown (it may be billed; a bot admin can return it with /return_credits).
+        A locked database delays this, never drops it (``Store.settle``).
         """
-        try:
-            if job.status == Status.CANCELLED or (
-                job.status == Status.FAILED and job.request_id is None and not job.submit_unknown
-            ):
-                returned = self.store.return_reservation(job.id)
-                if returned:
-                    log.info("job %d: %d credit(s) returned", job.id, returned)
-            elif job.request_id is not None:
-                self.store.spend_reservation(job.id)
-        except sqlite3.OperationalError as exc:
-            # Nothing is lost: the reservation stays as it was; /return_credits can settle it.
-            log.error("job %d: could not settle its credits: %s", job.id, exc)
+        returned = self.store.settle(job)
+        if returned:
+            log.info("job %d: %d credit(s) returned", job.id, returned)
 
     async def _fail(self, job: Job, exc: Exception) -> None:
         """End the job with a message that says why; never raises."""

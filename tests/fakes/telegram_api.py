@@ -89,7 +89,7 @@ class Call:
 
 @dataclass
 class _Fault:
-    kind: str  # "error" | "server" | "delay" | "album" | "drop" | "answer"
+    kind: str  # "error" | "server" | "delay" | "lost" | "album" | "drop" | "answer"
     method: str
     times: int = 1
     status: int = 400
@@ -326,6 +326,11 @@ class FakeTelegram:
         """Sleep before handling (the call still takes effect, like a slow real server)."""
         self._faults.append(_Fault("delay", self._canonical(method), times, seconds=seconds))
 
+    def lose_answer_next(self, method: str, seconds: float, times: int = 1) -> None:
+        """Handle the call at once (it takes effect), then hold the answer ``seconds``: a client
+        with a shorter timeout never learns that it worked."""
+        self._faults.append(_Fault("lost", self._canonical(method), times, seconds=seconds))
+
     def block_chat(self, chat_id: int) -> None:
         self.blocked.add(chat_id)
 
@@ -532,6 +537,11 @@ class FakeTelegram:
             handler = getattr(self, f"_m_{method}", None)
             result = await handler(_Req(params, files, uploads, fault)) if handler else True
             status, body = 200, {"ok": True, "result": result}
+            if fault and fault.kind == "lost":
+                self._record(Call(method, params, files, status, body))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), fault.seconds)
+                return web.json_response(body, status=status)
         except ApiError as e:
             status = e.status
             body = {"ok": False, "error_code": e.status, "description": e.description}
@@ -888,6 +898,18 @@ class FakeTelegram:
         msg: JsonDict = {"message_id": self._alloc_mid(user_id), "from": dict(self._user(user_id))}
         msg.update(chat=dict(chat), date=int(time.time()), successful_payment=payment)
         return self._emit({"message": msg}, push)
+
+    def refunded(self, charge_id: str) -> JsonDict:
+        """Telegram's ``refunded_payment`` service message in the buyer's private chat (it follows
+        a refund, whoever made it)."""
+        charge = self.charges[charge_id]
+        user_id = int(charge["user_id"])
+        refunded = {k: charge[k] for k in ("currency", "total_amount", "invoice_payload",
+                                           "telegram_payment_charge_id",
+                                           "provider_payment_charge_id")}  # fmt: skip
+        msg: JsonDict = {"message_id": self._alloc_mid(user_id), "from": dict(self._user(user_id))}
+        msg.update(chat=dict(self._chat(user_id)), date=int(time.time()), refunded_payment=refunded)
+        return self._emit({"message": msg}, True)
 
     async def _m_refundStarPayment(self, r: _Req) -> bool:
         charge = self.charges.get(str(r.p["telegram_payment_charge_id"]))
