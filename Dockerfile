@@ -16,7 +16,10 @@ COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir --no-deps /wheels/*.whl && rm -rf /wheels
 USER seqbot
 WORKDIR /home/seqbot
+# In webhook mode the server listens on the container's interface (the bot's default, 127.0.0.1,
+# is unreachable from outside a container); publish WEBHOOK_PORT on the host's loopback only.
 ENV DATABASE_PATH=/data/seqbot.sqlite3 \
+    WEBHOOK_LISTEN=0.0.0.0 \
     PYTHONUNBUFFERED=1
 # The job database lives on a volume, so jobs survive a new container.
 VOLUME ["/data"]

@@ -32,10 +32,12 @@ configuration (environment variables, or .env in the working directory):
   LOG_LEVEL                   DEBUG, INFO (default), WARNING, ERROR
   LOG_FORMAT                  text (default) or json
   ORIGINALS_KEEP_DAYS         default 2: how long original files are kept for Originals
+  ORIGINALS_MAX_MB            default 2048: cap on the kept originals, oldest jobs removed first (0: none)
   WEBHOOK_URL                 public https URL: webhook mode (unset: long polling)
   WEBHOOK_SECRET              required with WEBHOOK_URL: 16-256 of A-Z a-z 0-9 _ -
-  WEBHOOK_LISTEN              default 0.0.0.0
+  WEBHOOK_LISTEN              default 127.0.0.1 (the Docker image sets 0.0.0.0)
   WEBHOOK_PORT                default 8080
+  WEBHOOK_TIMEOUT_SECONDS     default 10: headers, body, idle connection of a webhook request
   METRICS_PORT                set: serve Prometheus metrics on this port (unset: off)
   METRICS_LISTEN              default 127.0.0.1: where the metrics server listens
   ALLOWED_USER_IDS            comma-separated; empty: anyone

@@ -333,7 +333,11 @@ async def receive_updates(app: Application, settings: Settings) -> WebhookServer
         return None
     assert settings.webhook_secret is not None
     server = WebhookServer(
-        app.bot, app.update_queue, path=settings.webhook_path, secret=settings.webhook_secret
+        app.bot,
+        app.update_queue,
+        path=settings.webhook_path,
+        secret=settings.webhook_secret,
+        timeout=settings.webhook_timeout,
     )
     server.listen(settings.webhook_port, settings.webhook_listen)
     try:

@@ -40,10 +40,12 @@ class Settings:
     daily_image_limit_per_chat: int = 60  # a chat's images per day, all senders; 0: no limit
     webhook_url: str | None = None  # set: webhook mode; unset: long polling
     webhook_secret: str | None = field(default=None, repr=False)
-    webhook_listen: str = "0.0.0.0"  # noqa: S104 - a server inside a container listens on all
+    webhook_listen: str = "127.0.0.1"  # behind a TLS proxy on this host; Docker sets 0.0.0.0
     webhook_port: int = 8080
+    webhook_timeout: float = 10.0  # a request's headers, its body, an idle connection: each
     log_format: str = "text"
     originals_keep_days: float = 2.0
+    originals_max_mb: int = 2048  # the kept originals together; 0: no cap
     download_timeout: float = 120.0  # one result image, every attempt and byte together
     telegram_retry_delay: float = 1.0  # first wait after a network error sending to Telegram
     telegram_retry_max: float = 60.0  # the longest wait between two tries (the waits double)
@@ -151,6 +153,12 @@ class Settings:
                 "METRICS_LISTEN",
                 f"must be an IP address or a host name (got {metrics_listen[:40]!r})",
             )
+        webhook_listen = get("WEBHOOK_LISTEN") or cls.webhook_listen
+        if not _is_address(webhook_listen):
+            raise ConfigError(
+                "WEBHOOK_LISTEN",
+                f"must be an IP address or a host name (got {webhook_listen[:40]!r})",
+            )
         webhook_port = _count(get, "WEBHOOK_PORT", cls.webhook_port, minimum=1)
         per_user = _count(
             get, "DAILY_IMAGE_LIMIT_PER_USER", cls.daily_image_limit_per_user, minimum=0
@@ -193,10 +201,12 @@ class Settings:
             ),
             webhook_url=webhook_url,
             webhook_secret=webhook_secret,
-            webhook_listen=get("WEBHOOK_LISTEN") or cls.webhook_listen,
+            webhook_listen=webhook_listen,
             webhook_port=webhook_port,
+            webhook_timeout=_positive(get, "WEBHOOK_TIMEOUT_SECONDS", cls.webhook_timeout),
             log_format=log_format,
             originals_keep_days=_positive(get, "ORIGINALS_KEEP_DAYS", cls.originals_keep_days),
+            originals_max_mb=_count(get, "ORIGINALS_MAX_MB", cls.originals_max_mb, minimum=0),
             download_timeout=_positive(get, "DOWNLOAD_TIMEOUT_SECONDS", cls.download_timeout),
             telegram_retry_delay=_positive(get, "TELEGRAM_RETRY_SECONDS", cls.telegram_retry_delay),
             telegram_retry_max=_positive(get, "TELEGRAM_RETRY_MAX_SECONDS", cls.telegram_retry_max),

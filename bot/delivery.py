@@ -9,13 +9,14 @@ make one picture or one archive of them (``sheets``) from the files kept on disk
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Literal
 
 from telegram import Bot, InputMediaDocument, InputMediaPhoto
 from telegram.error import NetworkError, TimedOut
@@ -24,9 +25,9 @@ from bot import metrics, render, sheets
 from bot.callbacks import JobAction
 from bot.downloads import Downloader
 from bot.errors import PermanentError, SeqbotError, TelegramUnreachableError
-from bot.images import DOCUMENT_MAX_BYTES, BadImage, ImageInfo, inspect
+from bot.images import DOCUMENT_MAX_BYTES, BadImage, ImageInfo, inspect, max_pixels
 from bot.models import DeliveryUnit, Job, UnitKind
-from bot.originals import OriginalsCache
+from bot.originals import KeptFile, OriginalsCache
 from bot.sending import MAX_BACKOFF, Background, reply, with_retries
 from bot.store import Store
 from bot.texts import Plural, tr
@@ -40,6 +41,13 @@ _FAILED_ITEM_RE = re.compile(r"failed to send message #([0-9]+)", re.IGNORECASE)
 # After a set of originals (a sheet, a ZIP) was sent, more taps on its button send nothing for
 # this long.
 ORIGINALS_REPEAT_SECONDS = 60.0
+# Sheets and ZIPs made at once (each holds up to a part of Telegram's upload limit, or a decoded
+# panel, in memory); the taps after them wait their turn, up to so many.
+BUILDS_AT_ONCE = 2
+BUILDS_WAITING = 10
+
+Turn = Literal["now", "wait", "full"]
+_BUILT = frozenset({JobAction.SHEET, JobAction.ZIP})
 
 Problem = tuple[int, SeqbotError | BadImage]  # an image index, and why it cannot be sent
 
@@ -59,6 +67,7 @@ class Delivery:
         max_retry_delay: float = MAX_BACKOFF,
         deadline: float = 3 * 3600.0,
         read_timeout: float = 30.0,
+        builds_at_once: int = BUILDS_AT_ONCE,
     ) -> None:
         self.bot = bot
         self.store = store
@@ -79,6 +88,8 @@ class Delivery:
         # Per job and button (Originals, Sheet, ZIP): until when (monotonic) taps send nothing;
         # inf while it is being sent.
         self._busy: dict[tuple[int, JobAction], float] = {}
+        self.builds_at_once = builds_at_once
+        self._builds = asyncio.Semaphore(builds_at_once)
 
     def until(self, job: Job) -> float:
         """When the job's delivery stops waiting out Telegram trouble (a ``time.time()``): counted
@@ -94,6 +105,8 @@ class Delivery:
         """
         until = self.until(job)
         async with self._deliveries:
+            # Until every image is in, the kept files are needed (a restart, /show): pinned.
+            await self.originals.pin(job.id)
             data: dict[int, bytes] = {}
             if job.plan is None and not await self._plan(job, data):
                 return False
@@ -112,6 +125,7 @@ class Delivery:
                 self._delivered(job, number, unit, sent)
                 for index in unit.items:
                     data.pop(index, None)
+        await self.originals.unpin(job.id)
         if job.actions_message_id is None:
             try:
                 await self._post_actions(job, until=until)
@@ -159,7 +173,7 @@ class Delivery:
     ) -> tuple[dict[int, ImageInfo], list[Problem]]:
         async def one(index: int) -> ImageInfo:
             raw = await self._download(job, index)
-            info = await asyncio.to_thread(inspect, raw)
+            info = await asyncio.to_thread(inspect, raw, max_pixels(job.size))
             # Kept for Originals and for a resumed delivery; the upload does not wait for the disk.
             self.background.run(self.originals.save(job.id, index, raw), f"job {job.id}: keep")
             data[index] = raw
@@ -356,6 +370,8 @@ class Delivery:
             sent = await self._send_unit(job, unit, files, first=position == 0, reply_to=reply_to)
             if new is not None:
                 self._delivered(job, new, unit, sent)
+        if job.plan is not None and not self.undelivered(job):
+            await self.originals.unpin(job.id)
         return bool(units)
 
     def undelivered(self, job: Job) -> bool:
@@ -422,15 +438,10 @@ class Delivery:
     def _delivered_indexes(self, job: Job) -> list[int]:
         return [i for n in job.delivered for i in (job.plan or [])[n].items]
 
-    async def _kept(self, job: Job) -> list[tuple[int, bytes]] | None:
-        """(panel number, bytes) of every delivered image in panel order; None if any is gone."""
-        kept = []
-        for index in sorted(self._delivered_indexes(job)):
-            data = await self.originals.load(job.id, index)
-            if not data:
-                return None
-            kept.append((index + 1, data))
-        return kept or None
+    async def _kept(self, job: Job) -> list[KeptFile] | None:
+        """The kept file of every delivered image, in panel order; None if any is gone."""
+        indexes = sorted(self._delivered_indexes(job))
+        return await self.originals.files(job.id, indexes) if indexes else None
 
     def _extra(self, job: Job, reply_to: int) -> dict[str, Any]:
         return {
@@ -439,67 +450,127 @@ class Delivery:
             "reply_parameters": reply(reply_to),
         }
 
+    def build_turn(self, job_id: int, action: JobAction) -> Turn:
+        """For a claimed Sheet or ZIP tap: whether it is made ``now``, must ``wait`` for another
+        to finish, or cannot even wait (``full``: the claim is released, the tap may come again).
+
+        Counted from the claims under way (this one included): they are taken the moment a tap
+        comes, before anything is awaited, so taps in the same instant are told apart."""
+        under_way = sum(
+            1
+            for (_, claimed), until in self._busy.items()
+            if claimed in _BUILT and until == math.inf
+        )
+        if under_way <= self.builds_at_once:
+            return "now"
+        if under_way <= self.builds_at_once + BUILDS_WAITING:
+            return "wait"
+        self._busy.pop((job_id, action), None)
+        return "full"
+
+    @contextlib.asynccontextmanager
+    async def _build_slot(self) -> AsyncIterator[None]:
+        """One of the BUILDS_AT_ONCE slots, from the build through its upload: what a sheet or
+        a ZIP part holds in memory is let go only once Telegram has it."""
+        await self._builds.acquire()
+        try:
+            yield
+        finally:
+            self._builds.release()
+
     async def _send_sheet(self, job: Job, reply_to: int, lang: str | None) -> bool:
         kept = await self._kept(job)
         if kept is None:
             return False
-        sheet = await asyncio.to_thread(
-            sheets.contact_sheet,
-            [data for _, data in kept],
-            sheets.panel_ratio(job.size),
-            numbers=[n for n, _ in kept],
-        )
-        caption = tr(lang, "🗂 Job #{id}: {images}", id=job.id, images=Plural(len(kept), "image"))
+        async with self._build_slot():
+            try:
+                sheet = await asyncio.to_thread(
+                    sheets.contact_sheet,
+                    [f.path for f in kept],
+                    sheets.panel_ratio(job.size),
+                    numbers=[f.index + 1 for f in kept],
+                    max_pixels=max_pixels(job.size),
+                )
+            except FileNotFoundError:  # removed (the size cap) while it waited
+                return False
+            except sheets.BadPanel as exc:
+                log.warning("job %d: no sheet: %s", job.id, exc)
+                await self._say(job, reply_to, _sheet_refused(job, exc, lang))
+                return True
+            caption = tr(
+                lang, "🗂 Job #{id}: {images}", id=job.id, images=Plural(len(kept), "image")
+            )
+            await with_retries(
+                lambda: self.bot.send_photo(
+                    photo=sheet,
+                    filename=f"seq-{job.id}-sheet.jpg",
+                    caption=caption,
+                    **self._extra(job, reply_to),
+                ),
+                what=f"job {job.id}: sendPhoto (sheet)",
+                first_delay=self.retry_delay,
+                max_delay=self.max_retry_delay,
+            )
+        return True
+
+    async def _say(self, job: Job, reply_to: int, text: str) -> None:
         await with_retries(
-            lambda: self.bot.send_photo(
-                photo=sheet,
-                filename=f"seq-{job.id}-sheet.jpg",
-                caption=caption,
-                **self._extra(job, reply_to),
-            ),
-            what=f"job {job.id}: sendPhoto (sheet)",
+            lambda: self.bot.send_message(text=text, **self._extra(job, reply_to)),
+            what=f"job {job.id}: sendMessage (no sheet)",
             first_delay=self.retry_delay,
             max_delay=self.max_retry_delay,
         )
-        return True
 
     async def _send_zip(self, job: Job, reply_to: int, lang: str | None) -> bool:
         kept = await self._kept(job)
         if kept is None:
             return False
-        parts = await asyncio.to_thread(
-            sheets.zip_parts,
-            sheets.panel_names(kept),
-            render.details_text(job, lang) + "\n",
+        names = [name for name, _ in sheets.panel_names([(f.index + 1, f.head) for f in kept])]
+        prompt = render.details_text(job, lang) + "\n"
+        groups = sheets.zip_groups(
+            [(name, f.size) for name, f in zip(names, kept, strict=True)],
+            prompt,
             self.zip_part_bytes,
         )
         images = Plural(len(kept), "image")
-        for number, part in enumerate(parts, start=1):
-            if len(parts) == 1:
-                name = f"seq-{job.id}.zip"
-                caption = tr(lang, "📦 Job #{id}: {images}", id=job.id, images=images)
-            else:
-                name = f"seq-{job.id}-part{number}.zip"
-                caption = tr(
-                    lang,
-                    "📦 Job #{id}: {images}, part {part} of {parts}",
-                    id=job.id,
-                    images=images,
-                    part=number,
-                    parts=len(parts),
+        async with self._build_slot():
+            # One part at a time, its files read from the disk as it is built: a job's images
+            # are never all in memory at once.
+            for number, group in enumerate(groups, start=1):
+                try:
+                    part = await asyncio.to_thread(
+                        sheets.zip_part, [(names[n], kept[n].path) for n in group], prompt
+                    )
+                except FileNotFoundError:  # removed (the size cap) while it waited
+                    if number == 1:
+                        return False
+                    raise
+                if len(groups) == 1:
+                    name = f"seq-{job.id}.zip"
+                    caption = tr(lang, "📦 Job #{id}: {images}", id=job.id, images=images)
+                else:
+                    name = f"seq-{job.id}-part{number}.zip"
+                    caption = tr(
+                        lang,
+                        "📦 Job #{id}: {images}, part {part} of {parts}",
+                        id=job.id,
+                        images=images,
+                        part=number,
+                        parts=len(groups),
+                    )
+                await with_retries(
+                    functools.partial(
+                        self.bot.send_document,
+                        document=part,
+                        filename=name,
+                        caption=caption,
+                        **self._extra(job, reply_to),
+                    ),
+                    what=f"job {job.id}: sendDocument (ZIP)",
+                    first_delay=self.retry_delay,
+                    max_delay=self.max_retry_delay,
                 )
-            await with_retries(
-                functools.partial(
-                    self.bot.send_document,
-                    document=part,
-                    filename=name,
-                    caption=caption,
-                    **self._extra(job, reply_to),
-                ),
-                what=f"job {job.id}: sendDocument (ZIP)",
-                first_delay=self.retry_delay,
-                max_delay=self.max_retry_delay,
-            )
+                del part
         return True
 
     async def _send_originals(self, job: Job, reply_to: int) -> bool:
@@ -521,6 +592,16 @@ def _file_id(message: Any, photo: bool) -> str | None:
     if photo:
         return message.photo[-1].file_id if message.photo else None
     return message.document.file_id if message.document else None
+
+
+def _sheet_refused(job: Job, exc: sheets.BadPanel, lang: str | None) -> str:
+    return tr(
+        lang,
+        "No contact sheet of job #{id}: image {n}: {reason}.",
+        id=job.id,
+        n=exc.number,
+        reason=tr(lang, str(exc.problem)),
+    )
 
 
 def _problems_note(problems: list[Problem], lang: str | None) -> str:

@@ -337,6 +337,10 @@ _FILES_ANSWERS = {
 }
 
 
+_BUILD_WAITS = "Another sheet or ZIP is being made: yours follows in a moment."
+_BUILDS_FULL = "Many sheets and ZIPs are being made right now: try again in a minute."
+
+
 async def _files_button(update: Update, context: BotContext, action: JobAction) -> None:
     """📎 Originals, 🗂 Sheet, 📦 ZIP: made from the files kept on disk, once per follow-up
     message while being sent (and a while after)."""
@@ -353,7 +357,14 @@ async def _files_button(update: Update, context: BotContext, action: JobAction) 
     if not delivery.claim(job.id, action):
         await query.answer(tr(lang(update), busy))
         return
-    await query.answer(tr(lang(update), sending))
+    # A sheet or a ZIP: only a few are made at once; the others wait their turn.
+    turn = "now" if action == JobAction.ORIGINALS else delivery.build_turn(job.id, action)
+    if turn == "full":
+        await query.answer(tr(lang(update), _BUILDS_FULL))
+        return
+    await query.answer(
+        tr(lang(update), _BUILD_WAITS) if turn == "wait" else tr(lang(update), sending)
+    )
     if action == JobAction.SHEET:
         sent = await delivery.send_sheet(job, message.message_id, lang(update))
     elif action == JobAction.ZIP:

@@ -13,6 +13,16 @@ PHOTO_MAX_SIDES = 10_000  # width + height
 PHOTO_MAX_RATIO = 20
 DOCUMENT_MAX_BYTES = 50 * 1024 * 1024
 
+# The formats RunComfy delivers; no other decoder of Pillow's ever sees a result's bytes.
+FORMATS = ("JPEG", "PNG", "WEBP")
+# A result may have up to this many times the pixels asked for (twice the width and height);
+# beyond that it is refused: a few hundred kilobytes of PNG can claim a gigabyte of pixels.
+PIXELS_OVER_REQUESTED = 4
+# The cap when the requested size cannot be read: 4096 x 4096, beyond every size offered.
+FALLBACK_MAX_PIXELS = 4096 * 4096
+# Other image formats, told apart by their first bytes (a clearer note than "not an image").
+_OTHER_IMAGES = (b"GIF87a", b"GIF89a", b"BM", b"II*\0", b"MM\0*", b"\0\0\1\0")
+
 
 class BadImage(Exception):
     """The bytes are not an image we can send; the message says why in plain words."""
@@ -38,16 +48,37 @@ class ImageInfo:
         )
 
 
-def inspect(data: bytes) -> ImageInfo:
-    """Check that ``data`` is a whole image and read its size. Raises BadImage."""
+def max_pixels(size: str) -> int:
+    """The most pixels a result of the requested ``size`` (``"2560:1440 (16:9)"``) may have."""
+    w, _, rest = size.partition(":")
+    h = rest.split(" ")[0]
+    if w.isascii() and w.isdigit() and h.isascii() and h.isdigit() and int(w) and int(h):
+        return int(w) * int(h) * PIXELS_OVER_REQUESTED
+    return FALLBACK_MAX_PIXELS
+
+
+def check_header(img: Image.Image, limit: int | None) -> None:
+    """Refuse an opened (not yet decoded) image of more than ``limit`` pixels. Raises BadImage."""
+    if limit is not None and img.width * img.height > limit:
+        raise BadImage("the image was far larger than asked for")
+
+
+def inspect(data: bytes, limit: int | None = None) -> ImageInfo:
+    """Check that ``data`` is a whole JPEG, PNG or WebP image of at most ``limit`` pixels (see
+    :func:`max_pixels`), and read its size. Raises BadImage."""
     if not data:
         raise BadImage("the image was empty")
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with Image.open(io.BytesIO(data), formats=FORMATS) as img:
             width, height, fmt = img.width, img.height, img.format or "?"
+            check_header(img, limit)
             # verify() walks the whole file without decoding pixels, catching truncated downloads.
             img.verify()
+    except BadImage:
+        raise
     except UnidentifiedImageError:
+        if data.startswith(_OTHER_IMAGES) or data[4:8] == b"ftyp":  # GIF, BMP, TIFF, ICO, HEIC
+            raise BadImage("the image was not a JPEG, PNG or WebP") from None
         raise BadImage("the file was not an image") from None
     except Image.DecompressionBombError:
         # A few bytes can claim billions of pixels; Pillow refuses before decoding any.

@@ -70,7 +70,9 @@ class JobRunner:
             estimate=self._estimate,
         )
         originals = OriginalsCache(
-            settings.database_path.parent / "originals", keep_days=settings.originals_keep_days
+            settings.database_path.parent / "originals",
+            keep_days=settings.originals_keep_days,
+            max_bytes=settings.originals_max_mb * 1024 * 1024 or None,
         )
         self.delivery = Delivery(
             bot,

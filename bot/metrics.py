@@ -15,16 +15,21 @@ counted when the page is scraped, from the job runners' own tables (``watch``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
+import sys
 import threading
+import time
 import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from socketserver import ThreadingMixIn
 from typing import Any, Protocol
-from wsgiref.simple_server import WSGIServer
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 import httpx
-from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from telegram.error import TelegramError, TimedOut
@@ -275,12 +280,103 @@ REGISTRY.register(_Live())
 
 # ---- the HTTP server ----------------------------------------------------------------------------
 
+# A scrape is one short request; Prometheus sends one at a time per target.
+MAX_THREADS = 8
+# How long one connection may live, whatever it does (and how long it may sit idle).
+TIMEOUT_SECONDS = 10.0
+_BUSY = b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+
+class _Handler(WSGIRequestHandler):
+    """One request per connection, no access log; the socket times out when idle (``timeout``
+    is set per server)."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """No line per scrape."""
+
+
+class BoundedServer(ThreadingMixIn, WSGIServer):
+    """prometheus-client's threading WSGI server, bounded: at most ``max_threads`` connections
+    are served at once (more are answered 503 and closed at once), and each is shut after
+    ``timeout_seconds`` however slowly it sends."""
+
+    daemon_threads = True
+    request_queue_size = 64  # socketserver's 5 would leave a burst of connections unaccepted
+
+    def __init__(
+        self, address: tuple[str, int], *, family: int, max_threads: int, timeout: float
+    ) -> None:
+        self.address_family = family
+        self.timeout_seconds = timeout
+        self._slots = threading.BoundedSemaphore(max_threads)
+        self._open: dict[socket.socket, float] = {}
+        self._open_lock = threading.Lock()
+        handler = type("_TimedHandler", (_Handler,), {"timeout": timeout})
+        super().__init__(address, handler)
+
+    @property
+    def serving(self) -> int:
+        """Connections being served now."""
+        with self._open_lock:
+            return len(self._open)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            log.debug("metrics: %d connections already served; refusing one", self.serving)
+            with contextlib.suppress(OSError):
+                request.setblocking(False)
+                # What the client already sent is read first: closing a socket with unread data
+                # resets the connection, and the client would not see the answer.
+                request.recv(65536)
+            with contextlib.suppress(OSError):
+                request.send(_BUSY)
+            self.shutdown_request(request)
+            return
+        with self._open_lock:
+            self._open[request] = time.monotonic()
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._done(request)
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._done(request)
+
+    def _done(self, request: socket.socket) -> None:
+        with self._open_lock:
+            if self._open.pop(request, None) is None:
+                return
+        self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went quiet or away is no error of ours (socketserver would print a
+        traceback to stderr)."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):
+            log.debug("metrics: a connection ended early: %s", exc)
+        else:
+            log.warning("metrics: serving a request failed", exc_info=True)
+
+    def service_actions(self) -> None:
+        """Every half second in the serving thread: shut connections past their time (a client
+        sending a byte now and then never trips the idle timeout)."""
+        cutoff = time.monotonic() - self.timeout_seconds
+        with self._open_lock:
+            late = [sock for sock, opened in self._open.items() if opened < cutoff]
+        for sock in late:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # the handler's next read or write fails
+
 
 @dataclass
 class MetricsServer:
-    """prometheus-client's HTTP server, running in a daemon thread."""
+    """The bounded HTTP server, running in a daemon thread."""
 
-    httpd: WSGIServer
+    httpd: BoundedServer
     thread: threading.Thread
 
     @property
@@ -296,18 +392,31 @@ class MetricsServer:
         self.thread.join(timeout=5)
 
 
-def serve(port: int, addr: str) -> MetricsServer | None:
+def serve(
+    port: int,
+    addr: str,
+    *,
+    max_threads: int = MAX_THREADS,
+    timeout: float = TIMEOUT_SECONDS,
+) -> MetricsServer | None:
     """Serve the metrics on ``addr``:``port``; None (and an error logged) if it cannot listen.
 
     The bot runs on without metrics then: the images matter more than the numbers.
     """
     try:
-        httpd, thread = start_http_server(port, addr=addr)
+        infos = socket.getaddrinfo(addr, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, _, _, _, sockaddr = infos[0]
+        httpd = BoundedServer(
+            (str(sockaddr[0]), port), family=family, max_threads=max_threads, timeout=timeout
+        )
     except OSError as exc:
         log.error(
             "metrics: cannot listen on %s port %d (%s); running without them", addr, port, exc
         )
         return None
+    httpd.set_app(make_wsgi_app(REGISTRY))
+    thread = threading.Thread(target=httpd.serve_forever, name="metrics", daemon=True)
+    thread.start()
     server = MetricsServer(httpd, thread)
     host, bound = server.address
     log.info("metrics at http://%s:%d/metrics", f"[{host}]" if ":" in host else host, bound)

@@ -1,7 +1,9 @@
 """A job's panels as one contact sheet, and its originals as ZIP files (pure; Pillow, zipfile).
 
-Both are built from bytes already at hand (the files kept on disk) and are CPU work: callers run
-them with ``asyncio.to_thread``.
+Both are built from the files kept on disk (or bytes at hand), read as they are needed, and are
+CPU work: callers run them with ``asyncio.to_thread``. A panel is decoded only after its header
+showed a JPEG, PNG or WebP of no more pixels than the job asked for (times four), and at a reduced
+size where the format allows it, so one sheet costs tens of megabytes at most.
 """
 
 from __future__ import annotations
@@ -11,10 +13,20 @@ import math
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
-from bot.images import PHOTO_MAX_BYTES, PHOTO_MAX_RATIO, PHOTO_MAX_SIDES
+from bot.images import (
+    FORMATS,
+    PHOTO_MAX_BYTES,
+    PHOTO_MAX_RATIO,
+    PHOTO_MAX_SIDES,
+    BadImage,
+    check_header,
+)
+
+Source = bytes | Path  # an image's bytes, or the file that holds them
 
 # The sheet's longer side. Telegram shows photos at most 2560 px on a side; more is wasted.
 SHEET_LONG_SIDE = 2560
@@ -103,41 +115,70 @@ def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
-def _panel(data: bytes, cell: tuple[int, int]) -> Image.Image:
-    """One image scaled to fit its cell (JPEG decoded at a reduced size where it can be)."""
-    with Image.open(io.BytesIO(data)) as source:
-        source.draft("RGB", cell)  # JPEG: decode at 1/2, 1/4, 1/8 when that still covers cell
-        panel = source.convert("RGB")
-    panel.thumbnail(cell, Image.Resampling.LANCZOS)
-    return panel
+class BadPanel(ValueError):
+    """Panel ``number`` cannot go on a sheet; ``problem`` says why in plain words."""
+
+    def __init__(self, number: int, problem: BadImage) -> None:
+        super().__init__(f"panel {number}: {problem}")
+        self.number = number
+        self.problem = problem
+
+
+def _open(source: Source) -> Image.Image:
+    """The image, its header read and nothing decoded; only the formats RunComfy delivers."""
+    return Image.open(io.BytesIO(source) if isinstance(source, bytes) else source, formats=FORMATS)
+
+
+# Modes a thumbnail can be made of directly; others (palette, 16-bit…) are converted first.
+_SCALABLE = frozenset({"RGB", "RGBA", "L", "LA", "RGBX"})
+
+
+def _panel(source: Source, cell: tuple[int, int]) -> Image.Image:
+    """One image scaled to fit its cell: JPEG decoded at 1/2, 1/4 or 1/8 size where that still
+    covers the cell (``draft``), the rest reduced by whole factors before the fine resampling
+    (``reducing_gap``), so no full-size copy is made beside the decoded image."""
+    with _open(source) as img:
+        img.draft("RGB", cell)
+        if img.mode not in _SCALABLE:
+            img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+        img.thumbnail(cell, Image.Resampling.LANCZOS, reducing_gap=2.0)
+        return img.convert("RGB")
 
 
 def contact_sheet(
-    images: Sequence[bytes],
+    images: Sequence[Source],
     ratio: float,
     *,
     numbers: Sequence[int] | None = None,
     long_side: int = SHEET_LONG_SIDE,
     max_bytes: int = PHOTO_MAX_BYTES,
+    max_pixels: int | None = None,
 ) -> bytes:
     """One JPEG of every image in order, each in its cell, labelled with its number
-    (``numbers``, 1, 2, 3… by default); within Telegram's photo rules. Raises ValueError for
-    no images, and Pillow's errors for images it cannot read."""
+    (``numbers``, 1, 2, 3… by default); within Telegram's photo rules. Raises BadPanel for an
+    image that is no JPEG, PNG or WebP or has more than ``max_pixels`` pixels (before any is
+    decoded), ValueError for no images, and Pillow's errors for an image damaged further in."""
     if numbers is None:
         numbers = range(1, len(images) + 1)
     if len(numbers) != len(images):
         raise ValueError(f"{len(numbers)} numbers for {len(images)} images")
     largest = (0, 0)
-    for data in images:
-        with Image.open(io.BytesIO(data)) as img:  # the header only
-            largest = (max(largest[0], img.width), max(largest[1], img.height))
+    for source, number in zip(images, numbers, strict=True):
+        try:
+            with _open(source) as img:  # the header only
+                check_header(img, max_pixels)
+                largest = (max(largest[0], img.width), max(largest[1], img.height))
+        except BadImage as exc:
+            raise BadPanel(number, exc) from None
+        except (UnidentifiedImageError, Image.DecompressionBombError):
+            raise BadPanel(number, BadImage("the image was not a JPEG, PNG or WebP")) from None
     layout = grid(len(images), ratio, long_side, max_cell=largest)
     sheet = Image.new("RGB", layout.size, _BACKGROUND)
     draw = ImageDraw.Draw(sheet)
     font = _font(max(12, min(layout.cell) // 8))
-    for n, (data, number) in enumerate(zip(images, numbers, strict=True)):
+    for n, (source, number) in enumerate(zip(images, numbers, strict=True)):
         left, top, right, bottom = layout.box(n)
-        panel = _panel(data, layout.cell)
+        panel = _panel(source, layout.cell)
         x = left + (right - left - panel.width) // 2
         y = top + (bottom - top - panel.height) // 2
         sheet.paste(panel, (x, y))
@@ -178,37 +219,52 @@ _ENTRY_OVERHEAD = 30 + 46 + 64
 _ARCHIVE_OVERHEAD = 22 + 64
 
 
-def _entry_bytes(name: str, data: bytes) -> int:
-    return _ENTRY_OVERHEAD + 2 * len(name.encode()) + len(data)
+def _entry_bytes(name: str, size: int) -> int:
+    return _ENTRY_OVERHEAD + 2 * len(name.encode()) + size
 
 
-def zip_parts(files: Sequence[tuple[str, bytes]], prompt_txt: str, max_bytes: int) -> list[bytes]:
-    """The files, in order, as ZIP archives of at most ``max_bytes`` each (one when they fit),
-    every archive with ``prompt.txt`` too. Images are stored as they are (already compressed).
+def zip_groups(
+    files: Sequence[tuple[str, int]], prompt_txt: str, max_bytes: int
+) -> list[list[int]]:
+    """Which of the files (name, size in bytes) go in which ZIP part, in order: parts of at most
+    ``max_bytes`` each with ``prompt.txt`` (one when they fit), as lists of indexes into ``files``.
 
     A single file too large for any part gets a part of its own (the caller's limit is then
     exceeded: the images were checked against it at delivery, so this does not happen).
     """
-    prompt = prompt_txt.encode()
-    base = _ARCHIVE_OVERHEAD + _entry_bytes("prompt.txt", prompt)
-    groups: list[list[tuple[str, bytes]]] = [[]]
+    base = _ARCHIVE_OVERHEAD + _entry_bytes("prompt.txt", len(prompt_txt.encode()))
+    groups: list[list[int]] = [[]]
     size = base
-    for name, data in files:
-        cost = _entry_bytes(name, data)
+    for n, (name, length) in enumerate(files):
+        cost = _entry_bytes(name, length)
         if groups[-1] and size + cost > max_bytes:
             groups.append([])
             size = base
-        groups[-1].append((name, data))
+        groups[-1].append(n)
         size += cost
-    parts = []
-    for group in groups:
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as archive:
-            for name, data in group:
-                archive.writestr(name, data)
-            archive.writestr("prompt.txt", prompt, compress_type=zipfile.ZIP_DEFLATED)
-        parts.append(buf.getvalue())
-    return parts
+    return groups
+
+
+def zip_part(files: Sequence[tuple[str, Source]], prompt_txt: str) -> bytes:
+    """One ZIP archive of the files (name, bytes or a file read as it is stored) and
+    ``prompt.txt``. Images are stored as they are (already compressed)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as archive:
+        for name, source in files:
+            if isinstance(source, bytes):
+                archive.writestr(name, source)
+            else:
+                archive.write(source, arcname=name)
+        archive.writestr("prompt.txt", prompt_txt.encode(), compress_type=zipfile.ZIP_DEFLATED)
+    return buf.getvalue()
+
+
+def zip_parts(files: Sequence[tuple[str, bytes]], prompt_txt: str, max_bytes: int) -> list[bytes]:
+    """The files, in order, as ZIP archives of at most ``max_bytes`` each (one when they fit),
+    every archive with ``prompt.txt`` too (all in memory: callers with files on disk build one
+    part at a time from :func:`zip_groups` and :func:`zip_part`)."""
+    groups = zip_groups([(name, len(data)) for name, data in files], prompt_txt, max_bytes)
+    return [zip_part([files[n] for n in group], prompt_txt) for group in groups]
 
 
 def panel_ratio(size: str) -> float:

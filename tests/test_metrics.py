@@ -74,7 +74,7 @@ async def test_metrics_are_off_by_default(
     bots: Bots, telegram: FakeTelegram, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     started: list[Any] = []
-    monkeypatch.setattr(metrics, "start_http_server", lambda *a, **k: started.append((a, k)))
+    monkeypatch.setattr(metrics, "BoundedServer", lambda *a, **k: started.append((a, k)))
     settings = Settings.from_env(GOOD)
     assert (settings.metrics_port, settings.metrics_listen) == (None, "127.0.0.1")
 

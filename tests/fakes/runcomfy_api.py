@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import bisect
 import contextlib
+import functools
 import hashlib
 import heapq
 import inspect
@@ -106,7 +107,8 @@ class JobScript:
     size: tuple[int, int] | None = (64, 36)  # None: the requested ratio, 1024 px long side
     jpeg_bytes: int | None = None
     # "404"|"not_image"|"truncated"|"huge"|"drip" (one byte per drip_interval)|"bomb" (a tiny PNG
-    # that claims 30000x30000 pixels)
+    # that claims 30000x30000 pixels)|"giant" (a real, whole PNG of GIANT_SIDE² pixels, under a
+    # megabyte: under Pillow's bomb limit, but far more than any size asked for)|"gif"
     bad_images: dict[int, str] = field(default_factory=dict)
     # Crafted results: the result lists urls[i] (any JSON value) instead of image i's own URL;
     # image i answers 302 to redirects[i] (with a cookie set). "{base}" and "{rid}" in either
@@ -239,6 +241,27 @@ def _bomb_png(width: int, height: int) -> bytes:
 
     header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1-bit grey
     pixels = zlib.compress(b"\0" * 64)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
+
+
+GIANT_SIDE = 9000
+
+
+@functools.cache
+def giant_png(side: int = GIANT_SIDE) -> bytes:
+    """A whole, valid greyscale PNG of ``side`` x ``side`` black pixels: 81 M pixels (81 MB
+    decoded, 243 MB as RGB) in a few hundred kilobytes. Compressed row by row, never held
+    decoded."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + body))
+        return struct.pack(">I", len(body)) + kind + body + crc
+
+    packer, row = zlib.compressobj(9), b"\0" * (1 + side)
+    pixels = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)  # 8-bit grey
     return (
         b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
     )
@@ -741,6 +764,12 @@ class FakeRunComfy:
         kind = job.script.bad_images.get(index, "ok")
         if kind == "bomb":
             return web.Response(body=_bomb_png(30000, 30000), content_type="image/png")
+        if kind == "giant":
+            return web.Response(body=await asyncio.to_thread(giant_png), content_type="image/png")
+        if kind == "gif":
+            buf = io.BytesIO()
+            Image.new("RGB", (64, 36), (10, 200, 10)).save(buf, "GIF")
+            return web.Response(body=buf.getvalue(), content_type="image/gif")
         if kind == "404":
             return web.Response(status=404, text="Not Found")
         if kind == "not_image":
