@@ -23,6 +23,7 @@ from telegram.ext import (
     ExtBot,
     MessageHandler,
     PreCheckoutQueryHandler,
+    TypeHandler,
     filters,
 )
 from telegram.request import HTTPXRequest
@@ -34,6 +35,7 @@ from bot.context import BotContext, Services
 from bot.downloads import Downloader
 from bot.jobs import JobRunner
 from bot.permissions import Permissions
+from bot.repeats import Repeats
 from bot.runcomfy import RunComfyClient
 from bot.status import PriorityRateLimiter
 from bot.store import Store
@@ -165,6 +167,9 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
         .build()
     )
     app.bot_data.settings = settings
+    app.bot_data.repeats = Repeats(settings.repeat_window, settings.outsider_reply_window)
+    # Group -2, before everything (/start buy is -1): outsiders get one refusal per chat, at most.
+    app.add_handler(TypeHandler(Update, handlers.outsiders), group=-2)
     # An edited /seq must never start a second paid job: only new messages count.
     new_messages = filters.UpdateType.MESSAGE
     app.add_handler(CommandHandler(["start", "help"], handlers.start, filters=new_messages))

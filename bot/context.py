@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from bot.jobs import JobRunner
     from bot.metrics import MetricsServer
     from bot.permissions import Permissions
+    from bot.repeats import Repeats
     from bot.runcomfy import RunComfyClient
     from bot.store import Store
 
@@ -40,6 +41,7 @@ class Services:
         self.permissions: Permissions | None = None
         self.heartbeat: asyncio.Task[None] | None = None
         self.metrics: MetricsServer | None = None  # with METRICS_PORT only
+        self.repeats: Repeats | None = None
 
 
 def _ready(value: _T | None, name: str) -> _T:
@@ -65,6 +67,11 @@ class BotContext(CallbackContext[ExtBot[Any], dict[Any, Any], dict[Any, Any], Se
     def store(self) -> Store:
         """The job database."""
         return _ready(self.bot_data.store, "store")
+
+    @property
+    def repeats(self) -> Repeats:
+        """What was just answered: repeats of /show and ℹ️ Details, outsiders' refusals."""
+        return _ready(self.bot_data.repeats, "repeats")
 
     @property
     def permissions(self) -> Permissions:

@@ -10,8 +10,10 @@ import re
 import secrets
 import time
 
-from telegram import Message, Update
+from telegram import CallbackQuery, Message, MessageEntity, ReplyParameters, Update
+from telegram.constants import ChatType
 from telegram.error import TelegramError
+from telegram.ext import ApplicationHandlerStop
 
 from bot import callbacks, limits, payments, render, schema
 from bot.callbacks import JobAction, JobButton, ResetButton, SettingButton, SettingField
@@ -19,7 +21,8 @@ from bot.command import command_args, parse_seq
 from bot.context import BotContext
 from bot.errors import SeqbotError
 from bot.models import CancelOutcome, ChatDefaults, Job, Origin, SeqRequest, Status
-from bot.permissions import origin_of, requester_name, requester_of
+from bot.permissions import origin_of, outsider_refusal, requester_name, requester_of
+from bot.repeats import Shown
 from bot.texts import lang_of, tr
 
 log = logging.getLogger(__name__)
@@ -41,6 +44,86 @@ def lang(update: object) -> str:
     """The language of whoever sent the update: ``ru`` or ``en``."""
     user = update.effective_user if isinstance(update, Update) else None
     return lang_of(user.language_code if user else None)
+
+
+# Commands an allowed user may send from a private chat outside ALLOWED_CHAT_IDS (credits are
+# the person's own): those of payments.COMMANDS, and "/start buy" (the link a group's /buy gives).
+_BUYING_COMMANDS = frozenset(payments.COMMANDS)
+
+
+def command_for_me(message: Message, username: str | None) -> tuple[str, str] | None:
+    """(command, rest of the text) when ``message`` starts with a command for this bot:
+    ``/cmd`` or ``/cmd@this_bot`` (``/cmd@other_bot`` is another bot's), in its text or caption."""
+    text = message.text if message.text is not None else message.caption
+    entities = message.entities if message.text is not None else message.caption_entities
+    if not text or not entities:
+        return None
+    first = entities[0]
+    if first.type != MessageEntity.BOT_COMMAND or first.offset != 0:
+        return None
+    name, _, addressee = text[1 : first.length].partition("@")
+    if addressee and addressee.lower() != (username or "").lower():
+        return None
+    return name.lower(), text[first.length :].strip()
+
+
+def _buying(settings_payments: bool, command: tuple[str, str] | None) -> bool:
+    if not settings_payments or command is None:
+        return False
+    name, rest = command
+    return name in _BUYING_COMMANDS or (name == "start" and rest == "buy")
+
+
+async def outsiders(update: Update, context: BotContext) -> None:
+    """Before every other handler: with ALLOWED_CHAT_IDS or ALLOWED_USER_IDS set, an update from
+    outside them ends here. A command gets one short refusal per chat and window
+    (OUTSIDER_REPLY_SECONDS), so strangers cannot make the bot post at will; a button tap gets a
+    callback answer only. Payments pass: a pre-checkout is answered, a payment always credited.
+    """
+    settings = context.settings
+    if not (settings.allowed_chat_ids or settings.allowed_user_ids):
+        return
+    language = lang(update)
+    query = update.callback_query
+    if query is not None:
+        chat = query.message.chat if query.message else None
+        refusal = outsider_refusal(
+            settings,
+            user_id=query.from_user.id,
+            chat_id=chat.id if chat else None,
+            private=chat is not None and chat.type == ChatType.PRIVATE,
+            buying=settings.payments and bool(callbacks.BUY_PATTERN.match(query.data or "")),
+        )
+        if refusal is None:
+            return
+        await _answer(query, refusal.text(language))
+        raise ApplicationHandlerStop
+    message = update.message
+    if message is None or message.successful_payment is not None:
+        return
+    command = command_for_me(message, context.bot.username)
+    user = message.from_user
+    refusal = outsider_refusal(
+        settings,
+        user_id=user.id if user else None,
+        chat_id=message.chat.id,
+        private=message.chat.type == ChatType.PRIVATE,
+        buying=_buying(settings.payments, command),
+    )
+    if refusal is None:
+        return
+    if command is not None and context.repeats.refuse_outsider(message.chat.id):
+        await message.reply_text(refusal.text(language), do_quote=True)
+    raise ApplicationHandlerStop
+
+
+async def _answer(query: CallbackQuery, text: str | None = None, *, alert: bool = False) -> None:
+    """Answer a tap; a failed answer (too late: "query is too old") is logged, not raised, so it
+    never stops what the tap asked for."""
+    try:
+        await query.answer(text, show_alert=alert)
+    except TelegramError as exc:
+        log.info("could not answer a button tap: %s", str(exc)[:200])
 
 
 async def start(update: Update, context: BotContext) -> None:
@@ -204,15 +287,54 @@ async def show_command(update: Update, context: BotContext) -> None:
             tr(language, "Job #{id} is not finished yet.", id=found.id), do_quote=True
         )
         return
+    key = (found.chat_id, found.id)
+    repeats = context.repeats.shows
+    earlier = repeats.get(key)
+    if earlier is not None:
+        await _told_shown(message, found, earlier, language)
+        return
+    # Remembered before sending: a second /show while the first is still sending posts nothing.
+    repeats.put(key, Shown(message.message_id, message.message_thread_id))
+    shown = False
     try:
         shown = await context.runner.delivery.show_again(found, message.message_id)
     except SeqbotError as exc:
         await message.reply_text(exc.text(language), do_quote=True)
         return
+    finally:
+        if not shown:  # nothing went out: the next /show may try again at once
+            repeats.discard(key)
     if not shown:
         await message.reply_text(
             tr(language, "Job #{id} has no delivered images to show.", id=found.id), do_quote=True
         )
+
+
+async def _told_shown(message: Message, job: Job, earlier: Shown, language: str) -> None:
+    """A repeated /show within REPEAT_WINDOW_SECONDS: one short reply pointing at the earlier
+    /show (the images are right under it); nothing at all for later repeats."""
+    if earlier.told:
+        return
+    earlier.told = True
+    same_thread = earlier.thread_id == message.message_thread_id
+    await message.reply_text(
+        tr(
+            language,
+            "Job #{id} was sent a moment ago, right under the quoted message. "
+            "Ask again a little later to get it once more.",
+            id=job.id,
+        )
+        if same_thread
+        else tr(
+            language,
+            "Job #{id} was sent a moment ago. Ask again a little later to get it once more.",
+            id=job.id,
+        ),
+        reply_parameters=ReplyParameters(
+            earlier.reply_to if same_thread else message.message_id,
+            allow_sending_without_reply=True,
+        ),
+    )
 
 
 async def usage_command(update: Update, context: BotContext) -> None:
@@ -225,6 +347,8 @@ async def usage_command(update: Update, context: BotContext) -> None:
     now = time.time()
     requester = requester_of(message) or message.from_user.id
     is_admin = requester in settings.admin_user_ids and message.sender_chat is None
+    # Every chat's spend and the Stars revenue are the operator's business: never in a group.
+    totals = is_admin and message.chat.type == ChatType.PRIVATE
     text = render.usage_text(
         lang(update),
         today=store.usage(requester, limits.day_start(now)),
@@ -232,9 +356,11 @@ async def usage_command(update: Update, context: BotContext) -> None:
         limit=settings.daily_image_limit_per_user,
         exempt=is_admin,
         resets_in=limits.until_reset(now, lang(update)),
-        per_chat=store.usage_by_chat(limits.month_start(now)) if is_admin else None,
+        per_chat=store.usage_by_chat(limits.month_start(now)) if totals else None,
     )
-    if is_admin and settings.payments:
+    if is_admin and not totals:
+        text += "\n\n" + render.admin_totals_pointer(lang(update), context.bot.username)
+    if totals and settings.payments:
         received, refunded = store.stars_received(limits.month_start(now))
         cost = sum(c for _, _, _, c in store.usage_by_chat(limits.month_start(now)))
         text += "\n" + payments.stars_line(
@@ -350,15 +476,21 @@ async def _files_button(update: Update, context: BotContext, action: JobAction) 
     delivery = context.runner.delivery
     sending, busy = _FILES_ANSWERS[action]
     if not delivery.claim(job.id, action):
-        await query.answer(tr(lang(update), busy))
+        await _answer(query, tr(lang(update), busy))
         return
-    await query.answer(tr(lang(update), sending))
-    if action == JobAction.SHEET:
-        sent = await delivery.send_sheet(job, message.message_id, lang(update))
-    elif action == JobAction.ZIP:
-        sent = await delivery.send_zip(job, message.message_id, lang(update))
-    else:
-        sent = await delivery.send_originals(job, message.message_id)
+    try:
+        # A tap answered too late ("query is too old") still gets its files.
+        await _answer(query, tr(lang(update), sending))
+        if action == JobAction.SHEET:
+            sent = await delivery.send_sheet(job, message.message_id, lang(update))
+        elif action == JobAction.ZIP:
+            sent = await delivery.send_zip(job, message.message_id, lang(update))
+        else:
+            sent = await delivery.send_originals(job, message.message_id)
+    finally:
+        # Whatever happened before the send began (a cancelled task, an error): the button works
+        # again. A send that began keeps its own pause after a delivered set.
+        delivery.release(job.id, action)
     if not sent:
         await message.reply_text(
             tr(lang(update), "The original files of job #{id} are no longer kept.", id=job.id),
@@ -388,8 +520,19 @@ async def details_button(update: Update, context: BotContext) -> None:
     if found is None or query is None:
         return
     job, message = found
-    await query.answer()
-    await message.reply_text(render.details_text(job, lang(update)), do_quote=True)
+    key = (job.chat_id, job.id)
+    repeats = context.repeats.details
+    if repeats.get(key) is not None:
+        # Posted a moment ago: only the tap is answered (20 taps must not make 20 messages).
+        await _answer(query, tr(lang(update), "The details were sent just above."))
+        return
+    repeats.put(key, Shown(message.message_id))
+    await _answer(query)
+    try:
+        await message.reply_text(render.details_text(job, lang(update)), do_quote=True)
+    except BaseException:
+        repeats.discard(key)  # nothing was posted: the next tap may try again
+        raise
 
 
 async def settings_command(update: Update, context: BotContext) -> None:
