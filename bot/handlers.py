@@ -113,6 +113,12 @@ async def outsiders(update: Update, context: BotContext) -> None:
     if refusal is None:
         return
     if command is not None and context.repeats.refuse_outsider(message.chat.id):
+        log.info(
+            "refused /%s in chat %d (outside the allowlists); its next %.0f s are ignored",
+            command[0][:32],
+            message.chat.id,
+            settings.outsider_reply_window,
+        )
         await message.reply_text(refusal.text(language), do_quote=True)
     raise ApplicationHandlerStop
 

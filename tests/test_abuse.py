@@ -6,13 +6,17 @@ from __future__ import annotations
 import math
 import time
 
+import pytest
+
 from bot.callbacks import JobAction
-from bot.repeats import Recent
+from bot.config import Settings
+from bot.errors import ConfigError
+from bot.repeats import Recent, Repeats
 from bot.store import Status
 from tests.conftest import Bots, RunningBot
 from tests.fakes.runcomfy_api import FakeRunComfy
 from tests.fakes.telegram_api import QUERY_INVALID, Call, FakeTelegram
-from tests.helpers import answered, assert_clean, followups, help_sent, reply_to, until_final
+from tests.helpers import answered, assert_clean, help_sent, reply_to, until_final
 
 ADA = 123456789
 BOB = 222333444
@@ -52,6 +56,41 @@ async def finished(telegram: FakeTelegram, bot: RunningBot, **kwargs: object) ->
     job = await until_final(telegram, bot)
     assert job.status == Status.DONE
     return job.chat_id, job.actions_message_id or 0
+
+
+# ---- the short memories themselves ------------------------------------------------------------
+
+
+def test_memories_expire_and_stay_bounded() -> None:
+    clock = Clock()
+    seen: Recent[int, str] = Recent(10.0, cap=3, clock=clock)
+    for key in range(5):
+        seen.put(key, f"v{key}")
+    assert len(seen) == 3 and seen.get(0) is None and seen.get(4) == "v4"  # the oldest went
+    clock.now += 10.0
+    assert len(seen) == 0 and seen.get(4) is None
+    repeats = Repeats(60.0, 600.0, clock=clock)
+    assert repeats.refuse_outsider(-5) and not repeats.refuse_outsider(-5)
+    assert repeats.refuse_outsider(-6)
+    clock.now += 600.0
+    assert repeats.refuse_outsider(-5)
+
+
+def test_the_windows_are_settings() -> None:
+    good = {
+        "TELEGRAM_BOT_TOKEN": "7012345678:fake-test-token-0123456789",
+        "RUNCOMFY_API_TOKEN": "x",
+    }
+    defaults = Settings.from_env(good)
+    assert (defaults.repeat_window, defaults.outsider_reply_window) == (60.0, 600.0)
+    tuned = Settings.from_env(
+        {**good, "REPEAT_WINDOW_SECONDS": "5", "OUTSIDER_REPLY_SECONDS": "30"}
+    )
+    assert (tuned.repeat_window, tuned.outsider_reply_window) == (5.0, 30.0)
+    for name in ("REPEAT_WINDOW_SECONDS", "OUTSIDER_REPLY_SECONDS"):
+        with pytest.raises(ConfigError) as refused:
+            Settings.from_env({**good, name: "0"})
+        assert refused.value.variable == name
 
 
 # ---- item 3: /show and ℹ️ Details --------------------------------------------------------------
