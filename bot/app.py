@@ -28,7 +28,7 @@ from telegram.ext import (
 )
 from telegram.request import HTTPXRequest
 
-from bot import callbacks, handlers, metrics, payments, render
+from bot import callbacks, handlers, metrics, outsiders, payments, render
 from bot import payment_handlers as pay
 from bot.config import Settings
 from bot.context import BotContext, Services
@@ -169,7 +169,7 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
     app.bot_data.settings = settings
     app.bot_data.repeats = Repeats(settings.repeat_window, settings.outsider_reply_window)
     # Group -2, before everything (/start buy is -1): outsiders get one refusal per chat, at most.
-    app.add_handler(TypeHandler(Update, handlers.outsiders), group=-2)
+    app.add_handler(TypeHandler(Update, outsiders.gate), group=-2)
     # An edited /seq must never start a second paid job: only new messages count.
     new_messages = filters.UpdateType.MESSAGE
     app.add_handler(CommandHandler(["start", "help"], handlers.start, filters=new_messages))

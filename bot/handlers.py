@@ -10,10 +10,9 @@ import re
 import secrets
 import time
 
-from telegram import CallbackQuery, Message, MessageEntity, ReplyParameters, Update
+from telegram import CallbackQuery, Message, ReplyParameters, Update
 from telegram.constants import ChatType
 from telegram.error import TelegramError
-from telegram.ext import ApplicationHandlerStop
 
 from bot import callbacks, limits, payments, render, schema
 from bot.callbacks import JobAction, JobButton, ResetButton, SettingButton, SettingField
@@ -21,7 +20,7 @@ from bot.command import command_args, parse_seq
 from bot.context import BotContext
 from bot.errors import SeqbotError
 from bot.models import CancelOutcome, ChatDefaults, Job, Origin, SeqRequest, Status
-from bot.permissions import origin_of, outsider_refusal, requester_name, requester_of
+from bot.permissions import origin_of, requester_name, requester_of
 from bot.repeats import Shown
 from bot.texts import lang_of, tr
 
@@ -46,84 +45,9 @@ def lang(update: object) -> str:
     return lang_of(user.language_code if user else None)
 
 
-# Commands an allowed user may send from a private chat outside ALLOWED_CHAT_IDS (credits are
-# the person's own): those of payments.COMMANDS, and "/start buy" (the link a group's /buy gives).
-_BUYING_COMMANDS = frozenset(payments.COMMANDS)
-
-
-def command_for_me(message: Message, username: str | None) -> tuple[str, str] | None:
-    """(command, rest of the text) when ``message`` starts with a command for this bot:
-    ``/cmd`` or ``/cmd@this_bot`` (``/cmd@other_bot`` is another bot's), in its text or caption."""
-    text = message.text if message.text is not None else message.caption
-    entities = message.entities if message.text is not None else message.caption_entities
-    if not text or not entities:
-        return None
-    first = entities[0]
-    if first.type != MessageEntity.BOT_COMMAND or first.offset != 0:
-        return None
-    name, _, addressee = text[1 : first.length].partition("@")
-    if addressee and addressee.lower() != (username or "").lower():
-        return None
-    return name.lower(), text[first.length :].strip()
-
-
-def _buying(settings_payments: bool, command: tuple[str, str] | None) -> bool:
-    if not settings_payments or command is None:
-        return False
-    name, rest = command
-    return name in _BUYING_COMMANDS or (name == "start" and rest == "buy")
-
-
-async def outsiders(update: Update, context: BotContext) -> None:
-    """Before every other handler: with ALLOWED_CHAT_IDS or ALLOWED_USER_IDS set, an update from
-    outside them ends here. A command gets one short refusal per chat and window
-    (OUTSIDER_REPLY_SECONDS), so strangers cannot make the bot post at will; a button tap gets a
-    callback answer only. Payments pass: a pre-checkout is answered, a payment always credited.
-    """
-    settings = context.settings
-    if not (settings.allowed_chat_ids or settings.allowed_user_ids):
-        return
-    language = lang(update)
-    query = update.callback_query
-    if query is not None:
-        chat = query.message.chat if query.message else None
-        refusal = outsider_refusal(
-            settings,
-            user_id=query.from_user.id,
-            chat_id=chat.id if chat else None,
-            private=chat is not None and chat.type == ChatType.PRIVATE,
-            buying=settings.payments and bool(callbacks.BUY_PATTERN.match(query.data or "")),
-        )
-        if refusal is None:
-            return
-        await _answer(query, refusal.text(language))
-        raise ApplicationHandlerStop
-    message = update.message
-    if message is None or message.successful_payment is not None:
-        return
-    command = command_for_me(message, context.bot.username)
-    user = message.from_user
-    refusal = outsider_refusal(
-        settings,
-        user_id=user.id if user else None,
-        chat_id=message.chat.id,
-        private=message.chat.type == ChatType.PRIVATE,
-        buying=_buying(settings.payments, command),
-    )
-    if refusal is None:
-        return
-    if command is not None and context.repeats.refuse_outsider(message.chat.id):
-        log.info(
-            "refused /%s in chat %d (outside the allowlists); its next %.0f s are ignored",
-            command[0][:32],
-            message.chat.id,
-            settings.outsider_reply_window,
-        )
-        await message.reply_text(refusal.text(language), do_quote=True)
-    raise ApplicationHandlerStop
-
-
-async def _answer(query: CallbackQuery, text: str | None = None, *, alert: bool = False) -> None:
+async def answer_quietly(
+    query: CallbackQuery, text: str | None = None, *, alert: bool = False
+) -> None:
     """Answer a tap; a failed answer (too late: "query is too old") is logged, not raised, so it
     never stops what the tap asked for."""
     try:
@@ -482,11 +406,11 @@ async def _files_button(update: Update, context: BotContext, action: JobAction) 
     delivery = context.runner.delivery
     sending, busy = _FILES_ANSWERS[action]
     if not delivery.claim(job.id, action):
-        await _answer(query, tr(lang(update), busy))
+        await answer_quietly(query, tr(lang(update), busy))
         return
     try:
         # A tap answered too late ("query is too old") still gets its files.
-        await _answer(query, tr(lang(update), sending))
+        await answer_quietly(query, tr(lang(update), sending))
         if action == JobAction.SHEET:
             sent = await delivery.send_sheet(job, message.message_id, lang(update))
         elif action == JobAction.ZIP:
@@ -530,10 +454,10 @@ async def details_button(update: Update, context: BotContext) -> None:
     repeats = context.repeats.details
     if repeats.get(key) is not None:
         # Posted a moment ago: only the tap is answered (20 taps must not make 20 messages).
-        await _answer(query, tr(lang(update), "The details were sent just above."))
+        await answer_quietly(query, tr(lang(update), "The details were sent just above."))
         return
     repeats.put(key, Shown(message.message_id))
-    await _answer(query)
+    await answer_quietly(query)
     try:
         await message.reply_text(render.details_text(job, lang(update)), do_quote=True)
     except BaseException:
