@@ -224,6 +224,12 @@ async def test_an_outsider_gets_one_refusal_per_chat_whatever_they_send(
     for data in ("v1:info:1", "v1:again:1", "v1:orig:1", "v1:zip:1", "v1:buy:10", "v1:set:reset"):
         answer = await answered(telegram, telegram.press_button(key, data, user_id=BOB))
         assert answer["text"] == "Sorry, this bot is not available to you."
+    # The first refusal in each chat arrives; then Ada's /help marks the end of the rest.
+    for chat in (BOB, OTHER_GROUP):
+        await telegram.wait_for(lambda chat=chat: texts_to(telegram, chat))
+    await telegram.wait_for(
+        lambda: any("not available to you" in c.params["text"] for c in texts_to(telegram, GROUP))
+    )
     posts_in_group = len(texts_to(telegram, GROUP))
     telegram.send_text("/help")  # Ada's own chat: handled after everything above
     await help_sent(telegram, ADA)
