@@ -45,6 +45,8 @@ class Settings:
     originals_keep_days: float = 2.0
     download_timeout: float = 120.0  # one result image, every attempt and byte together
     telegram_retry_delay: float = 1.0  # first wait after a network error sending to Telegram
+    telegram_retry_max: float = 60.0  # the longest wait between two tries (the waits double)
+    delivery_deadline: float = 3 * 3600.0  # a job's images wait out Telegram trouble this long
     telegram_busy_at: int = 15  # progress edits are skipped while this many messages wait
     metrics_port: int | None = None  # set: Prometheus metrics served there; unset: none
     metrics_listen: str = "127.0.0.1"
@@ -189,6 +191,8 @@ class Settings:
             originals_keep_days=_positive(get, "ORIGINALS_KEEP_DAYS", cls.originals_keep_days),
             download_timeout=_positive(get, "DOWNLOAD_TIMEOUT_SECONDS", cls.download_timeout),
             telegram_retry_delay=_positive(get, "TELEGRAM_RETRY_SECONDS", cls.telegram_retry_delay),
+            telegram_retry_max=_positive(get, "TELEGRAM_RETRY_MAX_SECONDS", cls.telegram_retry_max),
+            delivery_deadline=_positive(get, "DELIVERY_DEADLINE_SECONDS", cls.delivery_deadline),
             telegram_busy_at=_count(get, "TELEGRAM_BUSY_AT", cls.telegram_busy_at, minimum=0),
             metrics_port=metrics_port,
             metrics_listen=metrics_listen,

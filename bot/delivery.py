@@ -18,15 +18,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from telegram import Bot, InputMediaDocument, InputMediaPhoto
+from telegram.error import NetworkError, TimedOut
 
 from bot import metrics, render, sheets
 from bot.callbacks import JobAction
 from bot.downloads import Downloader
-from bot.errors import PermanentError, SeqbotError
+from bot.errors import PermanentError, SeqbotError, TelegramUnreachableError
 from bot.images import DOCUMENT_MAX_BYTES, BadImage, ImageInfo, inspect
 from bot.models import DeliveryUnit, Job, UnitKind
 from bot.originals import OriginalsCache
-from bot.sending import Background, reply, with_retries
+from bot.sending import MAX_BACKOFF, Background, reply, with_retries
 from bot.store import Store
 from bot.texts import Plural, tr
 
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 _DOWNLOADS_AT_ONCE = 16
 _DELIVERIES_AT_ONCE = 8
+_MAX_READ_TIMEOUT = 300.0
 _FAILED_ITEM_RE = re.compile(r"failed to send message #([0-9]+)", re.IGNORECASE)
 # After a set of originals (a sheet, a ZIP) was sent, more taps on its button send nothing for
 # this long.
@@ -54,6 +56,9 @@ class Delivery:
         background: Background,
         *,
         retry_delay: float,
+        max_retry_delay: float = MAX_BACKOFF,
+        deadline: float = 3 * 3600.0,
+        read_timeout: float = 30.0,
     ) -> None:
         self.bot = bot
         self.store = store
@@ -61,6 +66,12 @@ class Delivery:
         self.originals = originals
         self.background = background
         self.retry_delay = retry_delay
+        self.max_retry_delay = max_retry_delay
+        # Seconds after RunComfy finished during which a job's images wait out Telegram trouble.
+        self.deadline = deadline
+        self.read_timeout = read_timeout  # the HTTP client's; a send after a timeout waits longer
+        # Told (job, until) when a job's images meet network trouble: the status can say so.
+        self.on_trouble: Callable[[Job, float], None] | None = None
         self.repeat_cooldown = ORIGINALS_REPEAT_SECONDS
         self.zip_part_bytes = DOCUMENT_MAX_BYTES  # Telegram's upload limit for a bot
         self._downloads = asyncio.Semaphore(_DOWNLOADS_AT_ONCE)
@@ -69,9 +80,19 @@ class Delivery:
         # inf while it is being sent.
         self._busy: dict[tuple[int, JobAction], float] = {}
 
+    def until(self, job: Job) -> float:
+        """When the job's delivery stops waiting out Telegram trouble (a ``time.time()``): counted
+        from when RunComfy finished, so a restart keeps the same deadline."""
+        return (job.completed_at or job.updated_at or time.time()) + self.deadline
+
     async def deliver(self, job: Job) -> bool:
         """Send every unit not yet sent, then the follow-up; False (and ``job.error`` says why)
-        when not one image could be delivered."""
+        when not one image could be delivered.
+
+        Network trouble at Telegram is waited out until :meth:`until`; then TelegramUnreachableError,
+        with the undelivered images kept on disk for /show.
+        """
+        until = self.until(job)
         async with self._deliveries:
             data: dict[int, bytes] = {}
             if job.plan is None and not await self._plan(job, data):
@@ -83,33 +104,37 @@ class Delivery:
                 unit = await self._with_data(job, unit, data)
                 sent = (
                     await self._send_unit(
-                        job,
-                        unit,
-                        data,
-                        first=number == 0,
-                        reply_to=job.message_id,
+                        job, unit, data, first=number == 0, reply_to=job.message_id, until=until
                     )
                     if unit.items
                     else {}
                 )
-                metrics.images_sent(job, len(unit.items), time.time())
-                # The file_ids: documents for Originals, photos for /show, to send them again.
-                kept = (
-                    {"photos": {**job.photos, **sent}}
-                    if unit.kind == UnitKind.PHOTO
-                    else {"originals": {**job.originals, **sent}}
-                )
-                self.store.update(
-                    job,
-                    delivered=[*job.delivered, number],
-                    delivered_images=job.delivered_images + len(unit.items),
-                    **kept,
-                )
+                self._delivered(job, number, unit, sent)
                 for index in unit.items:
                     data.pop(index, None)
         if job.actions_message_id is None:
-            await self._post_actions(job)
+            try:
+                await self._post_actions(job, until=until)
+            except TelegramUnreachableError as exc:
+                # Every image arrived; only the buttons under them did not. /show posts them.
+                log.warning("job %d: delivered, but its follow-up was not: %s", job.id, exc)
         return True
+
+    def _delivered(self, job: Job, number: int, unit: DeliveryUnit, sent: dict[str, str]) -> None:
+        """Record plan unit ``number`` as delivered, with the file_ids Telegram gave."""
+        metrics.images_sent(job, len(unit.items), time.time())
+        # The file_ids: documents for Originals, photos for /show, to send them again.
+        kept = (
+            {"photos": {**job.photos, **sent}}
+            if unit.kind == UnitKind.PHOTO
+            else {"originals": {**job.originals, **sent}}
+        )
+        self.store.update(
+            job,
+            delivered=sorted({*job.delivered, number}),
+            delivered_images=job.delivered_images + len(unit.items),
+            **kept,
+        )
 
     async def _plan(self, job: Job, data: dict[int, bytes]) -> bool:
         """Download and check every image, then fix the plan; False if none is usable."""
@@ -165,9 +190,14 @@ class Delivery:
             if index in data:
                 continue
             try:
-                data[index] = await self.originals.load(job.id, index) or await self._download(
-                    job, index
-                )
+                kept = await self.originals.load(job.id, index)
+                if kept is None:
+                    kept = await self._download(job, index)
+                    # On disk again: if Telegram stays away past the deadline, /show needs it.
+                    self.background.run(
+                        self.originals.save(job.id, index, kept), f"job {job.id}: keep"
+                    )
+                data[index] = kept
             except PermanentError as exc:
                 log.warning("job %d: image %d lost on resume: %s", job.id, index + 1, exc)
                 problems.append((index, exc))
@@ -177,7 +207,7 @@ class Delivery:
         self.store.update(job, error=f"{job.error} {note}" if job.error else note)
         return DeliveryUnit(unit.kind, tuple(i for i in unit.items if i in data))
 
-    async def _post_actions(self, job: Job) -> None:
+    async def _post_actions(self, job: Job, *, until: float | None = None) -> None:
         """The follow-up under the images: its buttons (albums carry none)."""
         message = await with_retries(
             lambda: self.bot.send_message(
@@ -187,7 +217,10 @@ class Delivery:
                 message_thread_id=job.thread_id,
                 reply_parameters=reply(job.message_id),
             ),
+            what=f"job {job.id}: sendMessage (follow-up)",
             first_delay=self.retry_delay,
+            max_delay=self.max_retry_delay,
+            until=until,
         )
         self.store.update(job, actions_message_id=message.message_id)
 
@@ -199,10 +232,12 @@ class Delivery:
         *,
         reply_to: int,
         first: bool = False,
+        until: float | None = None,
     ) -> dict[str, str]:
         """Send one photo, document or album of ``files`` (bytes, or Telegram file_ids).
 
         ``first``: the job's first unit, captioned with its parameters (``render.unit_captions``).
+        ``until``: wait out network trouble until then (see ``with_retries``).
 
         Returns the file_ids of what was sent (documents, or the largest size of photos), by
         image index: Originals and /show reuse them.
@@ -218,6 +253,17 @@ class Delivery:
 
         # By image index: after a part-failed album the rest is resent without the first's caption.
         captions = render.unit_captions(job, unit.items, first=first)
+        # A timeout leaves it unknown whether Telegram took the images: before sending again, give
+        # its answer twice as long (up to _MAX_READ_TIMEOUT), so a slow Telegram is waited for
+        # rather than sent the same album every minute of a long delivery.
+        waits: dict[str, Any] = {}
+
+        def troubled(exc: NetworkError) -> None:
+            if isinstance(exc, TimedOut):
+                longer = min(2 * waits.get("read_timeout", self.read_timeout), _MAX_READ_TIMEOUT)
+                waits["read_timeout"] = max(longer, self.read_timeout)
+            if self.on_trouble and until is not None:
+                self.on_trouble(job, until)
 
         def name(index: int) -> str:
             data = files[index]
@@ -233,19 +279,26 @@ class Delivery:
                         filename=name(index),
                         caption=captions.get(index),
                         **common,
+                        **waits,
                     )
                 return await self.bot.send_document(
                     document=files[index],
                     filename=name(index),
                     caption=captions.get(index),
                     **common,
+                    **waits,
                 )
             media_cls = InputMediaPhoto if photo else InputMediaDocument
             media = [
                 media_cls(media=files[index], filename=name(index), caption=captions.get(index))
                 for index in items
             ]
-            return await self.bot.send_media_group(media=media, **common)
+            return await self.bot.send_media_group(media=media, **common, **waits)
+
+        def method() -> str:
+            if len(items) > 1:
+                return "sendMediaGroup"
+            return "sendPhoto" if photo else "sendDocument"
 
         def partly_sent(description: str) -> None:
             nonlocal items
@@ -255,7 +308,15 @@ class Delivery:
                 log.info("job %d: album stopped after %d item(s); sending the rest", job.id, sent)
                 items = items[sent:]
 
-        result = await with_retries(send, first_delay=self.retry_delay, on_album_retry=partly_sent)
+        result = await with_retries(
+            send,
+            what=lambda: f"job {job.id}: {method()}",
+            first_delay=self.retry_delay,
+            max_delay=self.max_retry_delay,
+            until=until,
+            on_album_retry=partly_sent,
+            on_trouble=troubled,
+        )
         messages = list(result) if isinstance(result, tuple | list) else [result]
         # ``items`` are those of the call that succeeded, so they line up with its messages.
         return {
@@ -267,29 +328,44 @@ class Delivery:
     # ---- /show: the delivered images again, from Telegram's copies ------------------------------
 
     async def show_again(self, job: Job, reply_to: int) -> bool:
-        """Every delivered image again, as it was delivered (albums, photos or documents, captions),
-        by the file_ids Telegram gave: nothing is uploaded, nothing fetched from RunComfy.
+        """Every image of the job again, as planned (albums, photos or documents, captions).
 
-        False when no file_id was recorded (nothing delivered, or delivered before they were kept).
+        Delivered ones by the file_ids Telegram gave: nothing is uploaded, nothing fetched from
+        RunComfy. A job that ended with units undelivered (Telegram away past the delivery
+        deadline, say) gets those from the kept files, and they count as delivered from now on.
+
+        False when there was nothing to send (nothing delivered with a file_id, nothing kept).
         """
-        units: list[DeliveryUnit] = []
+        units: list[tuple[int | None, DeliveryUnit]] = []  # (plan number if new, unit)
         files: dict[int, bytes | str] = {}
-        for number in job.delivered:
-            unit = (job.plan or [])[number]
-            known = job.photos if unit.kind == UnitKind.PHOTO else job.originals
-            items = tuple(i for i in unit.items if str(i) in known)
-            files.update({i: known[str(i)] for i in items})
-            if items:
-                units.append(DeliveryUnit(unit.kind, items))
-        for number, unit in enumerate(units):
-            await self._send_unit(
-                job,
-                unit,
-                files,
-                first=number == 0,
-                reply_to=reply_to,
-            )
+        for number, unit in enumerate(job.plan or []):
+            if number in job.delivered:
+                known = job.photos if unit.kind == UnitKind.PHOTO else job.originals
+                items = tuple(i for i in unit.items if str(i) in known)
+                files.update({i: known[str(i)] for i in items})
+                if items:
+                    units.append((None, DeliveryUnit(unit.kind, items)))
+            elif job.final:
+                for index in unit.items:
+                    if (data := await self.originals.load(job.id, index)) is not None:
+                        files[index] = data
+                items = tuple(i for i in unit.items if i in files)
+                if items:
+                    units.append((number, DeliveryUnit(unit.kind, items)))
+        for position, (new, unit) in enumerate(units):
+            sent = await self._send_unit(job, unit, files, first=position == 0, reply_to=reply_to)
+            if new is not None:
+                self._delivered(job, new, unit, sent)
         return bool(units)
+
+    def undelivered(self, job: Job) -> bool:
+        """Whether the job's plan has units Telegram has not taken yet."""
+        return job.plan is not None and len(set(job.delivered)) < len(job.plan)
+
+    async def post_actions(self, job: Job) -> None:
+        """The follow-up under the images, if it was never posted."""
+        if job.actions_message_id is None:
+            await self._post_actions(job)
 
     # ---- 📎 Originals, 🗂 Sheet, 📦 ZIP: the delivered images again, from the disk ----------------
 
@@ -386,7 +462,9 @@ class Delivery:
                 caption=caption,
                 **self._extra(job, reply_to),
             ),
+            what=f"job {job.id}: sendPhoto (sheet)",
             first_delay=self.retry_delay,
+            max_delay=self.max_retry_delay,
         )
         return True
 
@@ -423,7 +501,9 @@ class Delivery:
                     caption=caption,
                     **self._extra(job, reply_to),
                 ),
+                what=f"job {job.id}: sendDocument (ZIP)",
                 first_delay=self.retry_delay,
+                max_delay=self.max_retry_delay,
             )
         return True
 

@@ -5,7 +5,8 @@ SeqbotError                 user_message: short, friendly, no secrets
 ├── InputError              a /seq command we will not submit
 ├── RefusedError            an allowlist, a limit or a permission says no
 ├── StoreBusyError          the database could not take a new job just now (locked or full)
-├── DeliveryFailed          Telegram would not take the images, after retries
+├── DeliveryFailed          Telegram refused the images, or would not take them after retries
+│   └── TelegramUnreachableError  network errors, timeouts or 5xx for as long as it could wait
 └── RunComfyError           RunComfy answered badly or not at all
     ├── TransientError      worth retrying: 5xx, 429, timeouts, refused connections, broken JSON
     ├── PermanentError      not worth retrying: bad token, no balance, input refused, unknown id
@@ -62,7 +63,19 @@ class StoreBusyError(SeqbotError):
 
 
 class DeliveryFailed(SeqbotError):
-    """Telegram would not take the images, after retries."""
+    """Telegram refused the images, or would not take them after retries."""
+
+
+class TelegramUnreachableError(DeliveryFailed):
+    """Telegram did not answer (network errors, timeouts, 5xx) for as long as the call could wait.
+
+    ``last_error`` is the last thing Telegram or the network said (short, no secrets).
+    """
+
+    def __init__(self, user_message: str, *, last_error: str, tries: int, what: str) -> None:
+        super().__init__(user_message, detail=f"{what}: {tries} tries; last error: {last_error}")
+        self.last_error = last_error
+        self.tries = tries
 
 
 class RunComfyError(SeqbotError):

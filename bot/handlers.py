@@ -22,6 +22,7 @@ from bot.errors import SeqbotError
 from bot.models import CancelOutcome, ChatDefaults, Job, Origin, SeqRequest, Status
 from bot.permissions import origin_of, requester_name, requester_of
 from bot.repeats import Shown
+from bot.sending import error_text
 from bot.texts import lang_of, tr
 
 log = logging.getLogger(__name__)
@@ -227,7 +228,7 @@ async def show_command(update: Update, context: BotContext) -> None:
     repeats.put(key, Shown(message.message_id, message.message_thread_id))
     shown = False
     try:
-        shown = await context.runner.delivery.show_again(found, message.message_id)
+        shown = await context.runner.show(found, message.message_id)
     except SeqbotError as exc:
         await message.reply_text(exc.text(language), do_quote=True)
         return
@@ -509,10 +510,20 @@ async def settings_button(update: Update, context: BotContext) -> None:
         await query.answer(exc.text(lang(update)), show_alert=True)
         return
     await query.answer(tr(lang(update), "Saved."))
-    await query.edit_message_text(
-        render.settings_text(changed, lang(update)),
-        reply_markup=render.settings_keyboard(changed, lang(update)),
-    )
+    try:
+        await query.edit_message_text(
+            render.settings_text(changed, lang(update)),
+            reply_markup=render.settings_keyboard(changed, lang(update)),
+        )
+    except Exception as exc:
+        # Saved and answered already: a message that could not be redrawn (deleted, or an answer
+        # python-telegram-bot cannot read) is no reason for "Sorry, something went wrong".
+        log.warning(
+            "chat %d: settings saved, but the message was not redrawn: %s: %s",
+            chat_id,
+            type(exc).__name__,
+            error_text(exc),
+        )
 
 
 def _apply_setting(current: ChatDefaults, button: callbacks.SettingsButton) -> ChatDefaults | None:

@@ -19,7 +19,13 @@ from bot import limits, metrics, payments, render, schedule, schema
 from bot.config import Settings
 from bot.delivery import Delivery
 from bot.downloads import Downloader
-from bot.errors import PermanentError, SeqbotError, SubmitUnknownError, TransientError
+from bot.errors import (
+    PermanentError,
+    SeqbotError,
+    SubmitUnknownError,
+    TelegramUnreachableError,
+    TransientError,
+)
 from bot.models import CANCELLABLE, CancelOutcome, Job, Origin, SeqRequest, Status
 from bot.originals import OriginalsCache
 from bot.runcomfy import RemoteStatus, RunComfyClient
@@ -72,6 +78,9 @@ class JobRunner:
             originals,
             self.background,
             retry_delay=settings.telegram_retry_delay,
+            max_retry_delay=settings.telegram_retry_max,
+            deadline=settings.delivery_deadline,
+            read_timeout=settings.http_timeout,
         )
         # The same Job object is shared by a job's task and the Cancel button.
         self.active: dict[int, Job] = {}
@@ -80,6 +89,10 @@ class JobRunner:
         self._windows: dict[tuple[int, str], tuple[schedule.Window | None, float]] = {}
         # Per queued job: (when first seen, queue position), each time the position changed.
         self._queue_seen: dict[int, list[tuple[float, int]]] = {}
+        self._showing: dict[int, asyncio.Lock] = {}  # per job: one /show at a time
+        # Jobs whose images meet network trouble at Telegram: until when they are retried.
+        self._troubled: dict[int, float] = {}
+        self.delivery.on_trouble = self._delivery_trouble
         metrics.watch(self)  # its active jobs, by state, on the metrics page
 
     @property
@@ -178,10 +191,7 @@ class JobRunner:
             if job.status in (Status.QUEUED, Status.RUNNING):
                 await self._poll(job)
             if job.status == Status.SENDING:
-                delivered = await self.delivery.deliver(job)
-                await self._finish(
-                    job, Status.DONE if delivered else Status.FAILED, error=job.error
-                )
+                await self._deliver(job)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -191,6 +201,7 @@ class JobRunner:
                 self.active.pop(job.id, None)
                 self.status.forget(job)
             self._queue_seen.pop(job.id, None)
+            self._troubled.pop(job.id, None)
 
     async def _submit(self, job: Job) -> None:
         if job.cancel_requested:
@@ -317,6 +328,8 @@ class JobRunner:
             return schedule.Estimate(queue_wait=wait)
         if job.status == Status.RUNNING:
             return schedule.Estimate(window=self._window(job.count, job.mode))
+        if job.status == Status.SENDING and job.id in self._troubled:
+            return schedule.Estimate(retry_until=self._troubled[job.id])
         return None
 
     def _window(self, count: int, mode: str) -> schedule.Window | None:
@@ -364,6 +377,78 @@ class JobRunner:
         # The images matter more than this edit: deliver while it waits in Telegram's queue.
         self.status.show_soon(job)
         return True
+
+    # ---- delivery ---------------------------------------------------------------------------
+
+    async def _deliver(self, job: Job) -> None:
+        """Send the images. Telegram trouble is waited out until the delivery deadline; past it
+        the job fails, its images kept on disk for /show."""
+        try:
+            delivered = await self.delivery.deliver(job)
+        except TelegramUnreachableError as exc:
+            log.warning("job %d: not delivered by its deadline (%s); kept for /show", job.id, exc)
+            await self._finish(job, Status.FAILED, error=self._undelivered(job, exc))
+            return
+        await self._finish(job, Status.DONE if delivered else Status.FAILED, error=job.error)
+
+    def _delivery_trouble(self, job: Job, until: float) -> None:
+        """The first network trouble sending a job's images: its status says it keeps trying."""
+        if job.id not in self._troubled:
+            self._troubled[job.id] = until
+            self.status.show_soon(job)
+
+    def _undelivered(self, job: Job, exc: TelegramUnreachableError) -> str:
+        """What a job Telegram would not take by its deadline says: why, and how to get it."""
+        kept_until = (job.completed_at or time.time()) + self.delivery.originals.keep_seconds
+        why = tr(
+            job.lang,
+            "Telegram did not take the images before the delivery deadline. Last error: {error}",
+            error=exc.last_error,
+        )
+        if kept_until > time.time():
+            why += " " + tr(
+                job.lang,
+                "They are kept until {when} UTC: send /show {id} to get them.",
+                when=time.strftime("%Y-%m-%d %H:%M", time.gmtime(kept_until)),
+                id=job.id,
+            )
+        # The delivery note (images RunComfy sent broken) stays on its own line: /show drops the
+        # rest once it delivered them.
+        return f"{why}\n{job.error}" if job.error else why
+
+    async def show(self, job: Job, reply_to: int) -> bool:
+        """/show: the job's images again; False when there is nothing to send.
+
+        A job whose delivery ended before every image arrived (Telegram away past the deadline)
+        gets the rest from the kept files; once all arrived it is done, with its follow-up.
+        """
+        lock = self._showing.setdefault(job.id, asyncio.Lock())
+        try:
+            async with lock:
+                # Another /show may have delivered the rest meanwhile: the row says.
+                job = self.store.get(job.id) or job
+                late = job.status == Status.FAILED and self.delivery.undelivered(job)
+                shown = await self.delivery.show_again(job, reply_to)
+                if late and not self.delivery.undelivered(job):
+                    await self._delivered_late(job)
+                return shown
+        finally:
+            if not lock.locked():
+                self._showing.pop(job.id, None)
+
+    async def _delivered_late(self, job: Job) -> None:
+        """Every image reached the chat after the job had failed: it is done after all."""
+        note = job.error.split("\n", 1)[1] if job.error and "\n" in job.error else None
+        # Not through _set: the metrics counted this job (and its cost) when it failed.
+        self.store.update(job, status=Status.DONE, error=note)
+        self._log(job, "done (the rest delivered by /show)")
+        try:
+            await self.delivery.post_actions(job)
+            await self.status.show(job)
+        except Exception as exc:  # the images are there; the rest is a courtesy
+            log.warning(
+                "job %d: delivered late, but its follow-up or status failed: %s", job.id, exc
+            )
 
     async def _time_out(self, job: Job) -> None:
         if job.status == Status.QUEUED and job.request_id:

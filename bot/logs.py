@@ -55,3 +55,7 @@ def setup_logging(level: int, secrets: Iterable[str], *, json_lines: bool = Fals
     root.setLevel(level)
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # python-telegram-bot logs a traceback with the whole page for every answer that is not JSON
+    # (a proxy's 502 page): during an outage, one per try. The bot's own line names the call and
+    # the error ("job 12: sendMediaGroup failed (try 3): Bad Gateway (502)").
+    logging.getLogger("telegram.request.BaseRequest").setLevel(logging.CRITICAL)

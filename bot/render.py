@@ -159,6 +159,12 @@ def status_text(
     elif status == Status.SENDING:
         images = plural(lang, len(job.image_urls) or job.count, "image")
         line = tr(lang, "📤 Sending {images}…", images=images)
+        if estimate and estimate.retry_until:
+            line += "\n" + tr(
+                lang,
+                "Telegram is not taking them just now; the bot keeps trying until {when} UTC.",
+                when=time.strftime("%Y-%m-%d %H:%M", time.gmtime(estimate.retry_until)),
+            )
     elif status == Status.DONE:
         took = duration((job.finished_at or now) - (job.submitted_at or job.created_at))
         images = plural(lang, job.delivered_images, "image")

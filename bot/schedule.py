@@ -122,6 +122,8 @@ class Estimate:
 
     window: Window | None = None  # how long similar jobs generated (None: no history)
     queue_wait: float | None = None  # seconds until the job likely starts (None: not known)
+    # Telegram is failing to take the images: they are retried until then (a time.time()).
+    retry_until: float | None = None
 
 
 def coarse(seconds: float) -> float:

@@ -1,7 +1,8 @@
 """Telegram calls that must get through: flood waits and network trouble are waited out.
 
 Used for everything a user must see (the status message, images, the follow-up); progress edits
-use their own, lighter rules (``status``).
+use their own, lighter rules (``status``). A job's images wait out an outage until their delivery
+deadline; other calls give up after ``ATTEMPTS`` tries.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -16,15 +18,20 @@ from telegram import ReplyParameters
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
 
 from bot import metrics
-from bot.errors import DeliveryFailed
+from bot.errors import DeliveryFailed, TelegramUnreachableError
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 ATTEMPTS = 6
-_MAX_BACKOFF = 30.0
+MAX_BACKOFF = 60.0
+# Past the first ATTEMPTS tries of a long wait, one line in this many: an outage of hours at a
+# try a minute stays readable in the log.
+_LOG_EVERY = 10
 _RETRY_AFTER_RE = re.compile(r"retry after ([0-9]+)", re.IGNORECASE)
+# A bot token, should a transport error ever quote a request URL.
+_TOKEN_RE = re.compile(r"[0-9]{3,20}:[A-Za-z0-9_-]{20,}")
 
 
 def reply(message_id: int) -> ReplyParameters:
@@ -39,42 +46,92 @@ def seconds(value: object) -> float:
     return float(value)  # type: ignore[arg-type]
 
 
+def error_text(exc: BaseException) -> str:
+    """What Telegram (or the network) said, short and safe to log or show: one line, no token,
+    no server page (python-telegram-bot quotes a 502's whole HTML body)."""
+    text = str(exc).split(". Parsing the server response", 1)[0]
+    text = _TOKEN_RE.sub("[REDACTED]", " ".join(text.split())) or type(exc).__name__
+    return text if len(text) <= 160 else text[:159] + "…"
+
+
 async def with_retries(
     send: Callable[[], Awaitable[T]],
     *,
+    what: str | Callable[[], str] = "Telegram call",
     first_delay: float = 1.0,
+    max_delay: float = MAX_BACKOFF,
+    until: float | None = None,
     on_album_retry: Callable[[str], None] | None = None,
+    on_trouble: Callable[[NetworkError], None] | None = None,
 ) -> T:
     """Call Telegram until it takes the call: flood waits as asked, network trouble with backoff.
+
+    ``what`` names the call in the log ("job 12: sendMediaGroup"). Network errors, timeouts and
+    5xx are retried after ``first_delay`` seconds, doubling up to ``max_delay``: ``ATTEMPTS``
+    tries in all, or, with ``until`` (a ``time.time()``), as long as that lasts; then
+    TelegramUnreachableError, carrying the last error.
 
     A 400 that carries "retry after N" (an album refused part-way) is a flood wait too; then
     ``on_album_retry`` gets its text first, to drop the items already delivered. Any other 400
     raises DeliveryFailed; Forbidden (blocked, removed) is raised as it is, at once.
+    ``on_trouble`` gets each network error before the wait that follows it.
     """
-    delay = first_delay
-    for attempt in range(1, ATTEMPTS + 1):
+    delay = min(first_delay, max_delay)
+    attempt, last = 0, ""
+
+    def name() -> str:
+        return what() if callable(what) else what
+
+    while True:
+        attempt += 1
         reason = "429"
         try:
             return await send()
         except RetryAfter as exc:
             wait = seconds(exc.retry_after)
+            last = f"flood wait {wait:g} s"
+            log.info("%s: flood wait %g s (try %d)", name(), wait, attempt)
         except BadRequest as exc:
             m = _RETRY_AFTER_RE.search(exc.message)
             if not m:
-                raise DeliveryFailed("Telegram refused the images.", detail=exc.message) from None
+                log.warning("%s refused (try %d): %s", name(), attempt, error_text(exc))
+                raise DeliveryFailed(
+                    "Telegram refused the images. Last error: {error}",
+                    error=error_text(exc),
+                    detail=f"{name()}: {error_text(exc)}",
+                ) from None
             wait = float(m.group(1))
+            last = error_text(exc)
+            log.info("%s: album stopped by a flood wait of %g s (try %d)", name(), wait, attempt)
             if on_album_retry:
                 on_album_retry(exc.message)
         except Forbidden:
             raise
-        except NetworkError as exc:  # includes TimedOut
-            log.warning("Telegram send failed (attempt %d): %s", attempt, exc)
-            wait, delay = delay, min(delay * 2, _MAX_BACKOFF)
+        except NetworkError as exc:  # includes TimedOut and 5xx
+            last = error_text(exc)
+            if attempt <= ATTEMPTS or attempt % _LOG_EVERY == 0:
+                log.warning("%s failed (try %d): %s", name(), attempt, last)
+            wait, delay = delay, min(delay * 2, max_delay)
             reason = metrics.telegram_failure(exc)
-        if attempt < ATTEMPTS:
-            metrics.retried("telegram", reason)
-            await asyncio.sleep(wait)
-    raise DeliveryFailed("Telegram did not accept the images after several tries.")
+            if on_trouble:
+                on_trouble(exc)
+        if until is None:
+            if attempt >= ATTEMPTS:
+                break
+        else:
+            left = until - time.time()
+            if left <= 0:
+                break
+            wait = min(wait, left)  # one more try at the deadline itself
+        metrics.retried("telegram", reason)
+        await asyncio.sleep(wait)
+    log.warning("%s: giving up after %d tries; last error: %s", name(), attempt, last)
+    raise TelegramUnreachableError(
+        "Telegram did not accept the images after several tries.",
+        last_error=last,
+        tries=attempt,
+        what=name(),
+    )
 
 
 class Background:

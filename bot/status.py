@@ -22,7 +22,7 @@ from telegram.ext import AIORateLimiter
 
 from bot import metrics, render, schedule
 from bot.models import CANCELLABLE, Job, Status
-from bot.sending import Background, reply, with_retries
+from bot.sending import Background, error_text, reply, with_retries
 from bot.slots import RankedBucket
 from bot.store import Store
 
@@ -164,6 +164,7 @@ class StatusBoard:
                 message_thread_id=job.thread_id,
                 reply_parameters=reply(job.message_id),
             ),
+            what=f"job {job.id}: sendMessage (status)",
             first_delay=self.retry_delay,
         )
         metrics.acknowledged(job, time.time())
@@ -181,6 +182,7 @@ class StatusBoard:
                 message_thread_id=job.thread_id,
                 reply_parameters=reply(job.message_id),
             ),
+            what=f"job {job.id}: sendMessage (notice)",
             first_delay=self.retry_delay,
         )
 
@@ -255,7 +257,7 @@ class StatusBoard:
                 self.store.update(job, status_message_id=None)
                 return
             if "not modified" not in lowered:
-                log.warning("job %d: could not edit status: %s", job.id, exc.message)
+                log.warning("job %d: editMessageText (status) refused: %s", job.id, exc.message)
                 return
         except RetryAfter as exc:
             # A status edit is not worth waiting for; the next state change retries.
@@ -264,7 +266,18 @@ class StatusBoard:
         except Forbidden:
             raise
         except NetworkError as exc:
-            log.warning("job %d: could not edit status: %s", job.id, exc)
+            log.warning("job %d: editMessageText (status) failed: %s", job.id, error_text(exc))
+            return
+        except Exception as exc:
+            # An answer python-telegram-bot cannot read (an unexpected shape): the edit may well
+            # have been made. Whoever changed the job (a Cancel tap, delivery) must not fail over
+            # it; the next change edits again.
+            log.warning(
+                "job %d: status edit got an unexpected answer: %s: %s",
+                job.id,
+                type(exc).__name__,
+                error_text(exc),
+            )
             return
         self.store.update(job, status_shown=showing)
         self._last[job.id] = (phase, now)

@@ -89,7 +89,7 @@ class Call:
 
 @dataclass
 class _Fault:
-    kind: str  # "error" | "server" | "delay" | "album"
+    kind: str  # "error" | "server" | "delay" | "album" | "drop" | "answer"
     method: str
     times: int = 1
     status: int = 400
@@ -99,6 +99,7 @@ class _Fault:
     seconds: float = 0.0
     delivered_before: int = 0
     skip: int = 0  # matching calls to let through before the fault applies
+    result: Any = None  # "answer": what an "ok" answer carries instead of the method's result
 
 
 @dataclass
@@ -297,8 +298,29 @@ class FakeTelegram:
         fault.delivered_before = delivered_before
         self._faults.append(fault)
 
-    def fail_server_next(self, method: str, times: int = 1, status: int = 502) -> None:
-        self._faults.append(_Fault("server", self._canonical(method), times, status))
+    def fail_server_next(self, method: str, times: int = 1, status: int = 502,
+                         skip: int = 0) -> None:  # fmt: skip
+        """Answer the next ``times`` calls of ``method`` with an HTML error page (a proxy's 5xx),
+        after letting ``skip`` through."""
+        fault = _Fault("server", self._canonical(method), times, status)
+        fault.skip = skip
+        self._faults.append(fault)
+
+    def drop_next(self, method: str, times: int = 1) -> None:
+        """Close the connection of the next ``times`` calls of ``method`` without an answer (a
+        network error for the client; nothing takes effect)."""
+        self._faults.append(_Fault("drop", self._canonical(method), times))
+
+    def answer_next(self, method: str, result: Any, times: int = 1) -> None:
+        """Answer the next ``times`` calls of ``method`` "ok" with ``result`` instead of what the
+        method returns (an answer of an unexpected shape; the call takes no effect)."""
+        fault = _Fault("answer", self._canonical(method), times)
+        fault.result = result
+        self._faults.append(fault)
+
+    def recover(self) -> None:
+        """Forget every fault not met yet: Telegram is back."""
+        self._faults.clear()
 
     def delay_next(self, method: str, seconds: float, times: int = 1) -> None:
         """Sleep before handling (the call still takes effect, like a slow real server)."""
@@ -497,6 +519,15 @@ class FakeTelegram:
                 return web.Response(status=fault.status, text=html, content_type="text/html")
             elif fault and fault.kind == "error":
                 raise ApiError(fault.status, fault.description)
+            elif fault and fault.kind == "drop":
+                self._record(Call(method, params, files, 0, {}))
+                if request.transport is not None:
+                    request.transport.abort()
+                return web.Response(status=502)  # never reaches the client
+            elif fault and fault.kind == "answer":
+                odd = {"ok": True, "result": fault.result}
+                self._record(Call(method, params, files, 200, odd))
+                return web.json_response(odd)
             self._check_blocked(method, params)
             handler = getattr(self, f"_m_{method}", None)
             result = await handler(_Req(params, files, uploads, fault)) if handler else True
