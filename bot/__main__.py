@@ -44,9 +44,11 @@ configuration (environment variables, or .env in the working directory):
   MAX_ACTIVE_JOBS_PER_USER    default 2
   MAX_ACTIVE_JOBS_PER_CHAT    default 3
   DAILY_IMAGE_LIMIT_PER_USER  default 60 (0: no limit)
+  DAILY_IMAGE_LIMIT_PER_CHAT  a group's or channel's images per day, whoever asks
+                              (default: DAILY_IMAGE_LIMIT_PER_USER; 0: no limit)
   STARS_PACKS                 images:stars packs, e.g. 10:75,50:300: users pay in Telegram Stars
                               (unset: payments off)
-  FREE_IMAGES_PER_DAY         default 0: with STARS_PACKS, free images per user and day
+  FREE_IMAGES_PER_DAY         default 0: with STARS_PACKS, free images per person and day
   PAYSUPPORT_TEXT             the /paysupport answer (default: a built-in text; \n: new line)
   TERMS_TEXT                  the /terms answer (default: a built-in text; \n: new line)
 """

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from telegram import BotCommand, Update
-from telegram.error import InvalidToken, RetryAfter, TelegramError
+from telegram.error import TelegramError
 from telegram.ext import (
     Application,
     ApplicationBuilder,
@@ -26,10 +25,10 @@ from telegram.ext import (
     TypeHandler,
     filters,
 )
-from telegram.request import HTTPXRequest
 
 from bot import callbacks, handlers, metrics, outsiders, payments, render
 from bot import payment_handlers as pay
+from bot.botapi import CheckedRequest, check_result, status_of
 from bot.config import Settings
 from bot.context import BotContext, Services
 from bot.downloads import Downloader
@@ -37,6 +36,7 @@ from bot.jobs import JobRunner
 from bot.permissions import Permissions
 from bot.repeats import Repeats
 from bot.runcomfy import RunComfyClient
+from bot.startup import Call, FatalStartupError, in_background, patiently
 from bot.status import PriorityRateLimiter
 from bot.store import Store
 from bot.texts import languages, tr
@@ -84,13 +84,15 @@ class TolerantBot(ExtBot[int]):
 
     One malformed update would otherwise fail every getUpdates call from then on (the batch is
     parsed as a whole and the offset never moves). It is replaced by an empty update with the same
-    id, so it is confirmed and skipped.
+    id, so it is confirmed and skipped. A getMe that is not a bot raises UnreadableAnswer
+    (``botapi.check_result``) instead of a TypeError from deep inside python-telegram-bot.
     """
 
     async def _post(self, endpoint: str, data: dict[str, Any] | None = None, **kwargs: Any) -> Any:
         if data:
             _fit_texts(endpoint, data)
         result = await super()._post(endpoint, data, **kwargs)
+        check_result(endpoint, result)
         if endpoint == "getUpdates" and isinstance(result, list):
             return [self._readable(raw) for raw in result]
         return result
@@ -105,7 +107,7 @@ class TolerantBot(ExtBot[int]):
         return raw
 
 
-class CountedRequest(HTTPXRequest):
+class CountedRequest(CheckedRequest):
     """python-telegram-bot's HTTP client, counting every request by method and outcome.
 
     Counted here, below the rate limiter, so a flood wait it retries by itself shows up too.
@@ -115,8 +117,12 @@ class CountedRequest(HTTPXRequest):
         """Send as usual; count the outcome (of the URL, only the method's name is kept)."""
         try:
             code, payload = await super().do_request(url, *args, **kwargs)
-        except TelegramError as exc:  # no answer: a timeout, a network error
-            metrics.telegram_request(url, metrics.telegram_failure(exc))
+        except TelegramError as exc:  # an HTTP error; or no answer: a timeout, a network error
+            status = status_of(exc)
+            outcome = (
+                metrics.telegram_failure(exc) if status is None else metrics.telegram_answer(status)
+            )
+            metrics.telegram_request(url, outcome)
             raise
         metrics.telegram_request(url, metrics.telegram_answer(code))
         return code, payload
@@ -219,44 +225,23 @@ def _add_payment_handlers(app: Application) -> None:  # type: ignore[type-arg]
     # Answered in the handler itself, at once: Telegram waits 10 seconds at most.
     app.add_handler(PreCheckoutQueryHandler(pay.pre_checkout))
     app.add_handler(MessageHandler(filters.SUCCESSFUL_PAYMENT, pay.successful_payment))
-
-
-REJECTED_MESSAGE = (
-    "seqbot: Telegram rejected TELEGRAM_BOT_TOKEN (HTTP 401/404). "
-    "Check the token and TELEGRAM_API_BASE_URL."
-)
-
-
-class TokenRejectedError(Exception):
-    """Telegram refused the bot token: the one start-up failure that waiting does not fix."""
+    refunded = filters.StatusUpdate.REFUNDED_PAYMENT
+    app.add_handler(MessageHandler(refunded, pay.refunded_payment))
 
 
 def run(settings: Settings) -> int:
     """Run until SIGINT/SIGTERM, by webhook when WEBHOOK_URL is set, else by long polling.
 
     Returns the exit code: 0 after a stop signal (at any point, start-up included), 2 when
-    Telegram rejects the token.
+    Telegram rejects the token or what answers getMe is not the Bot API.
     """
     try:
         asyncio.run(serve(settings))
-    except TokenRejectedError:
+    except FatalStartupError as exc:
         # One line: python-telegram-bot's own message would carry the whole token.
-        print(REJECTED_MESSAGE, file=sys.stderr)
+        print(exc.line, file=sys.stderr)
         return 2
     return 0
-
-
-class _QuietNonJson(logging.Filter):
-    """python-telegram-bot logs an answer that is not JSON (a proxy's HTML error page) as an
-    ERROR with a traceback, then raises an error that says enough: keep it for DEBUG only."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Demote the "invalid JSON data" record and drop its traceback."""
-        if not str(record.msg).startswith("Can not load invalid JSON data"):
-            return True
-        record.exc_info, record.exc_text = None, None
-        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-        return logging.getLogger().isEnabledFor(logging.DEBUG)
 
 
 @dataclass
@@ -278,7 +263,6 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    logging.getLogger("telegram.request.BaseRequest").addFilter(_QuietNonJson())
     for name, host in settings.plain_http_urls:
         log.warning(
             "%s uses plain http:// to %s: the token and all traffic cross the network "
@@ -370,47 +354,6 @@ async def receive_updates(app: Application, settings: Settings) -> WebhookServer
     return server
 
 
-def startup_backoff(settings: Settings) -> tuple[float, float]:
-    """(first, longest) wait between start-up tries: 1 s to 60 s by default.
-
-    Derived from the poll interval, like RunComfy's retries, so tests with fast polls stay fast.
-    """
-    return min(settings.poll_interval / 2, 1.0), min(settings.poll_interval * 30, 60.0)
-
-
-async def patiently(action: Callable[[], Awaitable[object]], what: str, settings: Settings) -> None:
-    """Call ``action`` until Telegram answers, backing off; only a rejected token is fatal.
-
-    One warning line per failed try, without a traceback (a missing network is not a bug).
-    """
-    delay, longest = startup_backoff(settings)
-    tries = 0
-    while True:
-        tries += 1
-        try:
-            await action()
-        except InvalidToken:
-            raise TokenRejectedError from None  # its message holds the token: drop it
-        except TelegramError as exc:
-            wait = delay
-            if isinstance(exc, RetryAfter):
-                asked = exc.retry_after
-                wait = max(delay, asked.total_seconds() if isinstance(asked, timedelta) else asked)
-            log.warning(
-                "Telegram did not answer %s (try %d: %s); trying again in %.3g s",
-                what,
-                tries,
-                str(exc)[:200],
-                wait,
-            )
-            await asyncio.sleep(wait)
-            delay = min(delay * 2, longest)
-        else:
-            if tries > 1:
-                log.info("Telegram answered %s after %d tries", what, tries)
-            return
-
-
 async def _heartbeat(path: Path, runner: JobRunner) -> None:
     """Touch ``path`` every so often (a health check reads it); prune old originals hourly."""
     beats = 0
@@ -453,13 +396,6 @@ async def _post_init(app: Application) -> None:  # type: ignore[type-arg]
     if settings.metrics_port is not None:
         services.metrics = metrics.serve(settings.metrics_port, settings.metrics_listen)
 
-    async def set_commands() -> None:
-        paying = settings.payments
-        await app.bot.set_my_commands(commands("en", payments=paying))
-        for lang in languages():
-            await app.bot.set_my_commands(commands(lang, payments=paying), language_code=lang)
-
-    await patiently(set_commands, "setMyCommands", settings)
     log.info(
         "seqbot started as @%s; database %s; Telegram API %s; RunComfy API %s; poll every %ss",
         app.bot.username,
@@ -468,15 +404,41 @@ async def _post_init(app: Application) -> None:  # type: ignore[type-arg]
         settings.runcomfy_api_base_url,
         settings.poll_interval,
     )
+    # Nothing waits for the menu: updates are handled while Telegram is slow to take it.
+    services.menu = asyncio.create_task(
+        in_background(
+            menu_calls(app.bot, settings), settings, otherwise="the command menu stays as it was"
+        )
+    )
     await runner.resume_all()
+    if settings.payments:  # payments SQLite refused, refunds the bot stopped in the middle of
+        first = settings.telegram_retry_delay
+        runner.background.run(pay.on_start(app.bot, store, first_delay=first), "payments")
     services.heartbeat = asyncio.create_task(_heartbeat(settings.health_file, runner))
+
+
+def menu_calls(bot: ExtBot[int], settings: Settings) -> list[tuple[str, Call]]:
+    """The command menu: the default one, then one per language (as the users' apps choose)."""
+    paying = settings.payments
+    calls: list[tuple[str, Call]] = [
+        ("setMyCommands", functools.partial(bot.set_my_commands, commands("en", payments=paying)))
+    ]
+    for lang in languages():
+        menu = commands(lang, payments=paying)
+        call = functools.partial(bot.set_my_commands, menu, language_code=lang)
+        calls.append((f"setMyCommands ({lang})", call))
+    return calls
 
 
 async def _post_stop(app: Application) -> None:  # type: ignore[type-arg]
     services: Services = app.bot_data
-    heartbeat, services.heartbeat = services.heartbeat, None
-    if heartbeat:
-        heartbeat.cancel()
+    tasks = [t for t in (services.heartbeat, services.menu) if t is not None]
+    services.heartbeat = services.menu = None
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        # Awaited, so nothing is left pending (or warned about) when the loop closes.
+        await asyncio.wait(tasks)
     if services.runner:
         await services.runner.stop()
 

@@ -66,9 +66,12 @@ class ResetButton:
 
 @dataclass(frozen=True)
 class BuyButton:
-    """A /buy button (payments on): send an invoice for the pack of ``images``: ``v1:buy:<n>``."""
+    """A /buy button (payments on): send an invoice for the pack of ``images``: ``v1:buy:<n>``;
+    ``v1:buy:<n>:<chat id>`` buys the credits of a chat identity (``/buy`` sent as a channel or
+    as a group's anonymous admin), paid by whoever taps."""
 
     images: int
+    chat_id: int | None = None
 
 
 SettingsButton = SettingButton | ResetButton
@@ -83,7 +86,9 @@ _SETTING_RE = re.compile(
     rf"{VERSION}:{_SETTINGS}:(?:{_RESET}|(?P<field>[a-z]{{1,8}}):(?P<value>[0-9a-z:]{{1,16}}))"
 )
 _BUY = "buy"
-_BUY_RE = re.compile(rf"{VERSION}:{_BUY}:(?P<images>[1-9][0-9]{{0,5}})")
+_BUY_RE = re.compile(
+    rf"{VERSION}:{_BUY}:(?P<images>[1-9][0-9]{{0,5}})(?::(?P<chat>-[1-9][0-9]{{0,17}}))?"
+)
 _FIELDS = {f.value: f for f in SettingField}
 _VALUE_RES = {
     SettingField.COUNT: re.compile(r"[1-9][0-9]?"),
@@ -114,7 +119,7 @@ def parse(data: str | None) -> Button | None:
     if m := _JOB_RE.fullmatch(data):
         return JobButton(JobAction(m["action"]), int(m["id"]))
     if m := _BUY_RE.fullmatch(data):
-        return BuyButton(int(m["images"]))
+        return BuyButton(int(m["images"]), int(m["chat"]) if m["chat"] else None)
     if m := _SETTING_RE.fullmatch(data):
         if m["field"] is None:
             return ResetButton()
@@ -131,6 +136,8 @@ def encode(button: Button) -> str:
         data = f"{VERSION}:{JobAction(button.action).value}:{button.job_id}"
     elif isinstance(button, BuyButton):
         data = f"{VERSION}:{_BUY}:{button.images}"
+        if button.chat_id is not None:
+            data += f":{button.chat_id}"
     elif isinstance(button, SettingButton):
         data = f"{VERSION}:{_SETTINGS}:{SettingField(button.field).value}:{button.value}"
     else:

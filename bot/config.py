@@ -37,6 +37,7 @@ class Settings:
     max_active_jobs_per_user: int = 2
     max_active_jobs_per_chat: int = 3
     daily_image_limit_per_user: int = 60  # 0: no limit
+    daily_image_limit_per_chat: int = 60  # a chat's images per day, all senders; 0: no limit
     webhook_url: str | None = None  # set: webhook mode; unset: long polling
     webhook_secret: str | None = field(default=None, repr=False)
     webhook_listen: str = "0.0.0.0"  # noqa: S104 - a server inside a container listens on all
@@ -150,6 +151,9 @@ class Settings:
                 f"must be an IP address or a host name (got {metrics_listen[:40]!r})",
             )
         webhook_port = _count(get, "WEBHOOK_PORT", cls.webhook_port, minimum=1)
+        per_user = _count(
+            get, "DAILY_IMAGE_LIMIT_PER_USER", cls.daily_image_limit_per_user, minimum=0
+        )
         if webhook_url is not None and metrics_port == webhook_port:
             raise ConfigError("METRICS_PORT", "must differ from WEBHOOK_PORT")
         log_format = (get("LOG_FORMAT") or cls.log_format).lower()
@@ -180,8 +184,11 @@ class Settings:
             max_active_jobs_per_chat=_count(
                 get, "MAX_ACTIVE_JOBS_PER_CHAT", cls.max_active_jobs_per_chat, minimum=1
             ),
-            daily_image_limit_per_user=_count(
-                get, "DAILY_IMAGE_LIMIT_PER_USER", cls.daily_image_limit_per_user, minimum=0
+            daily_image_limit_per_user=per_user,
+            # Unset: the per-user limit, so one chat (or one person as many chat identities'
+            # anonymous admin) spends no more than one person may.
+            daily_image_limit_per_chat=_count(
+                get, "DAILY_IMAGE_LIMIT_PER_CHAT", per_user, minimum=0
             ),
             webhook_url=webhook_url,
             webhook_secret=webhook_secret,

@@ -40,6 +40,7 @@ class Services:
         self.runner: JobRunner | None = None
         self.permissions: Permissions | None = None
         self.heartbeat: asyncio.Task[None] | None = None
+        self.menu: asyncio.Task[bool] | None = None  # the command menu, set in the background
         self.metrics: MetricsServer | None = None  # with METRICS_PORT only
         self.repeats: Repeats | None = None
 

@@ -6,15 +6,17 @@ import asyncio
 import os
 import sqlite3
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 
 import httpx
-from telegram import Bot
+from telegram import User
 from telegram.error import InvalidToken, TelegramError
 
+from bot.botapi import CheckedBot, CheckedRequest, UnreadableAnswer, answered, describe
 from bot.config import Settings
 from bot.errors import ConfigError
+from bot.logs import redact
 from bot.store import Store
 
 
@@ -32,31 +34,57 @@ class Check:
 
 
 async def check_telegram(settings: Settings) -> Check:
-    """getMe: is the token accepted, and is privacy mode on?"""
-    bot = Bot(
+    """getMe (is the token accepted, is privacy mode on?), then getWebhookInfo.
+
+    A failure names the call and how it failed: no answer, what Telegram answered, or an answer
+    that is not the Bot API's.
+    """
+    timeout = min(settings.http_timeout, 15.0)
+    bot = CheckedBot(
         settings.telegram_token,
         base_url=settings.telegram_api_base_url,
         base_file_url=settings.telegram_file_base_url,
+        request=CheckedRequest(connect_timeout=min(timeout, 10.0), read_timeout=timeout),
     )
+    me: User | None = None
     try:
-        async with bot:
+        async with bot:  # getMe
             me = bot.bot
             hook = await bot.get_webhook_info()
     except InvalidToken:
         return Check(False, "Telegram", "the bot token was rejected; get a new one from @BotFather")
     except TelegramError as exc:
-        return Check(False, "Telegram", f"could not reach the Bot API ({exc.message})")
+        return Check(False, "Telegram", _failed(me, exc, settings.telegram_api_base_url))
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        # python-telegram-bot could not read the result (getMe's is checked before it tries).
+        unreadable = UnreadableAnswer(f"its result could not be read: {type(exc).__name__}")
+        return Check(False, "Telegram", _failed(me, unreadable, settings.telegram_api_base_url))
     privacy = (
         "off: the bot sees every group message"
         if me.can_read_all_group_messages
         else "on: in groups the bot sees only /commands@" + (me.username or "bot")
     )
-    detail = f"@{me.username} (id {me.id}); privacy mode {privacy}"
+    detail = f"{_who(me)}; privacy mode {privacy}"
     if hook.url:
         detail += f"; webhook set to {hook.url}"
         if hook.last_error_message:
             detail += f" (last error: {hook.last_error_message})"
     return Check(True, "Telegram", detail)
+
+
+def _who(me: User) -> str:
+    return f"@{me.username} (id {me.id})"
+
+
+def _failed(me: User | None, exc: TelegramError, base_url: str) -> str:
+    """Which call failed (getMe, or getWebhookInfo after getMe answered) and how."""
+    call = "getMe failed" if me is None else f"{_who(me)} answered getMe, but getWebhookInfo failed"
+    how = describe(exc)
+    if isinstance(exc, UnreadableAnswer):
+        how += "; check TELEGRAM_API_BASE_URL (Telegram's is https://api.telegram.org/bot)"
+    elif not answered(exc):
+        how += f"; could not reach the Bot API at {base_url}"
+    return f"{call}: {how}"
 
 
 async def check_runcomfy(settings: Settings) -> Check:
@@ -115,8 +143,21 @@ async def diagnose(env: Mapping[str, str]) -> list[Check]:
         return [Check(False, "Configuration", str(exc))]
     mode = f"webhook at {settings.webhook_url}" if settings.webhook_url else "long polling"
     checks = [Check(True, "Configuration", f"complete; {mode}; log level {settings.log_level}")]
-    telegram, runcomfy = await asyncio.gather(check_telegram(settings), check_runcomfy(settings))
-    return [*checks, telegram, runcomfy, check_database(settings)]
+    telegram, runcomfy = await asyncio.gather(
+        _guarded("Telegram", check_telegram(settings)),
+        _guarded("RunComfy", check_runcomfy(settings)),
+    )
+    checks += [telegram, runcomfy, check_database(settings)]
+    # A detail may quote an answer or an error: none may carry a token.
+    return [Check(c.ok, c.name, redact(c.detail, settings.secrets)) for c in checks]
+
+
+async def _guarded(name: str, check: Awaitable[Check]) -> Check:
+    """The check, or one [FAIL] line when the check itself breaks: never a traceback."""
+    try:
+        return await check
+    except Exception as exc:
+        return Check(False, name, f"the check itself failed ({type(exc).__name__}: {exc})")
 
 
 def main(env: Mapping[str, str] | None = None) -> int:

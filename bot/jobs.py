@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 from typing import Any
 
@@ -37,6 +36,8 @@ from bot.texts import tr
 log = logging.getLogger(__name__)
 
 _WINDOW_CACHE_SECONDS = 30.0
+# On a stop, how long a submit already sent may take beyond HTTP_TIMEOUT_SECONDS to be recorded.
+_SUBMIT_GRACE_SECONDS = 1.0
 _NOT_RESENT = (
     "It was not sent again, to avoid charging twice. "
     "Please send the command again if no images arrive."
@@ -85,6 +86,11 @@ class JobRunner:
         # The same Job object is shared by a job's task and the Cancel button.
         self.active: dict[int, Job] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        # Jobs waiting for their RunComfy rate-limit slot to be sent: a Cancel ends them at once.
+        self._waiting_turn: set[int] = set()
+        # Jobs whose submit POST is on its way: a stop lets these finish (see ``stop``).
+        self._posting: set[int] = set()
+        self._stopping = False
         self._operator_alerts: set[str] = set()
         self._windows: dict[tuple[int, str], tuple[schedule.Window | None, float]] = {}
         # Per queued job: (when first seen, queue position), each time the position changed.
@@ -143,7 +149,9 @@ class JobRunner:
         return job
 
     async def resume_all(self) -> int:
-        """Pick up every unfinished job from SQLite; returns how many."""
+        """Pick up every unfinished job from SQLite; returns how many. First, every job's
+        credits are settled as far as the job got (a lock or a stop may have come between)."""
+        self.store.reconcile_reservations()
         jobs = self.store.unfinished()
         for job in jobs:
             self.active[job.id] = job
@@ -158,13 +166,33 @@ class JobRunner:
         task.add_done_callback(lambda _t: self._tasks.pop(job.id, None))
 
     async def stop(self) -> None:
-        """Stop every job task; their state stays in SQLite to be resumed."""
+        """Stop every job task; their state stays in SQLite to be resumed.
+
+        A submit already sent is let finish first (up to the HTTP timeout): RunComfy bills it
+        once it has it, so its request id is recorded and the job polled after the restart.
+        Everything else stops at once; a job still waiting to be sent is sent after the restart.
+        """
         metrics.unwatch(self)
+        self._stopping = True
+        sending = [t for job_id, t in self._tasks.items() if job_id in self._posting]
         tasks = list(self._tasks.values())
         for task in tasks:
-            task.cancel()
+            if task not in sending:
+                task.cancel()
+        if sending:
+            log.info("stopping: waiting for RunComfy to answer %d submit(s)", len(sending))
+            _, late = await asyncio.wait(
+                sending, timeout=self.settings.http_timeout + _SUBMIT_GRACE_SECONDS
+            )
+            for task in late:
+                log.error("%s: stopped before RunComfy answered its submit", task.get_name())
+                task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.background.stop()
+
+    def working_on(self, job_id: int) -> bool:
+        """Whether the job's task still runs (its final status edit and follow-up may be owed)."""
+        return job_id in self._tasks
 
     def find(self, job_id: int) -> Job | None:
         """The live Job object if the job is active, else the stored row."""
@@ -178,6 +206,8 @@ class JobRunner:
                 await self.status.post(job)
             if job.status == Status.NEW:
                 await self._submit(job)
+                if self._stopping:
+                    return  # its submit was in flight at the stop: recorded, resumed at start
             elif job.status == Status.SUBMITTING:
                 # The process stopped during the POST: it may have been billed. Never resubmit,
                 # and count its images as spent.
@@ -210,19 +240,20 @@ class JobRunner:
         payload = schema.build_payload(
             text=job.text, count=job.count, size=job.size, mode=job.mode, seed=job.seed
         )
-        # On disk before the POST: a crash from here on is never resubmitted.
-        if not self._set(job, Status.SUBMITTING):
-            await self.store.saved(job)
-            if job.cancel_requested:
-                await self._finish(job, Status.CANCELLED)
-                return
+        self._waiting_turn.add(job.id)
         try:
-            submission = await self.client.submit(payload)
+            submission = await self.client.submit(payload, sending=lambda: self._sending(job))
         except SubmitUnknownError as exc:
             log.error("job %d: submit outcome unknown (%s); not resubmitted", job.id, exc)
             error = f"{exc.text(job.lang)} {tr(job.lang, _NOT_RESENT)}"
             # It may have been billed: it counts toward the limits.
             await self._finish(job, Status.FAILED, error=error, submit_unknown=1)
+            return
+        finally:
+            self._waiting_turn.discard(job.id)
+            self._posting.discard(job.id)
+        if submission is None:  # cancelled while it waited for its turn: never sent
+            await self._finish(job, Status.CANCELLED)
             return
         if not self._set(
             job, Status.QUEUED, request_id=submission.request_id, submitted_at=time.time()
@@ -246,9 +277,43 @@ class JobRunner:
         if self.settings.payments:
             self._settle(job)  # RunComfy took it: its credits are spent
         if job.cancel_requested:
-            await self.cancel(job)
+            await self._cancel_owed(job)
         else:
             self.status.show_soon(job)
+
+    async def _sending(self, job: Job) -> bool:
+        """The job has its RunComfy rate-limit slot: record it as being sent; False: do not send.
+
+        Only from here on can RunComfy have it, so only from here on is a stop's outcome unclear.
+        """
+        self._waiting_turn.discard(job.id)
+        if job.cancel_requested:
+            return False
+        # On disk before the POST: a crash from here on is never resubmitted.
+        if not self._set(job, Status.SUBMITTING):
+            try:
+                await self.store.saved(job)
+            except asyncio.CancelledError:
+                # Stopped before the POST: RunComfy never saw it, so it is sent after the restart.
+                self.store.update(job, status=Status.NEW)
+                raise
+            if job.cancel_requested:
+                return False
+        self._posting.add(job.id)
+        return True
+
+    async def _cancel_owed(self, job: Job) -> None:
+        """Cancel at RunComfy a job whose Cancel came before its request id; if RunComfy cannot
+        be asked now, the poll loop asks again on its next poll (and the deadline still holds)."""
+        try:
+            outcome = await self.cancel(job)
+        except SeqbotError as exc:
+            log.warning("job %d: cancel failed, tried again at the next poll: %s", job.id, exc)
+            self.status.show_soon(job)
+            return
+        if outcome == CancelOutcome.TOO_LATE and not job.final:
+            # RunComfy answered: it runs and is delivered; nothing more to ask.
+            self.store.update(job, cancel_requested=0)
 
     async def _poll(self, job: Job) -> None:
         assert job.request_id is not None
@@ -264,6 +329,10 @@ class JobRunner:
         while not job.final:
             last_check = time.time() >= deadline
             polls += 1
+            if job.cancel_requested:
+                await self._cancel_owed(job)
+                if job.final:
+                    return
             try:
                 place = job.queue_position if job.status == Status.QUEUED else None
                 state = await self.client.status(job.request_id, place)
@@ -468,8 +537,16 @@ class JobRunner:
         if job.status not in CANCELLABLE:
             return CancelOutcome.TOO_LATE
         if job.request_id is None:
-            # Not submitted yet: the job's task cancels it as soon as it can.
             self.store.update(job, cancel_requested=1)
+            task = self._tasks.get(job.id)
+            if task is not None and job.id in self._waiting_turn:
+                # Still waiting for its turn to be sent: RunComfy never saw it, so it ends now.
+                task.cancel()
+                await asyncio.wait((task,))
+                await self._finish(job, Status.CANCELLED)
+                self.status.forget(job)
+                return CancelOutcome.CANCELLED
+            # Being sent: the job's task cancels it as soon as it can.
             await self.status.show(job)
             if job.status == Status.NEW and job.id not in self._tasks:
                 await self._finish(job, Status.CANCELLED)
@@ -518,19 +595,11 @@ class JobRunner:
         Returned when it ended without RunComfy making it (cancelled; refused or failed before
         the submit); spent once RunComfy has its request id; kept reserved when the submit's
         outcome is unknown (it may be billed; a bot admin can return it with /return_credits).
+        A locked database delays this, never drops it (``Store.settle``).
         """
-        try:
-            if job.status == Status.CANCELLED or (
-                job.status == Status.FAILED and job.request_id is None and not job.submit_unknown
-            ):
-                returned = self.store.return_reservation(job.id)
-                if returned:
-                    log.info("job %d: %d credit(s) returned", job.id, returned)
-            elif job.request_id is not None:
-                self.store.spend_reservation(job.id)
-        except sqlite3.OperationalError as exc:
-            # Nothing is lost: the reservation stays as it was; /return_credits can settle it.
-            log.error("job %d: could not settle its credits: %s", job.id, exc)
+        returned = self.store.settle(job)
+        if returned:
+            log.info("job %d: %d credit(s) returned", job.id, returned)
 
     async def _fail(self, job: Job, exc: Exception) -> None:
         """End the job with a message that says why; never raises."""

@@ -58,7 +58,9 @@ def check_spend(
 ) -> None:
     """Raise RefusedError when a new job of ``count`` images would exceed a limit.
 
-    Limits apply to the requester (a channel or group posting as itself is its own requester);
+    Limits apply to the requester (a channel or group posting as itself is its own requester),
+    and the daily image limit to the chat as well (DAILY_IMAGE_LIMIT_PER_CHAT), whoever asks
+    there: one person posting as several chat identities gets no more per chat than a person;
     bot admins, known by their own user id, have none.
     """
     if user_id is not None and user_id == requester_id and user_id in settings.admin_user_ids:
@@ -98,6 +100,26 @@ def check_spend(
                 )
             raise RefusedError(
                 "You have {left} of today's {limit} images left; ask for {left} or fewer. "
+                "The limit resets at midnight UTC (in {hours} h {minutes} min).",
+                left=left,
+                limit=limit,
+                hours=hours,
+                minutes=minutes,
+            )
+    limit = settings.daily_image_limit_per_chat
+    if limit and chat_id < 0:  # groups and channels (a private chat has the per-user limit)
+        left = max(0, limit - store.chat_images(chat_id, day_start(now)))
+        if count > left:
+            if left == 0:
+                raise RefusedError(
+                    "This chat has used all {limit} images of today's limit. "
+                    "It resets at midnight UTC (in {hours} h {minutes} min).",
+                    limit=limit,
+                    hours=hours,
+                    minutes=minutes,
+                )
+            raise RefusedError(
+                "This chat has {left} of today's {limit} images left; ask for {left} or fewer. "
                 "The limit resets at midnight UTC (in {hours} h {minutes} min).",
                 left=left,
                 limit=limit,

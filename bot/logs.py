@@ -9,6 +9,13 @@ import time
 from collections.abc import Iterable
 
 
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every secret replaced by ``[REDACTED]`` (the longest first)."""
+    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+        text = text.replace(secret, "[REDACTED]")
+    return text
+
+
 class RedactingFormatter(logging.Formatter):
     """Formats as usual, then blanks out every secret (messages, arguments and tracebacks)."""
 
@@ -18,9 +25,7 @@ class RedactingFormatter(logging.Formatter):
 
     def redact(self, text: str) -> str:
         """``text`` with every secret replaced by ``[REDACTED]``."""
-        for secret in self._secrets:
-            text = text.replace(secret, "[REDACTED]")
-        return text
+        return redact(text, self._secrets)
 
     def format(self, record: logging.LogRecord) -> str:
         """Format the record with secrets replaced by ``[REDACTED]``."""

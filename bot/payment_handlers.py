@@ -7,22 +7,24 @@ payment is credited exactly once; /balance, /refund, /return_credits, /paysuppor
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import secrets
 import sqlite3
 import time
 
-from telegram import LabeledPrice, Message, Update
+from telegram import Bot, LabeledPrice, Message, Update
 from telegram.error import BadRequest, Forbidden, TelegramError
 from telegram.ext import ApplicationHandlerStop
 
-from bot import callbacks, limits, payments
+from bot import callbacks, limits, payments, render
 from bot.callbacks import BuyButton
 from bot.context import BotContext
 from bot.errors import RefusedError, SeqbotError
 from bot.handlers import JOB_ID_RE, lang
 from bot.permissions import requester_of
-from bot.store import Invoice
+from bot.store import Invoice, PaidUpdate, Payment, Store
+from bot.store.payments import InvoiceClaim
 from bot.texts import lang_of, plural, tr
 
 log = logging.getLogger(__name__)
@@ -37,17 +39,28 @@ def _is_bot_admin(message: Message, context: BotContext) -> bool:
     )
 
 
-def _check_buyer(context: BotContext, user_id: int | None) -> None:
-    """Raise RefusedError unless ALLOWED_USER_IDS lets this person use the bot. Credits are the
-    person's own, so the chat allowlist does not apply (the invoice goes to a private chat)."""
+def _check_buyer(context: BotContext, user_id: int | None, chat_id: int | None = None) -> None:
+    """Raise RefusedError unless ALLOWED_USER_IDS lets this person use the bot, and, for the
+    credits of a chat identity (``chat_id``), ALLOWED_CHAT_IDS lets that chat. A person's own
+    credits are theirs wherever they go, so the chat allowlist does not apply to them."""
     settings = context.settings
     if user_id is not None and user_id in settings.admin_user_ids:
         return
+    if (
+        chat_id is not None
+        and settings.allowed_chat_ids
+        and chat_id not in settings.allowed_chat_ids
+    ):
+        raise RefusedError("Sorry, this bot is not available in this chat.")
     if settings.allowed_user_ids and user_id not in settings.allowed_user_ids:
         raise RefusedError("Sorry, this bot is not available to you.")
 
 
-_PAYMENT_TRIES = 20  # about half a minute of a locked database before a payment is given up
+# A locked database: the first tries wait at most about this long in the handler; then the buyer
+# is told the payment will be credited, and the tries go on in the background until it is.
+_PAYMENT_QUICK_TRIES = 4  # 0.1 + 0.2 + 0.4 s
+_PAYMENT_RETRY_MOST = 5.0  # seconds between background tries
+_REFUND_RETRY_MOST = 600.0  # seconds between asking Telegram again about a pending refund
 
 
 async def start_buy(update: Update, context: BotContext) -> None:
@@ -57,33 +70,39 @@ async def start_buy(update: Update, context: BotContext) -> None:
 
 
 async def buy_command(update: Update, context: BotContext) -> None:
-    """/buy: the packs as buttons; a tap sends an invoice to the buyer's private chat."""
+    """/buy: the packs as buttons; a tap sends an invoice to the buyer's private chat. Sent as a
+    chat (a channel, or a group's anonymous admin), the packs buy that chat's credits."""
     message = update.message
     if message is None:
         return
-    if message.sender_chat is not None:
-        await message.reply_text(
-            tr(
-                lang(update),
-                "Credits are bought by a person: send /buy from your own account, not as a chat.",
-            ),
-            do_quote=True,
-        )
-        return
+    chat = message.sender_chat
     try:
-        _check_buyer(context, message.from_user.id if message.from_user else None)
+        _check_buyer(
+            context,
+            message.from_user.id if message.from_user and chat is None else None,
+            chat.id if chat is not None else None,
+        )
     except SeqbotError as exc:
         await message.reply_text(exc.text(lang(update)), do_quote=True)
         return
+    name = _chat_name(chat.title, chat.username, chat.id) if chat is not None else None
     await message.reply_text(
-        payments.buy_text(context.settings, lang(update)),
-        reply_markup=payments.buy_keyboard(context.settings, lang(update)),
+        payments.buy_text(context.settings, lang(update), chat=name),
+        reply_markup=payments.buy_keyboard(
+            context.settings, lang(update), chat_id=chat.id if chat is not None else None
+        ),
         do_quote=True,
     )
 
 
+def _chat_name(title: str | None, username: str | None, chat_id: int) -> str:
+    """A chat identity's name for a text: its title, @username, or id (bounded)."""
+    return render.shorten(title or (f"@{username}" if username else str(chat_id)), 64)
+
+
 async def buy_button(update: Update, context: BotContext) -> None:
-    """A tap on a /buy pack: remember an unguessable payload, then send the invoice privately."""
+    """A tap on a /buy pack: the person's open invoice for it is sent again (or, tapped moments
+    ago, nothing is); else a new one with an unguessable payload, sent privately."""
     query = update.callback_query
     if query is None:
         return
@@ -99,32 +118,51 @@ async def buy_button(update: Update, context: BotContext) -> None:
         return
     user = query.from_user
     try:
-        _check_buyer(context, user.id)
+        _check_buyer(context, user.id, button.chat_id)
     except SeqbotError as exc:
         await query.answer(exc.text(language), show_alert=True)
         return
-    invoice = Invoice(
+    chat_name = None
+    if button.chat_id is not None:
+        here = query.message.chat if query.message else None
+        same = here is not None and here.id == button.chat_id
+        chat_name = _chat_name(
+            here.title if here and same else None,
+            here.username if here and same else None,
+            button.chat_id,
+        )
+    now = time.time()
+    fresh = Invoice(
         payload=secrets.token_urlsafe(payments.PAYLOAD_BYTES),
-        requester_id=user.id,  # a tap always comes from the real person: the credits are theirs
+        # A tap always comes from the real person: the credits are theirs, or the chat's the
+        # button names (a channel's or a group's, whose anonymous admins share them).
+        requester_id=button.chat_id if button.chat_id is not None else user.id,
         user_id=user.id,
         images=button.images,
         stars=stars,
-        expires_at=time.time() + payments.INVOICE_TTL,
+        expires_at=now + payments.INVOICE_TTL,
     )
     try:
-        context.store.add_invoice(invoice)
+        claim, invoice = context.store.claim_invoice(fresh, now=now, window=payments.REPEAT_WINDOW)
+    except SeqbotError as exc:
+        await query.answer(exc.text(language), show_alert=True)
+        return
+    if claim == InvoiceClaim.RECENT:
+        await query.answer(
+            tr(language, "I sent you this invoice a moment ago: it is in our private chat.")
+        )
+        return
+    try:
         await context.bot.send_invoice(
             chat_id=user.id,
             title=payments.invoice_title(button.images, language),
-            description=payments.invoice_description(button.images, language),
+            description=payments.invoice_description(button.images, language, chat=chat_name),
             payload=invoice.payload,
             currency=payments.CURRENCY,
             prices=[LabeledPrice(payments.invoice_title(button.images, language), stars)],
         )
-    except SeqbotError as exc:
-        await query.answer(exc.text(language), show_alert=True)
-        return
     except (Forbidden, BadRequest) as exc:
+        context.store.invoice_unsent(invoice.payload)
         if isinstance(exc, BadRequest) and "chat not found" not in exc.message.lower():
             raise
         # The buyer never opened a private chat with the bot (or blocked it).
@@ -139,6 +177,9 @@ async def buy_button(update: Update, context: BotContext) -> None:
             show_alert=True,
         )
         return
+    except BaseException:
+        context.store.invoice_unsent(invoice.payload)
+        raise
     chat = query.message.chat if query.message else None
     if chat is not None and chat.id != user.id:
         await query.answer(tr(language, "I sent you the invoice in our private chat."))
@@ -153,8 +194,18 @@ async def pre_checkout(update: Update, context: BotContext) -> None:
         return
     language = lang_of(query.from_user.language_code)
     invoice = context.store.invoice(query.invoice_payload)
+    refused: str | None = None
+    if invoice is not None and invoice.user_id == query.from_user.id:
+        # The allowlists may have changed since the invoice was sent.
+        chat = invoice.requester_id if invoice.requester_id != invoice.user_id else None
+        try:
+            _check_buyer(context, query.from_user.id, chat)
+        except SeqbotError as exc:
+            refused = exc.text(language)
     if invoice is None or invoice.user_id != query.from_user.id:
         error = tr(language, "This invoice is not known. Please use /buy again.")
+    elif refused is not None:
+        error = refused
     elif invoice.expires_at < time.time():
         error = tr(language, "This invoice has expired. Please use /buy again.")
     elif (
@@ -171,52 +222,144 @@ async def pre_checkout(update: Update, context: BotContext) -> None:
 
 
 async def successful_payment(update: Update, context: BotContext) -> None:
-    """Telegram took the Stars: record the payment and add its credits, once per charge id."""
+    """Telegram took the Stars: record the payment and add its credits, once per charge id.
+
+    A database that stays locked never makes the buyer pay twice: after a few quick tries the
+    payment goes to a file next to the database (recorded from there at the next start), the
+    buyer is told it will be credited, and the tries go on in the background until it is.
+    """
     message = update.message
     if message is None or message.successful_payment is None:
         return
     paid = message.successful_payment
-    user_id = message.from_user.id if message.from_user else message.chat.id
-    delay = 0.1
-    for attempt in range(_PAYMENT_TRIES):
-        try:
-            credited, payment = context.store.record_payment(
-                charge_id=paid.telegram_payment_charge_id,
-                provider_charge_id=paid.provider_payment_charge_id,
-                payload=paid.invoice_payload,
-                user_id=user_id,
-                stars=paid.total_amount,
-            )
-            break
-        except sqlite3.OperationalError as exc:
-            # Telegram will not send this update again once it is handled: keep trying, and
-            # if SQLite never lets us, leave every detail in the log for the operator.
-            if attempt == _PAYMENT_TRIES - 1:
-                log.error(
-                    "payment %s NOT CREDITED (database: %s): user %d, payload %s, %d Stars",
-                    paid.telegram_payment_charge_id,
-                    exc,
-                    user_id,
-                    paid.invoice_payload,
-                    paid.total_amount,
-                )
-                raise
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
     language = lang(update)
+    update_ = PaidUpdate(
+        charge_id=paid.telegram_payment_charge_id,
+        provider_charge_id=paid.provider_payment_charge_id,
+        payload=paid.invoice_payload,
+        user_id=message.from_user.id if message.from_user else message.chat.id,
+        stars=paid.total_amount,
+        chat_id=message.chat.id,
+        lang=language,
+    )
+    delay = 0.1
+    kept = False
+    for _ in range(_PAYMENT_QUICK_TRIES):
+        try:
+            credited, payment = _record(context.store, update_)
+        except sqlite3.OperationalError as exc:
+            error = exc
+            # On disk at the first refusal: Telegram will not send this update again, and the
+            # process may stop at any moment. A payment recorded after all is a no-op at replay.
+            kept = kept or _keep(context.store, update_, exc)
+            await asyncio.sleep(delay)
+            delay *= 2
+            continue
+        await _thank(context.bot, context.store, update_, credited, payment)
+        return
+    log.error(
+        "payment %s not recorded yet (database: %s): user %d, payload %s, %d Stars; "
+        "retried in the background",
+        update_.charge_id,
+        error,
+        update_.user_id,
+        update_.payload,
+        update_.stars,
+    )
+    await message.reply_text(
+        tr(
+            language,
+            "Your payment arrived (charge {charge}), but the bot could not record it just now. "
+            "Do not pay again: it will be credited, and I will tell you here when it is "
+            "(or see /paysupport).",
+            charge=update_.charge_id[:60],
+        )
+    )
+    context.runner.background.run(
+        _keep_recording(context.bot, context.store, update_, 0.2),
+        f"recording payment {update_.charge_id}",
+    )
+
+
+def _keep(store: Store, paid: PaidUpdate, error: sqlite3.OperationalError) -> bool:
+    """Journal a payment SQLite refused (recorded from there at the next start)."""
+    try:
+        store.journal_payment(paid)
+    except OSError as exc:  # then the log line is the only record: every detail goes in it
+        log.error(
+            "payment %s could not be kept (database: %s; file: %s): user %d, payload %s, %d Stars",
+            paid.charge_id,
+            error,
+            exc,
+            paid.user_id,
+            paid.payload,
+            paid.stars,
+        )
+        return False
+    log.warning("payment %s kept in %s until SQLite takes it", paid.charge_id, store.journal_path)
+    return True
+
+
+def _record(store: Store, paid: PaidUpdate) -> tuple[bool, Payment]:
+    return store.record_payment(
+        charge_id=paid.charge_id,
+        provider_charge_id=paid.provider_charge_id,
+        payload=paid.payload,
+        user_id=paid.user_id,
+        stars=paid.stars,
+    )
+
+
+async def _keep_recording(bot: Bot, store: Store, paid: PaidUpdate, delay: float) -> None:
+    """Try to record a payment until SQLite takes it (a stop leaves it to the journal)."""
+    while True:
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, _PAYMENT_RETRY_MOST)
+        try:
+            credited, payment = _record(store, paid)
+        except sqlite3.OperationalError as exc:
+            log.warning("payment %s: still not recorded: %s", paid.charge_id, exc)
+            continue
+        await _thank(bot, store, paid, credited, payment)
+        return
+
+
+async def on_start(bot: Bot, store: Store, *, first_delay: float) -> None:
+    """At start: record the payments kept on disk when SQLite refused them (telling each buyer
+    whose credits arrive only now), then settle every refund left pending."""
+    delay = first_delay
+    while True:
+        done, waiting = store.replay_journal()
+        for paid, credited, payment in done:
+            log.info("payment %s recorded from the journal", paid.charge_id)
+            if credited:
+                await _thank(bot, store, paid, credited, payment)
+        if not waiting:
+            break
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, _PAYMENT_RETRY_MOST)
+    await resolve_refunds(bot, store, first_delay=first_delay)
+
+
+async def _thank(
+    bot: Bot, store: Store, paid: PaidUpdate, credited: bool, payment: Payment
+) -> None:
+    """Tell the buyer what their payment added (or that its invoice is not known)."""
+    language = paid.lang
     if not payment.images:
         log.error(
             "payment %s of %d Stars for an unknown invoice: recorded, no credits added",
             payment.charge_id,
             payment.stars,
         )
-        await message.reply_text(
+        await bot.send_message(
+            paid.chat_id,
             tr(
                 language,
                 "Your payment arrived, but the bot does not know its invoice. "
                 "Please contact /paysupport and quote charge {charge}.",
                 charge=payment.charge_id,
-            )
+            ),
         )
         return
     if credited:
@@ -227,11 +370,46 @@ async def successful_payment(update: Update, context: BotContext) -> None:
             payment.images,
             payment.requester_id,
         )
+    balance = plural(language, store.balance(payment.requester_id), "image")
+    images = plural(language, payment.images, "image")
+    if payment.requester_id != paid.user_id:  # bought for a chat identity
+        text = tr(
+            language,
+            "Thank you! {images} added to the credits of the chat you bought them for "
+            "(it now has {balance}).",
+            images=images,
+            balance=balance,
+        )
+    else:
+        text = tr(
+            language,
+            "Thank you! {images} added. Your balance: {balance}.",
+            images=images,
+            balance=balance,
+        )
+    await bot.send_message(paid.chat_id, text)
+
+
+async def refunded_payment(update: Update, context: BotContext) -> None:
+    """Telegram says it returned a payment's Stars: the refund is done (once), whoever asked."""
+    message = update.message
+    refunded = message.refunded_payment if message else None
+    if message is None or refunded is None:
+        return
+    charge = refunded.telegram_payment_charge_id
+    payment, removed = context.store.confirm_refund(charge)
+    if payment is None:
+        log.warning("Telegram refunded payment %s, which the bot does not know", charge[:60])
+        return
+    log.info("payment %s: Telegram confirms the refund (%d credits removed now)", charge, removed)
+    language = lang(update)
     await message.reply_text(
         tr(
             language,
-            "Thank you! {images} added. Your balance: {balance}.",
-            images=plural(language, payment.images, "image"),
+            "Payment {charge} was refunded: {stars} ⭐ went back to you and its credits were "
+            "removed. Your balance: {balance}.",
+            charge=charge[:60],
+            stars=payment.stars,
             balance=plural(language, context.store.balance(payment.requester_id), "image"),
         )
     )
@@ -247,13 +425,13 @@ async def balance_command(update: Update, context: BotContext) -> None:
     if requester is None:
         return
     now = time.time()
-    free_left = max(
-        0, settings.free_images_per_day - store.free_used(requester, limits.day_start(now))
-    )
     user_id = message.from_user.id if message.from_user else None
+    free_most = payments.free_per_day(settings, user_id=user_id, requester_id=requester)
+    free_left = max(0, free_most - store.free_used(requester, limits.day_start(now)))
     text = payments.balance_text(
         settings,
         lang(update),
+        free_most=free_most,
         balance=store.balance(requester),
         reserved=store.reserved(requester),
         free_left=free_left,
@@ -261,6 +439,65 @@ async def balance_command(update: Update, context: BotContext) -> None:
         exempt_admin=payments.exempt(settings, user_id=user_id, requester_id=requester),
     )
     await message.reply_text(text, do_quote=True)
+
+
+class RefundAnswer(enum.Enum):
+    """What Telegram said to refundStarPayment."""
+
+    DONE = "done"  # the Stars went back (now, or already before)
+    REFUSED = "refused"  # a definite no: the credits came back
+    UNKNOWN = "unknown"  # no answer: the refund stays pending and is asked again
+
+
+async def ask_refund(bot: Bot, store: Store, payment: Payment) -> tuple[RefundAnswer, str]:
+    """Ask Telegram to return a pending refund's Stars; its answer decides, and is recorded.
+
+    A timeout or a network error may follow a refund Telegram made, so it keeps the refund
+    pending (credits taken); CHARGE_ALREADY_REFUNDED means it was made. Returns (the answer,
+    Telegram's error text if any).
+    """
+    charge = payment.charge_id
+    try:
+        await bot.refund_star_payment(
+            user_id=payment.user_id or payment.requester_id, telegram_payment_charge_id=charge
+        )
+    except BadRequest as exc:  # a definite answer (BadRequest is also a NetworkError: first)
+        if "charge_already_refunded" in exc.message.lower():
+            store.confirm_refund(charge)
+            log.info("payment %s: Telegram had already refunded it", charge)
+            return RefundAnswer.DONE, ""
+        store.undo_refund(charge)
+        log.warning("refund of %s refused by Telegram: %s", charge, exc.message)
+        return RefundAnswer.REFUSED, exc.message
+    except TelegramError as exc:
+        log.warning("refund of %s: no answer from Telegram (%s); still pending", charge, exc)
+        return RefundAnswer.UNKNOWN, str(exc)
+    store.confirm_refund(charge)
+    log.info(
+        "payment %s refunded: %d Stars, %d credits removed", charge, payment.stars, payment.images
+    )
+    return RefundAnswer.DONE, ""
+
+
+async def resolve_refunds(
+    bot: Bot, store: Store, *, first_delay: float, wait_first: bool = False
+) -> None:
+    """Ask Telegram about every pending refund (at start: the bot may have stopped between
+    taking the credits and hearing Telegram), again and again, less often, until none is left.
+    ``wait_first``: Telegram was just asked; wait ``first_delay`` before asking again."""
+    delay = first_delay
+    if wait_first:
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, _REFUND_RETRY_MOST)
+    while pending := store.pending_refunds():
+        unknown = 0
+        for payment in pending:
+            answer, _ = await ask_refund(bot, store, payment)
+            unknown += answer == RefundAnswer.UNKNOWN
+        if not unknown:
+            return
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, _REFUND_RETRY_MOST)
 
 
 async def refund_command(update: Update, context: BotContext) -> None:
@@ -283,7 +520,7 @@ async def refund_command(update: Update, context: BotContext) -> None:
     if payment is None:
         if known is None:
             answer = tr(language, "There is no payment {charge}.", charge=charge[:60])
-        elif known.refunded_at is not None:
+        elif known.refund_state == "done":
             answer = tr(language, "Payment {charge} was already refunded.", charge=charge[:60])
         else:
             answer = tr(
@@ -294,41 +531,46 @@ async def refund_command(update: Update, context: BotContext) -> None:
             )
         await message.reply_text(answer, do_quote=True)
         return
-    try:
-        await context.bot.refund_star_payment(
-            user_id=payment.user_id or payment.requester_id, telegram_payment_charge_id=charge
+    result, error = await ask_refund(context.bot, store, payment)
+    if result == RefundAnswer.REFUSED:
+        answer = tr(
+            language,
+            "Telegram refused the refund of {charge}: {error}",
+            charge=charge[:60],
+            error=error[:200],
         )
-    except TelegramError as exc:
-        store.undo_refund(payment)
-        log.warning("refund of %s refused by Telegram: %s", charge, exc)
-        await message.reply_text(
-            tr(
-                language,
-                "Telegram refused the refund of {charge}: {error}",
-                charge=charge[:60],
-                error=str(exc)[:200],
+    elif result == RefundAnswer.UNKNOWN:
+        answer = tr(
+            language,
+            "Telegram did not answer about the refund of {charge}. Its credits stay removed "
+            "and the refund is pending: the bot asks Telegram again until it answers (send "
+            "/refund {charge} again to ask now).",
+            charge=charge[:60],
+        )
+        context.runner.background.run(
+            resolve_refunds(
+                context.bot,
+                store,
+                first_delay=context.settings.telegram_retry_delay,
+                wait_first=True,
             ),
-            do_quote=True,
+            f"refund {charge[:60]}",
         )
-        return
-    log.info(
-        "payment %s refunded: %d Stars, %d credits removed", charge, payment.stars, payment.images
-    )
-    await message.reply_text(
-        tr(
+    else:
+        answer = tr(
             language,
             "Refunded {stars} ⭐ of payment {charge}; {images} removed from the balance.",
             stars=payment.stars,
             charge=charge[:60],
             images=plural(language, payment.images, "image"),
-        ),
-        do_quote=True,
-    )
+        )
+    await message.reply_text(answer, do_quote=True)
 
 
 async def return_credits_command(update: Update, context: BotContext) -> None:
-    """/return_credits <job id> (bot admins): give back the credits a finished job still holds,
-    e.g. one whose submit went unanswered and that RunComfy turned out not to bill."""
+    """/return_credits <job id> (bot admins): give back the credits of a finished job whose
+    submit went unanswered (still reserved) once RunComfy turned out not to bill it. A job
+    that RunComfy took, or that delivered, keeps its credits spent."""
     message = update.message
     if message is None or not _is_bot_admin(message, context):
         return
@@ -346,16 +588,34 @@ async def return_credits_command(update: Update, context: BotContext) -> None:
             tr(language, "Job #{id} is not finished yet.", id=job.id), do_quote=True
         )
         return
-    returned = context.store.return_reservation(job.id)
-    await message.reply_text(
-        tr(
+    held = context.store.reservation(job.id)
+    returned = context.store.return_reservation(job.id) if held else 0
+    if returned or (held and held[0] == "reserved"):
+        answer = tr(
             language,
             "Job #{id}: {images} returned to the balance.",
             id=job.id,
             images=plural(language, returned, "image"),
-        ),
-        do_quote=True,
-    )
+        )
+    elif held is None or not held[1]:
+        answer = tr(language, "Job #{id} holds no credits: nothing returned.", id=job.id)
+    elif held[0] == "returned":
+        answer = tr(language, "Job #{id}: its credits were already returned.", id=job.id)
+    elif job.delivered_images:
+        answer = tr(
+            language,
+            "Job #{id} delivered its images: its credits are spent. Nothing returned.",
+            id=job.id,
+        )
+    else:
+        answer = tr(
+            language,
+            "Job #{id} reached RunComfy (request {request}): its credits are spent. Nothing "
+            "returned.",
+            id=job.id,
+            request=job.request_id or "-",
+        )
+    await message.reply_text(answer, do_quote=True)
 
 
 async def paysupport_command(update: Update, context: BotContext) -> None:

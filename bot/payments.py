@@ -1,9 +1,11 @@
 """Telegram Stars (optional, off unless STARS_PACKS is set): packs, credits and their texts.
 
-A user (the requester: a channel posting as itself is its own) buys packs of image credits with
-``/buy``; a job reserves its images when it is recorded (``store.create_job``), free images of the
-day first; ``jobs`` spends them when RunComfy accepts the job and returns them when it is
-cancelled while queued or refused. The handlers live in ``handlers``; the rows in ``store``.
+A person buys packs of image credits with ``/buy``; ``/buy`` sent as a chat (a channel, or a group's
+anonymous admin) buys that chat's credits, paid by whoever taps. A job reserves its images when it
+is recorded (``store.create_job``): a person's free images of the day first (a chat identity gets
+none: one person can be many chats), then credits; ``jobs`` spends them when RunComfy accepts the
+job and returns them when it is cancelled while queued or refused. The handlers live in
+``payment_handlers``; the rows in ``store``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from bot.texts import Plural, plural, tr
 
 CURRENCY = "XTR"  # Telegram Stars
 INVOICE_TTL = 24 * 3600.0  # an invoice can be paid for a day; then pre-checkout refuses it
+REPEAT_WINDOW = 60.0  # a repeated tap on the same pack within this many seconds sends nothing
 PAYLOAD_BYTES = 24  # secrets.token_urlsafe(24): 32 characters, well within Telegram's 128 bytes
 
 PAYSUPPORT_DEFAULT = (
@@ -83,15 +86,30 @@ def reserve_for(
     if requester_id is None:
         raise not_enough(count, 0)
     today = limits.day_start(now)
-    free = max(0, settings.free_images_per_day - store.free_used(requester_id, today))
+    per_day = free_per_day(settings, user_id=user_id, requester_id=requester_id)
+    free = max(0, per_day - store.free_used(requester_id, today))
     available = free + store.balance(requester_id)
     if count > available:
-        raise not_enough(count, available)
-    return Reserve(requester_id, settings.free_images_per_day, today)
+        raise not_enough(count, available, chat=per_day == 0 and user_id != requester_id)
+    return Reserve(requester_id, per_day, today)
 
 
-def not_enough(needed: int, available: int) -> RefusedError:
+def free_per_day(settings: Settings, *, user_id: int | None, requester_id: int | None) -> int:
+    """FREE_IMAGES_PER_DAY for a person; 0 for a chat identity (a channel, or a group's anonymous
+    admin): one person can post as many chats, and each would bring its own free images."""
+    return settings.free_images_per_day if user_id is not None and user_id == requester_id else 0
+
+
+def not_enough(needed: int, available: int, *, chat: bool = False) -> RefusedError:
     """The refusal for a job that needs more credits than there are."""
+    if chat:
+        return RefusedError(
+            "This job needs {needed}, but this chat has {available} to spend. Images asked "
+            "for as a channel or as an anonymous admin use the chat's own credits (free images "
+            "are for people): send /buy the same way to buy them, or post as yourself.",
+            needed=Plural(needed, "image"),
+            available=Plural(available, "image"),
+        )
     return RefusedError(
         "This job needs {needed}, but you have {available} to spend (free images of today "
         "included). Buy image credits with /buy.",
@@ -100,8 +118,15 @@ def not_enough(needed: int, available: int) -> RefusedError:
     )
 
 
-def buy_text(settings: Settings, lang: str | None) -> str:
-    """/buy: what the packs are."""
+def buy_text(settings: Settings, lang: str | None, *, chat: str | None = None) -> str:
+    """/buy: what the packs are (``chat``: the name of the chat identity they are bought for)."""
+    if chat is not None:
+        return tr(
+            lang,
+            "Buy image credits for {chat} with Telegram Stars: jobs asked for as {chat} use "
+            "them, one credit per image. Whoever taps a pack gets the invoice privately and pays.",
+            chat=chat,
+        )
     return tr(
         lang,
         "Buy image credits with Telegram Stars: one credit makes one image. "
@@ -109,8 +134,10 @@ def buy_text(settings: Settings, lang: str | None) -> str:
     )
 
 
-def buy_keyboard(settings: Settings, lang: str | None) -> InlineKeyboardMarkup:
-    """One button per pack."""
+def buy_keyboard(
+    settings: Settings, lang: str | None, *, chat_id: int | None = None
+) -> InlineKeyboardMarkup:
+    """One button per pack (``chat_id``: they buy that chat identity's credits)."""
     return InlineKeyboardMarkup(
         [
             [
@@ -121,7 +148,7 @@ def buy_keyboard(settings: Settings, lang: str | None) -> InlineKeyboardMarkup:
                         images=plural(lang, images, "image"),
                         stars=stars,
                     ),
-                    callback_data=callbacks.encode(BuyButton(images)),
+                    callback_data=callbacks.encode(BuyButton(images, chat_id)),
                 )
             ]
             for images, stars in settings.stars_packs
@@ -134,8 +161,15 @@ def invoice_title(images: int, lang: str | None) -> str:
     return plural(lang, images, "image")[:32]
 
 
-def invoice_description(images: int, lang: str | None) -> str:
+def invoice_description(images: int, lang: str | None, *, chat: str | None = None) -> str:
     """The invoice's description (1–255 characters)."""
+    if chat is not None:
+        return tr(
+            lang,
+            "Image credits for {chat}: {images}, used by jobs asked for as {chat}.",
+            chat=chat[:64],
+            images=plural(lang, images, "image"),
+        )[:255]
     return tr(
         lang,
         "Image credits for this bot: {images}. Each image you ask for uses one credit.",
@@ -153,6 +187,7 @@ def balance_text(
     *,
     balance: int,
     reserved: int,
+    free_most: int,
     free_left: int,
     payments: list[Payment],
     exempt_admin: bool,
@@ -163,13 +198,13 @@ def balance_text(
         lines.append(
             tr(lang, "Held by jobs in progress: {images}", images=plural(lang, reserved, "image"))
         )
-    if settings.free_images_per_day:
+    if free_most:  # none for a chat identity
         lines.append(
             tr(
                 lang,
                 "Free today: {left} of {most} left (resets at midnight UTC)",
                 left=free_left,
-                most=settings.free_images_per_day,
+                most=free_most,
             )
         )
     if exempt_admin:
@@ -188,6 +223,8 @@ def balance_text(
             )
             if p.refunded_at is not None:
                 line += " " + tr(lang, "(refunded)")
+            elif p.refund_pending:
+                line += " " + tr(lang, "(refund under way)")
             lines.append(line)
     else:
         lines.append(tr(lang, "Buy image credits with /buy."))

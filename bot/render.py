@@ -143,7 +143,10 @@ def status_text(
     status = job.status
     if status in (Status.NEW, Status.SUBMITTING, Status.QUEUED):
         wait = estimate.queue_wait if estimate and job.status == Status.QUEUED else None
-        if job.queue_position and wait:
+        if job.cancel_requested:
+            # Cancel was tapped before RunComfy had the job: asked as soon as (and until) it can be.
+            line = tr(lang, "⏳ Cancelling…")
+        elif job.queue_position and wait:
             line = tr(
                 lang,
                 "⏳ Queued (position {position}, about {wait} to wait)…",

@@ -7,6 +7,7 @@ import logging
 import math
 import random
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -41,6 +42,9 @@ _STATUS_ALIASES = {
 }
 
 _TROUBLE = "RunComfy is having trouble right now"
+# A gateway's "bad gateway" and "gateway timeout": RunComfy may have taken (and billed) the job
+# before its answer was lost on the way back, so a submit they answer has an unknown outcome.
+_GATEWAY_LOST = frozenset({502, 504})
 _RATE_HEADROOM = 0.9  # of RUNCOMFY_MAX_REQUESTS_PER_SECOND, see RunComfyClient.__init__
 _CODE_RE = re.compile(r"[0-9]{1,9}")  # str.isdigit() also takes "²", which int() refuses
 # Request ids go into URL paths and messages: letters, digits, dots, dashes and underscores only.
@@ -249,10 +253,22 @@ class RunComfyClient:
             return body
         raise _error_from(response.status_code, body, _retry_after(response))
 
-    async def submit(self, payload: dict[str, Any]) -> Submission:
-        """POST the job once. Never retried: a second POST would start (and bill) a second job."""
+    async def submit(
+        self,
+        payload: dict[str, Any],
+        *,
+        sending: Callable[[], Awaitable[bool]] | None = None,
+    ) -> Submission | None:
+        """POST the job once. Never retried: a second POST would start (and bill) a second job.
+
+        ``sending`` is awaited once the rate-limit slot is taken, right before the POST: there the
+        caller records that the job is being sent, so a stop while the job waits for its slot
+        leaves a job RunComfy never saw. If it returns False nothing is sent and this returns None.
+        """
+        await self._slots.acquire()
+        if sending is not None and not await sending():
+            return None
         try:
-            await self._slots.acquire()
             response = await self.http.post(
                 self._url(MODEL_PATH), json=payload, headers=self._headers
             )
@@ -269,6 +285,13 @@ class RunComfyClient:
                 "RunComfy did not answer in time, so it is unclear whether the job started.",
                 detail=f"submit outcome unknown: {type(exc).__name__}",
             ) from None
+        if response.status_code in _GATEWAY_LOST:
+            metrics.RUNCOMFY_REQUESTS.labels("submit", metrics.answer(response.status_code)).inc()
+            raise SubmitUnknownError(
+                "RunComfy's answer was lost on its way back, so it is unclear whether the job "
+                "started.",
+                detail=f"submit outcome unknown: HTTP {response.status_code} from a gateway",
+            )
         try:
             body = self._answer("submit", response)
         except TransientError as exc:

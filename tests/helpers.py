@@ -12,11 +12,13 @@ from tests.fakes.telegram_api import FakeTelegram
 
 
 async def until_final(telegram: FakeTelegram, bot: RunningBot, job_id: int = 1) -> Job:
-    """Wait for the job to reach a final state and return it."""
+    """Wait for the job to reach a final state, and its task to end (the final status edit is
+    made after the state is written), and return it."""
 
     def final() -> Job | None:
         job = bot.store.get(job_id)
-        return job if job is not None and job.final else None
+        done = job is not None and job.final and not bot.runner.working_on(job_id)
+        return job if done else None
 
     job: Job = await telegram.wait_for(final)
     return job
@@ -54,6 +56,13 @@ def assert_clean(telegram: FakeTelegram, runcomfy: FakeRunComfy) -> None:
     """Neither fake saw a call that breaks its API's rules."""
     assert telegram.errors == []
     assert [e for e in runcomfy.errors if not e.startswith("warning")] == []
+
+
+async def menu_set(bot: RunningBot) -> None:
+    """Wait until the command menu (set in the background at start-up) was taken in full."""
+    menu = bot.services.menu
+    assert menu is not None, "the bot has not started"
+    assert await menu, "Telegram did not take the command menu"
 
 
 async def answered(telegram: FakeTelegram, update: dict[str, Any]) -> dict[str, Any]:

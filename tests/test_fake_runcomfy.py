@@ -427,3 +427,35 @@ def test_standalone_process() -> None:
         if proc.poll() is None:
             proc.kill()
         proc.communicate()
+
+
+@pytest.mark.parametrize("fault", ["502", "504"])
+async def test_a_late_gateway_fault_makes_the_job_then_loses_the_answer(
+    fake: FakeRunComfy, client: httpx.AsyncClient, fault: str
+) -> None:
+    fake.fail_next("submit", fault, late=True)
+    response = await client.post(SUBMIT_PATH, json={"text": PROMPT})
+    assert response.status_code == int(fault) and "Gateway" in response.text
+    assert len(fake.jobs) == 1  # made (and billed) all the same
+    fake.fail_next("submit", fault)  # not late: refused before anything was made
+    assert (await client.post(SUBMIT_PATH, json={"text": PROMPT})).status_code == int(fault)
+    assert len(fake.jobs) == 1
+
+
+async def test_a_held_request_is_in_flight_until_released(
+    fake: FakeRunComfy, client: httpx.AsyncClient
+) -> None:
+    fake.hold("submit")
+    posting = asyncio.ensure_future(client.post(SUBMIT_PATH, json={"text": PROMPT}))
+    await fake.wait_for(lambda: fake.in_flight("submit") == 1, timeout=2)
+    await asyncio.sleep(0.05)
+    assert not posting.done() and fake.jobs == {} and fake.in_flight("status") == 0
+    fake.release("submit")
+    assert (await posting).status_code == 200
+    assert fake.in_flight("submit") == 0 and len(fake.jobs) == 1
+    await submit(client)  # released for good
+    fake.hold("submit")  # a fake that stops lets held requests go on, as a slow server would
+    posting = asyncio.ensure_future(client.post(SUBMIT_PATH, json={"text": PROMPT}))
+    await fake.wait_for(lambda: fake.in_flight("submit") == 1, timeout=2)
+    await fake.stop()
+    assert (await posting).status_code == 200

@@ -12,6 +12,7 @@ from tests.helpers import (
     assert_clean,
     followups,
     media,
+    menu_set,
     status_history,
     status_messages,
     until_final,
@@ -186,6 +187,7 @@ async def test_an_edited_command_starts_nothing(
 async def test_start_and_help_explain_and_commands_are_registered(
     telegram: FakeTelegram, runcomfy: FakeRunComfy, bot: RunningBot
 ) -> None:
+    await menu_set(bot)
     assert [c["command"] for c in telegram.commands] == [
         "seq", "cancel", "jobs", "show", "usage", "settings", "help"
     ]  # fmt: skip

@@ -16,6 +16,7 @@ from tests.helpers import (
     assert_clean,
     followups,
     media,
+    menu_set,
     reply_to,
     until_final,
 )
@@ -273,6 +274,7 @@ IVAN = {"id": 777000, "is_bot": False, "first_name": "Иван", "language_code"
 async def test_a_russian_speaking_user_gets_russian(
     telegram: FakeTelegram, runcomfy: FakeRunComfy, bot: RunningBot
 ) -> None:
+    await menu_set(bot)
     ru_menu = telegram.calls_to("setMyCommands", ok_only=True)
     assert [c.params.get("language_code") for c in ru_menu] == [None, "ru"]
     assert ru_menu[1].params["commands"][0]["description"].startswith("Серия изображений")

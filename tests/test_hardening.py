@@ -185,7 +185,10 @@ async def test_a_new_job_while_the_database_is_locked_is_refused_politely(
 async def test_channels_posting_in_a_group_have_their_own_quota_caps_and_cancel_rights(
     telegram: FakeTelegram, runcomfy: FakeRunComfy, bots: Bots
 ) -> None:
-    bot = await bots.start(DAILY_IMAGE_LIMIT_PER_USER="4", MAX_ACTIVE_JOBS_PER_USER="1")
+    # The group's own cap (by default the per-user limit, 4) is raised: each channel's quota here.
+    bot = await bots.start(
+        DAILY_IMAGE_LIMIT_PER_USER="4", DAILY_IMAGE_LIMIT_PER_CHAT="8", MAX_ACTIVE_JOBS_PER_USER="1"
+    )
     runcomfy.script_next(JobScript(queued_polls=10_000))
     as_channel(telegram, "/seq@SeqImageBot 4 a fox", NEWS)
     await telegram.wait_for(lambda: (j := bot.store.get(1)) and j.request_id)

@@ -230,3 +230,21 @@ def test_metrics_settings() -> None:
     settings = Settings.from_env({**GOOD, "METRICS_PORT": "9100", "METRICS_LISTEN": "0.0.0.0"})
     assert (settings.metrics_port, settings.metrics_listen) == (9100, "0.0.0.0")
     assert Settings.from_env({**GOOD, "METRICS_LISTEN": "::1"}).metrics_listen == "::1"
+
+
+async def test_telegram_refusals_and_5xx_count_as_answers_not_network_trouble(
+    bots: Bots, telegram: FakeTelegram
+) -> None:
+    bot = await bots.start(METRICS_PORT="0")
+    before = await scrape(bot)
+    telegram.fail_next("sendMessage", description="Bad Request: chat not found")
+    telegram.fail_server_next("sendMessage", status=500)
+    telegram.send_text("/help", chat_id=USER)
+    telegram.send_text("/help", chat_id=USER)
+    await telegram.wait_for(lambda: len(telegram.calls_to("sendMessage")) >= 2)
+    after = await scrape(bot)
+
+    tg = "seqbot_telegram_requests_total"
+    assert moved(before, after, tg, method="sendMessage", outcome="bad_request") == 1
+    assert moved(before, after, tg, method="sendMessage", outcome="5xx") == 1
+    assert moved(before, after, tg, method="sendMessage", outcome="network") == 0

@@ -243,7 +243,7 @@ async def test_debug_logs_name_each_state_and_never_a_token(
     assert runcomfy.base_url in output
 
 
-@pytest.mark.parametrize("method", ["getMe", "setMyCommands", "deleteWebhook"])
+@pytest.mark.parametrize("method", ["getMe", "deleteWebhook"])
 async def test_sigterm_during_start_up_stops_cleanly_and_the_job_resumes_later(
     telegram: FakeTelegram,
     runcomfy: FakeRunComfy,
@@ -251,7 +251,8 @@ async def test_sigterm_during_start_up_stops_cleanly_and_the_job_resumes_later(
     tmp_path: Path,
     method: str,
 ) -> None:
-    # getMe: initialize; setMyCommands: post_init; deleteWebhook: the job is already resumed.
+    # getMe: initialize; deleteWebhook: the job is already resumed. (The command menu does not
+    # hold start-up: test_startup.)
     runcomfy.script_next(JobScript(queued_polls=10**6))  # held in RunComfy's queue for now
     first = await BotProcess(process_env, tmp_path / "bot.log").start(telegram)
     telegram.send_text("/seq 2 a fox")
@@ -284,4 +285,40 @@ async def test_sigterm_during_start_up_stops_cleanly_and_the_job_resumes_later(
     assert job.status == Status.DONE
     assert runcomfy.count("submit") == 1
     assert len(images_in_chat(telegram)) == 2
+    assert telegram.errors == []
+
+
+async def test_sigterm_during_a_submit_lets_it_finish_and_the_job_is_delivered_after_restart(
+    telegram: FakeTelegram, runcomfy: FakeRunComfy, process_env: dict[str, str], tmp_path: Path
+) -> None:
+    # RunComfy answers the POST only once the bot is stopping (within HTTP_TIMEOUT_SECONDS, 5):
+    # it has the job, and bills it, whatever the bot does meanwhile.
+    runcomfy.hold("submit")
+    runcomfy.script_next(JobScript(queued_polls=3))
+    bot = await BotProcess(process_env, tmp_path / "bot.log").start(telegram)
+    telegram.send_text("/seq 2 a fox")
+    await runcomfy.wait_for(lambda: runcomfy.in_flight("submit") == 1)
+    bot.terminate()
+    await runcomfy.wait_for(
+        lambda: "waiting for RunComfy to answer 1 submit" in bot.output() or bot.exited()
+    )
+    runcomfy.release("submit")
+    assert await bot.wait() == 0
+    assert "Traceback" not in bot.output()
+
+    (fake_job,) = await runcomfy.wait_for(lambda: list(runcomfy.jobs.values()))
+    job = read_job(process_env)
+    assert job is not None and job.status == Status.QUEUED  # not "unclear"
+    assert job.request_id == fake_job.request_id and job.submit_unknown == 0
+
+    again = await BotProcess(process_env, tmp_path / "bot.log").start(telegram)
+    job = await telegram.wait_for(
+        lambda: (j := read_job(process_env)) and j.final and j, timeout=30
+    )
+    again.terminate()
+    assert await again.wait() == 0
+    assert job.status == Status.DONE
+    assert runcomfy.count("submit") == 1
+    assert len(images_in_chat(telegram)) == 2
+    assert len(status_messages(telegram)) == 1
     assert telegram.errors == []

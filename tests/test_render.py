@@ -74,3 +74,10 @@ def test_status_texts_per_state() -> None:
 
 def test_cancel_requested_hides_the_button() -> None:
     assert render.status_keyboard(make_job(cancel_requested=1)) is None
+
+
+def test_a_cancel_not_yet_answered_by_runcomfy_says_cancelling() -> None:
+    job = make_job(cancel_requested=1, queue_position=3)
+    assert render.status_text(job).startswith("⏳ Cancelling…\n")
+    job.lang = "ru"
+    assert render.status_text(job).startswith("⏳ Отменяю…\n")

@@ -16,7 +16,14 @@ from bot.models import ChatDefaults, Job, Origin, SeqRequest, Status, Usage
 from bot.store.base import BUSY_TIMEOUT_MS, STARTUP_BUSY_TIMEOUT_MS
 from bot.store.jobs import JobStore
 from bot.store.migrations import migrations
-from bot.store.payments import Invoice, NotEnoughCredits, Payment, PaymentStore, Reserve
+from bot.store.payments import (
+    Invoice,
+    NotEnoughCredits,
+    PaidUpdate,
+    Payment,
+    PaymentStore,
+    Reserve,
+)
 from bot.store.settings import SettingsStore
 from bot.store.usage import UsageStore
 
@@ -28,6 +35,7 @@ __all__ = [
     "Job",
     "NotEnoughCredits",
     "Origin",
+    "PaidUpdate",
     "Payment",
     "Reserve",
     "SeqRequest",

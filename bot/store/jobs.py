@@ -23,7 +23,13 @@ from bot.models import (
     UnitKind,
 )
 from bot.store.base import StoreBase, busy_is_user_error, transient
-from bot.store.payments import Reserve, reserve_credits
+from bot.store.payments import (
+    Reserve,
+    Settlement,
+    reserve_credits,
+    settle_reservation,
+    settlement,
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +80,8 @@ class JobStore(StoreBase):
         super().__init__(path)
         # Job id -> column values (as stored) not yet written, in the order they were made.
         self.pending: dict[int, dict[str, Any]] = {}
+        # Job id -> where its reservation belongs, when SQLite refused to settle it (retried).
+        self.settling: dict[int, Settlement] = {}
         self._retry: asyncio.TimerHandle | None = None
         self._retry_delay = _RETRY_FIRST
         self._written = asyncio.Event()  # set whenever waiting changes reach the disk
@@ -86,6 +94,9 @@ class JobStore(StoreBase):
             for job_id, row in self.pending.items():
                 # The last place these changes exist: a request id here is a job RunComfy bills.
                 log.error("job %d: changes could not be saved before stopping: %s", job_id, row)
+            for job_id, target in self.settling.items():
+                # Not lost: the next start settles every finished job's credits again.
+                log.warning("job %d: credits not yet %s; settled at the next start", job_id, target)
         self.db.close()
 
     def create_job(
@@ -206,7 +217,66 @@ class JobStore(StoreBase):
             del self.pending[job_id]
             self._written.set()
             log.info("job %d: waiting changes written", job_id)
+        for job_id in list(self.settling):
+            if self._settle_now(job_id, self.settling[job_id]) is None:
+                return False
+            del self.settling[job_id]
+            log.info("job %d: credits settled after a wait", job_id)
         return True
+
+    def settle(self, job: Job) -> int | None:
+        """Spend or return the job's reserved credits, as its state says (``settlement``).
+
+        Returns the credits given back; None when SQLite refused for a moment: then the
+        settlement waits in memory and is retried with the waiting job writes (and, should the
+        process stop first, :meth:`reconcile_reservations` does it at the next start).
+        """
+        target = settlement(job)
+        if target == Settlement.RESERVED:
+            return 0
+        if job.id not in self.settling:
+            returned = self._settle_now(job.id, target)
+            if returned is not None:
+                return returned
+        self.settling[job.id] = target
+        self._retry_later()
+        return None
+
+    def _settle_now(self, job_id: int, target: Settlement) -> int | None:
+        try:
+            with self._transaction():
+                return settle_reservation(self.db, job_id, target, time.time())
+        except sqlite3.OperationalError as exc:
+            if not transient(exc):
+                raise
+            log.warning("database refused to settle job %d's credits (retried): %s", job_id, exc)
+            return None
+
+    def reconcile_reservations(self) -> int:
+        """At start: settle every job whose reservation does not match how far it got (a lock or
+        a stop came between its end and its settlement). Returns how many were settled."""
+        final = [s.value for s in FINAL]
+        marks = ", ".join("?" for _ in final)
+        jobs = self._jobs(
+            "SELECT jobs.* FROM jobs JOIN reservations ON reservations.job_id = jobs.id "
+            "WHERE (reservations.state = 'reserved' AND (jobs.request_id IS NOT NULL "
+            f"OR (jobs.status IN ({marks}) AND jobs.submit_unknown = 0))) "
+            "OR (reservations.state = 'spent' AND jobs.status = 'cancelled') ORDER BY jobs.id",
+            final,
+        )
+        settled = 0
+        for job in jobs:
+            returned = self.settle(job)
+            if returned is None:
+                continue
+            settled += 1
+            log.info(
+                "job %d: credits settled at start (%s, %d returned)",
+                job.id,
+                job.status.value,
+                returned,
+            )
+        return settled
 
     def unfinished(self) -> list[Job]:
         """Every job that has not reached a final state, oldest first."""

@@ -155,3 +155,20 @@ def m008_payments(db: sqlite_utils.Database) -> None:
         not_null={"requester_id", "paid", "free", "state", "created_at"},
     )
     db.table("reservations").create_index(["requester_id", "created_at"])
+
+
+@migrations()
+def m009_money(db: sqlite_utils.Database) -> None:
+    """Refunds Telegram has not confirmed yet, when each invoice was last sent (a repeated tap
+    reuses it), and an index to prune expired invoices."""
+    payments = db.table("payments")
+    # NULL: not refunded; 'pending': credits taken, Telegram's answer not known yet; 'done'.
+    payments.add_column("refund_state", str)
+    payments.add_column("refund_asked_at", float)
+    db.execute("UPDATE payments SET refund_state = 'done' WHERE refunded_at IS NOT NULL")
+    invoices = db.table("invoices")
+    invoices.add_column("sent_at", float)  # NULL: not (successfully) sent
+    db.execute("UPDATE invoices SET sent_at = created_at")
+    invoices.create_index(["user_id", "requester_id", "images"])
+    invoices.create_index(["expires_at"])
+    db.table("payments").create_index(["payload"])

@@ -56,6 +56,16 @@ class UsageStore(StoreBase):
         ).fetchone()
         return Usage(images=int(row[0]), cost=float(row[1]), unknown=int(row[2]))
 
+    def chat_images(self, chat_id: int, since: float) -> int:
+        """Images the chat's jobs requested (billed, or perhaps billed) since ``since``, whoever
+        asked."""
+        row = self.db.execute(
+            "SELECT coalesce(sum(count), 0) FROM jobs "
+            f"WHERE chat_id = ? AND created_at >= ? AND {_BILLED}",
+            [chat_id, since],
+        ).fetchone()
+        return int(row[0])
+
     def usage_by_chat(self, since: float) -> list[tuple[int, int, int, float]]:
         """Per chat since ``since``: (chat id, jobs, images, cost), busiest first."""
         rows = self.db.execute(

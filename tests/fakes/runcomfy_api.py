@@ -5,6 +5,10 @@ Usage in tests::
     async with FakeRunComfy(token="rc-test-token") as fake:
         fake.script_next(JobScript(queued_polls=3, images=2))
         fake.fail_next("status", "503")
+        fake.fail_next("submit", "504", late=True)  # the job is made, then a gateway's 504
+        fake.timeout_delay = 2.0; fake.fail_next("submit", "timeout")  # a slow answer
+        fake.hold("submit"); ...; fake.release("submit")  # answered only when released
+        await fake.wait_for(lambda: fake.in_flight("submit"))  # a request it is answering now
         client = httpx.AsyncClient(base_url=fake.base_url)  # the bot under test
         ...
         await fake.wait_for(lambda: fake.count("result") >= 1)
@@ -66,7 +70,7 @@ _FAULT_JSON: dict[str, tuple[int, int, str]] = {
     "404": (404, 404001, "Request not found"),
     "422": (422, 422001, "Invalid input"),
 }
-FAULTS = (*_FAULT_JSON, "502", "503", "broken_json", "timeout", "disconnect")
+FAULTS = (*_FAULT_JSON, "502", "503", "504", "broken_json", "timeout", "disconnect")
 FINAL_STATES = ("completed", "failed", "cancelled")
 PRICE_PER_IMAGE = 0.03
 NUMBER_WORDS = "zero one two three four five six seven eight nine ten eleven twelve thirteen"
@@ -186,6 +190,7 @@ class _FaultRule:
     retry_after: float | None
     message: str | None = None  # instead of the fault's own error_message
     remaining: int = 0  # fail_next
+    late: bool = False  # handled first (a submit makes its job), then this answer instead
     ratio: float = 0.0  # fail_ratio
     rng: random.Random = field(default_factory=random.Random)
 
@@ -335,6 +340,8 @@ class FakeRunComfy:
         self._call_event: asyncio.Event | None = None
         self._stopping: asyncio.Event | None = None
         self._inflight: set[asyncio.Task[Any]] = set()
+        self._answering: dict[str, int] = {}  # endpoint -> requests received, not yet answered
+        self._held: dict[str, asyncio.Event] = {}  # endpoint -> set when its requests may go on
 
     # ----------------------------------------------------------------- lifecycle
     @property
@@ -433,6 +440,16 @@ class FakeRunComfy:
             raise ValueError(f"unknown profile {name!r}")
         self._profile = name
 
+    def hold(self, endpoint: str) -> None:
+        """Requests to ``endpoint`` wait, received but unanswered, until ``release`` (or stop);
+        then they are handled as usual (a submit makes its job only then)."""
+        self._check_fault(endpoint, "timeout")
+        self._held.setdefault(endpoint, asyncio.Event()).clear()
+
+    def release(self, endpoint: str) -> None:
+        """Let the held requests to ``endpoint`` (and later ones) go on."""
+        self._held.pop(endpoint, asyncio.Event()).set()
+
     def _check_fault(self, endpoint: str, fault: str) -> None:
         if endpoint not in ENDPOINTS or fault not in FAULTS:
             raise ValueError(f"unknown endpoint/fault {endpoint!r}/{fault!r}")
@@ -445,9 +462,13 @@ class FakeRunComfy:
         times: int = 1,
         retry_after: float | None = None,
         message: str | None = None,
+        late: bool = False,
     ) -> None:
+        """The next ``times`` requests to ``endpoint`` get ``fault``. ``late``: each is handled
+        first (a submit makes its job, billed) and its answer then replaced by the fault, as when
+        a gateway loses RunComfy's answer."""
         self._check_fault(endpoint, fault)
-        rule = _FaultRule(fault, retry_after, message, remaining=times)
+        rule = _FaultRule(fault, retry_after, message, remaining=times, late=late)
         self._next_faults[endpoint].append(rule)
 
     def fail_ratio(
@@ -477,6 +498,10 @@ class FakeRunComfy:
         return None
 
     # ----------------------------------------------------------------- inspection
+    def in_flight(self, endpoint: str) -> int:
+        """Requests to ``endpoint`` received and not yet answered."""
+        return self._answering.get(endpoint, 0)
+
     def count(self, endpoint: str, request_id: str | None = None) -> int:
         return sum(
             1
@@ -525,6 +550,9 @@ class FakeRunComfy:
         task = asyncio.current_task()
         assert task is not None
         self._inflight.add(task)
+        self._answering[endpoint] = self._answering.get(endpoint, 0) + 1
+        if self._call_event is not None:
+            self._call_event.set()  # wake wait_for: a request arrived
         try:
             response = await self._dispatch(request, handler, endpoint, call)
             call.status = 0 if call.fault == "disconnect" else response.status
@@ -534,6 +562,7 @@ class FakeRunComfy:
             raise
         finally:
             self._inflight.discard(task)
+            self._answering[endpoint] -= 1
             self.calls.append(call)
             if self._call_event is not None:
                 self._call_event.set()
@@ -545,7 +574,17 @@ class FakeRunComfy:
             call.fault = "disconnect"
             return self._disconnect(request)
         request[_COUNTED] = True
+        held = self._held.get(endpoint)
+        if held is not None:
+            assert self._stopping is not None
+            waits = [asyncio.ensure_future(e.wait()) for e in (held, self._stopping)]
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for wait in waits:
+                    wait.cancel()
         taken = self._take_fault(endpoint) if endpoint in ENDPOINTS else None
+        late: _FaultRule | None = None
         if taken is not None:
             call.fault = taken.fault
             if call.fault == "timeout":
@@ -553,11 +592,14 @@ class FakeRunComfy:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), self.timeout_delay)
                 request[_COUNTED] = False
+            elif taken.late:
+                late = taken
             else:
                 return self._fault_response(request, taken)
         if endpoint != "image" and request.headers.get("Authorization") != f"Bearer {self.token}":
             return _error(401, 400004, "Invalid or expired API token")
-        return await handler(request)
+        response = await handler(request)
+        return response if late is None else self._fault_response(request, late)
 
     @staticmethod
     def _disconnect(request: web.Request) -> web.Response:
@@ -581,6 +623,9 @@ class FakeRunComfy:
             return web.Response(status=502, text=html, content_type="text/html")
         if fault == "503":
             return web.Response(status=503, text="Service Unavailable")
+        if fault == "504":
+            html = "<html><body><h1>504 Gateway Time-out</h1></body></html>"
+            return web.Response(status=504, text=html, content_type="text/html")
         return web.Response(text='{"request_id": "ab', content_type="application/json")
 
     def _urls(self, rid: str) -> dict[str, str]:

@@ -89,7 +89,7 @@ class Call:
 
 @dataclass
 class _Fault:
-    kind: str  # "error" | "server" | "delay" | "album" | "drop" | "answer"
+    kind: str  # "error" | "server" | "delay" | "lost" | "album" | "drop" | "answer" | "raw"
     method: str
     times: int = 1
     status: int = 400
@@ -100,6 +100,7 @@ class _Fault:
     delivered_before: int = 0
     skip: int = 0  # matching calls to let through before the fault applies
     result: Any = None  # "answer": what an "ok" answer carries instead of the method's result
+    body: str = ""  # "raw": the exact answer body
 
 
 @dataclass
@@ -322,9 +323,23 @@ class FakeTelegram:
         """Forget every fault not met yet: Telegram is back."""
         self._faults.clear()
 
+    def answer_raw_next(self, method: str, body: str | JsonDict, *, status: int = 200,
+                        times: int = 1) -> None:  # fmt: skip
+        """Answer the next ``times`` calls of ``method`` with exactly this body (a dict: as JSON),
+        without acting on them: a proxy's page, a malformed answer."""
+        text = body if isinstance(body, str) else json.dumps(body)
+        fault = _Fault("raw", self._canonical(method), times, status)
+        fault.body = text
+        self._faults.append(fault)
+
     def delay_next(self, method: str, seconds: float, times: int = 1) -> None:
         """Sleep before handling (the call still takes effect, like a slow real server)."""
         self._faults.append(_Fault("delay", self._canonical(method), times, seconds=seconds))
+
+    def lose_answer_next(self, method: str, seconds: float, times: int = 1) -> None:
+        """Handle the call at once (it takes effect), then hold the answer ``seconds``: a client
+        with a shorter timeout never learns that it worked."""
+        self._faults.append(_Fault("lost", self._canonical(method), times, seconds=seconds))
 
     def block_chat(self, chat_id: int) -> None:
         self.blocked.add(chat_id)
@@ -519,6 +534,10 @@ class FakeTelegram:
                 return web.Response(status=fault.status, text=html, content_type="text/html")
             elif fault and fault.kind == "error":
                 raise ApiError(fault.status, fault.description)
+            elif fault and fault.kind == "raw":
+                self._record(Call(method, params, files, fault.status, {"raw": fault.body}))
+                kind = "application/json" if fault.body.startswith(("{", "[")) else "text/html"
+                return web.Response(status=fault.status, text=fault.body, content_type=kind)
             elif fault and fault.kind == "drop":
                 self._record(Call(method, params, files, 0, {}))
                 if request.transport is not None:
@@ -532,6 +551,11 @@ class FakeTelegram:
             handler = getattr(self, f"_m_{method}", None)
             result = await handler(_Req(params, files, uploads, fault)) if handler else True
             status, body = 200, {"ok": True, "result": result}
+            if fault and fault.kind == "lost":
+                self._record(Call(method, params, files, status, body))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), fault.seconds)
+                return web.json_response(body, status=status)
         except ApiError as e:
             status = e.status
             body = {"ok": False, "error_code": e.status, "description": e.description}
@@ -888,6 +912,18 @@ class FakeTelegram:
         msg: JsonDict = {"message_id": self._alloc_mid(user_id), "from": dict(self._user(user_id))}
         msg.update(chat=dict(chat), date=int(time.time()), successful_payment=payment)
         return self._emit({"message": msg}, push)
+
+    def refunded(self, charge_id: str) -> JsonDict:
+        """Telegram's ``refunded_payment`` service message in the buyer's private chat (it follows
+        a refund, whoever made it)."""
+        charge = self.charges[charge_id]
+        user_id = int(charge["user_id"])
+        refunded = {k: charge[k] for k in ("currency", "total_amount", "invoice_payload",
+                                           "telegram_payment_charge_id",
+                                           "provider_payment_charge_id")}  # fmt: skip
+        msg: JsonDict = {"message_id": self._alloc_mid(user_id), "from": dict(self._user(user_id))}
+        msg.update(chat=dict(self._chat(user_id)), date=int(time.time()), refunded_payment=refunded)
+        return self._emit({"message": msg}, True)
 
     async def _m_refundStarPayment(self, r: _Req) -> bool:
         charge = self.charges.get(str(r.p["telegram_payment_charge_id"]))
