@@ -22,10 +22,11 @@ from telegram.ext import (
     ExtBot,
     MessageHandler,
     PreCheckoutQueryHandler,
+    TypeHandler,
     filters,
 )
 
-from bot import callbacks, handlers, metrics, payments, render
+from bot import callbacks, handlers, metrics, outsiders, payments, render
 from bot import payment_handlers as pay
 from bot.botapi import CheckedRequest, check_result, status_of
 from bot.config import Settings
@@ -34,6 +35,7 @@ from bot.downloads import Downloader
 from bot.flood import PriorityRateLimiter
 from bot.jobs import JobRunner
 from bot.permissions import Permissions
+from bot.repeats import Repeats
 from bot.runcomfy import RunComfyClient
 from bot.startup import Call, FatalStartupError, in_background, patiently
 from bot.store import Store
@@ -175,6 +177,9 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
         .build()
     )
     app.bot_data.settings = settings
+    app.bot_data.repeats = Repeats(settings.repeat_window, settings.outsider_reply_window)
+    # Group -2, before everything (/start buy is -1): outsiders get one refusal per chat, at most.
+    app.add_handler(TypeHandler(Update, outsiders.gate), group=-2)
     # An edited /seq must never start a second paid job: only new messages count.
     new_messages = filters.UpdateType.MESSAGE
     app.add_handler(CommandHandler(["start", "help"], handlers.start, filters=new_messages))

@@ -61,6 +61,8 @@ class Settings:
     free_images_per_day: int = 0  # with payments on: free images per requester and day, used first
     paysupport_text: str | None = None  # None: the built-in text (translated)
     terms_text: str | None = None  # None: the built-in text (translated)
+    repeat_window: float = 60.0  # the same /show or ℹ️ Details again within this posts nothing
+    outsider_reply_window: float = 600.0  # one refusal per chat outside the allowlists per this
 
     @property
     def payments(self) -> bool:
@@ -222,6 +224,10 @@ class Settings:
             free_images_per_day=_count(get, "FREE_IMAGES_PER_DAY", 0, minimum=0),
             paysupport_text=_text(get, "PAYSUPPORT_TEXT"),
             terms_text=_text(get, "TERMS_TEXT"),
+            repeat_window=_positive(get, "REPEAT_WINDOW_SECONDS", cls.repeat_window),
+            outsider_reply_window=_positive(
+                get, "OUTSIDER_REPLY_SECONDS", cls.outsider_reply_window
+            ),
         )
 
     @property

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from bot.jobs import JobRunner
     from bot.metrics import MetricsServer
     from bot.permissions import Permissions
+    from bot.repeats import Repeats
     from bot.runcomfy import RunComfyClient
     from bot.store import Store
 
@@ -41,6 +42,7 @@ class Services:
         self.heartbeat: asyncio.Task[None] | None = None
         self.menu: asyncio.Task[bool] | None = None  # the command menu, set in the background
         self.metrics: MetricsServer | None = None  # with METRICS_PORT only
+        self.repeats: Repeats | None = None
 
 
 def _ready(value: _T | None, name: str) -> _T:
@@ -66,6 +68,11 @@ class BotContext(CallbackContext[ExtBot[Any], dict[Any, Any], dict[Any, Any], Se
     def store(self) -> Store:
         """The job database."""
         return _ready(self.bot_data.store, "store")
+
+    @property
+    def repeats(self) -> Repeats:
+        """What was just answered: repeats of /show and ℹ️ Details, outsiders' refusals."""
+        return _ready(self.bot_data.repeats, "repeats")
 
     @property
     def permissions(self) -> Permissions:

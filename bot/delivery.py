@@ -397,6 +397,11 @@ class Delivery:
         self._busy[(job_id, action)] = math.inf
         return True
 
+    def release(self, job_id: int, action: JobAction) -> None:
+        """Free a claim whose send never began; a send that began ends its claim itself."""
+        if self._busy.get((job_id, action)) == math.inf:
+            del self._busy[(job_id, action)]
+
     async def _claimed(
         self, job: Job, action: JobAction, send: Callable[[], Awaitable[bool]]
     ) -> bool:

@@ -10,7 +10,8 @@ import re
 import secrets
 import time
 
-from telegram import Message, Update
+from telegram import CallbackQuery, Message, ReplyParameters, Update
+from telegram.constants import ChatType
 from telegram.error import TelegramError
 
 from bot import callbacks, limits, payments, render, schema
@@ -20,6 +21,7 @@ from bot.context import BotContext
 from bot.errors import SeqbotError
 from bot.models import CancelOutcome, ChatDefaults, Job, Origin, SeqRequest, Status
 from bot.permissions import origin_of, requester_name, requester_of
+from bot.repeats import Shown
 from bot.sending import error_text
 from bot.texts import lang_of, tr
 
@@ -42,6 +44,17 @@ def lang(update: object) -> str:
     """The language of whoever sent the update: ``ru`` or ``en``."""
     user = update.effective_user if isinstance(update, Update) else None
     return lang_of(user.language_code if user else None)
+
+
+async def answer_quietly(
+    query: CallbackQuery, text: str | None = None, *, alert: bool = False
+) -> None:
+    """Answer a tap; a failed answer (too late: "query is too old") is logged, not raised, so it
+    never stops what the tap asked for."""
+    try:
+        await query.answer(text, show_alert=alert)
+    except TelegramError as exc:
+        log.info("could not answer a button tap: %s", str(exc)[:200])
 
 
 async def start(update: Update, context: BotContext) -> None:
@@ -205,15 +218,54 @@ async def show_command(update: Update, context: BotContext) -> None:
             tr(language, "Job #{id} is not finished yet.", id=found.id), do_quote=True
         )
         return
+    key = (found.chat_id, found.id)
+    repeats = context.repeats.shows
+    earlier = repeats.get(key)
+    if earlier is not None:
+        await _told_shown(message, found, earlier, language)
+        return
+    # Remembered before sending: a second /show while the first is still sending posts nothing.
+    repeats.put(key, Shown(message.message_id, message.message_thread_id))
+    shown = False
     try:
         shown = await context.runner.show(found, message.message_id)
     except SeqbotError as exc:
         await message.reply_text(exc.text(language), do_quote=True)
         return
+    finally:
+        if not shown:  # nothing went out: the next /show may try again at once
+            repeats.discard(key)
     if not shown:
         await message.reply_text(
             tr(language, "Job #{id} has no delivered images to show.", id=found.id), do_quote=True
         )
+
+
+async def _told_shown(message: Message, job: Job, earlier: Shown, language: str) -> None:
+    """A repeated /show within REPEAT_WINDOW_SECONDS: one short reply pointing at the earlier
+    /show (the images are right under it); nothing at all for later repeats."""
+    if earlier.told:
+        return
+    earlier.told = True
+    same_thread = earlier.thread_id == message.message_thread_id
+    await message.reply_text(
+        tr(
+            language,
+            "Job #{id} was sent a moment ago, right under the quoted message. "
+            "Ask again a little later to get it once more.",
+            id=job.id,
+        )
+        if same_thread
+        else tr(
+            language,
+            "Job #{id} was sent a moment ago. Ask again a little later to get it once more.",
+            id=job.id,
+        ),
+        reply_parameters=ReplyParameters(
+            earlier.reply_to if same_thread else message.message_id,
+            allow_sending_without_reply=True,
+        ),
+    )
 
 
 async def usage_command(update: Update, context: BotContext) -> None:
@@ -226,6 +278,8 @@ async def usage_command(update: Update, context: BotContext) -> None:
     now = time.time()
     requester = requester_of(message) or message.from_user.id
     is_admin = requester in settings.admin_user_ids and message.sender_chat is None
+    # Every chat's spend and the Stars revenue are the operator's business: never in a group.
+    totals = is_admin and message.chat.type == ChatType.PRIVATE
     text = render.usage_text(
         lang(update),
         today=store.usage(requester, limits.day_start(now)),
@@ -233,9 +287,11 @@ async def usage_command(update: Update, context: BotContext) -> None:
         limit=settings.daily_image_limit_per_user,
         exempt=is_admin,
         resets_in=limits.until_reset(now, lang(update)),
-        per_chat=store.usage_by_chat(limits.month_start(now)) if is_admin else None,
+        per_chat=store.usage_by_chat(limits.month_start(now)) if totals else None,
     )
-    if is_admin and settings.payments:
+    if is_admin and not totals:
+        text += "\n\n" + render.admin_totals_pointer(lang(update), context.bot.username)
+    if totals and settings.payments:
         received, refunded = store.stars_received(limits.month_start(now))
         cost = sum(c for _, _, _, c in store.usage_by_chat(limits.month_start(now)))
         text += "\n" + payments.stars_line(
@@ -355,22 +411,28 @@ async def _files_button(update: Update, context: BotContext, action: JobAction) 
     delivery = context.runner.delivery
     sending, busy = _FILES_ANSWERS[action]
     if not delivery.claim(job.id, action):
-        await query.answer(tr(lang(update), busy))
+        await answer_quietly(query, tr(lang(update), busy))
         return
     # A sheet or a ZIP: only a few are made at once; the others wait their turn.
     turn = "now" if action == JobAction.ORIGINALS else delivery.build_turn(job.id, action)
     if turn == "full":
-        await query.answer(tr(lang(update), _BUILDS_FULL))
+        await answer_quietly(query, tr(lang(update), _BUILDS_FULL))
         return
-    await query.answer(
-        tr(lang(update), _BUILD_WAITS) if turn == "wait" else tr(lang(update), sending)
-    )
-    if action == JobAction.SHEET:
-        sent = await delivery.send_sheet(job, message.message_id, lang(update))
-    elif action == JobAction.ZIP:
-        sent = await delivery.send_zip(job, message.message_id, lang(update))
-    else:
-        sent = await delivery.send_originals(job, message.message_id)
+    try:
+        # A tap answered too late ("query is too old") still gets its files.
+        await answer_quietly(
+            query, tr(lang(update), _BUILD_WAITS) if turn == "wait" else tr(lang(update), sending)
+        )
+        if action == JobAction.SHEET:
+            sent = await delivery.send_sheet(job, message.message_id, lang(update))
+        elif action == JobAction.ZIP:
+            sent = await delivery.send_zip(job, message.message_id, lang(update))
+        else:
+            sent = await delivery.send_originals(job, message.message_id)
+    finally:
+        # Whatever happened before the send began (a cancelled task, an error): the button works
+        # again. A send that began keeps its own pause after a delivered set.
+        delivery.release(job.id, action)
     if not sent:
         await message.reply_text(
             tr(lang(update), "The original files of job #{id} are no longer kept.", id=job.id),
@@ -400,8 +462,19 @@ async def details_button(update: Update, context: BotContext) -> None:
     if found is None or query is None:
         return
     job, message = found
-    await query.answer()
-    await message.reply_text(render.details_text(job, lang(update)), do_quote=True)
+    key = (job.chat_id, job.id)
+    repeats = context.repeats.details
+    if repeats.get(key) is not None:
+        # Posted a moment ago: only the tap is answered (20 taps must not make 20 messages).
+        await answer_quietly(query, tr(lang(update), "The details were sent just above."))
+        return
+    repeats.put(key, Shown(message.message_id))
+    await answer_quietly(query)
+    try:
+        await message.reply_text(render.details_text(job, lang(update)), do_quote=True)
+    except BaseException:
+        repeats.discard(key)  # nothing was posted: the next tap may try again
+        raise
 
 
 async def settings_command(update: Update, context: BotContext) -> None:

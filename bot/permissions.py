@@ -1,4 +1,5 @@
-"""Who may cancel a job: its requester, the chat's admins (asked of Telegram, cached) or bot admins."""
+"""Who may cancel a job: its requester, the chat's admins (asked of Telegram, cached) or bot admins;
+and who is outside the allowlists altogether."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from telegram import Bot, Chat, Message, User
 from telegram.constants import ChatID, ChatMemberStatus
 from telegram.error import TelegramError
 
+from bot.config import Settings
+from bot.errors import RefusedError
 from bot.models import Job, Origin
 from bot.texts import lang_of
 
@@ -103,3 +106,21 @@ def requester_name(user: User | None, sender_chat: Chat | None) -> str | None:
     if user is None:
         return None
     return f"@{user.username}" if user.username else user.full_name
+
+
+def outsider_refusal(
+    settings: Settings, *, user_id: int | None, chat_id: int | None, private: bool, buying: bool
+) -> RefusedError | None:
+    """Why ALLOWED_CHAT_IDS / ALLOWED_USER_IDS keep this update out; None when it may come in.
+
+    Bot admins always may. ``buying`` (/buy, its buttons, /balance…) in a private chat answers to
+    the user allowlist only: credits are the person's own, and a group's /buy sends them there.
+    """
+    if user_id is not None and user_id in settings.admin_user_ids:
+        return None
+    outside_chats = settings.allowed_chat_ids and chat_id not in settings.allowed_chat_ids
+    if outside_chats and not (buying and private):
+        return RefusedError("Sorry, this bot is not available in this chat.")
+    if settings.allowed_user_ids and user_id not in settings.allowed_user_ids:
+        return RefusedError("Sorry, this bot is not available to you.")
+    return None

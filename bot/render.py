@@ -480,3 +480,14 @@ def usage_text(
             for chat_id, jobs, images, cost in per_chat[:30]
         ]
     return "\n".join(lines)
+
+
+def admin_totals_pointer(lang: str | None, username: str | None) -> str:
+    """Under a bot admin's /usage in a group: where every chat's totals are shown instead."""
+    if username:
+        return tr(
+            lang,
+            "Totals for every chat: send /usage in your private chat with me (t.me/{bot}).",
+            bot=username,
+        )
+    return tr(lang, "Totals for every chat: send /usage in your private chat with me.")
