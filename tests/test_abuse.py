@@ -292,8 +292,8 @@ async def test_a_files_tap_answered_too_late_still_sends_and_frees_the_button(
     telegram: FakeTelegram, runcomfy: FakeRunComfy, bot: RunningBot
 ) -> None:
     key = await finished(telegram, bot)
-    delivery = bot.runner.delivery
-    delivery.repeat_cooldown = 0.0  # no pause after a set: the next tap may send again at once
+    files = bot.runner.delivery.files
+    files.repeat_cooldown = 0.0  # no pause after a set: the next tap may send again at once
 
     def documents() -> list[Call]:
         return [
@@ -305,7 +305,7 @@ async def test_a_files_tap_answered_too_late_still_sends_and_frees_the_button(
     telegram.fail_next("answerCallbackQuery", description=QUERY_INVALID)
     telegram.press_button(key, "v1:orig:1")
     await telegram.wait_for(lambda: len(documents()) == 1)  # the failed answer stopped nothing
-    await telegram.wait_for(lambda: delivery._busy.get((1, JobAction.ORIGINALS)) != math.inf)
+    await telegram.wait_for(lambda: files._busy.get((1, JobAction.ORIGINALS)) != math.inf)
     answer = await answered(telegram, telegram.press_button(key, "v1:orig:1"))
     assert answer["text"] == "Sending the original files…"
     await telegram.wait_for(lambda: len(documents()) == 2)
@@ -323,7 +323,7 @@ async def test_a_claim_whose_send_never_began_is_released(
     delivery.send_sheet = broken  # type: ignore[method-assign,assignment]
     failed = await answered(telegram, telegram.press_button(key, "v1:sheet:1"))
     assert failed["text"] == "Making the contact sheet…"
-    await telegram.wait_for(lambda: (1, JobAction.SHEET) not in delivery._busy)
+    await telegram.wait_for(lambda: (1, JobAction.SHEET) not in delivery.files._busy)
     del delivery.send_sheet  # the real one again
     answer = await answered(telegram, telegram.press_button(key, "v1:sheet:1"))
     assert answer["text"] == "Making the contact sheet…"  # not "being made" for good

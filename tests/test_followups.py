@@ -93,7 +93,7 @@ async def test_originals_come_as_documents_without_downloading_again(
     key = await finished_with_buttons(telegram, bot)
     downloads = runcomfy.count("image")
     photos = {m["sha256"] for m in telegram.delivered_media}
-    bot.runner.delivery.repeat_cooldown = 0.0  # no pause between sets, to see the second one
+    bot.runner.delivery.files.repeat_cooldown = 0.0  # no pause between sets, to see the second one
 
     await answered(telegram, telegram.press_button(key, "v1:orig:1"))
     first = await telegram.wait_for(
@@ -112,7 +112,7 @@ async def test_originals_come_as_documents_without_downloading_again(
 
     # A later tap (once the pause after a set has passed) reuses Telegram's file ids.
     await telegram.wait_for(
-        lambda: bot.runner.delivery._busy.get((1, JobAction.ORIGINALS)) != math.inf
+        lambda: bot.runner.delivery.files._busy.get((1, JobAction.ORIGINALS)) != math.inf
     )
     await answered(telegram, telegram.press_button(key, "v1:orig:1"))
     await telegram.wait_for(lambda: len(telegram.calls_to("sendMediaGroup", ok_only=True)) == 3)

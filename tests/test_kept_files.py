@@ -13,9 +13,9 @@ from contextlib import contextmanager
 
 import pytest
 
-from bot import delivery as delivery_module
 from bot import sheets
 from bot.callbacks import JobAction
+from bot.delivery import files as delivery_files
 from bot.store import Job
 from tests.conftest import Bots, RunningBot
 from tests.fakes.runcomfy_api import FakeRunComfy, JobScript, giant_png
@@ -175,7 +175,7 @@ async def test_only_two_sheets_or_zips_are_made_at_once(
     waiting: bool,
 ) -> None:
     if not waiting:
-        monkeypatch.setattr(delivery_module, "BUILDS_WAITING", 0)
+        monkeypatch.setattr(delivery_files, "BUILDS_WAITING", 0)
     jobs = [await finished(telegram, bot, f"/seq 2 fox number {n}") for n in (1, 2, 3)]
     building, most = [0], [0]
     real = sheets.contact_sheet

@@ -162,7 +162,7 @@ async def test_a_zip_over_the_limit_comes_in_parts(
     job = await finished(telegram, bot, "/seq 5 a fox")
     originals = await kept(bot, job)
     limit = sum(len(d) for d in originals) // 2 + 2000
-    bot.runner.delivery.zip_part_bytes = limit
+    bot.runner.delivery.files.zip_part_bytes = limit
     await answered(telegram, press(telegram, job, JobAction.ZIP))
 
     def all_parts() -> list[Call] | None:

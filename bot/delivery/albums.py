@@ -1,0 +1,153 @@
+"""One delivery unit to Telegram: a photo, a document or an album, with Telegram's retries.
+
+Used for a job's first delivery, for /show and for Originals alike; what Telegram gave back (the
+file_ids) is returned for the caller to keep.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from typing import Any
+
+from telegram import Bot, InputMediaDocument, InputMediaPhoto
+from telegram.error import NetworkError, TimedOut
+
+from bot import render, sheets
+from bot.models import DeliveryUnit, Job, UnitKind
+from bot.sending import reply, with_retries
+
+# The package's one logger name: the lines read as they did before the package was split.
+log = logging.getLogger(__package__)
+
+_MAX_READ_TIMEOUT = 300.0
+_FAILED_ITEM_RE = re.compile(r"failed to send message #([0-9]+)", re.IGNORECASE)
+
+
+class AlbumSender:
+    """Sends one photo, document or album of a job's images and says which file_ids came back."""
+
+    def __init__(
+        self,
+        bot: Bot,
+        *,
+        retry_delay: float,
+        max_retry_delay: float,
+        read_timeout: float,
+        on_trouble: Callable[[Job, float], None],
+    ) -> None:
+        self.bot = bot
+        self.retry_delay = retry_delay
+        self.max_retry_delay = max_retry_delay
+        self.read_timeout = read_timeout  # the HTTP client's; a send after a timeout waits longer
+        # Told (job, until) when a send with a deadline meets network trouble.
+        self.on_trouble = on_trouble
+
+    async def send(
+        self,
+        job: Job,
+        unit: DeliveryUnit,
+        files: dict[int, bytes] | dict[int, bytes | str],
+        *,
+        reply_to: int,
+        first: bool = False,
+        until: float | None = None,
+    ) -> dict[str, str]:
+        """Send one photo, document or album of ``files`` (bytes, or Telegram file_ids).
+
+        ``first``: the job's first unit, captioned with its parameters (``render.unit_captions``).
+        ``until``: wait out network trouble until then (see ``with_retries``).
+
+        Returns the file_ids of what was sent (documents, or the largest size of photos), by
+        image index: Originals and /show reuse them.
+        """
+        # Shrinks when an album fails part-way: the items before the failed one were delivered.
+        items = list(unit.items)
+        photo = unit.kind == UnitKind.PHOTO
+        common: dict[str, Any] = {
+            "chat_id": job.chat_id,
+            "message_thread_id": job.thread_id,
+            "reply_parameters": reply(reply_to),
+        }
+
+        # By image index: after a part-failed album the rest is resent without the first's caption.
+        captions = render.unit_captions(job, unit.items, first=first)
+        # A timeout leaves it unknown whether Telegram took the images: before sending again, give
+        # its answer twice as long (up to _MAX_READ_TIMEOUT), so a slow Telegram is waited for
+        # rather than sent the same album every minute of a long delivery.
+        waits: dict[str, Any] = {}
+
+        def troubled(exc: NetworkError) -> None:
+            if isinstance(exc, TimedOut):
+                longer = min(2 * waits.get("read_timeout", self.read_timeout), _MAX_READ_TIMEOUT)
+                waits["read_timeout"] = max(longer, self.read_timeout)
+            if until is not None:
+                self.on_trouble(job, until)
+
+        def name(index: int) -> str:
+            data = files[index]
+            ext = sheets.extension(data) if isinstance(data, bytes) else "jpg"
+            return f"seq-{job.id}-{index + 1}.{ext}"
+
+        async def send() -> Any:
+            if len(items) == 1:
+                index = items[0]
+                if photo:
+                    return await self.bot.send_photo(
+                        photo=files[index],
+                        filename=name(index),
+                        caption=captions.get(index),
+                        **common,
+                        **waits,
+                    )
+                return await self.bot.send_document(
+                    document=files[index],
+                    filename=name(index),
+                    caption=captions.get(index),
+                    **common,
+                    **waits,
+                )
+            media_cls = InputMediaPhoto if photo else InputMediaDocument
+            media = [
+                media_cls(media=files[index], filename=name(index), caption=captions.get(index))
+                for index in items
+            ]
+            return await self.bot.send_media_group(media=media, **common, **waits)
+
+        def method() -> str:
+            if len(items) > 1:
+                return "sendMediaGroup"
+            return "sendPhoto" if photo else "sendDocument"
+
+        def partly_sent(description: str) -> None:
+            nonlocal items
+            m = _FAILED_ITEM_RE.search(description)
+            sent = int(m.group(1)) - 1 if m else 0
+            if 0 < sent < len(items):
+                log.info("job %d: album stopped after %d item(s); sending the rest", job.id, sent)
+                items = items[sent:]
+
+        result = await with_retries(
+            send,
+            what=lambda: f"job {job.id}: {method()}",
+            first_delay=self.retry_delay,
+            max_delay=self.max_retry_delay,
+            until=until,
+            on_album_retry=partly_sent,
+            on_trouble=troubled,
+        )
+        messages = list(result) if isinstance(result, tuple | list) else [result]
+        # ``items`` are those of the call that succeeded, so they line up with its messages.
+        return {
+            str(i): file_id
+            for i, m in zip(items, messages, strict=False)
+            if (file_id := _file_id(m, photo))
+        }
+
+
+def _file_id(message: Any, photo: bool) -> str | None:
+    """The file_id of the photo (its largest size) or document ``message`` carries."""
+    if photo:
+        return message.photo[-1].file_id if message.photo else None
+    return message.document.file_id if message.document else None

@@ -1,0 +1,107 @@
+"""Delivery is split by concern: a part per concern behind one object, no class too big to read."""
+
+import ast
+import inspect
+import logging
+from pathlib import Path
+
+from bot.delivery import Delivery, albums, files, result
+from bot.delivery.albums import AlbumSender
+from bot.delivery.files import FileRequests
+from bot.delivery.result import ResultDelivery
+
+BOT = Path(__file__).parent.parent / "bot"
+MOST_LINES = 350
+# What the rest of the bot calls on ``runner.delivery`` (jobs.py, handlers.py, app.py).
+PUBLIC = {
+    "until",
+    "deliver",
+    "show_again",
+    "undelivered",
+    "post_actions",
+    "claim",
+    "release",
+    "build_turn",
+    "send_originals",
+    "send_sheet",
+    "send_zip",
+}
+
+
+def _classes(path: Path) -> dict[str, int]:
+    return {
+        f"{path.relative_to(BOT)}:{node.name}": (node.end_lineno or node.lineno) - node.lineno + 1
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ClassDef)
+    }
+
+
+def test_no_class_of_delivery_is_over_350_lines() -> None:
+    sizes = {
+        name: n
+        for path in sorted((BOT / "delivery").glob("*.py"))
+        for name, n in _classes(path).items()
+    }
+    assert {"albums.py", "files.py", "result.py", "__init__.py"} <= {
+        name.split(":")[0].split("/")[-1] for name in sizes
+    }
+    assert {name: n for name, n in sizes.items() if n > MOST_LINES} == {}
+    lines, _ = inspect.getsourcelines(Delivery)
+    assert len(lines) <= MOST_LINES
+
+
+def test_the_rest_of_the_bot_talks_to_delivery_as_before() -> None:
+    public = {name for name in vars(Delivery) if not name.startswith("_")}
+    assert public == PUBLIC
+    # jobs.py builds it with these (and sets on_trouble afterwards).
+    assert list(inspect.signature(Delivery).parameters) == [
+        "bot",
+        "store",
+        "downloader",
+        "originals",
+        "background",
+        "retry_delay",
+        "max_retry_delay",
+        "deadline",
+        "read_timeout",
+        "builds_at_once",
+    ]
+    # Each public call is the one of the part that owns the concern, with the same parameters.
+    owners = {name: ResultDelivery for name in ("until", "deliver", "show_again", "undelivered")}
+    owners |= {"post_actions": ResultDelivery}
+    owners |= {name: FileRequests for name in PUBLIC - set(owners)}
+    for name, part in owners.items():
+        assert name in vars(part), name
+        assert inspect.signature(getattr(Delivery, name)) == inspect.signature(
+            getattr(part, name)
+        ), name
+    assert "send" in vars(AlbumSender)
+
+
+def test_parts_are_layered_without_cycles() -> None:
+    """albums below files and result, which know nothing of each other; nothing above delivery."""
+
+    def imported(module: object) -> set[str]:
+        tree = ast.parse(inspect.getsource(module))  # type: ignore[arg-type]
+        return {
+            node.module
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.module
+        } | {
+            alias.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import)
+            for alias in node.names
+        }
+
+    above = {"bot.jobs", "bot.handlers", "bot.app", "bot.payment_handlers", "bot.status"}
+    for module in (albums, files, result):
+        assert not imported(module) & above, module
+    assert not {m for m in imported(albums) if m.startswith("bot.delivery")}
+    assert {m for m in imported(files) if m.startswith("bot.delivery")} == {"bot.delivery.albums"}
+    assert {m for m in imported(result) if m.startswith("bot.delivery")} == {"bot.delivery.albums"}
+
+
+def test_log_lines_keep_their_logger_name() -> None:
+    # Operators filter on it: the split must not rename what the lines say they come from.
+    assert {albums.log, files.log, result.log} == {logging.getLogger("bot.delivery")}
