@@ -34,10 +34,10 @@ def test_no_class_in_the_bot_is_over_350_lines() -> None:
         for node in ast.walk(tree)
         if isinstance(node, ast.ClassDef)
     }
-    # Every part of the bot was looked at, the packages' modules too.
-    assert "jobs/runner.py:JobRunner" in sizes and "store/jobs.py:JobStore" in sizes
     too_big = {name: n for name, n in sizes.items() if n > MOST_LINES and name not in NOT_YET}
     assert too_big == {}
+    # Every part of the bot was looked at, the packages' modules too.
+    assert "jobs/runner.py:JobRunner" in sizes and "store/jobs.py:JobStore" in sizes
 
 
 def test_the_rest_of_the_bot_reaches_jobs_through_job_runner_only() -> None:
