@@ -27,7 +27,12 @@ configuration (environment variables, or .env in the working directory):
   HTTP_TIMEOUT_SECONDS        default 30
   DOWNLOAD_TIMEOUT_SECONDS    default 120: the whole download of one result image
   TELEGRAM_RETRY_SECONDS      default 1: first wait after a network error sending to Telegram
+  TELEGRAM_RETRY_MAX_SECONDS  default 60: longest wait between tries of a delivery
+  DELIVERY_DEADLINE_SECONDS   default 10800: how long a job's images are retried through
+                              Telegram trouble (then kept for /show)
   TELEGRAM_BUSY_AT            default 15: skip progress edits while this many messages wait
+  PRIVATE_CHAT_BURST          default 3: messages a quiet private chat gets at once
+  PRIVATE_CHAT_MESSAGE_INTERVAL_SECONDS  default 1: then one message per this many seconds
   RUNCOMFY_MAX_REQUESTS_PER_SECOND  default 100 (all jobs together)
   LOG_LEVEL                   DEBUG, INFO (default), WARNING, ERROR
   LOG_FORMAT                  text (default) or json
@@ -46,6 +51,8 @@ configuration (environment variables, or .env in the working directory):
   MAX_ACTIVE_JOBS_PER_USER    default 2
   MAX_ACTIVE_JOBS_PER_CHAT    default 3
   DAILY_IMAGE_LIMIT_PER_USER  default 60 (0: no limit)
+  REPEAT_WINDOW_SECONDS       default 60: a repeated /show or Details posts nothing new
+  OUTSIDER_REPLY_SECONDS      default 600: one refusal per outsider chat in this time
   DAILY_IMAGE_LIMIT_PER_CHAT  a group's or channel's images per day, whoever asks
                               (default: DAILY_IMAGE_LIMIT_PER_USER; 0: no limit)
   STARS_PACKS                 images:stars packs, e.g. 10:75,50:300: users pay in Telegram Stars

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from bot import schema
+from bot.__main__ import CONFIGURATION
 from bot.config import Settings
 from bot.errors import ConfigError
 from bot.logs import RedactingFormatter
@@ -155,3 +156,32 @@ def test_plain_http_urls_off_this_machine_are_named(
 
 def test_the_bot_tokens_secret_half_is_a_secret_too() -> None:
     assert "fake-test-token-0123456789" in Settings.from_env(GOOD).secrets
+
+
+class _Recording(dict[str, str]):
+    """An environment that remembers every name the settings asked for."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        super().__init__(values)
+        self.asked: set[str] = set()
+
+    def get(self, name: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        self.asked.add(name)
+        return super().get(name, default)
+
+
+def test_every_setting_is_in_help_env_example_and_readme() -> None:
+    env = _Recording(GOOD)
+    Settings.from_env(env)
+    assert {"TELEGRAM_BOT_TOKEN", "DELIVERY_DEADLINE_SECONDS", "REPEAT_WINDOW_SECONDS"} <= env.asked
+    example = (ROOT / ".env.example").read_text()
+    readme = (ROOT / "README.md").read_text()
+    missing = {
+        where: sorted(name for name in env.asked if name not in text)
+        for where, text in (
+            ("--help", CONFIGURATION),
+            (".env.example", example),
+            ("README", readme),
+        )
+    }
+    assert missing == {"--help": [], ".env.example": [], "README": []}

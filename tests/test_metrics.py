@@ -90,14 +90,18 @@ async def test_a_job_moves_the_counters_and_the_page_keeps_secrets(
 ) -> None:
     bot = await bots.start(METRICS_PORT="0")
     before = await scrape(bot)
-    # Queued long enough to be seen on the page, then generating: every phase gets timed.
-    runcomfy.script_next(JobScript(queued_seconds=1.0, running_seconds=0.5))
+    # Queued long enough to be seen on the page, then generating for long enough that a poll
+    # delayed by a loaded machine still sees it: every phase gets timed. While the page is read,
+    # RunComfy holds its answers, so the job is still queued there.
+    runcomfy.script_next(JobScript(queued_seconds=1.0, running_seconds=1.5))
     telegram.send_text(f"/seq 4 16:9 {PROMPT}", chat_id=USER)
 
     await telegram.wait_for(
         lambda: any(j.status == Status.QUEUED for j in bot.runner.active.values())
     )
+    runcomfy.hold("status")
     during = await scrape(bot)
+    runcomfy.release("status")
     assert moved(before, during, "seqbot_jobs_active", state="queued") == 1
     job = await until_final(telegram, bot)
     assert job.status == Status.DONE
