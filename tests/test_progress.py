@@ -187,13 +187,13 @@ async def test_once_the_queue_moves_the_status_says_the_wait(
 
 
 async def test_a_queue_that_moves_back_starts_the_count_afresh(bot: RunningBot) -> None:
-    runner, now = bot.runner, time.time()
-    runner._saw_place(7, 6, now - 20)
-    runner._saw_place(7, 6, now - 15)  # the same place again: first seen is kept
-    runner._saw_place(7, 4, now)
+    estimates, now = bot.runner.estimates, time.time()
+    estimates.saw_place(7, 6, now - 20)
+    estimates.saw_place(7, 6, now - 15)  # the same place again: first seen is kept
+    estimates.saw_place(7, 4, now)
     queued = make_job(id=7, queue_position=4)
-    assert runner._estimate(queued) == Estimate(queue_wait=40.0)
-    runner._saw_place(7, 5, now)  # moved back: nothing known about its pace any more
-    assert runner._estimate(queued) == Estimate(queue_wait=None)
-    runner._saw_place(7, None, now)
-    assert runner._queue_seen[7] == []
+    assert estimates.estimate(queued) == Estimate(queue_wait=40.0)
+    estimates.saw_place(7, 5, now)  # moved back: nothing known about its pace any more
+    assert estimates.estimate(queued) == Estimate(queue_wait=None)
+    estimates.saw_place(7, None, now)
+    assert estimates.queue_seen[7] == []

@@ -60,7 +60,7 @@ def test_budget_is_never_exceeded() -> None:
 def simulate(
     queue: float, generate: float, window: Window | None, interval: float = 2.0
 ) -> tuple[int, float, float]:
-    """Poll a job that queues ``queue`` s then generates ``generate`` s, as ``JobRunner._poll``
+    """Poll a job that queues ``queue`` s then generates ``generate`` s, as ``PollStep.poll``
     does: (polls, overhead, generating time as the bot records it).
 
     The bot sees generating begin between two polls and takes the middle; it records the end

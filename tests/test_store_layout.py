@@ -1,6 +1,5 @@
-"""The store is split by concern: a part per concern over one connection, no class too big to read."""
+"""The store is split by concern: a part per concern over one connection (sizes: test_layout.py)."""
 
-import ast
 from pathlib import Path
 
 from bot.store import Store
@@ -9,20 +8,6 @@ from bot.store.jobs import JobStore
 from bot.store.payments import PaymentStore
 from bot.store.settings import SettingsStore
 from bot.store.usage import UsageStore
-
-STORE = Path(__file__).parent.parent / "bot" / "store"
-MOST_LINES = 350
-
-
-def test_no_class_in_the_store_is_over_350_lines() -> None:
-    sizes = {
-        f"{path.name}:{node.name}": (node.end_lineno or node.lineno) - node.lineno + 1
-        for path in sorted(STORE.glob("*.py"))
-        for node in ast.walk(ast.parse(path.read_text()))
-        if isinstance(node, ast.ClassDef)
-    }
-    assert "jobs.py:JobStore" in sizes and "payments.py:PaymentStore" in sizes
-    assert {name: n for name, n in sizes.items() if n > MOST_LINES} == {}
 
 
 def test_each_concern_is_its_own_part_over_one_connection(tmp_path: Path) -> None:
