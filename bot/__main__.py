@@ -43,6 +43,9 @@ configuration (environment variables, or .env in the working directory):
   WEBHOOK_LISTEN              default 127.0.0.1 (the Docker image sets 0.0.0.0)
   WEBHOOK_PORT                default 8080
   WEBHOOK_TIMEOUT_SECONDS     default 10: headers, body, idle connection of a webhook request
+  PUBLIC_URL                  https address of the bot's web server behind your TLS proxy:
+                              reference images are published under it (unset: none)
+  WEB_LISTEN, WEB_PORT        where that server listens (default: WEBHOOK_LISTEN, WEBHOOK_PORT)
   METRICS_PORT                set: serve Prometheus metrics on this port (unset: off)
   METRICS_LISTEN              default 127.0.0.1: where the metrics server listens
   ALLOWED_USER_IDS            comma-separated; empty: anyone

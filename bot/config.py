@@ -42,6 +42,12 @@ class Settings:
     webhook_secret: str | None = field(default=None, repr=False)
     webhook_listen: str = "127.0.0.1"  # behind a TLS proxy on this host; Docker sets 0.0.0.0
     webhook_port: int = 8080
+    # Reference images: the bot's own web server publishes them to RunComfy under PUBLIC_URL (the
+    # TLS proxy's address for this server). Unset: no reference images. In webhook mode the web
+    # server is the webhook's: WEB_LISTEN / WEB_PORT default to WEBHOOK_LISTEN / WEBHOOK_PORT.
+    public_url: str | None = None
+    web_listen: str = "127.0.0.1"
+    web_port: int = 8080
     webhook_timeout: float = 10.0  # a request's headers, its body, an idle connection: each
     log_format: str = "text"
     originals_keep_days: float = 2.0
@@ -162,6 +168,13 @@ class Settings:
                 f"must be an IP address or a host name (got {webhook_listen[:40]!r})",
             )
         webhook_port = _count(get, "WEBHOOK_PORT", cls.webhook_port, minimum=1)
+        public_url = _public_url(get("PUBLIC_URL"))
+        web_listen = get("WEB_LISTEN") or webhook_listen
+        if not _is_address(web_listen):
+            raise ConfigError(
+                "WEB_LISTEN", f"must be an IP address or a host name (got {web_listen[:40]!r})"
+            )
+        web_port = _count(get, "WEB_PORT", webhook_port, minimum=1)
         per_user = _count(
             get, "DAILY_IMAGE_LIMIT_PER_USER", cls.daily_image_limit_per_user, minimum=0
         )
@@ -205,6 +218,9 @@ class Settings:
             webhook_secret=webhook_secret,
             webhook_listen=webhook_listen,
             webhook_port=webhook_port,
+            public_url=public_url,
+            web_listen=web_listen,
+            web_port=web_port,
             webhook_timeout=_positive(get, "WEBHOOK_TIMEOUT_SECONDS", cls.webhook_timeout),
             log_format=log_format,
             originals_keep_days=_positive(get, "ORIGINALS_KEEP_DAYS", cls.originals_keep_days),
@@ -251,6 +267,24 @@ def _is_address(value: str) -> bool:
     except ValueError:
         return re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})", value) is not None
     return True
+
+
+def _public_url(raw: str | None) -> str | None:
+    """PUBLIC_URL without its trailing slash: https, or http on loopback only (tests, local runs)."""
+    if raw is None:
+        return None
+    parts = urlsplit(raw)
+    host = parts.hostname or ""
+    https = parts.scheme.lower() == "https" or (
+        parts.scheme.lower() == "http" and _is_loopback(host)
+    )
+    if not https or not host or parts.query or parts.fragment or parts.username or parts.password:
+        raise ConfigError(
+            "PUBLIC_URL",
+            "must be the https:// address of this bot's web server behind your TLS proxy, "
+            "without a query or a user name (e.g. https://bot.example.org/seqbot)",
+        )
+    return raw.rstrip("/")
 
 
 def _port(get: Callable[[str], str | None], name: str) -> int | None:

@@ -21,6 +21,22 @@ class ChatDefaults:
 
 
 @dataclass(frozen=True)
+class Reference:
+    """One reference image of a job: cleaned, kept on disk as ``originals/<job>/refs/<id>.jpg``,
+    and published to RunComfy at a signed URL while the job runs."""
+
+    id: str  # random (secrets.token_urlsafe): the file's name, never chosen by a user
+    kind: (
+        str  # "photo", "document" (an image sent as a file), or "result" (one of the bot's images)
+    )
+    chat_id: int  # the message it came from, for Details
+    message_id: int
+    width: int  # after cleaning (EXIF orientation applied, downscaled)
+    height: int
+    size: int  # bytes of the kept JPEG
+
+
+@dataclass(frozen=True)
 class SeqRequest:
     """A validated /seq command, ready to be sent."""
 
@@ -31,6 +47,9 @@ class SeqRequest:
     prompt: str  # what the user wrote
     text: str  # what RunComfy gets: the prompt, stating the number of images
     panels: tuple[str, ...] = ()  # a script's items, one per image, in order (else empty)
+    # Reference images, in the order the model reads them ("image 1" is the first): with any, the
+    # job goes to RunComfy's edit-sequential endpoint.
+    refs: tuple[Reference, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -139,6 +158,7 @@ class Job:
     photos: dict[str, str] = field(default_factory=dict)  # image index -> file_id of the photo
     submit_unknown: int = 0  # the submit POST got no answer: RunComfy may have billed it
     panels: list[str] = field(default_factory=list)  # a script's items: image i is panel i
+    refs: list[Reference] = field(default_factory=list)  # reference images, in order
 
     @property
     def final(self) -> bool:

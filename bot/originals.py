@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import shutil
 import threading
 import time
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600
 _PINS = ".pinned"
+_REFS = "refs"  # <job>/refs/<id>.jpg: the job's reference images, removed with its results
+_REF_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 
 
 @dataclass(frozen=True)
@@ -84,15 +87,36 @@ class OriginalsCache:
 
         await asyncio.to_thread(unmark)
 
+    def ref_path(self, job_id: int, ref_id: str) -> Path:
+        """Where a job's reference image is kept (``ref_id``: the bot's own random id)."""
+        if not _REF_ID.fullmatch(ref_id):
+            raise ValueError("not a reference id")
+        return self.folder / str(job_id) / _REFS / f"{ref_id}.jpg"
+
     async def save(self, job_id: int, index: int, data: bytes) -> None:
         """Keep one image (off the event loop), then make room under the cap."""
-        await asyncio.to_thread(self._save, job_id, index, data)
+        await asyncio.to_thread(self._save, job_id, self._path(job_id, index), data)
 
-    def _save(self, job_id: int, index: int, data: bytes) -> None:
+    async def save_ref(self, job_id: int, ref_id: str, data: bytes) -> None:
+        """Keep one reference image of the job (a cleaned JPEG), as :meth:`save` keeps results."""
+        await asyncio.to_thread(self._save, job_id, self.ref_path(job_id, ref_id), data)
+
+    async def load_ref(self, job_id: int, ref_id: str) -> bytes | None:
+        """A kept reference image, or None once removed."""
+
+        def read() -> bytes | None:
+            try:
+                return self.ref_path(job_id, ref_id).read_bytes()
+            except FileNotFoundError:
+                return None
+
+        return await asyncio.to_thread(read)
+
+    def _save(self, job_id: int, path: Path, data: bytes) -> None:
         with self._lock:
             sizes = self._scanned()
-            path = self._path(job_id, index)
             self.folder.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)  # removed by hand?
+            path.parent.parent.mkdir(mode=_DIR_MODE, exist_ok=True)
             path.parent.mkdir(mode=_DIR_MODE, exist_ok=True)
             try:
                 replaced = path.stat().st_size
@@ -122,7 +146,7 @@ class OriginalsCache:
             if not (job_dir.name.isdigit() and job_dir.is_dir()):
                 continue
             try:
-                files = [f.stat().st_size for f in job_dir.iterdir() if f.is_file()]
+                files = [f.stat().st_size for f in job_dir.rglob("*") if f.is_file()]
                 sizes[int(job_dir.name)] = (job_dir.stat().st_mtime, sum(files))
             except FileNotFoundError:  # removed meanwhile
                 continue

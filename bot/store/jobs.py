@@ -18,6 +18,7 @@ from bot.models import (
     DeliveryUnit,
     Job,
     Origin,
+    Reference,
     SeqRequest,
     Status,
     UnitKind,
@@ -35,13 +36,15 @@ log = logging.getLogger(__name__)
 
 _RETRY_FIRST, _RETRY_MOST = 0.1, 2.0  # seconds between tries to write waiting changes
 
-_JSON_FIELDS = ("image_urls", "plan", "delivered", "originals", "photos", "panels")
+_JSON_FIELDS = ("image_urls", "plan", "delivered", "originals", "photos", "panels", "refs")
 _JOB_FIELDS = {f.name for f in dataclasses.fields(Job)}
 
 
 def _column_value(name: str, value: Any) -> Any:
     if name == "plan" and value is not None:
         return json.dumps([{"kind": u.kind.value, "items": list(u.items)} for u in value])
+    if name == "refs" and value is not None:
+        return json.dumps([r if isinstance(r, dict) else dataclasses.asdict(r) for r in value])
     if name in _JSON_FIELDS and value is not None:
         return json.dumps(value)
     if isinstance(value, Status):
@@ -63,6 +66,8 @@ def _from_row(row: dict[str, Any]) -> Job:
         data["plan"] = [
             DeliveryUnit(UnitKind(unit["kind"]), tuple(unit["items"])) for unit in data["plan"]
         ]
+    if "refs" in data:
+        data["refs"] = [Reference(**ref) for ref in data["refs"]]
     data["status"] = Status(data["status"])
     return Job(**data)
 

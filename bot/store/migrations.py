@@ -172,3 +172,9 @@ def m009_money(db: sqlite_utils.Database) -> None:
     invoices.create_index(["user_id", "requester_id", "images"])
     invoices.create_index(["expires_at"])
     db.table("payments").create_index(["payload"])
+
+
+@migrations()
+def m010_references(db: sqlite_utils.Database) -> None:
+    """Reference images of a job (edit-sequential): their ids, sizes and where they came from."""
+    db.table("jobs").add_column("refs", str)  # JSON list of models.Reference
