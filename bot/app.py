@@ -40,8 +40,8 @@ from bot.runcomfy import RunComfyClient
 from bot.startup import Call, FatalStartupError, in_background, patiently
 from bot.store import Store
 from bot.texts import languages, tr
-from bot.web.server import References, Webhook, WebServer, write_nonce
 from bot.web.references import prefix_of
+from bot.web.server import References, Webhook, WebServer, write_nonce
 
 log = logging.getLogger(__name__)
 
@@ -368,14 +368,10 @@ def start_web(app: Application, settings: Settings, runner: JobRunner) -> WebSer
     webhook = None
     if settings.webhook_url:
         assert settings.webhook_secret is not None
-        webhook = Webhook(
-            app.bot, app.update_queue, settings.webhook_path, settings.webhook_secret
-        )
+        webhook = Webhook(app.bot, app.update_queue, settings.webhook_path, settings.webhook_secret)
     references = None
     if runner.links is not None:
-        references = References(
-            runner.links, runner.store.get, runner.delivery.originals.ref_path
-        )
+        references = References(runner.links, runner.store.get, runner.delivery.originals.ref_path)
     server = WebServer(
         webhook=webhook,
         references=references,

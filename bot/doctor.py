@@ -145,9 +145,7 @@ async def check_web(settings: Settings) -> Check:
         expected: str | None = nonce_path(settings.database_path).read_text().strip()
     except OSError:
         expected = None
-    running = (
-        "" if expected else "; no bot using this DATABASE_PATH has started its web server"
-    )
+    running = "" if expected else "; no bot using this DATABASE_PATH has started its web server"
     try:
         async with httpx.AsyncClient(timeout=min(settings.http_timeout, 15.0)) as client:
             response = await client.get(url)
@@ -161,7 +159,9 @@ async def check_web(settings: Settings) -> Check:
         )
     answer = response.text[:200].strip() if response.status_code == 200 else ""
     if answer.startswith("seqbot ") and expected and answer == f"seqbot {expected}":
-        return Check(True, "Web server", f"this bot answers at {url}: RunComfy can fetch references")
+        return Check(
+            True, "Web server", f"this bot answers at {url}: RunComfy can fetch references"
+        )
     if answer.startswith("seqbot "):
         return Check(
             False,

@@ -274,9 +274,7 @@ class RunComfyClient:
         if sending is not None and not await sending():
             return None
         try:
-            response = await self.http.post(
-                self._url(path), json=payload, headers=self._headers
-            )
+            response = await self.http.post(self._url(path), json=payload, headers=self._headers)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             metrics.RUNCOMFY_REQUESTS.labels("submit", metrics.failure(exc)).inc()
             # The request never left: nothing was billed.

@@ -7,6 +7,7 @@ Jobs with references are recorded the way the intake does it (the row, then each
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -103,7 +104,11 @@ def test_a_link_is_an_hmac_of_job_and_reference_and_any_change_fails() -> None:
     assert url == f"https://bot.example.org/seqbot/refs/7/abcdefgh12/{sig}.jpg"
     assert links.check(7, "abcdefgh12", sig)
     flipped = ("A" if sig[5] != "A" else "B").join((sig[:5], sig[6:]))
-    for job_id, ref_id, s in ((8, "abcdefgh12", sig), (7, "abcdefgh13", sig), (7, "abcdefgh12", flipped)):
+    for job_id, ref_id, s in (
+        (8, "abcdefgh12", sig),
+        (7, "abcdefgh13", sig),
+        (7, "abcdefgh12", flipped),
+    ):
         assert not links.check(job_id, ref_id, s)
     assert not links.check(7, "abcdefgh12", sig[:31])
     assert not ReferenceLinks("https://x", b"other-key-" * 4).check(7, "abcdefgh12", sig)
@@ -209,9 +214,12 @@ async def test_a_reference_url_answers_only_while_its_job_runs_and_nothing_else_
             "OPTIONS": await client.options(url),
         }
         assert {k: r.status_code for k, r in refused.items()} == {k: 404 for k in refused}
-        assert not any("set-cookie" in r.headers or "location" in r.headers for r in refused.values())
+        assert not any(
+            "set-cookie" in r.headers or "location" in r.headers for r in refused.values()
+        )
         # Its file is gone (removed by hand, or by the cap): 404, not an error.
-        Path(bot.runner.delivery.originals.ref_path(job.id, refs[0].id)).unlink()
+        gone = bot.runner.delivery.originals.ref_path(job.id, refs[0].id)
+        await asyncio.to_thread(gone.unlink)
         assert (await client.get(links.url(job.id, refs[0].id))).status_code == 404
         assert (await client.get(url)).status_code == 200
         await bot.runner.cancel(bot.runner.find(job.id))  # type: ignore[arg-type]
@@ -390,10 +398,13 @@ async def test_doctor_says_whether_this_bot_answers_at_public_url(
     bot: RunningBot = await bots.start(**{k: env[k] for k in ("PUBLIC_URL", "WEB_PORT")})
     checks = await doctor.diagnose(env)
     assert [c.ok for c in checks] == [True] * 5, [c.line() for c in checks]
-    assert checks[-1].detail == f"this bot answers at {env['PUBLIC_URL']}/healthz: RunComfy can fetch references"
+    assert (
+        checks[-1].detail
+        == f"this bot answers at {env['PUBLIC_URL']}/healthz: RunComfy can fetch references"
+    )
     # Another process answering there (an old one, or another bot): not this one.
     nonce_file = Path(env["DATABASE_PATH"] + ".webnonce")
-    nonce_file.write_text("someone-else")
+    await asyncio.to_thread(nonce_file.write_text, "someone-else")
     (stale,) = [c for c in await doctor.diagnose(env) if c.name == "Web server"]
     assert not stale.ok and "not the one running with this database" in stale.detail
     await bots.stop(bot)

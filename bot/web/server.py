@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,15 @@ from telegram import Bot
 from tornado.httpserver import HTTPServer
 from tornado.iostream import IOStream
 
+from bot.models import Job
 from bot.web.references import ROUTE, HealthHandler, Quiet, ReferenceHandler, ReferenceLinks
-from bot.web.webhook import MAX_BODY_BYTES, MAX_HEADER_BYTES, TIMEOUT_SECONDS, UpdateGate
-from bot.web.webhook import UpdateHandler
+from bot.web.webhook import (
+    MAX_BODY_BYTES,
+    MAX_HEADER_BYTES,
+    TIMEOUT_SECONDS,
+    UpdateGate,
+    UpdateHandler,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +54,8 @@ class References:
     """What the reference path needs: the links, the jobs, the files (see ``ReferenceHandler``)."""
 
     links: ReferenceLinks
-    job: Any  # Callable[[int], Job | None]
-    path: Any  # Callable[[int, str], Path]
+    job: Callable[[int], Job | None]  # the job with this id, as the database has it
+    path: Callable[[int, str], Path]  # where a job's reference file is kept
 
 
 @tornado.web.stream_request_body

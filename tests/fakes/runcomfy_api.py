@@ -810,7 +810,9 @@ class FakeRunComfy:
         bad = [i for i, f in enumerate(fetched) if not f.ok]
         if bad:
             self.errors.append(f"job {job.request_id}: reference image {bad[0] + 1} not fetched")
-            message = f"Could not fetch reference image {bad[0] + 1} (HTTP {fetched[bad[0]].status})"
+            message = (
+                f"Could not fetch reference image {bad[0] + 1} (HTTP {fetched[bad[0]].status})"
+            )
             job.script = replace(job.script, outcome="failed", error={"message": message})
             job.finished_at = None
             job.touch()
