@@ -194,6 +194,7 @@ async def test_a_reference_url_answers_only_while_its_job_runs_and_nothing_else_
         assert got.headers["content-type"] == "image/jpeg"
         assert got.headers["cache-control"] == "no-store"
         assert "set-cookie" not in got.headers and "server" not in got.headers
+        assert "etag" not in got.headers  # nothing to cache, and no hash of 1 MB per GET
         head = await client.head(url)
         assert head.status_code == 200 and head.content == b""
         assert head.headers["content-length"] == str(len(images[1]))
