@@ -30,7 +30,13 @@ from bot.store import Job, Store
 from bot.web import references as web_refs
 from bot.web.references import ReferenceLinks, load_key
 from tests.conftest import TG_TOKEN, Bots, RunningBot
-from tests.fakes.runcomfy_api import EDIT_SUBMIT_PATH, SUBMIT_PATH, FakeRunComfy, JobScript
+from tests.fakes.runcomfy_api import (
+    EDIT_SUBMIT_PATH,
+    SUBMIT_PATH,
+    FakeRunComfy,
+    JobScript,
+    render_jpeg,
+)
 from tests.fakes.telegram_api import ADA_ID, FakeTelegram
 from tests.helpers import assert_clean, until_final
 from tests.test_operations import SECRET, WebhookBot, free_port
@@ -409,3 +415,27 @@ async def test_doctor_says_whether_this_bot_answers_at_public_url(
     (stale,) = [c for c in await doctor.diagnose(env) if c.name == "Web server"]
     assert not stale.ok and "not the one running with this database" in stale.detail
     await bots.stop(bot)
+
+
+async def test_the_originals_cap_never_takes_the_references_of_a_job_runcomfy_may_still_fetch(
+    env: dict[str, str], bots: Bots, telegram: FakeTelegram, runcomfy: FakeRunComfy
+) -> None:
+    env = refs_env(env)
+    big = render_jpeg("ref", 0, (900, 900), 700_000)
+    job, refs = await record_job(env, telegram, [big])
+    runcomfy.script_next(JobScript(queued_seconds=60))
+    bot = await bots.start(ORIGINALS_MAX_MB="1", **{k: env[k] for k in ("PUBLIC_URL", "WEB_PORT")})
+    await telegram.wait_for(lambda: (j := bot.store.get(job.id)) and j.status == Status.QUEUED)
+    cache = bot.runner.delivery.originals
+    # Another job's files push the total over the 1 MB cap: the oldest unpinned go first.
+    await cache.save_ref(job.id + 1, "another-ref", big)
+    links = bot.runner.links
+    assert links is not None
+    async with httpx.AsyncClient() as client:
+        got = await client.get(links.url(job.id, refs[0].id))
+    assert got.status_code == 200 and got.content == big
+    # Once the job has ended undelivered, its files are the cap's again.
+    await bot.runner.cancel(bot.runner.find(job.id))  # type: ignore[arg-type]
+    await telegram.wait_for(lambda: not bot.runner.working_on(job.id))
+    await cache.save_ref(job.id + 2, "a-third-ref", big)
+    assert await cache.load_ref(job.id, refs[0].id) is None

@@ -205,6 +205,10 @@ class JobRunner:
             if job.final:
                 self.active.pop(job.id, None)
                 self.status.forget(job)
+                if job.refs and job.plan is None:
+                    # Pinned at the submit for RunComfy's fetches; it ended before any delivery
+                    # (which keeps its own pin), so the cap may take its files again.
+                    await self.delivery.originals.unpin(job.id)
             self.estimates.forget(job.id)
 
     async def _fail(self, job: Job, exc: Exception) -> None:
