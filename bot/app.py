@@ -371,14 +371,22 @@ def start_web(app: Application, settings: Settings, runner: JobRunner) -> WebSer
         webhook = Webhook(app.bot, app.update_queue, settings.webhook_path, settings.webhook_secret)
     references = None
     if runner.links is not None:
-        references = References(runner.links, runner.store.get, runner.delivery.originals.ref_path)
+        # runner.find: the live job while it runs, so a job ends for its URLs the moment it does.
+        references = References(runner.links, runner.find, runner.delivery.originals.ref_path)
     server = WebServer(
         webhook=webhook,
         references=references,
         prefix=prefix_of(runner.links.public_url) if runner.links else "",
         timeout=settings.webhook_timeout,
     )
-    server.listen(settings.web_port, settings.web_listen)
+    try:
+        server.listen(settings.web_port, settings.web_listen)
+    except OSError as exc:
+        # Waiting does not free a port: one line and exit 2, not a traceback.
+        raise FatalStartupError(
+            f"seqbot: the web server cannot listen on {settings.web_listen}:{settings.web_port} "
+            f"(WEB_LISTEN / WEB_PORT): {exc.strerror or exc}"
+        ) from None
     if references is not None:
         write_nonce(settings.database_path, server.nonce)
         log.info(

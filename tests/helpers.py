@@ -54,7 +54,7 @@ def media(telegram: FakeTelegram, kind: str | None = None) -> list[dict]:
 
 def assert_clean(telegram: FakeTelegram, runcomfy: FakeRunComfy) -> None:
     """Neither fake saw a call that breaks its API's rules."""
-    assert telegram.errors == []
+    assert telegram.errors == [], telegram.errors
     assert [e for e in runcomfy.errors if not e.startswith("warning")] == []
 
 
