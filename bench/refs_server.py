@@ -5,8 +5,8 @@ Run from the project folder (target: p99 <= 50 ms on loopback; docs/PERFORMANCE.
     .venv/bin/python bench/refs_server.py                 # ~10 s
     .venv/bin/python bench/refs_server.py --rounds 500 --keep-alive
 
-The bot's own web server (``bot.web``: the signed-URL check, the job read from a real SQLite
-database, the file read off the event loop) runs in a child process with one unfinished job of
+The bot's own web server (``bot.web``: the signed-URL check, the job looked up as the bot does,
+live while it runs or else from a real SQLite database, the file read off the event loop) runs in a child process with one unfinished job of
 10 reference images of ~1 MB each, kept as the bot keeps them. This process fetches them in
 rounds: each round 10 GETs at once, each on a new connection unless ``--keep-alive`` (RunComfy's
 fetchers are strangers; a new connection is the likely case). Prints each GET's time from
@@ -56,7 +56,10 @@ async def main(folder, port, size):
     for ref, data in zip(refs, images):
         await cache.save_ref(job.id, ref.id, data)
     links = ReferenceLinks(f"http://127.0.0.1:{port}/seqbot", load_key(db))
-    server = WebServer(references=References(links, store.get, cache.ref_path), prefix="/seqbot")
+    # As the bot's JobRunner.find: the live job while it runs, else the stored row.
+    active = {job.id: job}
+    find = lambda job_id: active.get(job_id) or store.get(job_id)
+    server = WebServer(references=References(links, find, cache.ref_path), prefix="/seqbot")
     server.listen(port, "127.0.0.1")
     urls = [links.url(job.id, r.id) for r in refs]
     print(json.dumps({"urls": urls, "bytes": [len(d) for d in images]}), flush=True)

@@ -152,6 +152,9 @@ class ReferenceHandler(Quiet):
         self.set_header("Content-Type", "image/jpeg")
         self.set_header("Content-Length", str(len(data)))
         if self.request.method != "HEAD":
+            # Headers first, on their own: tornado would copy the whole image to put them in
+            # front of it (a tenth of a GET's CPU at 1 MB).
+            await self.flush()
             self.write(data)
 
     head = get
