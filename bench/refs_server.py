@@ -9,7 +9,8 @@ The bot's own web server (``bot.web``: the signed-URL check, the job looked up a
 live while it runs or else from a real SQLite database, the file read off the event loop) runs in a child process with one unfinished job of
 10 reference images of ~1 MB each, kept as the bot keeps them. This process fetches them in
 rounds: each round 10 GETs at once, each on a new connection unless ``--keep-alive`` (RunComfy's
-fetchers are strangers; a new connection is the likely case). Prints each GET's time from
+fetchers are strangers; a new connection is the likely case), by a lean client over asyncio
+streams (``--client aiohttp`` for a full one, whose own CPU per GET exceeds the server's). Prints each GET's time from
 request to the last byte (p50, p95, p99, max), the throughput, and the server's CPU per GET.
 """
 
@@ -26,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -96,16 +98,55 @@ async def fetch(session: aiohttp.ClientSession, url: str, expected: int) -> floa
     return took
 
 
-async def run(urls: list[str], sizes: list[int], rounds: int, keep_alive: bool) -> list[float]:
+class RawFetcher:
+    """A lean HTTP/1.1 GET over asyncio streams: RunComfy's fetchers run elsewhere, so the
+    client's own CPU (aiohttp's is more than the server's) should not crowd the measurement."""
+
+    def __init__(self, url: str, keep_alive: bool) -> None:
+        parts = urlsplit(url)
+        self.host, self.port, self.path = parts.hostname or "", parts.port or 80, parts.path
+        self.keep_alive = keep_alive
+        self.streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def fetch(self, expected: int) -> float:
+        started = time.perf_counter()
+        if self.streams is None:
+            self.streams = await asyncio.open_connection(self.host, self.port, limit=1 << 22)
+        reader, writer = self.streams
+        close = "keep-alive" if self.keep_alive else "close"
+        writer.write(
+            f"GET {self.path} HTTP/1.1\r\nHost: {self.host}\r\nConnection: {close}\r\n\r\n".encode()
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        body = await reader.readexactly(length)
+        took = time.perf_counter() - started
+        if not head.startswith(b"HTTP/1.1 200") or len(body) != expected:
+            raise SystemExit(f"GET answered {head[:12]!r} with {len(body)} bytes")
+        if not self.keep_alive:
+            writer.close()
+            self.streams = None
+        return took
+
+
+async def run(
+    urls: list[str], sizes: list[int], rounds: int, keep_alive: bool, client: str
+) -> list[float]:
+    times: list[float] = []
+    pairs = list(zip(urls, sizes, strict=True))
+    if client == "raw":
+        fetchers = [(RawFetcher(u, keep_alive), s) for u, s in pairs]
+        for fetcher, size in fetchers:  # warm-up: page cache, first imports
+            await fetcher.fetch(size)
+        for _ in range(rounds):
+            times += await asyncio.gather(*(f.fetch(s) for f, s in fetchers))
+        return times
     connector = aiohttp.TCPConnector(force_close=not keep_alive, limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
-        for url, size in zip(urls, sizes, strict=True):  # warm-up: page cache, first imports
+        for url, size in pairs:
             await fetch(session, url, size)
-        times: list[float] = []
         for _ in range(rounds):
-            times += await asyncio.gather(
-                *(fetch(session, u, s) for u, s in zip(urls, sizes, strict=True))
-            )
+            times += await asyncio.gather(*(fetch(session, u, s) for u, s in pairs))
         return times
 
 
@@ -114,6 +155,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=200, help="rounds of 10 concurrent GETs")
     parser.add_argument("--bytes", type=int, default=1_000_000, help="size of each image")
     parser.add_argument("--keep-alive", action="store_true", help="reuse connections")
+    parser.add_argument(
+        "--client",
+        choices=("raw", "aiohttp"),
+        default="raw",
+        help="raw: a lean GET over asyncio streams (default); aiohttp: a full client",
+    )
     args = parser.parse_args()
     port = free_port()
     with tempfile.TemporaryDirectory() as folder:
@@ -132,7 +179,7 @@ def main() -> None:
             cpu_before = cpu_seconds(child.pid)
             mine_before = time.process_time()
             started = time.perf_counter()
-            times = asyncio.run(run(urls, sizes, args.rounds, args.keep_alive))
+            times = asyncio.run(run(urls, sizes, args.rounds, args.keep_alive, args.client))
             wall = time.perf_counter() - started
             cpu = cpu_seconds(child.pid) - cpu_before
             mine = time.process_time() - mine_before
@@ -144,7 +191,7 @@ def main() -> None:
     connections = "kept alive" if args.keep_alive else "a new connection each"
     print(
         f"reference server: {args.rounds} rounds of 10 concurrent GETs of {mean_mb:.2f} MB "
-        f"JPEGs ({connections}), {len(ms)} GETs"
+        f"JPEGs ({connections}, {args.client} client), {len(ms)} GETs"
     )
     print(
         f"  per GET, request to last byte: p50 {percentile(ms, 0.50):.1f} ms, "
