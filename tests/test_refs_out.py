@@ -11,7 +11,6 @@ import asyncio
 import base64
 import hashlib
 import hmac
-import io
 import json
 import signal
 import socket
@@ -21,13 +20,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from PIL import Image
 
 from bot import doctor
 from bot.config import Settings
-from bot.models import Origin, Reference, SeqRequest, Status
-from bot.originals import OriginalsCache
-from bot.store import Job, Store
+from bot.models import Status
 from bot.web import references as web_refs
 from bot.web.references import ReferenceLinks, load_key
 from tests.conftest import TG_TOKEN, Bots, RunningBot
@@ -38,62 +34,11 @@ from tests.fakes.runcomfy_api import (
     JobScript,
     render_jpeg,
 )
-from tests.fakes.telegram_api import ADA_ID, FakeTelegram
-from tests.helpers import assert_clean, until_final
+from tests.fakes.telegram_api import FakeTelegram
+from tests.helpers import PREFIX, assert_clean, jpeg, record_job, refs_env, until_final
 from tests.test_doctor import doctor as run_doctor
 from tests.test_operations import SECRET, WebhookBot, free_port
 from tests.test_process import BotProcess, process_env, read_job  # noqa: F401 - a fixture
-
-PREFIX = "/seqbot"
-
-
-def jpeg(colour: tuple[int, int, int], size: tuple[int, int] = (96, 64)) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", size, colour).save(buf, "JPEG", quality=90)
-    return buf.getvalue()
-
-
-async def record_job(
-    env: dict[str, str],
-    telegram: FakeTelegram,
-    images: list[bytes],
-    *,
-    count: int = 2,
-    keep_files: bool = True,
-) -> tuple[Job, list[Reference]]:
-    """A job with these reference images, written as the intake writes it (row, then files)."""
-    db = Path(env["DATABASE_PATH"])
-    message_id = telegram.send_text("(a photo)", push=False)["message"]["message_id"]
-    refs = [
-        Reference(f"ref{i:02d}-{'x' * 8}", "photo", ADA_ID, message_id, 96, 64, len(data))
-        for i, data in enumerate(images)
-    ]
-    request = SeqRequest(
-        count=count,
-        size="2048:2048 (1:1)",
-        mode="fast",
-        seed=None,
-        prompt="the cup in image 1",
-        text=f"Generate {count} images: the cup in image 1 on a table.",
-        refs=tuple(refs),
-    )
-    store = Store(db)
-    try:
-        origin = Origin(ADA_ID, message_id, ADA_ID, ADA_ID, "ada", None, "private")
-        job = store.create_job(request, origin)
-        assert job is not None
-    finally:
-        store.close()
-    if keep_files:
-        cache = OriginalsCache(db.parent / "originals")
-        for ref, data in zip(refs, images, strict=True):
-            await cache.save_ref(job.id, ref.id, data)
-    return job, refs
-
-
-def refs_env(env: dict[str, str], port: int | None = None) -> dict[str, str]:
-    port = port or free_port()
-    return {**env, "PUBLIC_URL": f"http://127.0.0.1:{port}{PREFIX}", "WEB_PORT": str(port)}
 
 
 def submits(runcomfy: FakeRunComfy, path: str) -> list[dict]:
@@ -489,3 +434,12 @@ async def test_the_fake_refuses_a_body_over_the_15_image_rule_or_without_images(
         assert [a.status_code for a in answers] == [422, 422, 422]
         assert "at most 15 in all" in answers[0].json()["error_message"]
         assert fake.count("submit") == 3 and not fake.jobs and not fake.ref_fetches
+
+
+def test_the_metrics_port_may_not_be_the_web_servers(env: dict[str, str]) -> None:
+    from bot.errors import ConfigError
+
+    clash = {**refs_env(env, 9100), "METRICS_PORT": "9100"}
+    with pytest.raises(ConfigError, match="METRICS_PORT must differ from WEB_PORT"):
+        Settings.from_env(clash)
+    assert Settings.from_env({**clash, "METRICS_PORT": "9101"}).web_port == 9100
