@@ -31,7 +31,7 @@ QUALITY = 90
 _ORIENTATION = 0x0112
 
 
-class RefImageError(Exception):
+class UnusableImage(Exception):
     """Why an image cannot be a reference: ``reason`` is one of the keys of ``REASONS``."""
 
     def __init__(self, reason: str) -> None:
@@ -49,31 +49,31 @@ class CleanImage:
 
 
 def clean(data: bytes) -> CleanImage:
-    """Decode, orient, strip, downscale and re-encode ``data``. Raises RefImageError."""
+    """Decode, orient, strip, downscale and re-encode ``data``. Raises UnusableImage."""
     if not data:
-        raise RefImageError("not_image")
+        raise UnusableImage("not_image")
     try:
         with Image.open(io.BytesIO(data), formats=FORMATS) as img:
             return _clean_opened(img)
-    except RefImageError:
+    except UnusableImage:
         raise
     except UnidentifiedImageError:
-        raise RefImageError("not_image") from None
+        raise UnusableImage("not_image") from None
     except Image.DecompressionBombError:
-        raise RefImageError("too_many_pixels") from None
+        raise UnusableImage("too_many_pixels") from None
     except Exception:  # a hostile or broken file may make Pillow raise anything
-        raise RefImageError("damaged") from None
+        raise UnusableImage("damaged") from None
 
 
 def _clean_opened(img: Image.Image) -> CleanImage:
     width, height = img.size
     limit = MAX_PIXELS_JPEG if img.format == "JPEG" else MAX_PIXELS_OTHER
     if width * height > limit:
-        raise RefImageError("too_many_pixels")
+        raise UnusableImage("too_many_pixels")
     if min(width, height) < MIN_SIDE:
-        raise RefImageError("too_small")
+        raise UnusableImage("too_small")
     if max(width, height) > MAX_RATIO * min(width, height):
-        raise RefImageError("ratio")
+        raise UnusableImage("ratio")
     orientation = img.getexif().get(_ORIENTATION, 1)
     if img.format == "JPEG":
         # Decode at 1/2, 1/4 or 1/8 scale when that still leaves at least MAX_SIDE: far less
