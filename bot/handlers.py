@@ -61,7 +61,8 @@ async def start(update: Update, context: BotContext) -> None:
     """/start and /help: what the bot does and how to use it."""
     if update.message:
         refs = context.settings.public_url is not None
-        await update.message.reply_text(render.help_text(lang(update), refs=refs))  # quoted in groups only
+        # Quoted in groups only.
+        await update.message.reply_text(render.help_text(lang(update), refs=refs))
 
 
 def _replied_text(message: Message, bot_id: int) -> str | None:

@@ -55,9 +55,9 @@ def test_exif_orientation_is_applied() -> None:
     img = opened(out.data)
     assert img.size == (200, 400)
     # Red (the stored left half) is now on top.
-    r, g, b = img.convert("RGB").getpixel((100, 50))  # type: ignore[misc]
+    r, _g, b = img.convert("RGB").getpixel((100, 50))  # type: ignore[misc]
     assert r > 200 and b < 60
-    r, g, b = img.convert("RGB").getpixel((100, 350))  # type: ignore[misc]
+    r, _g, b = img.convert("RGB").getpixel((100, 350))  # type: ignore[misc]
     assert b > 200 and r < 60
 
 
@@ -105,7 +105,9 @@ def _png_header(width: int, height: int) -> bytes:
     """A PNG that claims ``width`` x ``height`` pixels in a few dozen bytes (a decompression bomb)."""
 
     def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))

@@ -517,8 +517,9 @@ class FakeTelegram:
         self._counter += 1
         group = str(13000000000000000 + self._counter)
         return [
-            self.send_photo(image, caption if i == caption_on else "", media_group_id=group,
-                            **kwargs)  # fmt: skip
+            self.send_photo(
+                image, caption if i == caption_on else "", media_group_id=group, **kwargs
+            )
             for i, image in enumerate(images)
         ]
 
