@@ -410,7 +410,8 @@ async def _post_init(app: Application) -> None:  # type: ignore[type-arg]
         app.bot,
         settings,
         store,
-        runner,
+        runner.delivery.originals,
+        runner.start,
         album_wait=settings.album_wait,
         fetch_timeout=settings.reference_fetch_timeout,
     )

@@ -15,8 +15,9 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from telegram import Bot, Message
 from telegram.error import TelegramError
@@ -25,8 +26,8 @@ from bot import limits, refimages, render, schema
 from bot.command import command_args, parse_seq
 from bot.config import Settings
 from bot.errors import InputError, SeqbotError
-from bot.jobs import JobRunner
-from bot.models import Reference
+from bot.models import Job, Origin, Reference, SeqRequest
+from bot.originals import OriginalsCache
 from bot.outsiders import command_for_me
 from bot.permissions import origin_of
 from bot.refimages import UnusableImage
@@ -124,6 +125,14 @@ def media_source(message: Message) -> Source | None:
     return None
 
 
+class StartJob(Protocol):
+    """``JobRunner.start``: checks the limits, writes the job, keeps its reference files, starts."""
+
+    def __call__(
+        self, request: SeqRequest, origin: Origin, *, ref_files: Mapping[str, bytes] | None = None
+    ) -> Awaitable[Job | None]: ...
+
+
 @dataclass
 class _Album:
     items: dict[int, Message]
@@ -139,7 +148,8 @@ class Intake:
         bot: Bot,
         settings: Settings,
         store: Store,
-        runner: JobRunner,
+        originals: OriginalsCache,
+        start_job: StartJob,
         *,
         album_wait: float,
         fetch_timeout: float,
@@ -147,7 +157,8 @@ class Intake:
         self.bot = bot
         self.settings = settings
         self.store = store
-        self.runner = runner
+        self.originals = originals
+        self.start_job = start_job
         self.album_wait = album_wait
         self.fetch_timeout = fetch_timeout
         self._fetches = asyncio.Semaphore(FETCHES_AT_ONCE)
@@ -301,7 +312,7 @@ class Intake:
             )
             refs.append(ref)
             files[ref.id] = image.data
-        await self.runner.start(
+        await self.start_job(
             dataclasses.replace(request, refs=tuple(refs)), origin, ref_files=files
         )
 
@@ -329,11 +340,7 @@ class Intake:
         """The bytes of one reference. Raises UnusableImage (reason ``too_big``, ``unavailable``,
         ``gone``)."""
         if source.kind == "result":
-            kept = (
-                await self.runner.delivery.originals.load(source.job_id, source.index)
-                if source.job_id
-                else None
-            )
+            kept = await self.originals.load(source.job_id, source.index) if source.job_id else None
             if kept is None:
                 raise UnusableImage("gone")
             return kept
