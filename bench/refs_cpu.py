@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot import refimages  # noqa: E402
+from bot import refimages
 
 
 def telegram_photo(seed: int, *, turned: bool) -> bytes:
@@ -62,7 +62,9 @@ def main() -> None:
             per_photo.append((time.thread_time() - start) * 1000)
     per_photo.sort()
     p95 = per_photo[int(len(per_photo) * 0.95) - 1]
-    print(f"10 photos 1280x960, {sum(map(len, photos)) // 10 // 1024} kB each, {args.rounds} rounds")
+    print(
+        f"10 photos 1280x960, {sum(map(len, photos)) // 10 // 1024} kB each, {args.rounds} rounds"
+    )
     print(
         f"CPU per reference: median {statistics.median(per_photo):.1f} ms, "
         f"mean {statistics.fmean(per_photo):.1f} ms, p95 {p95:.1f} ms, max {per_photo[-1]:.1f} ms"

@@ -165,6 +165,7 @@ class Intake:
         self._collecting: dict[tuple[int, str], _Album] = {}
         # (chat, media_group_id) -> the album's items in order: a reply to any takes them all.
         self._albums: OrderedDict[tuple[int, str], tuple[Source, ...]] = OrderedDict()
+        self._starting: set[asyncio.Task[None]] = set()  # albums complete, their job starting
         self._told_no_url = False
 
     # ---- what arrives ------------------------------------------------------------------------
@@ -223,6 +224,15 @@ class Intake:
     async def _album_done(self, key: tuple[int, str]) -> None:
         await asyncio.sleep(self.album_wait)
         album = self._collecting.pop(key)
+        task = asyncio.current_task()
+        assert task is not None
+        self._starting.add(task)
+        try:
+            await self._album_complete(key, album)
+        finally:
+            self._starting.discard(task)
+
+    async def _album_complete(self, key: tuple[int, str], album: _Album) -> None:
         items = [album.items[m] for m in sorted(album.items)]  # album order
         sources = [s for s in map(media_source, items) if s is not None]
         self._albums[key] = tuple(sources)
@@ -239,13 +249,16 @@ class Intake:
                 return
 
     async def stop(self) -> None:
-        """Forget albums still being collected (their messages are not confirmed work)."""
+        """Forget albums still being collected; let those whose job is being started finish
+        (a job written but stopped before its files are kept would fail after the restart)."""
         timers = [a.timer for a in self._collecting.values() if a.timer is not None]
         for timer in timers:
             timer.cancel()
         if timers:
             await asyncio.wait(timers)
         self._collecting.clear()
+        if self._starting:
+            await asyncio.wait(set(self._starting))
 
     # ---- from the command to the job ---------------------------------------------------------
 

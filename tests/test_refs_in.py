@@ -322,3 +322,17 @@ async def test_references_that_cannot_be_kept_fail_the_job_before_the_submit(
         "Please try again in a minute."
     )
     assert runcomfy.count("submit") == 0
+
+
+async def test_references_are_fetched_a_few_at_once(
+    telegram: FakeTelegram, runcomfy: FakeRunComfy, bot: RunningBot
+) -> None:
+    # Six references, each getFile answered after 0.3 s: four at once take two rounds (≥ 0.6 s);
+    # all six at once would take one. Only a lower bound: a busy machine only adds to it.
+    telegram.delay_next("getFile", 0.3, times=6)
+    telegram.send_album([colour("red", (64, 64))] * 6, "/seq 2 all six")
+    job = await job_started(telegram, bot)
+    calls = telegram.calls_to("getFile", ok_only=True)
+    assert len(calls) == 6 and len(job.refs) == 6
+    ends = sorted(c.at for c in calls)
+    assert ends[-1] - ends[0] >= 0.25  # the last two ended a round after the first four
