@@ -42,7 +42,7 @@ TELEGRAM_MAX_FILE = 20 * 1024 * 1024  # files over this a bot cannot download
 FETCHES_AT_ONCE = 4  # downloads from Telegram in flight, all chats together
 ALBUMS_REMEMBERED = 512  # albums a reply may still take whole, most recent first
 ALBUMS_COLLECTING = 256  # albums waiting for their last item at once; more are not collected
-ALBUM_MAX_ITEMS = 10  # Telegram's own limit; a forged longer album is cut here
+ALBUM_MAX_ITEMS = 10  # Telegram's own limit: a tenth item completes the album
 
 
 @dataclass(frozen=True)
@@ -214,15 +214,17 @@ class Intake:
                 log.warning("too many albums arriving at once; album %s not collected", group)
                 return
             album = self._collecting[key] = _Album({})
-        if len(album.items) <= ALBUM_MAX_ITEMS:
+        if len(album.items) < ALBUM_MAX_ITEMS:
             album.items[message.message_id] = message
         if album.timer is not None:
             album.timer.cancel()
-        # No "album complete" event: it is complete once no item came for a short moment.
-        album.timer = asyncio.get_running_loop().create_task(self._album_done(key))
+        # No "album complete" event: it is complete once no item came for a short moment, or at
+        # once with its tenth item (Telegram's most).
+        wait = 0.0 if len(album.items) >= ALBUM_MAX_ITEMS else self.album_wait
+        album.timer = asyncio.get_running_loop().create_task(self._album_done(key, wait))
 
-    async def _album_done(self, key: tuple[int, str]) -> None:
-        await asyncio.sleep(self.album_wait)
+    async def _album_done(self, key: tuple[int, str], wait: float) -> None:
+        await asyncio.sleep(wait)
         album = self._collecting.pop(key)
         task = asyncio.current_task()
         assert task is not None

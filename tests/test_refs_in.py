@@ -9,6 +9,8 @@ import logging
 import pytest
 from PIL import Image
 
+from bot.errors import InputError
+from bot.intake import check_counts
 from bot.models import Job
 from bot.store import Status
 from tests.conftest import TG_TOKEN, Bots, RunningBot
@@ -229,10 +231,27 @@ async def test_limits_on_the_number_of_references(
     # Refused before anything was fetched.
     assert telegram.calls_to("getFile") == [] and bot.store.get(1) is None
 
-    eleven = telegram.send_album([colour("blue", (64, 64))] * 11, "/seq 2 all of them")
-    answer = await reply_to(telegram, eleven[0])
-    assert answer == "At most 10 reference images can be used at once; you sent 11."
-    assert telegram.calls_to("getFile") == [] and bot.store.get(1) is None
+    # A reply may name an album of ten: the same rule, from the same check.
+    with pytest.raises(InputError) as caught:
+        check_counts(11, 2)
+    assert caught.value.user_message == (
+        "At most 10 reference images can be used at once; you sent 11."
+    )
+    with pytest.raises(InputError) as caught:
+        check_counts(1, 15)
+    assert caught.value.user_message == (
+        "1 reference image leaves room for at most 14 images; you asked for 15."
+    )
+    check_counts(5, 10)
+
+
+async def test_an_album_of_ten_starts_at_its_tenth_item_without_waiting(
+    telegram: FakeTelegram, runcomfy: FakeRunComfy, bots: Bots
+) -> None:
+    bot = await bots.start(**{**REFS_ON, "ALBUM_WAIT_SECONDS": "30"})
+    telegram.send_album([colour("red", (64, 64))] * 10, "/seq 5 ten of them")
+    job = await job_started(telegram, bot)  # within wait_for's 10 s, not after 30
+    assert len(job.refs) == 10
 
 
 async def test_a_bad_item_of_an_album_is_named(
