@@ -9,6 +9,7 @@ import logging
 import pytest
 from PIL import Image
 
+from bot import intake
 from bot.errors import InputError
 from bot.intake import check_counts
 from bot.models import Job
@@ -355,3 +356,23 @@ async def test_references_are_fetched_a_few_at_once(
     assert len(calls) == 6 and len(job.refs) == 6
     ends = sorted(c.at for c in calls)
     assert ends[-1] - ends[0] >= 0.25  # the last two ended a round after the first four
+
+
+async def test_the_albums_remembered_for_replies_are_bounded(
+    telegram: FakeTelegram, runcomfy: FakeRunComfy, bot: RunningBot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(intake, "ALBUMS_REMEMBERED", 2)
+    albums = [telegram.send_album([colour("red"), colour("blue")]) for _ in range(3)]
+    remembered = bot.services.intake
+    assert remembered is not None
+    await telegram.wait_for(lambda: len(remembered._albums) == 2 and not remembered._collecting)
+
+    # The oldest album is forgotten: a reply to its item takes that item only; the newest, both.
+    oldest = albums[0][1]["message"]["message_id"]
+    telegram.send_text("/seq 2 just this one", reply_to_message_id=oldest)
+    first = await job_started(telegram, bot)
+    assert [r.message_id for r in first.refs] == [oldest]
+    newest = [a["message"]["message_id"] for a in albums[2]]
+    telegram.send_text("/seq 2 both of them", reply_to_message_id=newest[0])
+    second = await job_started(telegram, bot, 2)
+    assert [r.message_id for r in second.refs] == newest
