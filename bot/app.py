@@ -33,6 +33,7 @@ from bot.config import Settings
 from bot.context import BotContext, Services
 from bot.downloads import Downloader
 from bot.flood import PriorityRateLimiter
+from bot.intake import Intake
 from bot.jobs import JobRunner
 from bot.permissions import Permissions
 from bot.repeats import Repeats
@@ -185,6 +186,10 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
     new_messages = filters.UpdateType.MESSAGE
     app.add_handler(CommandHandler(["start", "help"], handlers.start, filters=new_messages))
     app.add_handler(CommandHandler("seq", handlers.seq, filters=new_messages))
+    # A photo's or file's "/seq …" is its caption, which CommandHandler never reads; album items
+    # come here too, with or without one (a reply to any item takes the whole album).
+    media = filters.PHOTO | filters.Document.ALL
+    app.add_handler(MessageHandler(new_messages & media, handlers.media))
     app.add_handler(CommandHandler("cancel", handlers.cancel_command, filters=new_messages))
     app.add_handler(CommandHandler("jobs", handlers.jobs_command, filters=new_messages))
     app.add_handler(CommandHandler("show", handlers.show_command, filters=new_messages))
@@ -437,6 +442,15 @@ async def _post_init(app: Application) -> None:  # type: ignore[type-arg]
     )
     services.store, services.client, services.runner = store, client, runner
     services.permissions = Permissions(app.bot, settings.admin_user_ids)
+    services.intake = Intake(
+        app.bot,
+        settings,
+        store,
+        runner.delivery.originals,
+        runner.start,
+        album_wait=settings.album_wait,
+        fetch_timeout=settings.reference_fetch_timeout,
+    )
     if settings.metrics_port is not None:
         services.metrics = metrics.serve(settings.metrics_port, settings.metrics_listen)
     services.web = start_web(app, settings, runner)
@@ -484,6 +498,8 @@ async def _post_stop(app: Application) -> None:  # type: ignore[type-arg]
     if tasks:
         # Awaited, so nothing is left pending (or warned about) when the loop closes.
         await asyncio.wait(tasks)
+    if services.intake:
+        await services.intake.stop()
     if services.runner:
         await services.runner.stop()
 

@@ -15,6 +15,7 @@ from telegram.ext import CallbackContext, ExtBot
 if TYPE_CHECKING:
     from bot.config import Settings
     from bot.downloads import Downloader
+    from bot.intake import Intake
     from bot.jobs import JobRunner
     from bot.metrics import MetricsServer
     from bot.permissions import Permissions
@@ -45,6 +46,7 @@ class Services:
         self.metrics: MetricsServer | None = None  # with METRICS_PORT only
         self.repeats: Repeats | None = None
         self.web: WebServer | None = None  # webhook mode or PUBLIC_URL: the bot's web server
+        self.intake: Intake | None = None  # reference images in (photos, files, albums)
 
 
 def _ready(value: _T | None, name: str) -> _T:
@@ -70,6 +72,11 @@ class BotContext(CallbackContext[ExtBot[Any], dict[Any, Any], dict[Any, Any], Se
     def store(self) -> Store:
         """The job database."""
         return _ready(self.bot_data.store, "store")
+
+    @property
+    def intake(self) -> Intake:
+        """Reference images in: albums collected, files fetched and cleaned."""
+        return _ready(self.bot_data.intake, "intake")
 
     @property
     def repeats(self) -> Repeats:

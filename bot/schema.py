@@ -89,25 +89,37 @@ def build_payload(
     return payload
 
 
+def check_refs(refs: int, count: int) -> None:
+    """Raise InputError when there are too many references, or no room for ``count`` images
+    (references plus images at most 15): checked at intake and again right before the submit."""
+    if refs > MAX_REFS:
+        raise InputError(
+            "At most {limit} reference images can be used at once; you sent {refs}.",
+            limit=MAX_REFS,
+            refs=refs,
+        )
+    room = min(MAX_REFS_AND_IMAGES - refs, MAX_COUNT)
+    if count > room:
+        raise InputError(
+            "1 reference image leaves room for at most {room} images; you asked for {count}."
+            if refs == 1
+            else "{refs} reference images leave room for at most {room} images; "
+            "you asked for {count}.",
+            refs=refs,
+            room=room,
+            count=count,
+        )
+
+
 def build_edit_payload(
     *, text: str, count: int, size: str, mode: str, seed: int | None, images: list[str]
 ) -> dict[str, Any]:
     """The edit-sequential submit body: the sequential one plus ``images`` (the references'
     URLs, in the order the model reads them), validated against the bundled edit schema and
     the 15-image rule."""
-    if not 1 <= len(images) <= MAX_REFS:
-        raise InputError(
-            "A job takes 1 to {most} reference images; this one has {refs}.",
-            most=MAX_REFS,
-            refs=len(images),
-        )
-    if len(images) + count > MAX_REFS_AND_IMAGES:
-        raise InputError(
-            "{refs} reference images leave room for at most {left} images; you asked for {count}.",
-            refs=len(images),
-            left=MAX_REFS_AND_IMAGES - len(images),
-            count=count,
-        )
+    if not images:
+        raise InputError("That request is not allowed (images: none given).")
+    check_refs(len(images), count)
     payload = build_payload(text=text, count=count, size=size, mode=mode, seed=seed)
     payload["images"] = list(images)
     _check(payload, edit=True)

@@ -11,6 +11,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import io
 import json
 import signal
 import socket
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
 
 from bot import doctor
 from bot.config import Settings
@@ -443,3 +445,50 @@ def test_the_metrics_port_may_not_be_the_web_servers(env: dict[str, str]) -> Non
     with pytest.raises(ConfigError, match="METRICS_PORT must differ from WEB_PORT"):
         Settings.from_env(clash)
     assert Settings.from_env({**clash, "METRICS_PORT": "9101"}).web_port == 9100
+
+
+# ---- both halves: from a Telegram photo to what RunComfy fetched ---------------------------------
+
+
+async def test_a_captioned_photo_reaches_runcomfy_cleaned_at_its_signed_url(
+    env: dict[str, str], bots: Bots, telegram: FakeTelegram, runcomfy: FakeRunComfy
+) -> None:
+    from tests.test_refimages import GPS_IFD, photo
+
+    env = refs_env(env)
+    bot = await bots.start(**{k: env[k] for k in ("PUBLIC_URL", "WEB_PORT")})
+    source = photo(1280, 960, orientation=6, gps=True, comment=b"at home")
+    telegram.send_photo(source, "/seq 3 the woman in image 1 as a pilot, three scenes")
+    job = await until_final(telegram, bot)
+    assert job.status == Status.DONE, job.error
+    (body,) = submits(runcomfy, EDIT_SUBMIT_PATH)
+    assert body["sequential_image_generation_options"] == 3
+    (fetch,) = runcomfy.ref_fetches
+    assert fetch.url == body["images"][0] and fetch.status == 200
+    assert fetch.image == ("JPEG", 960, 1280)  # turned upright
+    with Image.open(io.BytesIO(fetch.body)) as img:
+        assert len(img.getexif()) == 0 and not img.getexif().get_ifd(GPS_IFD)
+        assert "icc_profile" not in img.info and "comment" not in img.info
+    assert b"at home" not in fetch.body and b"PhoneMaker" not in fetch.body
+    assert_clean(telegram, runcomfy)  # no token, no Telegram file URL in any request to RunComfy
+
+
+async def test_an_albums_references_reach_runcomfy_in_album_order(
+    env: dict[str, str], bots: Bots, telegram: FakeTelegram, runcomfy: FakeRunComfy
+) -> None:
+    env = refs_env(env)
+    bot = await bots.start(
+        ALBUM_WAIT_SECONDS="0.2", **{k: env[k] for k in ("PUBLIC_URL", "WEB_PORT")}
+    )
+    colours = [(250, 0, 0), (0, 250, 0), (0, 0, 250)]
+    telegram.send_album([jpeg(c, (320, 240)) for c in colours], "/seq 2 these three, together")
+    job = await until_final(telegram, bot)
+    assert job.status == Status.DONE, job.error
+    fetched = runcomfy.ref_fetches
+    assert [f.url for f in fetched] == submits(runcomfy, EDIT_SUBMIT_PATH)[0]["images"]
+    seen = []
+    for fetch in fetched:
+        with Image.open(io.BytesIO(fetch.body)) as img:
+            seen.append(img.convert("RGB").getpixel((160, 120)))
+    assert [max(range(3), key=lambda i: px[i]) for px in seen] == [0, 1, 2]
+    assert_clean(telegram, runcomfy)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 
 from telegram import Bot
 
@@ -12,6 +13,7 @@ from bot import limits, metrics, payments
 from bot.config import Settings
 from bot.delivery import Delivery
 from bot.downloads import Downloader
+from bot.errors import StoreBusyError
 from bot.jobs.deliver import DeliveryStep
 from bot.jobs.estimates import Estimates
 from bot.jobs.poll import PollStep
@@ -104,8 +106,13 @@ class JobRunner:
 
     # ---- starting, resuming, stopping -------------------------------------------------------
 
-    async def start(self, request: SeqRequest, origin: Origin) -> Job | None:
+    async def start(
+        self, request: SeqRequest, origin: Origin, *, ref_files: Mapping[str, bytes] | None = None
+    ) -> Job | None:
         """Check the limits, record the job, then reply and submit it in the background.
+
+        ``ref_files``: the cleaned bytes of each of ``request.refs`` by id, kept on disk after
+        the row is written and before the job is started (its submit publishes them).
 
         Returns None when this message already made a job. Raises RefusedError when a limit
         says no, StoreBusyError when SQLite cannot take it. Nothing awaits between the checks
@@ -141,8 +148,32 @@ class JobRunner:
         self.states.log_event(job, "recorded")
         metrics.job_moved(job)
         self.active[job.id] = job
+        if ref_files and not await self._keep_refs(job, ref_files):
+            return job
         self._spawn(job)
         return job
+
+    async def _keep_refs(self, job: Job, files: Mapping[str, bytes]) -> bool:
+        """Keep the job's reference images on disk; False (the job failed, nothing billed) when
+        they cannot be written. Pinned: the size cap must not take them while the job waits."""
+        originals = self.delivery.originals
+        try:
+            await originals.pin(job.id)
+            for ref in job.refs:
+                await originals.save_ref(job.id, ref.id, files[ref.id])
+        except (OSError, KeyError) as exc:
+            log.error("job %d: its reference images could not be kept: %s", job.id, exc)
+            await self._fail(
+                job,
+                StoreBusyError(
+                    "The reference images could not be kept just now; nothing was charged. "
+                    "Please try again in a minute."
+                ),
+            )
+            self.active.pop(job.id, None)
+            self.status.forget(job)
+            return False
+        return True
 
     async def resume_all(self) -> int:
         """Pick up every unfinished job from SQLite; returns how many. First, every job's
