@@ -35,6 +35,7 @@ from bot.config import Settings
 from tests.conftest import RC_TOKEN, TG_TOKEN, RunningBot, make_env
 from tests.fakes.runcomfy_api import FakeRunComfy
 from tests.fakes.telegram_api import FakeTelegram
+from tests.helpers import refs_env
 
 
 async def _ticker(lateness: list[float]) -> None:
@@ -49,7 +50,8 @@ async def end_to_end(photos: list[bytes], albums: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         async with FakeTelegram(token=TG_TOKEN) as telegram, FakeRunComfy(token=RC_TOKEN) as rc:
             env = make_env(Path(tmp), telegram, rc)
-            env.update(PUBLIC_URL="http://127.0.0.1:9", LOG_LEVEL="WARNING")
+            # The bot's own web server on a free port: the fake fetches every reference at submit.
+            env = {**refs_env(env), "LOG_LEVEL": "WARNING"}
             bot = await RunningBot(Settings.from_env(env)).start()
             lateness: list[float] = []
             ticker = asyncio.create_task(_ticker(lateness))

@@ -182,6 +182,8 @@ class Settings:
         )
         if webhook_url is not None and metrics_port == webhook_port:
             raise ConfigError("METRICS_PORT", "must differ from WEBHOOK_PORT")
+        if public_url is not None and metrics_port == web_port:
+            raise ConfigError("METRICS_PORT", "must differ from WEB_PORT")
         log_format = (get("LOG_FORMAT") or cls.log_format).lower()
         if log_format not in ("text", "json"):
             raise ConfigError("LOG_FORMAT", "must be text or json")

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from bot.repeats import Repeats
     from bot.runcomfy import RunComfyClient
     from bot.store import Store
+    from bot.web.server import WebServer
 
 _T = TypeVar("_T")
 
@@ -44,6 +45,7 @@ class Services:
         self.menu: asyncio.Task[bool] | None = None  # the command menu, set in the background
         self.metrics: MetricsServer | None = None  # with METRICS_PORT only
         self.repeats: Repeats | None = None
+        self.web: WebServer | None = None  # webhook mode or PUBLIC_URL: the bot's web server
         self.intake: Intake | None = None  # reference images in (photos, files, albums)
 
 

@@ -36,8 +36,8 @@ from bot.texts import lang_of, tr
 
 log = logging.getLogger(__name__)
 
-MAX_REFS = 10  # RunComfy's edit-sequential: 1–10 references
-MAX_TOTAL = 15  # references plus requested images
+MAX_REFS = schema.MAX_REFS  # RunComfy's edit-sequential: 1–10 references
+MAX_TOTAL = schema.MAX_REFS_AND_IMAGES  # references plus requested images
 TELEGRAM_MAX_FILE = 20 * 1024 * 1024  # files over this a bot cannot download
 FETCHES_AT_ONCE = 4  # downloads from Telegram in flight, all chats together
 ALBUMS_REMEMBERED = 512  # albums a reply may still take whole, most recent first
@@ -392,24 +392,9 @@ class Intake:
 
 
 def check_counts(refs: int, count: int) -> None:
-    """Raise InputError when there are too many references, or no room for ``count`` images."""
-    if refs > MAX_REFS:
-        raise InputError(
-            "At most {limit} reference images can be used at once; you sent {refs}.",
-            limit=MAX_REFS,
-            refs=refs,
-        )
-    room = min(MAX_TOTAL - refs, schema.MAX_COUNT)
-    if count > room:
-        raise InputError(
-            "1 reference image leaves room for at most {room} images; you asked for {count}."
-            if refs == 1
-            else "{refs} reference images leave room for at most {room} images; "
-            "you asked for {count}.",
-            refs=refs,
-            room=room,
-            count=count,
-        )
+    """Raise InputError when there are too many references, or no room for ``count`` images
+    (the rule lives in ``schema``: the submit checks it again)."""
+    schema.check_refs(refs, count)
 
 
 def _replied_caption(message: Message) -> str | None:

@@ -17,17 +17,22 @@ from bot.store import Status
 from tests.conftest import TG_TOKEN, Bots, RunningBot
 from tests.fakes.runcomfy_api import FakeRunComfy
 from tests.fakes.telegram_api import FakeTelegram
-from tests.helpers import reply_to, status_messages, until_final
+from tests.helpers import refs_env, reply_to, status_messages, until_final
 from tests.test_refimages import GPS_IFD, photo
 
 CHAT = 123456789
-REFS_ON = {"PUBLIC_URL": "http://127.0.0.1:9", "ALBUM_WAIT_SECONDS": "0.2"}
+
+
+def refs_on() -> dict[str, str]:
+    """Reference images on: PUBLIC_URL and the web server on a free loopback port; a short album
+    wait."""
+    return {**refs_env({}), "ALBUM_WAIT_SECONDS": "0.2"}
 
 
 @pytest.fixture
 async def bot(bots: Bots) -> RunningBot:
     """A bot with reference images on (PUBLIC_URL set) and a short album wait."""
-    return await bots.start(**REFS_ON)
+    return await bots.start(**refs_on())
 
 
 def colour(name: str, size: tuple[int, int] = (640, 480)) -> bytes:
@@ -249,7 +254,7 @@ async def test_limits_on_the_number_of_references(
 async def test_an_album_of_ten_starts_at_its_tenth_item_without_waiting(
     telegram: FakeTelegram, runcomfy: FakeRunComfy, bots: Bots
 ) -> None:
-    bot = await bots.start(**{**REFS_ON, "ALBUM_WAIT_SECONDS": "30"})
+    bot = await bots.start(**{**refs_on(), "ALBUM_WAIT_SECONDS": "30"})
     telegram.send_album([colour("red", (64, 64))] * 10, "/seq 5 ten of them")
     job = await job_started(telegram, bot)  # within wait_for's 10 s, not after 30
     assert len(job.refs) == 10
@@ -284,7 +289,7 @@ async def test_edited_captions_and_other_bots_commands_start_nothing(
 async def test_help_shows_one_reference_example_only_when_they_are_on(
     telegram: FakeTelegram, runcomfy: FakeRunComfy, bots: Bots
 ) -> None:
-    await bots.start(**REFS_ON)
+    await bots.start(**refs_on())
     telegram.send_text("/help")
     text = await telegram.wait_for(
         lambda: next(
@@ -303,7 +308,7 @@ async def test_help_shows_one_reference_example_only_when_they_are_on(
 async def test_a_slow_telegram_file_ends_the_request_within_the_time_limit(
     telegram: FakeTelegram, runcomfy: FakeRunComfy, bots: Bots
 ) -> None:
-    bot = await bots.start(**REFS_ON, REFERENCE_FETCH_TIMEOUT_SECONDS="0.3")
+    bot = await bots.start(**refs_on(), REFERENCE_FETCH_TIMEOUT_SECONDS="0.3")
     telegram.delay_next("getFile", 5)
     answer = await reply_to(telegram, telegram.send_photo(colour("red"), "/seq 2 a pilot"))
     assert answer == "Telegram did not hand that image over just now. Send it again in a moment."

@@ -25,6 +25,7 @@ from bot.runcomfy import RunComfyClient
 from bot.sending import Background
 from bot.status import StatusBoard
 from bot.store import NotEnoughCredits, Store
+from bot.web.references import ReferenceLinks, load_key
 
 log = logging.getLogger("bot.jobs")
 
@@ -74,6 +75,12 @@ class JobRunner:
             deadline=settings.delivery_deadline,
             read_timeout=settings.http_timeout,
         )
+        # Reference images are published under PUBLIC_URL, signed with a key kept across restarts.
+        self.links = (
+            ReferenceLinks(settings.public_url, load_key(settings.database_path))
+            if settings.public_url
+            else None
+        )
         # The same Job object is shared by a job's task and the Cancel button.
         self.active: dict[int, Job] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
@@ -86,6 +93,8 @@ class JobRunner:
             self.background,
             cancel_owed=self.polls.cancel_owed,
             http_timeout=settings.http_timeout,
+            originals=originals,
+            links=self.links,
         )
         self.deliveries = DeliveryStep(self.delivery, self.states, self.status, self.estimates)
         metrics.watch(self)  # its active jobs, by state, on the metrics page
@@ -227,6 +236,10 @@ class JobRunner:
             if job.final:
                 self.active.pop(job.id, None)
                 self.status.forget(job)
+                if job.refs and job.plan is None:
+                    # Pinned at the submit for RunComfy's fetches; it ended before any delivery
+                    # (which keeps its own pin), so the cap may take its files again.
+                    await self.delivery.originals.unpin(job.id)
             self.estimates.forget(job.id)
 
     async def _fail(self, job: Job, exc: Exception) -> None:
