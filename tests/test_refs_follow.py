@@ -303,5 +303,5 @@ async def test_a_pin_left_by_a_job_that_ended_undelivered_goes_at_start(
 
     bot = await bots.start(**{k: env[k] for k in ("PUBLIC_URL", "WEB_PORT")})
 
-    assert await bot.runner.delivery.originals.pinned() == set()
     assert not (pins / str(job.id)).exists() and not (pins / "99").exists()
+    assert await bot.runner.delivery.originals.pinned() == set()
