@@ -152,10 +152,10 @@ async def test_details_jobs_and_show_say_how_many_references_and_where_from(
 
     jobs = await reply_to(telegram, telegram.send_text("/jobs"))
     lines = jobs.splitlines()
-    assert [line for line in lines if line.startswith("#1 ")][0].startswith(
+    assert next(line for line in lines if line.startswith("#1 ")).startswith(
         "#1 ✅ done · 2 images · 🖼 3 · "
     )
-    assert "🖼 1" in [line for line in lines if line.startswith("#2 ")][0]
+    assert "🖼 1" in next(line for line in lines if line.startswith("#2 "))
 
     calls = len(telegram.calls_to("sendMediaGroup", ok_only=True))
     telegram.send_text("/show 1")
