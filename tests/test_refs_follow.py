@@ -305,3 +305,21 @@ async def test_a_pin_left_by_a_job_that_ended_undelivered_goes_at_start(
 
     assert not (pins / str(job.id)).exists() and not (pins / "99").exists()
     assert await bot.runner.delivery.originals.pinned() == set()
+
+
+async def test_again_after_reference_images_were_turned_off_says_so_and_bills_nothing(
+    telegram: FakeTelegram, runcomfy: FakeRunComfy, bots: Bots
+) -> None:
+    bot = await bots.start(**refs_on())
+    first, key = await done_with_refs(telegram, bot, [colour("red")])
+    await bots.stop(bot)
+    submits = runcomfy.count("submit")
+
+    restarted = await bots.start()  # PUBLIC_URL no longer set
+    answer = await answered(telegram, telegram.press_button(key, f"v1:again:{first.id}"))
+
+    assert answer["text"] == (
+        "This bot is not set up for reference images. Send /seq with text only."
+    )
+    assert answer["show_alert"] is True
+    assert restarted.store.get(2) is None and runcomfy.count("submit") == submits
