@@ -19,7 +19,7 @@ from bot.callbacks import JobAction, JobButton, ResetButton, SettingButton, Sett
 from bot.command import command_args, parse_seq
 from bot.context import BotContext
 from bot.errors import SeqbotError
-from bot.models import CancelOutcome, ChatDefaults, Job, Origin, SeqRequest, Status
+from bot.models import CancelOutcome, ChatDefaults, Job, Origin, Reference, SeqRequest, Status
 from bot.permissions import origin_of, requester_name, requester_of
 from bot.repeats import Shown
 from bot.sending import error_text
@@ -354,6 +354,13 @@ async def again_button(update: Update, context: BotContext) -> None:
     if found is None or query is None:
         return
     job, message = found
+    ref_files: dict[str, bytes] | None = None
+    refs: tuple[Reference, ...] = ()
+    if job.refs:
+        kept = await _again_refs(update, context, job, message)
+        if kept is None:
+            return
+        refs, ref_files = kept
     request = SeqRequest(
         count=job.count,
         size=job.size,
@@ -362,6 +369,7 @@ async def again_button(update: Update, context: BotContext) -> None:
         prompt=job.prompt,
         text=job.text,
         panels=tuple(job.panels),
+        refs=refs,
     )
     user = query.from_user
     origin = Origin(
@@ -375,7 +383,7 @@ async def again_button(update: Update, context: BotContext) -> None:
         lang=lang(update),
     )
     try:
-        started = await context.runner.start(request, origin)
+        started = await context.runner.start(request, origin, ref_files=ref_files)
     except SeqbotError as exc:
         await query.answer(exc.text(lang(update)), show_alert=True)
         return
@@ -385,6 +393,38 @@ async def again_button(update: Update, context: BotContext) -> None:
         )
         return
     await query.answer(tr(lang(update), "Job #{id}: same settings, new seed.", id=started.id))
+
+
+async def _again_refs(
+    update: Update, context: BotContext, job: Job, message: Message
+) -> tuple[tuple[Reference, ...], dict[str, bytes]] | None:
+    """The references 🔁 Again gives the new job (new ids, the kept files copied); None, with one
+    short reply and nothing billed, when they are no longer kept or references are off."""
+    query = update.callback_query
+    assert query is not None
+    language = lang(update)
+    if context.settings.public_url is None:
+        await query.answer(
+            tr(language, "This bot is not set up for reference images. Send /seq with text only."),
+            show_alert=True,
+        )
+        return None
+    if context.store.job_for_message(job.chat_id, message.message_id) is not None:
+        return (), {}  # started from this follow-up already: runner.start says so
+    kept = await context.intake.kept_refs(job)
+    if kept is None:
+        await answer_quietly(query)
+        await message.reply_text(
+            tr(
+                language,
+                "The reference images of job #{id} are no longer kept, so it cannot be run "
+                "again; nothing was charged. Send them again with /seq.",
+                id=job.id,
+            ),
+            do_quote=True,
+        )
+        return None
+    return kept
 
 
 # The files buttons (sent from the files kept on disk): the answer to a tap that sends, and to

@@ -54,6 +54,7 @@ class Source:
     message_id: int
     file_id: str = ""
     file_size: int | None = None
+    unique_id: str = ""  # the same for the same file, whoever asks and whenever
     job_id: int = 0  # a result: the job and the image's index
     index: int = 0
 
@@ -117,11 +118,23 @@ def media_source(message: Message) -> Source | None:
     if message.photo:
         largest = message.photo[-1]
         return Source(
-            "photo", message.chat.id, message.message_id, largest.file_id, largest.file_size
+            "photo",
+            message.chat.id,
+            message.message_id,
+            largest.file_id,
+            largest.file_size,
+            largest.file_unique_id,
         )
     if message.document:
         doc = message.document
-        return Source("document", message.chat.id, message.message_id, doc.file_id, doc.file_size)
+        return Source(
+            "document",
+            message.chat.id,
+            message.message_id,
+            doc.file_id,
+            doc.file_size,
+            doc.file_unique_id,
+        )
     return None
 
 
@@ -193,7 +206,14 @@ class Intake:
         if source is None:
             return None
         if replied.from_user is not None and replied.from_user.id == self.bot.id:
-            found = self.store.job_image(replied.chat.id, source.file_id)
+            # Matched by the message (an album item is one image) or the file's unique id; a
+            # file_id is no promise (Telegram may hand the same file out under another one).
+            found = self.store.job_image(
+                replied.chat.id,
+                message_id=replied.message_id,
+                unique_id=source.unique_id,
+                file_id=source.file_id,
+            )
             if found is None:
                 return [dataclasses.replace(source, kind="result", job_id=0)]
             job_id, index = found
@@ -262,6 +282,20 @@ class Intake:
         if self._starting:
             await asyncio.wait(set(self._starting))
 
+    async def kept_refs(self, job: Job) -> tuple[tuple[Reference, ...], dict[str, bytes]] | None:
+        """🔁 Again: the job's references under new ids (the new job's own files, so either job's
+        end leaves the other's alone), with their kept bytes; None when any is no longer kept."""
+        refs: list[Reference] = []
+        files: dict[str, bytes] = {}
+        for ref in job.refs:
+            data = await self.originals.load_ref(job.id, ref.id)
+            if data is None:
+                return None
+            new = dataclasses.replace(ref, id=secrets.token_urlsafe(12))
+            refs.append(new)
+            files[new.id] = data
+        return tuple(refs), files
+
     # ---- from the command to the job ---------------------------------------------------------
 
     async def start(self, message: Message, text: str, sources: Sequence[Source]) -> None:
@@ -324,6 +358,7 @@ class Intake:
                 width=image.width,
                 height=image.height,
                 size=len(image.data),
+                job_id=source.job_id,
             )
             refs.append(ref)
             files[ref.id] = image.data

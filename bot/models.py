@@ -34,6 +34,7 @@ class Reference:
     width: int  # after cleaning (EXIF orientation applied, downscaled)
     height: int
     size: int  # bytes of the kept JPEG
+    job_id: int = 0  # kind "result": the job whose image it is (for Details)
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,9 @@ class Job:
     submit_unknown: int = 0  # the submit POST got no answer: RunComfy may have billed it
     panels: list[str] = field(default_factory=list)  # a script's items: image i is panel i
     refs: list[Reference] = field(default_factory=list)  # reference images, in order
+    # How Telegram knows each delivered image, for a reply to it: "m:<message id>" and
+    # "u:<file_unique_id>" -> image index.
+    image_keys: dict[str, int] = field(default_factory=dict)
 
     @property
     def final(self) -> bool:

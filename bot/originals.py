@@ -87,6 +87,16 @@ class OriginalsCache:
 
         await asyncio.to_thread(unmark)
 
+    async def pinned(self) -> set[int]:
+        """The jobs pinned now (as the pins on disk say)."""
+
+        def read() -> set[int]:
+            with self._lock:
+                self._scanned()
+                return set(self._pinned)
+
+        return await asyncio.to_thread(read)
+
     def ref_path(self, job_id: int, ref_id: str) -> Path:
         """Where a job's reference image is kept (``ref_id``: the bot's own random id)."""
         if not _REF_ID.fullmatch(ref_id):

@@ -112,7 +112,41 @@ def params_line(job: Job) -> str:
     parts = [plural(job.lang, job.count, "image"), schema.ratio_of(job.size), job.mode]
     if job.seed is not None:
         parts.append(tr(job.lang, "seed {seed}", seed=job.seed))
+    if job.refs:
+        parts.append(f"🖼 {plural(job.lang, len(job.refs), 'reference')}")
     return " · ".join(parts)
+
+
+def refs_line(job: Job, lang: str | None) -> str | None:
+    """Details: how many references the job used and which message(s) they came from."""
+    refs = job.refs
+    if not refs:
+        return None
+    count = plural(lang, len(refs), "reference")
+    results = sorted({r.job_id for r in refs if r.kind == "result" and r.job_id})
+    messages = sorted({r.message_id for r in refs if r.kind != "result"})
+    where: list[str] = []
+    if len(messages) > 1:
+        where.append(tr(lang, "an album in this chat ({messages})", messages=_ids(messages, lang)))
+    elif messages:
+        kinds = {r.kind for r in refs if r.kind != "result"}
+        where.append(
+            tr(lang, "a file in this chat (message {id})", id=messages[0])
+            if kinds == {"document"}
+            else tr(lang, "a photo in this chat (message {id})", id=messages[0])
+        )
+    for job_id in results:
+        where.append(tr(lang, "one of the bot's images of job #{id}", id=job_id))
+    if any(r.kind == "result" and not r.job_id for r in refs):
+        where.append(tr(lang, "one of the bot's images"))
+    return tr(lang, "References: {count}, from {where}", count=count, where="; ".join(where))
+
+
+def _ids(messages: list[int], lang: str | None) -> str:
+    """``messages 10–12`` for a run of ids, else ``messages 10, 14``."""
+    if messages == list(range(messages[0], messages[-1] + 1)):
+        return tr(lang, "messages {first}–{last}", first=messages[0], last=messages[-1])
+    return tr(lang, "messages {ids}", ids=", ".join(map(str, messages)))
 
 
 def about(seconds: float, lang: str | None) -> str:
@@ -258,6 +292,9 @@ def details_text(job: Job, lang: str | None) -> str:
         tr(lang, "Request: {request}", request=job.request_id or "–"),
         tr(lang, "Cost: {cost}", cost=cost),
     ]
+    refs = refs_line(job, lang)
+    if refs is not None:
+        lines.insert(3, refs)
     times = []
     if job.submitted_at and job.started_at:
         times.append(tr(lang, "queued {t}", t=duration(job.started_at - job.submitted_at)))
@@ -413,9 +450,10 @@ def jobs_list(jobs: list[Job], now: float, lang: str | None) -> str:
     for job in jobs:
         name = requester(job, lang)
         who = f" · {name}" if name else ""
+        refs = f" · 🖼 {len(job.refs)}" if job.refs else ""
         lines.append(
-            f"#{job.id} {status_word(job.status, lang)} · {plural(lang, job.count, 'image')} · "
-            f"{schema.ratio_of(job.size)} · {age(now - job.created_at, lang)}{who}"
+            f"#{job.id} {status_word(job.status, lang)} · {plural(lang, job.count, 'image')}"
+            f"{refs} · {schema.ratio_of(job.size)} · {age(now - job.created_at, lang)}{who}"
         )
     done = next((job for job in jobs if job.status == Status.DONE), None)
     if done is not None:

@@ -41,6 +41,7 @@ NOUNS: dict[str, tuple[str, str]] = {
     "image": ("{n} image", "{n} images"),
     "job": ("{n} job", "{n} jobs"),
     "character": ("{n} character", "{n} characters"),
+    "reference": ("{n} reference image", "{n} reference images"),
 }
 
 # Telegram gives a user's language as an IETF tag ("ru", "pt-br") and takes a command menu's as a

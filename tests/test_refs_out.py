@@ -132,8 +132,10 @@ async def test_a_reference_url_answers_only_while_its_job_runs_and_nothing_else_
     images = [jpeg((200, 10, 10)), jpeg((10, 200, 10))]
     job, refs = await record_job(env, telegram, images)
     other, _ = await record_job(env, telegram, [jpeg((1, 2, 3))])
-    runcomfy.script_next(JobScript(queued_seconds=60))  # job 1 waits in RunComfy's queue
-    runcomfy.script_next(JobScript())
+    # Job 1 waits in RunComfy's queue (whichever of the two is submitted first).
+    runcomfy.script_when(
+        lambda body: f"/refs/{job.id}/" in body["images"][0], JobScript(queued_seconds=60)
+    )
     bot = await bots.start(**{k: env[k] for k in ("PUBLIC_URL", "WEB_PORT")})
     await until_final(telegram, bot, other.id)
     await telegram.wait_for(lambda: (j := bot.store.get(job.id)) and j.status == Status.QUEUED)

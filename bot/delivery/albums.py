@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from telegram import Bot, InputMediaDocument, InputMediaPhoto
@@ -23,6 +24,15 @@ log = logging.getLogger(__package__)
 
 _MAX_READ_TIMEOUT = 300.0
 _FAILED_ITEM_RE = re.compile(r"failed to send message #([0-9]+)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Sent:
+    """What Telegram gave back for one send: the file_ids by image index (to send them again),
+    and the keys a reply to one of them is matched by (``Job.image_keys``)."""
+
+    file_ids: dict[str, str] = field(default_factory=dict)
+    keys: dict[str, int] = field(default_factory=dict)
 
 
 class AlbumSender:
@@ -53,14 +63,14 @@ class AlbumSender:
         reply_to: int,
         first: bool = False,
         until: float | None = None,
-    ) -> dict[str, str]:
+    ) -> Sent:
         """Send one photo, document or album of ``files`` (bytes, or Telegram file_ids).
 
         ``first``: the job's first unit, captioned with its parameters (``render.unit_captions``).
         ``until``: wait out network trouble until then (see ``with_retries``).
 
         Returns the file_ids of what was sent (documents, or the largest size of photos), by
-        image index: Originals and /show reuse them.
+        image index: Originals and /show reuse them; and each image's message id and unique id.
         """
         # Shrinks when an album fails part-way: the items before the failed one were delivered.
         items = list(unit.items)
@@ -139,15 +149,19 @@ class AlbumSender:
         )
         messages = list(result) if isinstance(result, tuple | list) else [result]
         # ``items`` are those of the call that succeeded, so they line up with its messages.
-        return {
-            str(i): file_id
-            for i, m in zip(items, messages, strict=False)
-            if (file_id := _file_id(m, photo))
-        }
+        sent = Sent()
+        for i, m in zip(items, messages, strict=False):
+            file = _file(m, photo)
+            if isinstance(getattr(m, "message_id", None), int):
+                sent.keys[f"m:{m.message_id}"] = i
+            if file is not None:
+                sent.file_ids[str(i)] = file.file_id
+                sent.keys[f"u:{file.file_unique_id}"] = i
+        return sent
 
 
-def _file_id(message: Any, photo: bool) -> str | None:
-    """The file_id of the photo (its largest size) or document ``message`` carries."""
+def _file(message: Any, photo: bool) -> Any:
+    """The photo (its largest size) or document ``message`` carries, if any."""
     if photo:
-        return message.photo[-1].file_id if message.photo else None
-    return message.document.file_id if message.document else None
+        return message.photo[-1] if message.photo else None
+    return message.document

@@ -14,6 +14,7 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any, Literal
 
 from telegram import Bot
@@ -134,6 +135,19 @@ class FileRequests:
         indexes = sorted(self._delivered_indexes(job))
         return await self.originals.files(job.id, indexes) if indexes else None
 
+    def _kept_refs(self, job: Job) -> list[tuple[str, int, Path]]:
+        """The job's kept references as ZIP entries ``refs/1.jpg``… in the model's order (its
+        "image 1" first); one no longer kept is left out."""
+        entries = []
+        for number, ref in enumerate(job.refs, start=1):
+            path = self.originals.ref_path(job.id, ref.id)
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                continue
+            entries.append((f"refs/{number}.jpg", size, path))
+        return entries
+
     def _extra(self, job: Job, reply_to: int) -> dict[str, Any]:
         return {
             "chat_id": job.chat_id,
@@ -217,11 +231,12 @@ class FileRequests:
         if kept is None:
             return False
         names = [name for name, _ in sheets.panel_names([(f.index + 1, f.head) for f in kept])]
+        # (name in the archive, size, file): the images, then the references in refs/.
+        entries = [(name, f.size, f.path) for name, f in zip(names, kept, strict=True)]
+        entries += await asyncio.to_thread(self._kept_refs, job)
         prompt = render.details_text(job, lang) + "\n"
         groups = sheets.zip_groups(
-            [(name, f.size) for name, f in zip(names, kept, strict=True)],
-            prompt,
-            self.zip_part_bytes,
+            [(name, size) for name, size, _ in entries], prompt, self.zip_part_bytes
         )
         images = Plural(len(kept), "image")
         async with self._build_slot():
@@ -230,7 +245,7 @@ class FileRequests:
             for number, group in enumerate(groups, start=1):
                 try:
                     part = await asyncio.to_thread(
-                        sheets.zip_part, [(names[n], kept[n].path) for n in group], prompt
+                        sheets.zip_part, [(entries[n][0], entries[n][2]) for n in group], prompt
                     )
                 except FileNotFoundError:  # removed (the size cap) while it waited
                     if number == 1:
@@ -274,7 +289,11 @@ class FileRequests:
             return False
         for unit in render.delivery_plan([], indexes):
             sent = await self.sender.send(job, unit, files, reply_to=reply_to)
-            self.store.update(job, originals={**job.originals, **sent})
+            self.store.update(
+                job,
+                originals={**job.originals, **sent.file_ids},
+                image_keys={**job.image_keys, **sent.keys},
+            )
         return True
 
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 from telegram import Bot
 
 from bot import metrics, render
-from bot.delivery.albums import AlbumSender
+from bot.delivery.albums import AlbumSender, Sent
 from bot.downloads import Downloader
 from bot.errors import PermanentError, SeqbotError, TelegramUnreachableError
 from bot.images import DOCUMENT_MAX_BYTES, BadImage, ImageInfo, inspect, max_pixels
@@ -92,7 +93,7 @@ class ResultDelivery:
                         job, unit, data, first=number == 0, reply_to=job.message_id, until=until
                     )
                     if unit.items
-                    else {}
+                    else Sent()
                 )
                 self._delivered(job, number, unit, sent)
                 for index in unit.items:
@@ -106,15 +107,17 @@ class ResultDelivery:
                 log.warning("job %d: delivered, but its follow-up was not: %s", job.id, exc)
         return True
 
-    def _delivered(self, job: Job, number: int, unit: DeliveryUnit, sent: dict[str, str]) -> None:
+    def _delivered(self, job: Job, number: int, unit: DeliveryUnit, sent: Sent) -> None:
         """Record plan unit ``number`` as delivered, with the file_ids Telegram gave."""
         metrics.images_sent(job, len(unit.items), time.time())
         # The file_ids: documents for Originals, photos for /show, to send them again.
-        kept = (
-            {"photos": {**job.photos, **sent}}
+        kept: dict[str, Any] = (
+            {"photos": {**job.photos, **sent.file_ids}}
             if unit.kind == UnitKind.PHOTO
-            else {"originals": {**job.originals, **sent}}
+            else {"originals": {**job.originals, **sent.file_ids}}
         )
+        # The message ids and unique ids: a reply to one of these images takes it as a reference.
+        kept["image_keys"] = {**job.image_keys, **sent.keys}
         self.store.update(
             job,
             delivered=sorted({*job.delivered, number}),
@@ -241,6 +244,8 @@ class ResultDelivery:
             sent = await self.sender.send(job, unit, files, first=position == 0, reply_to=reply_to)
             if new is not None:
                 self._delivered(job, new, unit, sent)
+            else:  # the same images in new messages: a reply to these takes them too
+                self.store.update(job, image_keys={**job.image_keys, **sent.keys})
         if job.plan is not None and not self.undelivered(job):
             await self.originals.unpin(job.id)
         return bool(units)

@@ -84,7 +84,7 @@ class JobRunner:
         # The same Job object is shared by a job's task and the Cancel button.
         self.active: dict[int, Job] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
-        self.states = Transitions(store, settings, self.status, self.active)
+        self.states = Transitions(store, settings, self.status, self.active, originals)
         self.polls = PollStep(client, self.states, self.status, self.estimates, cancel=self.cancel)
         self.submits = SubmitStep(
             client,
@@ -179,6 +179,7 @@ class JobRunner:
         """Pick up every unfinished job from SQLite; returns how many. First, every job's
         credits are settled as far as the job got (a lock or a stop may have come between)."""
         self.store.reconcile_reservations()
+        await self._release_stale_pins()
         jobs = self.store.unfinished()
         for job in jobs:
             self.active[job.id] = job
@@ -186,6 +187,16 @@ class JobRunner:
         if jobs:
             log.info("resuming %d unfinished job(s)", len(jobs))
         return len(jobs)
+
+    async def _release_stale_pins(self) -> None:
+        """Pins left by jobs that ended with nothing to deliver (a stop between the end and the
+        unpin, or an older version): released, so their files do not outlive the cap."""
+        for job_id in await self.delivery.originals.pinned():
+            job = self.store.get(job_id)
+            if job is None:
+                await self.delivery.originals.unpin(job_id)
+            elif job.final:
+                await self.states.release(job)
 
     def _spawn(self, job: Job) -> None:
         task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
@@ -236,10 +247,6 @@ class JobRunner:
             if job.final:
                 self.active.pop(job.id, None)
                 self.status.forget(job)
-                if job.refs and job.plan is None:
-                    # Pinned at the submit for RunComfy's fetches; it ended before any delivery
-                    # (which keeps its own pin), so the cap may take its files again.
-                    await self.delivery.originals.unpin(job.id)
             self.estimates.forget(job.id)
 
     async def _fail(self, job: Job, exc: Exception) -> None:

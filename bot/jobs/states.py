@@ -12,6 +12,7 @@ from bot import metrics
 from bot.config import Settings
 from bot.errors import PermanentError, SeqbotError
 from bot.models import Job, Status
+from bot.originals import OriginalsCache
 from bot.status import StatusBoard
 from bot.store import Store
 from bot.texts import tr
@@ -27,9 +28,15 @@ class Transitions:
     """
 
     def __init__(
-        self, store: Store, settings: Settings, status: StatusBoard, active: dict[int, Job]
+        self,
+        store: Store,
+        settings: Settings,
+        status: StatusBoard,
+        active: dict[int, Job],
+        originals: OriginalsCache | None = None,
     ) -> None:
         self.store = store
+        self.originals = originals
         self.settings = settings
         self.status = status
         self.active = active
@@ -60,8 +67,22 @@ class Transitions:
         if self.settings.payments:
             self.settle(job)
         self.active.pop(job.id, None)
+        await self.release(job)
         if show:
             await self.status.show(job)
+
+    async def release(self, job: Job) -> None:
+        """An ended job with nothing to deliver (no plan: it failed or was cancelled before its
+        images came) needs none of its files kept: its pin goes, so the size cap may take them.
+        Pinned for RunComfy's fetches of its references (at the keep, at the submit) or by a
+        delivery that found no usable image; however it ended (a cancel while it waited for its
+        turn ends it outside its task)."""
+        if self.originals is None or job.plan is not None:
+            return  # a planned delivery keeps its own pin until every image is in (or /show)
+        try:
+            await self.originals.unpin(job.id)
+        except OSError as exc:
+            log.warning("job %d: its files stay pinned: %s", job.id, exc)
 
     def settle(self, job: Job) -> None:
         """Payments on: spend or return the job's reserved credits, as its state says.

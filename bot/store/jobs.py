@@ -36,7 +36,16 @@ log = logging.getLogger(__name__)
 
 _RETRY_FIRST, _RETRY_MOST = 0.1, 2.0  # seconds between tries to write waiting changes
 
-_JSON_FIELDS = ("image_urls", "plan", "delivered", "originals", "photos", "panels", "refs")
+_JSON_FIELDS = (
+    "image_urls",
+    "plan",
+    "delivered",
+    "originals",
+    "photos",
+    "panels",
+    "refs",
+    "image_keys",
+)
 _JOB_FIELDS = {f.name for f in dataclasses.fields(Job)}
 
 
@@ -152,9 +161,26 @@ class JobStore(StoreBase):
         )
         return jobs[0] if jobs else None
 
-    def job_image(self, chat_id: int, file_id: str) -> tuple[int, int] | None:
-        """(job id, image index) of the bot's own image in ``chat_id`` that Telegram knows as
-        ``file_id`` (a photo or an original sent as a file), the newest job first."""
+    def job_image(
+        self, chat_id: int, *, message_id: int, unique_id: str | None, file_id: str | None
+    ) -> tuple[int, int] | None:
+        """(job id, image index) of the bot's own image in ``chat_id``: the one sent as message
+        ``message_id`` or as the file ``unique_id``, else (images delivered before these were
+        recorded) the one Telegram gave as ``file_id``; the newest job first."""
+        keys = [f"m:{message_id}"] + ([f"u:{unique_id}"] if unique_id else [])
+        rows = self.db.query(
+            "SELECT id, image_keys FROM jobs WHERE chat_id = ? AND EXISTS ("
+            "SELECT 1 FROM json_each(jobs.image_keys) WHERE key IN (?, ?)"
+            ") ORDER BY id DESC LIMIT 1",
+            [chat_id, keys[0], keys[-1]],
+        )
+        for row in rows:
+            known = json.loads(row["image_keys"] or "{}")
+            for key in keys:  # the message first: it names one item of an album exactly
+                if isinstance(known.get(key), int):
+                    return int(row["id"]), int(known[key])
+        if not file_id:
+            return None
         rows = self.db.query(
             "SELECT id, photos, originals FROM jobs WHERE chat_id = ? AND ("
             "EXISTS (SELECT 1 FROM json_each(jobs.photos) WHERE value = ?) OR "
@@ -164,8 +190,8 @@ class JobStore(StoreBase):
         )
         for row in rows:
             for column in ("photos", "originals"):
-                for index, known in json.loads(row[column] or "{}").items():
-                    if known == file_id and str(index).isdigit():
+                for index, found in json.loads(row[column] or "{}").items():
+                    if found == file_id and str(index).isdigit():
                         return int(row["id"]), int(index)
         return None
 

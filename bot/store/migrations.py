@@ -178,3 +178,12 @@ def m009_money(db: sqlite_utils.Database) -> None:
 def m010_references(db: sqlite_utils.Database) -> None:
     """Reference images of a job (edit-sequential): their ids, sizes and where they came from."""
     db.table("jobs").add_column("refs", str)  # JSON list of models.Reference
+
+
+@migrations()
+def m011_image_keys(db: sqlite_utils.Database) -> None:
+    """How Telegram knows the bot's delivered images, for a reply to one: its message id and the
+    file's unique id (a file_id may differ each time Telegram hands the same file out)."""
+    db.table("jobs").add_column(
+        "image_keys", str
+    )  # JSON {"m:<message id>" | "u:<unique id>": index}

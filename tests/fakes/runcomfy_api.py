@@ -385,6 +385,9 @@ class FakeRunComfy:
         self.edit_schema: dict[str, Any] = json.loads(EDIT_SCHEMA_PATH.read_text(encoding="utf-8"))
         self._edit_validator = validator_cls(self.edit_schema)
         self._scripts: deque[JobScript] = deque()
+        # Scripts for the first submit whose body matches: jobs resumed together reach the fake
+        # in either order, so "the next submit" would not say which job gets which script.
+        self._scripts_when: list[tuple[Callable[[dict[str, Any]], bool], JobScript]] = []
         self._next_faults: dict[str, deque[_FaultRule]] = {e: deque() for e in ENDPOINTS}
         self._ratio_faults: dict[str, list[_FaultRule]] = {e: [] for e in ENDPOINTS}
         self._timing_rng: random.Random | None = None
@@ -468,6 +471,10 @@ class FakeRunComfy:
     # ----------------------------------------------------------------- scripting
     def script_next(self, script: JobScript) -> None:
         self._scripts.append(script)
+
+    def script_when(self, match: Callable[[dict[str, Any]], bool], script: JobScript) -> None:
+        """Use ``script`` for the first submit whose body ``match`` accepts (before script_next)."""
+        self._scripts_when.append((match, script))
 
     def _generating(self, rng: random.Random, payload: dict[str, Any]) -> float:
         if self._uniform_timing:
@@ -734,7 +741,12 @@ class FakeRunComfy:
                 f"{len(refs)} reference images and {count} images: at most "
                 f"{MAX_REFS_AND_IMAGES} in all"
             )
-        script = self._scripts.popleft() if self._scripts else self.default_script
+        matched = next((w for w in self._scripts_when if w[0](payload)), None)
+        if matched is not None:
+            self._scripts_when.remove(matched)
+            script = matched[1]
+        else:
+            script = self._scripts.popleft() if self._scripts else self.default_script
         if edit and script.fetch_refs == "submit":
             fetched = await self._fetch_refs(refs)
             bad = [i for i, f in enumerate(fetched) if not f.ok]
