@@ -31,10 +31,11 @@ SECRET = "webhook-secret-0123456789"
 WEBHOOK_CHILD = """
 import asyncio, sys
 from telegram import Bot
-from bot.webhook import WebhookServer
+from bot.web.server import Webhook, WebServer
 
 async def main():
-    server = WebhookServer(Bot("123456:" + "a" * 30), asyncio.Queue(), path="hook", secret=SECRET)
+    hook = Webhook(Bot("123456:" + "a" * 30), asyncio.Queue(), "hook", SECRET)
+    server = WebServer(webhook=hook)
     server.listen(PORT, "127.0.0.1")
     print("ready", flush=True)
     await asyncio.sleep(3600)

@@ -26,6 +26,8 @@ configuration (environment variables, or .env in the working directory):
   JOB_DEADLINE_SECONDS        default 1800
   HTTP_TIMEOUT_SECONDS        default 30
   DOWNLOAD_TIMEOUT_SECONDS    default 120: the whole download of one result image
+  ALBUM_WAIT_SECONDS          default 1: an album is complete once no item came for this long
+  REFERENCE_FETCH_TIMEOUT_SECONDS  default 30: one reference image from Telegram
   TELEGRAM_RETRY_SECONDS      default 1: first wait after a network error sending to Telegram
   TELEGRAM_RETRY_MAX_SECONDS  default 60: longest wait between tries of a delivery
   DELIVERY_DEADLINE_SECONDS   default 10800: how long a job's images are retried through

@@ -33,6 +33,7 @@ from bot.config import Settings
 from bot.context import BotContext, Services
 from bot.downloads import Downloader
 from bot.flood import PriorityRateLimiter
+from bot.intake import Intake
 from bot.jobs import JobRunner
 from bot.permissions import Permissions
 from bot.repeats import Repeats
@@ -40,7 +41,8 @@ from bot.runcomfy import RunComfyClient
 from bot.startup import Call, FatalStartupError, in_background, patiently
 from bot.store import Store
 from bot.texts import languages, tr
-from bot.webhook import WebhookServer
+from bot.web.references import prefix_of
+from bot.web.server import References, Webhook, WebServer, write_nonce
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +186,10 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
     new_messages = filters.UpdateType.MESSAGE
     app.add_handler(CommandHandler(["start", "help"], handlers.start, filters=new_messages))
     app.add_handler(CommandHandler("seq", handlers.seq, filters=new_messages))
+    # A photo's or file's "/seq …" is its caption, which CommandHandler never reads; album items
+    # come here too, with or without one (a reply to any item takes the whole album).
+    media = filters.PHOTO | filters.Document.ALL
+    app.add_handler(MessageHandler(new_messages & media, handlers.media))
     app.add_handler(CommandHandler("cancel", handlers.cancel_command, filters=new_messages))
     app.add_handler(CommandHandler("jobs", handlers.jobs_command, filters=new_messages))
     app.add_handler(CommandHandler("show", handlers.show_command, filters=new_messages))
@@ -253,7 +259,7 @@ class _Progress:
     """How far start-up got, so that stopping undoes exactly that."""
 
     post_init: bool = False
-    webhook: WebhookServer | None = None
+    webhook: WebServer | None = None
 
 
 async def serve(settings: Settings) -> None:
@@ -313,7 +319,9 @@ async def _start(app: Application, settings: Settings, progress: _Progress) -> N
 async def _stop(app: Application, progress: _Progress) -> None:  # type: ignore[type-arg]
     """Undo whatever start-up reached, in reverse order."""
     if progress.webhook is not None:
-        await progress.webhook.stop()
+        # Updates stop first; the rest of the server (references RunComfy may be fetching for
+        # a submit on its way) stops in post_shutdown, after the jobs.
+        progress.webhook.stop_updates()
     if app.updater is not None and app.updater.running:
         await app.updater.stop()
     if app.running:
@@ -327,8 +335,9 @@ async def _stop(app: Application, progress: _Progress) -> None:  # type: ignore[
         await app.post_shutdown(app)
 
 
-async def receive_updates(app: Application, settings: Settings) -> WebhookServer | None:  # type: ignore[type-arg]
-    """Long polling, or in webhook mode the local server plus ``setWebhook``; returns the server."""
+async def receive_updates(app: Application, settings: Settings) -> WebServer | None:  # type: ignore[type-arg]
+    """Long polling, or in webhook mode ``setWebhook`` (the web server, listening since
+    ``post_init``, takes the updates); returns that server."""
     if not settings.webhook_url:
         assert app.updater is not None
         # Telegram answered getMe a moment ago: deleteWebhook is retried quietly if it blips.
@@ -336,15 +345,9 @@ async def receive_updates(app: Application, settings: Settings) -> WebhookServer
             allowed_updates=allowed_updates(settings), bootstrap_retries=-1
         )
         return None
-    assert settings.webhook_secret is not None
-    server = WebhookServer(
-        app.bot,
-        app.update_queue,
-        path=settings.webhook_path,
-        secret=settings.webhook_secret,
-        timeout=settings.webhook_timeout,
-    )
-    server.listen(settings.webhook_port, settings.webhook_listen)
+    services: Services = app.bot_data
+    server = services.web
+    assert server is not None, "post_init starts the web server in webhook mode"
     try:
         await patiently(
             lambda: app.bot.set_webhook(
@@ -357,8 +360,46 @@ async def receive_updates(app: Application, settings: Settings) -> WebhookServer
             settings,
         )
     except BaseException:
-        await server.stop()
+        server.stop_updates()
         raise
+    return server
+
+
+def start_web(app: Application, settings: Settings, runner: JobRunner) -> WebServer | None:  # type: ignore[type-arg]
+    """The web server, when webhook mode is on or PUBLIC_URL is set: listening before any job
+    is resumed, since RunComfy may fetch a reference the moment a job is submitted."""
+    if not settings.webhook_url and runner.links is None:
+        return None
+    webhook = None
+    if settings.webhook_url:
+        assert settings.webhook_secret is not None
+        webhook = Webhook(app.bot, app.update_queue, settings.webhook_path, settings.webhook_secret)
+    references = None
+    if runner.links is not None:
+        # runner.find: the live job while it runs, so a job ends for its URLs the moment it does.
+        references = References(runner.links, runner.find, runner.delivery.originals.ref_path)
+    server = WebServer(
+        webhook=webhook,
+        references=references,
+        prefix=prefix_of(runner.links.public_url) if runner.links else "",
+        timeout=settings.webhook_timeout,
+    )
+    try:
+        server.listen(settings.web_port, settings.web_listen)
+    except OSError as exc:
+        # Waiting does not free a port: one line and exit 2, not a traceback.
+        raise FatalStartupError(
+            f"seqbot: the web server cannot listen on {settings.web_listen}:{settings.web_port} "
+            f"(WEB_LISTEN / WEB_PORT): {exc.strerror or exc}"
+        ) from None
+    if references is not None:
+        write_nonce(settings.database_path, server.nonce)
+        log.info(
+            "reference images are published under %s (listening on %s:%d)",
+            settings.public_url,
+            settings.web_listen,
+            settings.web_port,
+        )
     return server
 
 
@@ -401,8 +442,18 @@ async def _post_init(app: Application) -> None:  # type: ignore[type-arg]
     )
     services.store, services.client, services.runner = store, client, runner
     services.permissions = Permissions(app.bot, settings.admin_user_ids)
+    services.intake = Intake(
+        app.bot,
+        settings,
+        store,
+        runner.delivery.originals,
+        runner.start,
+        album_wait=settings.album_wait,
+        fetch_timeout=settings.reference_fetch_timeout,
+    )
     if settings.metrics_port is not None:
         services.metrics = metrics.serve(settings.metrics_port, settings.metrics_listen)
+    services.web = start_web(app, settings, runner)
 
     log.info(
         "seqbot started as @%s; database %s; Telegram API %s; RunComfy API %s; poll every %ss",
@@ -447,6 +498,8 @@ async def _post_stop(app: Application) -> None:  # type: ignore[type-arg]
     if tasks:
         # Awaited, so nothing is left pending (or warned about) when the loop closes.
         await asyncio.wait(tasks)
+    if services.intake:
+        await services.intake.stop()
     if services.runner:
         await services.runner.stop()
 
@@ -459,6 +512,9 @@ async def _post_shutdown(app: Application) -> None:  # type: ignore[type-arg]
         await services.downloader.aclose()
     if services.store:
         services.store.close()
+    web, services.web = services.web, None
+    if web is not None:  # after the jobs: a submit's references are served to the end
+        await web.stop()
     server, services.metrics = services.metrics, None
     if server:
         await asyncio.to_thread(server.close)

@@ -48,6 +48,8 @@ class Settings:
     public_url: str | None = None
     web_listen: str = "127.0.0.1"
     web_port: int = 8080
+    album_wait: float = 1.0  # an album is complete once no item came for this long
+    reference_fetch_timeout: float = 30.0  # one reference image from Telegram: getFile + download
     webhook_timeout: float = 10.0  # a request's headers, its body, an idle connection: each
     log_format: str = "text"
     originals_keep_days: float = 2.0
@@ -180,6 +182,8 @@ class Settings:
         )
         if webhook_url is not None and metrics_port == webhook_port:
             raise ConfigError("METRICS_PORT", "must differ from WEBHOOK_PORT")
+        if public_url is not None and metrics_port == web_port:
+            raise ConfigError("METRICS_PORT", "must differ from WEB_PORT")
         log_format = (get("LOG_FORMAT") or cls.log_format).lower()
         if log_format not in ("text", "json"):
             raise ConfigError("LOG_FORMAT", "must be text or json")
@@ -221,6 +225,10 @@ class Settings:
             public_url=public_url,
             web_listen=web_listen,
             web_port=web_port,
+            album_wait=_positive(get, "ALBUM_WAIT_SECONDS", cls.album_wait),
+            reference_fetch_timeout=_positive(
+                get, "REFERENCE_FETCH_TIMEOUT_SECONDS", cls.reference_fetch_timeout
+            ),
             webhook_timeout=_positive(get, "WEBHOOK_TIMEOUT_SECONDS", cls.webhook_timeout),
             log_format=log_format,
             originals_keep_days=_positive(get, "ORIGINALS_KEEP_DAYS", cls.originals_keep_days),

@@ -15,12 +15,14 @@ from telegram.ext import CallbackContext, ExtBot
 if TYPE_CHECKING:
     from bot.config import Settings
     from bot.downloads import Downloader
+    from bot.intake import Intake
     from bot.jobs import JobRunner
     from bot.metrics import MetricsServer
     from bot.permissions import Permissions
     from bot.repeats import Repeats
     from bot.runcomfy import RunComfyClient
     from bot.store import Store
+    from bot.web.server import WebServer
 
 _T = TypeVar("_T")
 
@@ -43,6 +45,8 @@ class Services:
         self.menu: asyncio.Task[bool] | None = None  # the command menu, set in the background
         self.metrics: MetricsServer | None = None  # with METRICS_PORT only
         self.repeats: Repeats | None = None
+        self.web: WebServer | None = None  # webhook mode or PUBLIC_URL: the bot's web server
+        self.intake: Intake | None = None  # reference images in (photos, files, albums)
 
 
 def _ready(value: _T | None, name: str) -> _T:
@@ -68,6 +72,11 @@ class BotContext(CallbackContext[ExtBot[Any], dict[Any, Any], dict[Any, Any], Se
     def store(self) -> Store:
         """The job database."""
         return _ready(self.bot_data.store, "store")
+
+    @property
+    def intake(self) -> Intake:
+        """Reference images in: albums collected, files fetched and cleaned."""
+        return _ready(self.bot_data.intake, "intake")
 
     @property
     def repeats(self) -> Repeats:

@@ -18,6 +18,7 @@ from bot.config import Settings
 from bot.errors import ConfigError
 from bot.logs import redact
 from bot.store import Store
+from bot.web.server import nonce_path
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,48 @@ def check_database(settings: Settings) -> Check:
     return Check(True, "Database", f"{path.resolve()} is writable; {unfinished} unfinished job(s)")
 
 
+async def check_web(settings: Settings) -> Check:
+    """PUBLIC_URL's health path, fetched from outside the bot (as RunComfy fetches references):
+    did the running bot answer (the nonce it wrote beside the database at its start)?"""
+    assert settings.public_url is not None
+    url = f"{settings.public_url}/healthz"
+    try:
+        expected: str | None = nonce_path(settings.database_path).read_text().strip()
+    except OSError:
+        expected = None
+    running = "" if expected else "; no bot using this DATABASE_PATH has started its web server"
+    try:
+        async with httpx.AsyncClient(timeout=min(settings.http_timeout, 15.0)) as client:
+            response = await client.get(url)
+    except httpx.HTTPError as exc:
+        return Check(
+            False,
+            "Web server",
+            f"could not reach {url} ({type(exc).__name__}){running}; RunComfy could not fetch "
+            f"reference images: the TLS proxy must forward PUBLIC_URL's path to "
+            f"WEB_LISTEN:WEB_PORT ({settings.web_listen}:{settings.web_port})",
+        )
+    answer = response.text[:200].strip() if response.status_code == 200 else ""
+    if answer.startswith("seqbot ") and expected and answer == f"seqbot {expected}":
+        return Check(
+            True, "Web server", f"this bot answers at {url}: RunComfy can fetch references"
+        )
+    if answer.startswith("seqbot "):
+        return Check(
+            False,
+            "Web server",
+            f"a seqbot answers at {url}, but not the one running with this database{running}",
+        )
+    if response.status_code != 200:
+        return Check(
+            False,
+            "Web server",
+            f"{url} answered HTTP {response.status_code}{running}; the TLS proxy must forward "
+            f"PUBLIC_URL's path, unchanged, to {settings.web_listen}:{settings.web_port}",
+        )
+    return Check(False, "Web server", f"something other than this bot answers at {url}")
+
+
 async def diagnose(env: Mapping[str, str]) -> list[Check]:
     """Every check, in order; the token checks are skipped when the configuration is broken."""
     try:
@@ -148,6 +191,8 @@ async def diagnose(env: Mapping[str, str]) -> list[Check]:
         _guarded("RunComfy", check_runcomfy(settings)),
     )
     checks += [telegram, runcomfy, check_database(settings)]
+    if settings.public_url:
+        checks.append(await _guarded("Web server", check_web(settings)))
     # A detail may quote an answer or an error: none may carry a token.
     return [Check(c.ok, c.name, redact(c.detail, settings.secrets)) for c in checks]
 

@@ -60,7 +60,9 @@ async def answer_quietly(
 async def start(update: Update, context: BotContext) -> None:
     """/start and /help: what the bot does and how to use it."""
     if update.message:
-        await update.message.reply_text(render.help_text(lang(update)))  # quoted in groups only
+        refs = context.settings.public_url is not None
+        # Quoted in groups only.
+        await update.message.reply_text(render.help_text(lang(update), refs=refs))
 
 
 def _replied_text(message: Message, bot_id: int) -> str | None:
@@ -78,6 +80,10 @@ async def seq(update: Update, context: BotContext) -> None:
     message = update.message
     if message is None or message.text is None:
         return
+    sources = context.intake.replied_sources(message)
+    if sources is not None:  # a reply to a photo, an image file or one of the bot's images
+        await context.intake.start(message, message.text, sources)
+        return
     user = message.from_user
     try:
         limits.check_access(
@@ -94,6 +100,12 @@ async def seq(update: Update, context: BotContext) -> None:
         await context.runner.start(request, origin_of(message))
     except SeqbotError as exc:
         await message.reply_text(exc.text(lang(update)), do_quote=True)
+
+
+async def media(update: Update, context: BotContext) -> None:
+    """A photo or file: ``/seq …`` in its caption, or an album item (see ``bot.intake``)."""
+    if update.message is not None:
+        await context.intake.on_media(update.message)
 
 
 async def cancel_button(update: Update, context: BotContext) -> None:

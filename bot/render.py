@@ -70,9 +70,17 @@ def _usage_body(lang: str | None) -> str:
     )
 
 
-def help_text(lang: str | None) -> str:
-    """/start and /help: the greeting says what the bot does, so the usage's intro is left out."""
-    return tr(lang, HELP, usage=_usage_body(lang))
+REFS_HELP = """\
+Your own characters: send a photo (or an album of up to 10) with /seq in its caption, \
+e.g. /seq 4 the woman in image 1 as a pilot, four scenes. Or reply /seq … to a photo, \
+or to one of my images to continue from it. In groups, put /seq on the photo itself."""
+
+
+def help_text(lang: str | None, *, refs: bool = False) -> str:
+    """/start and /help: the greeting says what the bot does, so the usage's intro is left out;
+    with ``refs`` (PUBLIC_URL set) one short example of reference images."""
+    text = tr(lang, HELP, usage=_usage_body(lang))
+    return f"{text}\n\n{tr(lang, REFS_HELP)}" if refs else text
 
 
 def utf16_len(text: str) -> int:

@@ -22,6 +22,8 @@ from bot.slots import RankedBucket
 log = logging.getLogger(__name__)
 
 MODEL_PATH = "/v1/models/bytedance/seedream-4-0/sequential"
+# The same model with reference images (the body has ``images``): same queue, same answers.
+EDIT_MODEL_PATH = "/v1/models/bytedance/seedream-4-0/edit-sequential"
 
 
 class RemoteStatus(StrEnum):
@@ -261,20 +263,21 @@ class RunComfyClient:
         payload: dict[str, Any],
         *,
         sending: Callable[[], Awaitable[bool]] | None = None,
+        edit: bool = False,
     ) -> Submission | None:
         """POST the job once. Never retried: a second POST would start (and bill) a second job.
 
         ``sending`` is awaited once the rate-limit slot is taken, right before the POST: there the
         caller records that the job is being sent, so a stop while the job waits for its slot
         leaves a job RunComfy never saw. If it returns False nothing is sent and this returns None.
+        ``edit``: the job has reference images (``payload["images"]``): edit-sequential.
         """
+        path = EDIT_MODEL_PATH if edit else MODEL_PATH
         await self._slots.acquire()
         if sending is not None and not await sending():
             return None
         try:
-            response = await self.http.post(
-                self._url(MODEL_PATH), json=payload, headers=self._headers
-            )
+            response = await self.http.post(self._url(path), json=payload, headers=self._headers)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             metrics.RUNCOMFY_REQUESTS.labels("submit", metrics.failure(exc)).inc()
             # The request never left: nothing was billed.

@@ -16,6 +16,13 @@ _SCHEMA: dict[str, Any] = json.loads(
     resources.files("bot").joinpath("input.schema.json").read_text(encoding="utf-8")
 )
 _PROPS: dict[str, Any] = _SCHEMA["properties"]
+# edit-sequential: the same request plus ``images``, the reference images' URLs.
+_EDIT_SCHEMA: dict[str, Any] = json.loads(
+    resources.files("bot").joinpath("edit.input.schema.json").read_text(encoding="utf-8")
+)
+MAX_REFS: int = _EDIT_SCHEMA["properties"]["images"]["maxItems"]
+# ByteDance's rule for this model: references plus requested images at most 15.
+MAX_REFS_AND_IMAGES = 15
 
 COUNTS: tuple[int, ...] = tuple(_PROPS["sequential_image_generation_options"]["enum"])
 MIN_COUNT, MAX_COUNT = min(COUNTS), max(COUNTS)
@@ -58,10 +65,11 @@ def ratio_of(size: str) -> str:
 
 
 @cache
-def _validator() -> jsonschema.protocols.Validator:
-    cls = jsonschema.validators.validator_for(_SCHEMA)
-    cls.check_schema(_SCHEMA)
-    return cls(_SCHEMA)  # type: ignore[no-any-return]
+def _validator(edit: bool = False) -> jsonschema.protocols.Validator:
+    schema = _EDIT_SCHEMA if edit else _SCHEMA
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)  # type: ignore[no-any-return]
 
 
 def build_payload(
@@ -77,9 +85,50 @@ def build_payload(
     }
     if seed is not None:
         payload["seed"] = seed
-    errors = sorted(_validator().iter_errors(payload), key=lambda e: list(e.path))
+    _check(payload, edit=False)
+    return payload
+
+
+def check_refs(refs: int, count: int) -> None:
+    """Raise InputError when there are too many references, or no room for ``count`` images
+    (references plus images at most 15): checked at intake and again right before the submit."""
+    if refs > MAX_REFS:
+        raise InputError(
+            "At most {limit} reference images can be used at once; you sent {refs}.",
+            limit=MAX_REFS,
+            refs=refs,
+        )
+    room = min(MAX_REFS_AND_IMAGES - refs, MAX_COUNT)
+    if count > room:
+        raise InputError(
+            "1 reference image leaves room for at most {room} images; you asked for {count}."
+            if refs == 1
+            else "{refs} reference images leave room for at most {room} images; "
+            "you asked for {count}.",
+            refs=refs,
+            room=room,
+            count=count,
+        )
+
+
+def build_edit_payload(
+    *, text: str, count: int, size: str, mode: str, seed: int | None, images: list[str]
+) -> dict[str, Any]:
+    """The edit-sequential submit body: the sequential one plus ``images`` (the references'
+    URLs, in the order the model reads them), validated against the bundled edit schema and
+    the 15-image rule."""
+    if not images:
+        raise InputError("That request is not allowed (images: none given).")
+    check_refs(len(images), count)
+    payload = build_payload(text=text, count=count, size=size, mode=mode, seed=seed)
+    payload["images"] = list(images)
+    _check(payload, edit=True)
+    return payload
+
+
+def _check(payload: dict[str, Any], *, edit: bool) -> None:
+    errors = sorted(_validator(edit).iter_errors(payload), key=lambda e: list(e.path))
     if errors:
         first = errors[0]
         field = ".".join(str(p) for p in first.path) or "request"
         raise InputError(f"That request is not allowed ({field}: {first.message}).")
-    return payload

@@ -52,9 +52,14 @@ async def telegram() -> AsyncIterator[FakeTelegram]:
         yield fake
 
 
+# Nothing that reaches RunComfy may carry the bot token or a Telegram file URL (which holds it):
+# the fake records an error for any request that does, and assert_clean fails on it.
+FORBIDDEN_AT_RUNCOMFY = (TG_TOKEN, TG_TOKEN.partition(":")[2], "/file/bot")
+
+
 @pytest.fixture
 async def runcomfy() -> AsyncIterator[FakeRunComfy]:
-    async with FakeRunComfy(token=RC_TOKEN) as fake:
+    async with FakeRunComfy(token=RC_TOKEN, forbidden=FORBIDDEN_AT_RUNCOMFY) as fake:
         yield fake
 
 

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import json
+import socket
+from pathlib import Path
 from typing import Any
 
-from bot.store import Job
+from PIL import Image
+
+from bot.models import Origin, Reference, SeqRequest
+from bot.originals import OriginalsCache
+from bot.store import Job, Store
 from tests.conftest import RunningBot
 from tests.fakes.runcomfy_api import FakeRunComfy
-from tests.fakes.telegram_api import FakeTelegram
+from tests.fakes.telegram_api import ADA_ID, FakeTelegram
 
 
 async def until_final(telegram: FakeTelegram, bot: RunningBot, job_id: int = 1) -> Job:
@@ -54,7 +61,7 @@ def media(telegram: FakeTelegram, kind: str | None = None) -> list[dict]:
 
 def assert_clean(telegram: FakeTelegram, runcomfy: FakeRunComfy) -> None:
     """Neither fake saw a call that breaks its API's rules."""
-    assert telegram.errors == []
+    assert telegram.errors == [], telegram.errors
     assert [e for e in runcomfy.errors if not e.startswith("warning")] == []
 
 
@@ -100,3 +107,62 @@ async def reply_to(telegram: FakeTelegram, update: dict[str, Any]) -> str:
 
     text: str = await telegram.wait_for(reply)
     return text
+
+
+# ---- reference images: jobs recorded as the intake records them --------------------------------
+
+PREFIX = "/seqbot"  # PUBLIC_URL's path in the tests
+
+
+def jpeg(colour: tuple[int, int, int], size: tuple[int, int] = (96, 64)) -> bytes:
+    """A small plain JPEG of one colour."""
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+async def record_job(
+    env: dict[str, str],
+    telegram: FakeTelegram,
+    images: list[bytes],
+    *,
+    count: int = 2,
+    keep_files: bool = True,
+) -> tuple[Job, list[Reference]]:
+    """A job with these reference images, written as the intake writes it (row, then files)."""
+    db = Path(env["DATABASE_PATH"])
+    message_id = telegram.send_text("(a photo)", push=False)["message"]["message_id"]
+    refs = [
+        Reference(f"ref{i:02d}-{'x' * 8}", "photo", ADA_ID, message_id, 96, 64, len(data))
+        for i, data in enumerate(images)
+    ]
+    request = SeqRequest(
+        count=count,
+        size="2048:2048 (1:1)",
+        mode="fast",
+        seed=None,
+        prompt="the cup in image 1",
+        text=f"Generate {count} images: the cup in image 1 on a table.",
+        refs=tuple(refs),
+    )
+    store = Store(db)
+    try:
+        origin = Origin(ADA_ID, message_id, ADA_ID, ADA_ID, "ada", None, "private")
+        job = store.create_job(request, origin)
+        assert job is not None
+    finally:
+        store.close()
+    if keep_files:
+        cache = OriginalsCache(db.parent / "originals")
+        for ref, data in zip(refs, images, strict=True):
+            await cache.save_ref(job.id, ref.id, data)
+    return job, refs
+
+
+def refs_env(env: dict[str, str], port: int | None = None) -> dict[str, str]:
+    """The test environment with PUBLIC_URL (http on loopback, under ``PREFIX``) and WEB_PORT."""
+    if port is None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+    return {**env, "PUBLIC_URL": f"http://127.0.0.1:{port}{PREFIX}", "WEB_PORT": str(port)}

@@ -252,3 +252,49 @@ async def test_example_updates_can_be_pushed_and_fetched(bot: Bot, fake: FakeTel
     assert cancel.callback_query and await bot.answer_callback_query(cancel.callback_query.id)
     assert await bot.get_updates(offset=updates[-1].update_id + 1, timeout=0) == ()
     assert not fake.errors
+
+
+async def test_photos_albums_and_documents_users_send_can_be_fetched(
+    fake: FakeTelegram, bot: Bot
+) -> None:
+    data = jpeg(640, 480)
+    sent = fake.send_photo(data, "/seq 2 a fox")
+    update = Update.de_json(sent, bot)
+    assert update is not None and update.message is not None
+    message = update.message
+    assert message.caption == "/seq 2 a fox" and message.text is None
+    assert message.caption_entities[0].type == "bot_command"
+    assert (message.photo[-1].width, message.photo[-1].height) == (640, 480)
+    file = await bot.get_file(message.photo[-1].file_id)
+    assert bytes(await file.download_as_bytearray()) == data
+    # python-telegram-bot makes file_path the whole URL, token included.
+    assert file.file_path == f"{fake.base_file_url}{fake.token}/photos/file_0.jpg"
+    assert fake.downloads == [("photos/file_0.jpg", 200)]
+
+    album = fake.send_album([jpeg(64, 64), jpeg(32, 32)], "/seq 2 both", caption_on=1)
+    groups = {u["message"]["media_group_id"] for u in album}
+    assert len(groups) == 1 and "caption" not in album[0]["message"]
+    assert album[1]["message"]["caption"] == "/seq 2 both"
+
+    doc = fake.send_document(b"%PDF", mime_type="application/pdf", file_name="a.pdf")
+    assert doc["message"]["document"]["mime_type"] == "application/pdf"
+    assert "caption" not in doc["message"]
+
+
+async def test_get_file_refuses_big_and_unknown_files_and_downloads_need_the_token(
+    fake: FakeTelegram, bot: Bot
+) -> None:
+    big = fake.send_photo(jpeg(64, 64), size=21 * 1024 * 1024)
+    with pytest.raises(BadRequest, match="File is too big"):
+        await bot.get_file(big["message"]["photo"][-1]["file_id"])
+    with pytest.raises(BadRequest, match="Invalid file_id"):
+        await bot.get_file("AgACAgUAAxkBAAUnothere")
+    small = fake.send_photo(jpeg(64, 64))
+    file = await bot.get_file(small["message"]["photo"][-1]["file_id"])
+    base = fake.base_file_url
+    async with httpx.AsyncClient() as client:
+        path = str(file.file_path).rpartition(fake.token + "/")[2]
+        right = await client.get(f"{base}{fake.token}/{path}")
+        wrong = await client.get(f"{base}123:wrong/{path}")
+        unknown = await client.get(f"{base}{fake.token}/photos/none.jpg")
+    assert (right.status_code, wrong.status_code, unknown.status_code) == (200, 404, 404)

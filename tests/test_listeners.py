@@ -13,7 +13,7 @@ from telegram import Bot
 
 from bot import metrics
 from bot.config import Settings
-from bot.webhook import WebhookServer
+from bot.web.server import Webhook, WebServer
 from tests.conftest import RC_TOKEN, TG_TOKEN, Bots
 from tests.fakes.runcomfy_api import FakeRunComfy
 from tests.fakes.telegram_api import FakeTelegram
@@ -145,9 +145,8 @@ async def test_updates_still_arrive_after_refusals(
 
 async def test_the_webhook_server_keeps_at_most_so_many_connections() -> None:
     queue: asyncio.Queue[object] = asyncio.Queue()
-    server = WebhookServer(
-        Bot(TG_TOKEN), queue, path="hook", secret=SECRET, timeout=30, max_connections=3
-    )
+    hook = Webhook(Bot(TG_TOKEN), queue, "hook", SECRET)
+    server = WebServer(webhook=hook, timeout=30, max_connections=3)
     port = free_port()
     server.listen(port, "127.0.0.1")
     try:

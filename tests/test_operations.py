@@ -24,7 +24,8 @@ from bot.__main__ import main as cli
 from bot.app import receive_updates as start_receiving
 from bot.config import Settings
 from bot.logs import JsonFormatter
-from bot.webhook import MAX_BODY_BYTES, WebhookServer
+from bot.web.server import WebServer
+from bot.web.webhook import MAX_BODY_BYTES
 from tests.conftest import RC_TOKEN, TG_TOKEN, Bots, RunningBot
 from tests.fakes.runcomfy_api import FakeRunComfy
 from tests.fakes.telegram_api import FakeTelegram
@@ -45,7 +46,7 @@ def free_port() -> int:
 class WebhookBot(RunningBot):
     """The real Application receiving updates on its webhook server, as ``python -m bot`` does."""
 
-    server: WebhookServer | None = None
+    server: WebServer | None = None
 
     async def receive_updates(self) -> None:
         """The webhook server and setWebhook, as ``python -m bot`` does."""
@@ -53,7 +54,7 @@ class WebhookBot(RunningBot):
 
     async def stop(self) -> None:
         if self.server is not None:
-            await self.server.stop()
+            self.server.stop_updates()  # as ``python -m bot`` stops: updates first
         await super().stop()
 
 

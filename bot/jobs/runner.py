@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 
 from telegram import Bot
 
@@ -12,6 +13,7 @@ from bot import limits, metrics, payments
 from bot.config import Settings
 from bot.delivery import Delivery
 from bot.downloads import Downloader
+from bot.errors import StoreBusyError
 from bot.jobs.deliver import DeliveryStep
 from bot.jobs.estimates import Estimates
 from bot.jobs.poll import PollStep
@@ -23,6 +25,7 @@ from bot.runcomfy import RunComfyClient
 from bot.sending import Background
 from bot.status import StatusBoard
 from bot.store import NotEnoughCredits, Store
+from bot.web.references import ReferenceLinks, load_key
 
 log = logging.getLogger("bot.jobs")
 
@@ -72,6 +75,12 @@ class JobRunner:
             deadline=settings.delivery_deadline,
             read_timeout=settings.http_timeout,
         )
+        # Reference images are published under PUBLIC_URL, signed with a key kept across restarts.
+        self.links = (
+            ReferenceLinks(settings.public_url, load_key(settings.database_path))
+            if settings.public_url
+            else None
+        )
         # The same Job object is shared by a job's task and the Cancel button.
         self.active: dict[int, Job] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
@@ -84,6 +93,8 @@ class JobRunner:
             self.background,
             cancel_owed=self.polls.cancel_owed,
             http_timeout=settings.http_timeout,
+            originals=originals,
+            links=self.links,
         )
         self.deliveries = DeliveryStep(self.delivery, self.states, self.status, self.estimates)
         metrics.watch(self)  # its active jobs, by state, on the metrics page
@@ -95,8 +106,13 @@ class JobRunner:
 
     # ---- starting, resuming, stopping -------------------------------------------------------
 
-    async def start(self, request: SeqRequest, origin: Origin) -> Job | None:
+    async def start(
+        self, request: SeqRequest, origin: Origin, *, ref_files: Mapping[str, bytes] | None = None
+    ) -> Job | None:
         """Check the limits, record the job, then reply and submit it in the background.
+
+        ``ref_files``: the cleaned bytes of each of ``request.refs`` by id, kept on disk after
+        the row is written and before the job is started (its submit publishes them).
 
         Returns None when this message already made a job. Raises RefusedError when a limit
         says no, StoreBusyError when SQLite cannot take it. Nothing awaits between the checks
@@ -132,8 +148,32 @@ class JobRunner:
         self.states.log_event(job, "recorded")
         metrics.job_moved(job)
         self.active[job.id] = job
+        if ref_files and not await self._keep_refs(job, ref_files):
+            return job
         self._spawn(job)
         return job
+
+    async def _keep_refs(self, job: Job, files: Mapping[str, bytes]) -> bool:
+        """Keep the job's reference images on disk; False (the job failed, nothing billed) when
+        they cannot be written. Pinned: the size cap must not take them while the job waits."""
+        originals = self.delivery.originals
+        try:
+            await originals.pin(job.id)
+            for ref in job.refs:
+                await originals.save_ref(job.id, ref.id, files[ref.id])
+        except (OSError, KeyError) as exc:
+            log.error("job %d: its reference images could not be kept: %s", job.id, exc)
+            await self._fail(
+                job,
+                StoreBusyError(
+                    "The reference images could not be kept just now; nothing was charged. "
+                    "Please try again in a minute."
+                ),
+            )
+            self.active.pop(job.id, None)
+            self.status.forget(job)
+            return False
+        return True
 
     async def resume_all(self) -> int:
         """Pick up every unfinished job from SQLite; returns how many. First, every job's
@@ -196,6 +236,10 @@ class JobRunner:
             if job.final:
                 self.active.pop(job.id, None)
                 self.status.forget(job)
+                if job.refs and job.plan is None:
+                    # Pinned at the submit for RunComfy's fetches; it ended before any delivery
+                    # (which keeps its own pin), so the cap may take its files again.
+                    await self.delivery.originals.unpin(job.id)
             self.estimates.forget(job.id)
 
     async def _fail(self, job: Job, exc: Exception) -> None:

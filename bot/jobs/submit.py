@@ -6,15 +6,18 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from bot import schema
-from bot.errors import SubmitUnknownError
+from bot.errors import InputError, SubmitUnknownError
 from bot.jobs.states import Transitions
 from bot.models import Job, Status
+from bot.originals import OriginalsCache
 from bot.runcomfy import RunComfyClient
 from bot.sending import Background
 from bot.status import StatusBoard
 from bot.texts import tr
+from bot.web.references import ReferenceLinks
 
 log = logging.getLogger("bot.jobs")
 
@@ -42,6 +45,8 @@ class SubmitStep:
         *,
         cancel_owed: Callable[[Job], Awaitable[None]],
         http_timeout: float,
+        originals: OriginalsCache,
+        links: ReferenceLinks | None = None,
     ) -> None:
         self.client = client
         self.states = states
@@ -50,6 +55,8 @@ class SubmitStep:
         self.background = background
         self._cancel_owed = cancel_owed
         self._http_timeout = http_timeout
+        self.originals = originals
+        self.links = links  # None: PUBLIC_URL is not set, so no references can be published
         # Jobs waiting for their RunComfy rate-limit slot to be sent: a Cancel ends them at once.
         self.waiting_turn: set[int] = set()
         # Jobs whose submit POST is on its way: a stop lets these finish (see ``stop_tasks``).
@@ -61,12 +68,18 @@ class SubmitStep:
         if job.cancel_requested:
             await self.states.finish(job, Status.CANCELLED)
             return
-        payload = schema.build_payload(
-            text=job.text, count=job.count, size=job.size, mode=job.mode, seed=job.seed
-        )
+        try:
+            payload = await self._payload(job)
+        except InputError as exc:
+            # Nothing was sent: nothing is billed, reserved credits go back (``finish``).
+            log.warning("job %d: not submitted: %s", job.id, exc)
+            await self.states.finish(job, Status.FAILED, error=exc.text(job.lang))
+            return
         self.waiting_turn.add(job.id)
         try:
-            submission = await self.client.submit(payload, sending=lambda: self._sending(job))
+            submission = await self.client.submit(
+                payload, sending=lambda: self._sending(job), edit=bool(job.refs)
+            )
         except SubmitUnknownError as exc:
             log.error("job %d: submit outcome unknown (%s); not resubmitted", job.id, exc)
             error = f"{exc.text(job.lang)} {tr(job.lang, _NOT_RESENT)}"
@@ -104,6 +117,43 @@ class SubmitStep:
             await self._cancel_owed(job)
         else:
             self.status.show_soon(job)
+
+    async def _payload(self, job: Job) -> dict[str, Any]:
+        """The submit body: today's sequential one, or with reference images their signed URLs,
+        once every file is known to be on disk (RunComfy fetches them, maybe minutes later)."""
+        if not job.refs:
+            return schema.build_payload(
+                text=job.text, count=job.count, size=job.size, mode=job.mode, seed=job.seed
+            )
+        if self.links is None:
+            log.error("job %d has reference images, but PUBLIC_URL is not set", job.id)
+            raise InputError(
+                "This bot is not set up for reference images any more, so the job was not "
+                "started and nothing was charged."
+            )
+        links = self.links
+        payload = schema.build_edit_payload(
+            text=job.text,
+            count=job.count,
+            size=job.size,
+            mode=job.mode,
+            seed=job.seed,
+            images=[links.url(job.id, ref.id) for ref in job.refs],
+        )
+        # RunComfy may fetch them only when the job leaves its queue: until the job ends, the
+        # ORIGINALS_MAX_MB cap must not take them (JobRunner unpins a job that ends undelivered).
+        await self.originals.pin(job.id)
+        paths = [self.originals.ref_path(job.id, ref.id) for ref in job.refs]
+        present = await asyncio.to_thread(lambda: [p.is_file() for p in paths])
+        if not all(present):
+            missing = present.index(False) + 1
+            log.error("job %d: reference image %d is not on disk; not submitted", job.id, missing)
+            raise InputError(
+                "Reference image {n} is no longer kept, so the job was not started and nothing "
+                "was charged. Please send the images again.",
+                n=missing,
+            )
+        return payload
 
     async def _sending(self, job: Job) -> bool:
         """The job has its RunComfy rate-limit slot: record it as being sent; False: do not send.

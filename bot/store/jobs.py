@@ -152,6 +152,23 @@ class JobStore(StoreBase):
         )
         return jobs[0] if jobs else None
 
+    def job_image(self, chat_id: int, file_id: str) -> tuple[int, int] | None:
+        """(job id, image index) of the bot's own image in ``chat_id`` that Telegram knows as
+        ``file_id`` (a photo or an original sent as a file), the newest job first."""
+        rows = self.db.query(
+            "SELECT id, photos, originals FROM jobs WHERE chat_id = ? AND ("
+            "EXISTS (SELECT 1 FROM json_each(jobs.photos) WHERE value = ?) OR "
+            "EXISTS (SELECT 1 FROM json_each(jobs.originals) WHERE value = ?)"
+            ") ORDER BY id DESC LIMIT 1",
+            [chat_id, file_id, file_id],
+        )
+        for row in rows:
+            for column in ("photos", "originals"):
+                for index, known in json.loads(row[column] or "{}").items():
+                    if known == file_id and str(index).isdigit():
+                        return int(row["id"]), int(index)
+        return None
+
     def get(self, job_id: int) -> Job | None:
         """The job with this id, if any."""
         jobs = self._jobs("SELECT * FROM jobs WHERE id = ?", [job_id])

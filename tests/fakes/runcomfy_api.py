@@ -16,6 +16,10 @@ Usage in tests::
         fake.script_next(JobScript(urls={1: "http://127.0.0.2:8/"}, redirects={0: "{base}/x"}))
         fake.script_next(JobScript(bad_images={0: "drip", 1: "bomb"}))  # fake.drip_interval
         assert fake.errors == []  # 422 refusals and unknown-key warnings land here
+        # edit-sequential (reference images): every URL in "images" is fetched over HTTP, at
+        # submit (default) or when the job leaves the queue (JobScript(fetch_refs="start"));
+        fake.ref_fetches  # what it fetched: RefFetch(url, status, body, ...), in order
+        FakeRunComfy(forbidden=("<bot token>",))  # any request body holding one: an error
 
 Standalone (benchmarks): ``python -m tests.fakes.runcomfy_api --token T --port 0 [--profile
 realistic] [--image-pool 8] [--bench-endpoints]`` prints ``READY http://127.0.0.1:PORT`` and serves
@@ -54,13 +58,19 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import aiohttp
 import jsonschema
 from aiohttp import web
 from PIL import Image, ImageDraw
 
 SCHEMA_PATH = Path(__file__).parents[1] / "data" / "runcomfy-input.schema.json"
 SUBMIT_PATH = "/v1/models/bytedance/seedream-4-0/sequential"
+EDIT_SCHEMA_PATH = Path(__file__).parents[1] / "data" / "runcomfy-edit-input.schema.json"
+EDIT_SUBMIT_PATH = "/v1/models/bytedance/seedream-4-0/edit-sequential"
+MAX_REFS_AND_IMAGES = 15  # ByteDance's rule for edit-sequential
+REF_MAX_BYTES = 50 * 1024 * 1024  # RunComfy's recommendation for hosted file inputs
 ENDPOINTS = ("submit", "status", "result", "cancel", "image")
 _FAULT_JSON: dict[str, tuple[int, int, str]] = {
     "500": (500, 500001, "Internal server error"),
@@ -116,6 +126,9 @@ class JobScript:
     urls: dict[int, Any] = field(default_factory=dict)
     redirects: dict[int, str] = field(default_factory=dict)
     cost: Any = ...  # ...: the price of the images asked for; anything else is sent as it is
+    # edit-sequential: when the reference URLs are fetched: "submit" (a failed fetch: 422),
+    # "start" (when the job leaves the queue, seen at a poll; a failed fetch fails the job)
+    fetch_refs: str = "submit"
 
     @property
     def time_based(self) -> bool:
@@ -137,6 +150,7 @@ class FakeJob:
     result_fetches: int = 0
     queue: _FifoQueue | None = None  # the "queue" profile: a place in one shared FIFO queue
     queue_index: int = 0
+    refs_fetched: bool = False  # edit-sequential: its reference URLs were fetched (or tried)
 
     def _progress(self) -> tuple[str, int | None, float | None]:
         """(state, queue_position, seconds after submit when final) as the client sees it now."""
@@ -184,6 +198,23 @@ class Call:
     status: int = 0  # 0: connection closed without an answer
     fault: str | None = None
     at: float = 0.0
+
+
+@dataclass
+class RefFetch:
+    """One fetch of a reference image URL, as RunComfy's servers would make it."""
+
+    url: str
+    status: int  # 0: no answer (refused, timed out)
+    body: bytes = b""
+    content_type: str = ""
+    set_cookie: bool = False
+    image: tuple[str, int, int] | None = None  # (format, width, height) when it is an image
+    at: float = 0.0  # time.monotonic()
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200 and self.image is not None
 
 
 @dataclass
@@ -331,8 +362,12 @@ class FakeRunComfy:
         port: int = 0,
         image_pool: int = 0,
         bench_endpoints: bool = False,
+        forbidden: tuple[str, ...] = (),
     ):
         self.token, self.host, self.port = token, host, port
+        # Strings no request body may hold (the bot token, Telegram's file URLs): an error each.
+        self.forbidden = forbidden
+        self.ref_fetches: list[RefFetch] = []
         # > 0: good images come from this many pre-rendered JPEGs per (size, bytes); 0: one each.
         self.image_pool = image_pool
         self.bench_endpoints = bench_endpoints
@@ -347,6 +382,8 @@ class FakeRunComfy:
             self.schema, default=jsonschema.Draft202012Validator
         )
         self._validator = validator_cls(self.schema)
+        self.edit_schema: dict[str, Any] = json.loads(EDIT_SCHEMA_PATH.read_text(encoding="utf-8"))
+        self._edit_validator = validator_cls(self.edit_schema)
         self._scripts: deque[JobScript] = deque()
         self._next_faults: dict[str, deque[_FaultRule]] = {e: deque() for e in ENDPOINTS}
         self._ratio_faults: dict[str, list[_FaultRule]] = {e: [] for e in ENDPOINTS}
@@ -378,6 +415,7 @@ class FakeRunComfy:
             app.router.add_get("/_bench/jobs", self._bench_jobs, name="_bench")
             app.router.add_get("/_bench/summary", self._bench_summary_endpoint, name="_bench_s")
         app.router.add_post(SUBMIT_PATH, self._submit, name="submit")
+        app.router.add_post(EDIT_SUBMIT_PATH, self._submit, name="submit_edit")
         for name in ("status", "result"):
             app.router.add_get(f"/v1/requests/{{rid}}/{name}", getattr(self, f"_{name}"), name=name)
         app.router.add_post("/v1/requests/{rid}/cancel", self._cancel, name="cancel")
@@ -558,8 +596,14 @@ class FakeRunComfy:
         endpoint = request.match_info.route.name or "other"
         if endpoint.startswith("_bench"):  # benchmark control: neither recorded nor faulted
             return await handler(request)
+        if endpoint == "submit_edit":  # one endpoint for faults and counts: Call.path tells
+            endpoint = "submit"
         rid = request.match_info.get("rid")
         raw = await request.read() if request.can_read_body else b""
+        seen = raw.decode("utf-8", "replace") + request.path_qs
+        for n, secret in enumerate(self.forbidden):
+            if secret and secret in seen:
+                self.errors.append(f"{request.method} {request.path} carried forbidden string {n}")
         body: Any = None
         request[_JSON_OK] = False
         if raw:
@@ -672,16 +716,32 @@ class FakeRunComfy:
         if not request[_JSON_OK]:
             return self._reject("Request body is not valid JSON")
         payload = request[_JSON]
-        error = jsonschema.exceptions.best_match(self._validator.iter_errors(payload))
+        edit = request.path == EDIT_SUBMIT_PATH
+        schema = self.edit_schema if edit else self.schema
+        validator = self._edit_validator if edit else self._validator
+        error = jsonschema.exceptions.best_match(validator.iter_errors(payload))
         if error is not None:
             return self._reject(error.message)
-        unknown = sorted(set(payload) - set(self.schema.get("properties", {})))
+        unknown = sorted(set(payload) - set(schema.get("properties", {})))
         if unknown:
             self.errors.append(f"warning: submit has unknown top-level keys {unknown} (ignored)")
         count = payload.get("sequential_image_generation_options", 3)
         if not _text_states_count(payload["text"], count):
             return self._reject(f"The text must state the number of images ({count})")
+        refs = payload.get("images", []) if edit else []
+        if len(refs) + count > MAX_REFS_AND_IMAGES:
+            return self._reject(
+                f"{len(refs)} reference images and {count} images: at most "
+                f"{MAX_REFS_AND_IMAGES} in all"
+            )
         script = self._scripts.popleft() if self._scripts else self.default_script
+        if edit and script.fetch_refs == "submit":
+            fetched = await self._fetch_refs(refs)
+            bad = [i for i, f in enumerate(fetched) if not f.ok]
+            if bad:
+                return self._reject(
+                    f"Could not fetch reference image {bad[0] + 1} (HTTP {fetched[bad[0]].status})"
+                )
         now = time.monotonic()
         queue_index = 0
         if script is self.default_script and self._timing_rng is not None:
@@ -697,17 +757,72 @@ class FakeRunComfy:
         n_images = count if script.images is None else script.images
         urls = [f"{self.base_url}/images/{rid}/{i}.jpeg" for i in range(n_images)]
         self.jobs[rid] = FakeJob(rid, payload, script, count, urls, time.time(), now)
+        self.jobs[rid].refs_fetched = not edit or script.fetch_refs == "submit"
         if script.queued_seconds is not None and self._queue is not None:
             self.jobs[rid].queue, self.jobs[rid].queue_index = self._queue, queue_index
         urls_out = self._urls(rid)
         cancel_url = f"{self.base_url}/v1/requests/{rid}/cancel"
         return web.json_response({"request_id": rid, **urls_out, "cancel_url": cancel_url})
 
+    async def _fetch_refs(self, urls: list[str]) -> list[RefFetch]:
+        """Fetch every reference URL at once, as a stranger would: no cookies kept, no
+        redirects followed, nothing but loopback (tests never reach the internet)."""
+        timeout = aiohttp.ClientTimeout(total=10.0)
+        jar = aiohttp.DummyCookieJar()
+        async with aiohttp.ClientSession(timeout=timeout, cookie_jar=jar) as session:
+            fetched = await asyncio.gather(*(self._fetch_ref(session, url) for url in urls))
+        self.ref_fetches.extend(fetched)
+        return list(fetched)
+
+    async def _fetch_ref(self, session: aiohttp.ClientSession, url: str) -> RefFetch:
+        host = urlsplit(url).hostname or ""
+        if not host.startswith("127."):
+            self.errors.append(f"reference URL is not on loopback: {url[:80]}")
+            return RefFetch(url, 0, at=time.monotonic())
+        try:
+            async with session.get(url, allow_redirects=False) as response:
+                body = await response.content.read(REF_MAX_BYTES + 1)
+                fetch = RefFetch(
+                    url,
+                    response.status,
+                    body,
+                    response.headers.get("Content-Type", ""),
+                    "Set-Cookie" in response.headers,
+                    at=time.monotonic(),
+                )
+        except (aiohttp.ClientError, TimeoutError):
+            return RefFetch(url, 0, at=time.monotonic())
+        if fetch.status == 200 and len(body) <= REF_MAX_BYTES:
+            try:
+                with Image.open(io.BytesIO(body)) as img:
+                    fetch.image = (str(img.format), img.width, img.height)
+            except (OSError, ValueError, Image.DecompressionBombError):
+                fetch.image = None
+        return fetch
+
+    async def _left_queue(self, job: FakeJob) -> None:
+        """A job whose references are fetched when it leaves the queue: fetched now (the first
+        poll that sees it out of the queue); one that cannot be fetched fails the job."""
+        if job.refs_fetched or job.state in ("in_queue", "cancelled"):
+            return
+        job.refs_fetched = True
+        fetched = await self._fetch_refs(job.payload.get("images", []))
+        bad = [i for i, f in enumerate(fetched) if not f.ok]
+        if bad:
+            self.errors.append(f"job {job.request_id}: reference image {bad[0] + 1} not fetched")
+            message = (
+                f"Could not fetch reference image {bad[0] + 1} (HTTP {fetched[bad[0]].status})"
+            )
+            job.script = replace(job.script, outcome="failed", error={"message": message})
+            job.finished_at = None
+            job.touch()
+
     async def _status(self, request: web.Request) -> web.Response:
         job = self._job(request)
         if request[_COUNTED]:
             job.polls += 1
             job.touch()
+        await self._left_queue(job)
         body: dict[str, Any] = {"request_id": job.request_id, "status": job.state}
         if job.state == "in_queue":
             body["queue_position"] = job.queue_position
@@ -715,6 +830,7 @@ class FakeRunComfy:
 
     async def _result(self, request: web.Request) -> web.Response:
         job = self._job(request)
+        await self._left_queue(job)
         if request[_COUNTED]:
             job.result_fetches += 1
         state = job.state

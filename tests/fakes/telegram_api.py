@@ -229,6 +229,8 @@ class FakeTelegram:
         self.files: dict[str, bytes] = {}  # file_id -> bytes of uploads (if keep_file_bytes)
         self.file_meta: dict[str, tuple[int, str]] = {}  # file_id -> (size, sha256) of uploads
         self.blocked: set[int] = set()
+        self.file_paths: dict[str, str] = {}  # getFile's file_path -> file_id
+        self.downloads: list[tuple[str, int]] = []  # (file_path, status) of each file download
         self.updates: list[JsonDict] = []  # pending (unconfirmed) updates
         self.polls_received = 0  # getUpdates requests, counted as they arrive (calls: as they end)
         self.base_url = self.base_file_url = ""
@@ -254,6 +256,7 @@ class FakeTelegram:
     async def start(self, port: int = 0) -> FakeTelegram:
         app = web.Application(client_max_size=256 * 1024 * 1024)
         app.router.add_route("*", "/bot{token}/{method}", self._handle)
+        app.router.add_route("GET", "/file/bot{token}/{path:.+}", self._download)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", port).start()
@@ -436,7 +439,8 @@ class FakeTelegram:
                   chat_type: str | None = None, message_thread_id: int | None = None,
                   reply_to_message_id: int | None = None, sender_chat: JsonDict | None = None,
                   from_user: JsonDict | None = None, edited: bool = False,
-                  message_id: int | None = None, push: bool = True) -> JsonDict:  # fmt: skip
+                  message_id: int | None = None, push: bool = True,
+                  content: JsonDict | None = None) -> JsonDict:  # fmt: skip
         """A user's text message (or channel post) update; commands get a bot_command entity."""
         chat = self._chat(chat_id, chat_type)
         chat["type"] = chat_type or chat["type"]
@@ -455,12 +459,94 @@ class FakeTelegram:
             msg.update(message_thread_id=message_thread_id, is_topic_message=True)
         if reply_to_message_id is not None:
             msg["reply_to_message"] = self._reply_copy(chat_id, reply_to_message_id)
-        msg["text"] = text
+        msg.update(content or {})
+        key = "caption" if content else "text"
+        msg[key] = text
         if text.startswith("/"):
             length = utf16_len(text.split()[0])
-            msg["entities"] = [{"offset": 0, "length": length, "type": "bot_command"}]
+            entity = [{"offset": 0, "length": length, "type": "bot_command"}]
+            msg["caption_entities" if content else "entities"] = entity
+        if not text and content:
+            del msg["caption"]
         kind = "channel_post" if chat["type"] == "channel" else "message"
         return self._emit({("edited_" if edited else "") + kind: msg}, push)
+
+    # ---- files a user sends: photos, image documents, albums; getFile and downloads ----------
+
+    def user_file(self, data: bytes, *, size: int | None = None) -> tuple[str, str]:
+        """Keep ``data`` as a file a user sent; returns (file_id, file_unique_id). ``size``:
+        what Telegram says the file weighs (over 20 MB: getFile refuses it)."""
+        self._counter += 1
+        sha = hashlib.sha256(data).hexdigest()
+        fid = f"AgACAgUAAxkBAAU{self._counter:08d}{sha[:16]}"
+        self.files[fid] = data
+        self.file_meta[fid] = (len(data) if size is None else size, sha)
+        return fid, f"AQAE{sha[:12]}"
+
+    def send_photo(self, image: bytes, caption: str = "", *, media_group_id: str | None = None,
+                   size: int | None = None, **kwargs: Any) -> JsonDict:  # fmt: skip
+        """A user's photo (Telegram's sizes: a thumbnail, then the full one), maybe captioned,
+        maybe one item of an album; ``kwargs`` as for :meth:`send_text`."""
+        fid, uid = self.user_file(image, size=size)
+        w, h = _image_size(image) or (1280, 960)
+        f = 90 / max(w, h)
+        thumb = {"file_id": f"{fid}_t", "file_unique_id": f"{uid}_t", "file_size": 1500,
+                 "width": max(1, round(w * f)), "height": max(1, round(h * f))}  # fmt: skip
+        full = {"file_id": fid, "file_unique_id": uid, "file_size": self.file_meta[fid][0]}
+        full.update(width=w, height=h)
+        content: JsonDict = {"photo": [thumb, full]}
+        if media_group_id is not None:
+            content["media_group_id"] = media_group_id
+        return self.send_text(caption, content=content, **kwargs)
+
+    def send_document(self, data: bytes, caption: str = "", *, mime_type: str = "image/png",
+                      file_name: str = "picture.png", size: int | None = None,
+                      media_group_id: str | None = None, **kwargs: Any) -> JsonDict:  # fmt: skip
+        """A file a user sent (an image "as a file" by default), maybe captioned."""
+        fid, uid = self.user_file(data, size=size)
+        doc = {"file_id": fid, "file_unique_id": uid, "file_size": self.file_meta[fid][0]}
+        doc.update(file_name=file_name, mime_type=mime_type)
+        content: JsonDict = {"document": doc}
+        if media_group_id is not None:
+            content["media_group_id"] = media_group_id
+        return self.send_text(caption, content=content, **kwargs)
+
+    def send_album(self, images: list[bytes], caption: str = "", *, caption_on: int = 0,
+                   **kwargs: Any) -> list[JsonDict]:  # fmt: skip
+        """An album: one photo update per image, one media_group_id, the caption on one item."""
+        self._counter += 1
+        group = str(13000000000000000 + self._counter)
+        return [
+            self.send_photo(
+                image, caption if i == caption_on else "", media_group_id=group, **kwargs
+            )
+            for i, image in enumerate(images)
+        ]
+
+    async def _m_getFile(self, r: _Req) -> JsonDict:
+        fid = str(r.p["file_id"])
+        if fid not in self.file_meta:
+            raise ApiError(400, "Bad Request: invalid file_id")
+        size, _ = self.file_meta[fid]
+        if size > 20 * 1024 * 1024:
+            raise ApiError(400, "Bad Request: file is too big")
+        path = f"photos/file_{len(self.file_paths)}.jpg"
+        self.file_paths[path] = fid
+        answer: JsonDict = {"file_id": fid, "file_unique_id": f"AQAE{fid[-12:]}"}
+        answer.update(file_size=size, file_path=path)
+        return answer
+
+    async def _download(self, request: web.Request) -> web.StreamResponse:
+        """A file download, as at ``https://api.telegram.org/file/bot<token>/<file_path>``."""
+        path = request.match_info["path"]
+        fid = self.file_paths.get(path)
+        ok = request.match_info["token"] == self.token and fid is not None and fid in self.files
+        self.downloads.append((path, 200 if ok else 404))
+        self._wake("_call_event")
+        if not ok or fid is None:
+            return web.json_response({"ok": False, "error_code": 404,
+                                      "description": "Not Found"}, status=404)  # fmt: skip
+        return web.Response(body=self.files[fid], content_type="application/octet-stream")
 
     def press_button(self, message: JsonDict | Key, data: str, *, user_id: int = ADA_ID,
                      from_user: JsonDict | None = None, push: bool = True) -> JsonDict:  # fmt: skip
