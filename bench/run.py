@@ -37,6 +37,7 @@ import os
 import platform
 import random
 import re
+import resource
 import shutil
 import signal
 import sqlite3
@@ -94,6 +95,12 @@ class Child:
     def __init__(self, name: str, argv: Sequence[str], env: dict[str, str], log: Path) -> None:
         self.name, self.argv, self.env, self.log = name, list(argv), env, log
         self.proc: asyncio.subprocess.Process | None = None
+        # utime + stime of the whole process, start to exit, all threads and any children it
+        # waited for: the kernel's own account, read when the driver reaps it (see stop()).
+        self.lifetime_cpu: float | None = None
+        self.lifetime_system_cpu: float | None = None  # of which in the kernel (stime)
+        # Under a wrapper (py-spy): the real process, which is measured and signalled.
+        self.target_pid: int | None = None
 
     async def start(self, *, stdout_pipe: bool = False) -> None:
         with self.log.open("ab") as out:
@@ -110,7 +117,7 @@ class Child:
     @property
     def pid(self) -> int:
         assert self.proc is not None
-        return self.proc.pid
+        return self.target_pid or self.proc.pid
 
     @property
     def running(self) -> bool:
@@ -126,8 +133,11 @@ class Child:
         if self.proc is None:
             return None
         if self.proc.returncode is None:
+            # RUSAGE_CHILDREN grows by a child's whole usage when it is reaped; nothing else of
+            # the driver's is reaped meanwhile (children are stopped one at a time).
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             with contextlib.suppress(ProcessLookupError):
-                self.proc.terminate()
+                os.kill(self.pid, signal.SIGTERM)  # a wrapper ends when its child does
             try:
                 await asyncio.wait_for(self.proc.wait(), grace)
             except TimeoutError:
@@ -135,7 +145,27 @@ class Child:
                 with contextlib.suppress(ProcessLookupError):
                     self.proc.kill()
                 await self.proc.wait()
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            self.lifetime_system_cpu = after.ru_stime - before.ru_stime
+            self.lifetime_cpu = after.ru_utime - before.ru_utime + self.lifetime_system_cpu
         return self.proc.returncode
+
+
+def _machine_load(started: tuple[int, int], *, extra_cpu: float) -> dict[str, float]:
+    """How busy every CPU was over the run, and how much of that was neither the bot nor the
+    fakes (other people's work on the same cores: the noise in any CPU figure)."""
+    busy0, total0 = started
+    busy1, total1 = machine_ticks()
+    cores = os.cpu_count() or 1
+    wall = (total1 - total0) / CLK_TCK / cores
+    busy = (busy1 - busy0) / CLK_TCK
+    return {
+        "busy_fraction": busy / max(wall * cores, 1e-9),
+        "loadavg_1m_at_end": float(Path("/proc/loadavg").read_text().split()[0]),
+        "busy_cpu_seconds": busy,
+        "fakes_cpu_seconds": extra_cpu,
+        "wall_seconds": wall,
+    }
 
 
 @dataclass
@@ -158,6 +188,13 @@ def proc_stats(pid: int) -> ProcStats:
         return int(status[key].split()[0]) / 1024  # kB
 
     return ProcStats(cpu, mb("VmHWM"), mb("VmRSS"))
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) clock ticks of all CPUs since boot, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
 
 
 def self_cpu() -> float:
@@ -311,7 +348,7 @@ class RunConfig:
     capacity: int = 100  # longqueue: jobs the fake model generates at once
     hold: float = 0.0  # longqueue: seconds before the fake queue moves at all
     bot_env: dict[str, str] = field(default_factory=dict)  # extra environment for the bot
-    py_spy: str = ""  # a py-spy executable: sample the bot from ready to the end of the run
+    py_spy: str = ""  # a py-spy executable: run the bot under it, start-up to exit
     cprofile: bool = False  # run the bot under cProfile (its main thread: the event loop)
 
     @property
@@ -323,6 +360,7 @@ async def run_once(cfg: RunConfig) -> dict[str, Any]:
     """Start the fakes and the bot, push the commands, wait, measure, stop everything."""
     tmp = Path(tempfile.mkdtemp(prefix=f"seqbot-bench-{cfg.name}-"))
     run_started = time.time()
+    ticks_started = machine_ticks()
     bot_log = cfg.out_dir / f"{cfg.stamp}-{cfg.name}-bot.log"
     rc_log = tmp / "runcomfy.log"
     fake_tg = FakeTelegram(token=TG_TOKEN, keep_file_bytes=False)
@@ -370,16 +408,19 @@ async def run_once(cfg: RunConfig) -> dict[str, Any]:
         if cfg.cprofile:
             prof = cfg.out_dir / f"{cfg.stamp}-{cfg.name}.prof"
             argv[1:1] = ["-m", "cProfile", "-o", str(prof)]
+        if cfg.py_spy:
+            argv = _py_spy_argv(cfg, argv)
         bot = Child("bot", argv, env, bot_log)
         started = time.monotonic()
         await bot.start()
+        if cfg.py_spy:
+            bot.target_pid = await _spied_pid(bot.proc.pid if bot.proc else 0)
         await fake_tg.wait_for(lambda: fake_tg.calls_to("getUpdates"), timeout=60)
         startup_s = time.monotonic() - started
         at_ready = proc_stats(bot.pid)
         rc_cpu_ready = proc_stats(rc.pid).cpu_seconds
         driver_cpu_ready = self_cpu()
 
-        spy = await _start_py_spy(cfg, bot.pid) if cfg.py_spy else None
         observer = Observer(fake_tg)
         marks: dict[str, dict[str, float]] = {}
         t0 = time.monotonic()
@@ -402,11 +443,10 @@ async def run_once(cfg: RunConfig) -> dict[str, Any]:
         driver_cpu = self_cpu() - driver_cpu_ready
         async with httpx.AsyncClient(timeout=30) as http:
             rc_report = (await http.get(f"{rc_url}/_bench/jobs")).json()
-        if spy is not None and spy.proc is not None:
-            spy.proc.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
-            await spy.stop(grace=60)
     finally:
+        stopping = time.monotonic()
         bot_code = await bot.stop() if bot is not None else None
+        shutdown_s = time.monotonic() - stopping
         await rc.stop(grace=5)
         await fake_tg.stop()
 
@@ -424,6 +464,10 @@ async def run_once(cfg: RunConfig) -> dict[str, Any]:
             "timed_out": timed_out,
             "bot_alive_at_end": bot_alive,
             "bot_exit_code": bot_code,
+            "bot_lifetime_cpu_seconds": bot.lifetime_cpu if bot is not None else None,
+            "bot_lifetime_system_cpu_seconds": bot.lifetime_system_cpu if bot is not None else None,
+            "bot_shutdown_seconds": shutdown_s,
+            "machine": _machine_load(ticks_started, extra_cpu=rc_cpu + driver_cpu),
             "bot_at_ready": asdict(at_ready),
             "bot_at_end": asdict(end) if end else None,
             "fake_runcomfy_cpu_seconds": rc_cpu,
@@ -463,22 +507,35 @@ def _push(
     observer.add(JobRecord(n, chat_id, mid, pushed_at, count=count, warm=warm))
 
 
-async def _start_py_spy(cfg: RunConfig, pid: int) -> Child:
-    """``py-spy record`` of the bot (all threads, idle samples left out), written as a
-    collapsed-stack file and an SVG flame graph next to the bot's log."""
-    out = cfg.out_dir / f"{cfg.stamp}-{cfg.name}-py-spy"
-    spy = Child(
-        "py-spy",
-        [
-            cfg.py_spy,
-            *("record", "--pid", str(pid), "--rate", "200", "--nonblocking", "--threads"),
-            *("--format", "raw", "--output", f"{out}.txt"),
-        ],
-        dict(os.environ),
-        cfg.out_dir / f"{cfg.stamp}-{cfg.name}-py-spy.log",
-    )
-    await spy.start()
-    return spy
+def _py_spy_argv(cfg: RunConfig, argv: list[str]) -> list[str]:
+    """``argv`` run under ``py-spy record``: the bot's whole life (start-up to exit), every thread
+    (the event loop and the ``to_thread`` workers), native frames too, idle samples left out;
+    written as a collapsed-stack file next to the bot's log (``bench/pyspy_top.py`` sums it up).
+    py-spy starts the bot itself: attaching to a running one (``--pid``) fails in some containers
+    ("Failed to find python version from target process")."""
+    out = cfg.out_dir / f"{cfg.stamp}-{cfg.name}-py-spy.txt"
+    return [
+        cfg.py_spy,
+        *("record", "--rate", "100", "--threads", "--native", "--format", "raw"),
+        *("--output", str(out), "--"),
+        *argv,
+    ]
+
+
+def _children_of(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+async def _spied_pid(spy_pid: int) -> int:
+    """The bot's pid under py-spy (py-spy's one child process)."""
+    for _ in range(600):
+        if children := _children_of(spy_pid):
+            return children[0]
+        await asyncio.sleep(0.05)
+    raise RuntimeError("py-spy did not start the bot")
 
 
 def cfg_chats(cfg: RunConfig) -> int:
@@ -718,6 +775,12 @@ def _summarise(
             "cpu_seconds_total": end["cpu_seconds"] if end else None,
             "cpu_seconds_startup": ready["cpu_seconds"],
             "cpu_seconds_run": end["cpu_seconds"] - ready["cpu_seconds"] if end else None,
+            # The kernel's account of the whole process, exec to exit (shutdown included).
+            "cpu_seconds_lifetime": extra["bot_lifetime_cpu_seconds"],
+            "cpu_seconds_lifetime_system": extra["bot_lifetime_system_cpu_seconds"],
+            "cpu_ms_per_job_lifetime": None
+            if extra["bot_lifetime_cpu_seconds"] is None
+            else extra["bot_lifetime_cpu_seconds"] / max(n, 1) * 1000,
         },
         "runcomfy_requests": dict(rc_calls),
         "runcomfy_api_max_per_second": rc_report.get("api_requests_max_per_second"),
@@ -899,6 +962,10 @@ def table(r: dict[str, Any]) -> str:
     per_job = None if cpu_total is None else cpu_total / n * 1000
     per_job_run = None if cpu_run is None else cpu_run / n * 1000
     rc, tg = r["runcomfy_requests"], r["telegram_requests"]
+    others = None
+    if bot["cpu_seconds_lifetime"] is not None:
+        m = r["machine"]
+        others = m["busy_cpu_seconds"] - m["fakes_cpu_seconds"] - bot["cpu_seconds_lifetime"]
     rc_line = ", ".join(
         f"{k} {rc[k] / n:.2f}" for k in ("submit", "status", "result", "image", "cancel") if k in rc
     )
@@ -976,6 +1043,14 @@ def table(r: dict[str, Any]) -> str:
             "",
         ),
         (
+            "bot CPU per job, whole process (exec to exit, every job pushed)",
+            f"{_fmt(bot['cpu_ms_per_job_lifetime'], '.1f', ' ms')} "
+            f"({_fmt(bot['cpu_seconds_lifetime'], '.1f', ' s')} ÷ {n}; in the kernel "
+            f"{_fmt(bot.get('cpu_seconds_lifetime_system'), '.1f', ' s')})"
+            + _mark(ok(bot["cpu_ms_per_job_lifetime"], TARGET_CPU_MS_PER_JOB)),
+            f"≤ {TARGET_CPU_MS_PER_JOB:.0f} ms",
+        ),
+        (
             "bot CPU per job, total (run only)",
             f"{_fmt(per_job, '.1f', ' ms')} ({_fmt(per_job_run, '.1f', ' ms')})"
             + _mark(ok(per_job, TARGET_CPU_MS_PER_JOB)),
@@ -1000,6 +1075,12 @@ def table(r: dict[str, Any]) -> str:
         (
             "bot log WARNING lines",
             str(e["bot_log_warning_lines"]),
+            "",
+        ),
+        (
+            "machine over the run: all cores busy / CPU of other processes (noise)",
+            f"{r['machine']['busy_fraction'] * 100:.0f} % / {_fmt(others, '.1f', ' s')} "
+            f"over {r['machine']['wall_seconds']:.0f} s",
             "",
         ),
         (
@@ -1066,7 +1147,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--py-spy",
         default="",
         metavar="PATH",
-        help="sample the bot with this py-spy executable (pip install py-spy; needs ptrace)",
+        help="run the bot under this py-spy executable (pip install py-spy into another venv): "
+        "bench/results/<stamp>-<run>-py-spy.txt, all threads, native frames; slows the bot",
     )
     parser.add_argument(
         "--cprofile",

@@ -14,6 +14,7 @@ from datetime import timedelta
 from http import HTTPStatus
 from typing import Any
 
+import httpx
 from telegram import Bot
 from telegram.error import (
     BadRequest,
@@ -27,6 +28,8 @@ from telegram.error import (
     TimedOut,
 )
 from telegram.request import HTTPXRequest
+
+from bot.pool import lean_client
 
 _DESCRIPTION_LIMIT = 200
 
@@ -113,6 +116,10 @@ def me_problem(result: object) -> str | None:
 class CheckedRequest(HTTPXRequest):
     """python-telegram-bot's HTTP client, raising :class:`AnsweredError` and
     :class:`UnreadableAnswer` where it would raise a vague error or crash."""
+
+    def _build_client(self) -> httpx.AsyncClient:
+        # python-telegram-bot builds (and after a shutdown, rebuilds) its client here.
+        return lean_client(super()._build_client())
 
     async def do_request(self, url: str, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
         """Send as usual; an HTTP error is raised with Telegram's description as it was sent

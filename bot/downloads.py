@@ -23,6 +23,7 @@ import httpx
 
 from bot import metrics
 from bot.errors import PermanentError, TransientError
+from bot.pool import make_lean
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +202,7 @@ class _GuardedTransport(httpx.AsyncHTTPTransport):
             keepalive_expiry=limits.keepalive_expiry,
             network_backend=_GuardedBackend(policy, resolver),
         )
+        make_lean(self._pool)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Check the URL, drop anything that could carry a secret, then send."""

@@ -16,6 +16,7 @@ import httpx
 
 from bot import metrics
 from bot.errors import PermanentError, RunComfyError, SubmitUnknownError, TransientError
+from bot.pool import lean_client
 from bot.slots import RankedBucket
 
 log = logging.getLogger(__name__)
@@ -219,10 +220,12 @@ class RunComfyClient:
         budget = max_rate * _RATE_HEADROOM
         burst = max(1.0, budget / 20)
         self._slots = RankedBucket(burst, max(budget - burst, budget / 2))
-        self.http = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
-            follow_redirects=True,
+        self.http = lean_client(
+            httpx.AsyncClient(
+                timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+                limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+                follow_redirects=True,
+            )
         )
 
     @property
