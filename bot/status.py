@@ -18,6 +18,7 @@ from telegram import Bot, InlineKeyboardMarkup
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
 
 from bot import metrics, render, schedule
+from bot.botapi import edit_text
 from bot.flood import PriorityRateLimiter
 from bot.models import CANCELLABLE, Job, Status
 from bot.sending import Background, error_text, reply, with_retries
@@ -160,7 +161,8 @@ class StatusBoard:
         if showing == job.status_shown or not self._worth_it(job, phase, now):
             return
         try:
-            await self.bot.edit_message_text(
+            await edit_text(
+                self.bot,
                 chat_id=job.chat_id,
                 message_id=job.status_message_id,
                 text=text,
