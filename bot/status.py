@@ -121,6 +121,21 @@ class StatusBoard:
 
         self.background.run(edit(), f"job {job.id}: status edit")
 
+    def show_after(self, job: Job, delay: float) -> None:
+        """:meth:`show_soon` in ``delay`` seconds, unless the job has ended by then.
+
+        For the "Sending N images" edit: most deliveries are over in a second, and then the
+        album and the final edit say it all; a message edited twice within a second costs a
+        request and shows nothing the user could read. A slow delivery still shows it.
+        """
+
+        async def later() -> None:
+            await asyncio.sleep(delay)
+            if not job.final:
+                self.show_soon(job)
+
+        self.background.run(later(), f"job {job.id}: status edit (later)")
+
     async def show(self, job: Job) -> None:
         """Edit the status message to match the job now (after any edit of it under way)."""
         lock = self._locks.setdefault(job.id, asyncio.Lock())

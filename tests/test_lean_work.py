@@ -13,7 +13,7 @@ import pytest
 from telegram import Message
 
 from bot.models import Status
-from tests.conftest import RunningBot
+from tests.conftest import Bots, RunningBot
 from tests.fakes.runcomfy_api import FakeRunComfy
 from tests.fakes.telegram_api import FakeTelegram
 from tests.helpers import assert_clean, status_history, until_final
@@ -97,4 +97,25 @@ async def test_an_image_the_disk_will_not_keep_is_still_delivered(
     assert "job 1: image 2 not kept on disk" in caplog.text
     kept = originals.folder / str(job.id)
     assert sorted(f.name for f in kept.iterdir()) == ["0", "2"]
+    assert_clean(telegram, runcomfy)
+
+
+async def test_sending_is_shown_only_for_a_delivery_still_under_way_after_the_delay(
+    telegram: FakeTelegram, runcomfy: FakeRunComfy, bots: Bots
+) -> None:
+    bot = await bots.start(SENDING_EDIT_DELAY_SECONDS="0.4")
+    # A quick delivery: the album and "Done" say it all, no "Sending" edit in between.
+    telegram.send_text("/seq 2 a fox")
+    quick = await until_final(telegram, bot)
+    firsts = [line.split("\n")[0] for line in status_history(telegram, quick)]
+    assert quick.status == Status.DONE and firsts[-1].startswith("✅ Done: 2 images")
+    assert not [f for f in firsts if f.startswith("📤")], firsts
+    # A slow one (Telegram takes 1.5 s over the album): the status says what is going on.
+    telegram.delay_next("sendMediaGroup", 1.5)
+    telegram.send_text("/seq 3 a hare")
+    slow = await until_final(telegram, bot, job_id=2)
+    firsts = [line.split("\n")[0] for line in status_history(telegram, slow)]
+    assert slow.status == Status.DONE and slow.delivered_images == 3
+    assert firsts[-2:] == ["📤 Sending 3 images…", firsts[-1]], firsts
+    assert firsts[-1].startswith("✅ Done: 3 images")
     assert_clean(telegram, runcomfy)
