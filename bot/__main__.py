@@ -33,6 +33,7 @@ configuration (environment variables, or .env in the working directory):
   DELIVERY_DEADLINE_SECONDS   default 10800: how long a job's images are retried through
                               Telegram trouble (then kept for /show)
   TELEGRAM_BUSY_AT            default 15: skip progress edits while this many messages wait
+  SENDING_EDIT_DELAY_SECONDS  default 2: show "Sending N images" only for an album not in by then
   PRIVATE_CHAT_BURST          default 3: messages a quiet private chat gets at once
   PRIVATE_CHAT_MESSAGE_INTERVAL_SECONDS  default 1: then one message per this many seconds
   RUNCOMFY_MAX_REQUESTS_PER_SECOND  default 100 (all jobs together)

@@ -59,6 +59,8 @@ class Settings:
     telegram_retry_max: float = 60.0  # the longest wait between two tries (the waits double)
     delivery_deadline: float = 3 * 3600.0  # a job's images wait out Telegram trouble this long
     telegram_busy_at: int = 15  # progress edits are skipped while this many messages wait
+    # "Sending N images" is shown only for a delivery still under way after this long.
+    sending_edit_delay: float = 2.0
     # A private chat's own pace (Telegram asks for about one message a second per chat).
     private_chat_interval: float = 1.0  # seconds between messages once the burst is spent
     private_chat_burst: int = 3  # messages a quiet private chat may get at once
@@ -238,6 +240,7 @@ class Settings:
             telegram_retry_max=_positive(get, "TELEGRAM_RETRY_MAX_SECONDS", cls.telegram_retry_max),
             delivery_deadline=_positive(get, "DELIVERY_DEADLINE_SECONDS", cls.delivery_deadline),
             telegram_busy_at=_count(get, "TELEGRAM_BUSY_AT", cls.telegram_busy_at, minimum=0),
+            sending_edit_delay=_positive(get, "SENDING_EDIT_DELAY_SECONDS", cls.sending_edit_delay),
             private_chat_interval=_positive(
                 get, "PRIVATE_CHAT_MESSAGE_INTERVAL_SECONDS", cls.private_chat_interval
             ),

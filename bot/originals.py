@@ -107,6 +107,10 @@ class OriginalsCache:
         """Keep one image (off the event loop), then make room under the cap."""
         await asyncio.to_thread(self._save, job_id, self._path(job_id, index), data)
 
+    def save_here(self, job_id: int, index: int, data: bytes) -> None:
+        """:meth:`save` in the calling thread: for work already in a worker thread."""
+        self._save(job_id, self._path(job_id, index), data)
+
     async def save_ref(self, job_id: int, ref_id: str, data: bytes) -> None:
         """Keep one reference image of the job (a cleaned JPEG), as :meth:`save` keeps results."""
         await asyncio.to_thread(self._save, job_id, self.ref_path(job_id, ref_id), data)

@@ -18,6 +18,7 @@ from telegram import Bot, InlineKeyboardMarkup
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
 
 from bot import metrics, render, schedule
+from bot.botapi import edit_text
 from bot.flood import PriorityRateLimiter
 from bot.models import CANCELLABLE, Job, Status
 from bot.sending import Background, error_text, reply, with_retries
@@ -120,6 +121,21 @@ class StatusBoard:
 
         self.background.run(edit(), f"job {job.id}: status edit")
 
+    def show_after(self, job: Job, delay: float) -> None:
+        """:meth:`show_soon` in ``delay`` seconds, unless the job has ended by then.
+
+        For the "Sending N images" edit: most deliveries are over in a second, and then the
+        album and the final edit say it all; a message edited twice within a second costs a
+        request and shows nothing the user could read. A slow delivery still shows it.
+        """
+
+        async def later() -> None:
+            await asyncio.sleep(delay)
+            if not job.final:
+                self.show_soon(job)
+
+        self.background.run(later(), f"job {job.id}: status edit (later)")
+
     async def show(self, job: Job) -> None:
         """Edit the status message to match the job now (after any edit of it under way)."""
         lock = self._locks.setdefault(job.id, asyncio.Lock())
@@ -160,7 +176,8 @@ class StatusBoard:
         if showing == job.status_shown or not self._worth_it(job, phase, now):
             return
         try:
-            await self.bot.edit_message_text(
+            await edit_text(
+                self.bot,
                 chat_id=job.chat_id,
                 message_id=job.status_message_id,
                 text=text,

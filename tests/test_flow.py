@@ -40,7 +40,7 @@ async def test_four_images_arrive_as_one_album_replying_to_the_command(
         "⏳ Queued (position 2)…",
         "⏳ Queued (position 1)…",
         "🎨 Generating… 0:00",
-        "📤 Sending 4 images…",
+        # No "📤 Sending 4 images…": the album came within SENDING_EDIT_DELAY_SECONDS.
         history[-1].split("\n")[0],
     ]
     assert history[-1].startswith("✅ Done: 4 images in ")

@@ -62,8 +62,8 @@ async def test_group_command_with_mention_in_a_topic_stays_in_the_topic(
     assert all(m["message_thread_id"] == 77 for m in media(telegram))
     # In a group, queue-position changes within one state are not each worth an edit.
     firsts = [line.split("\n")[0] for line in status_history(telegram, job)]
-    assert firsts[:4] == ["⏳ Queued…", "🎨 Generating… 0:00", "📤 Sending 3 images…", firsts[3]]
-    assert firsts[3].startswith("✅ Done")
+    assert firsts[:3] == ["⏳ Queued…", "🎨 Generating… 0:00", firsts[2]]
+    assert firsts[2].startswith("✅ Done")
     assert_clean(telegram, runcomfy)
 
 

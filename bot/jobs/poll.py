@@ -153,8 +153,8 @@ class PollStep:
             cost=result.cost,
             completed_at=time.time(),
         )
-        # The images matter more than this edit: deliver while it waits in Telegram's queue.
-        self.status.show_soon(job)
+        # The images matter more than this edit, which only a slow delivery needs at all.
+        self.status.show_after(job, self.settings.sending_edit_delay)
         return True
 
     async def _time_out(self, job: Job) -> None:
