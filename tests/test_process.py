@@ -84,6 +84,22 @@ class BotProcess:
             return f.read().decode(errors="replace")
 
 
+async def _run_until_final(
+    telegram: FakeTelegram, env: dict[str, str], log: Path, stop: signal.Signals = signal.SIGTERM
+) -> Job:
+    """Start the bot again, let it finish the job, stop it; it stops cleanly."""
+    again = await BotProcess(env, log).start(telegram)
+    try:
+        job: Job = await telegram.wait_for(
+            lambda: (j := read_job(env)) and j.final and j, timeout=30
+        )
+    finally:
+        again.terminate(stop)
+        assert await again.wait() == 0
+    assert "Traceback" not in again.output()
+    return job
+
+
 @pytest.fixture
 async def process_env(
     tmp_path: Path, telegram: FakeTelegram, runcomfy: FakeRunComfy
@@ -114,13 +130,7 @@ async def finish_after_restart(
 ) -> Job:
     """Start the bot again and wait for job 1 to end; then stop it cleanly."""
     assert await killed.wait() == -signal.SIGKILL
-    again = await BotProcess(env, tmp_path / "bot.log").start(telegram)
-    try:
-        job = await telegram.wait_for(lambda: (j := read_job(env)) and j.final and j, timeout=30)
-    finally:
-        again.terminate()
-        assert await again.wait() == 0
-    assert "Traceback" not in again.output()
+    job = await _run_until_final(telegram, env, tmp_path / "bot.log")
     return job
 
 
@@ -212,10 +222,7 @@ async def test_sigterm_stops_cleanly_and_the_job_resumes(
     assert time.monotonic() - started < 10
     assert read_job(process_env).status == Status.QUEUED  # type: ignore[union-attr]
 
-    again = await BotProcess(process_env, tmp_path / "bot.log").start(telegram)
-    await telegram.wait_for(lambda: (j := read_job(process_env)) and j.final, timeout=30)
-    again.terminate(signal.SIGINT)
-    assert await again.wait() == 0
+    await _run_until_final(telegram, process_env, tmp_path / "bot.log", signal.SIGINT)
     assert len(images_in_chat(telegram)) == 2
 
 
@@ -276,12 +283,7 @@ async def test_sigterm_during_start_up_stops_cleanly_and_the_job_resumes_later(
     assert job.request_id == fake_job.request_id
 
     fake_job.script.queued_polls = fake_job.polls  # RunComfy starts it now
-    again = await BotProcess(process_env, tmp_path / "bot.log").start(telegram)
-    job = await telegram.wait_for(
-        lambda: (j := read_job(process_env)) and j.final and j, timeout=30
-    )
-    again.terminate()
-    assert await again.wait() == 0
+    job = await _run_until_final(telegram, process_env, tmp_path / "bot.log")
     assert job.status == Status.DONE
     assert runcomfy.count("submit") == 1
     assert len(images_in_chat(telegram)) == 2
@@ -311,12 +313,7 @@ async def test_sigterm_during_a_submit_lets_it_finish_and_the_job_is_delivered_a
     assert job is not None and job.status == Status.QUEUED  # not "unclear"
     assert job.request_id == fake_job.request_id and job.submit_unknown == 0
 
-    again = await BotProcess(process_env, tmp_path / "bot.log").start(telegram)
-    job = await telegram.wait_for(
-        lambda: (j := read_job(process_env)) and j.final and j, timeout=30
-    )
-    again.terminate()
-    assert await again.wait() == 0
+    job = await _run_until_final(telegram, process_env, tmp_path / "bot.log")
     assert job.status == Status.DONE
     assert runcomfy.count("submit") == 1
     assert len(images_in_chat(telegram)) == 2
