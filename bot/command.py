@@ -6,11 +6,15 @@ A prompt that is a numbered list (a script) makes one image per item, in order.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from bot import schema
 from bot.errors import InputError
 from bot.models import ChatDefaults, SeqRequest
 from bot.texts import Plural
+
+if TYPE_CHECKING:
+    from telegram import Message
 
 _NUMBER_WORDS = {
     "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
@@ -316,3 +320,18 @@ def _plain_text(prompt: str, *, count: int | None, default_count: int | None) ->
             limit=schema.MAX_TEXT,
         )
     return count, text
+
+
+def replied_text(message: Message, bot_id: int) -> str | None:
+    """The prompt a command without one takes from the message it replies to: that message's
+    text or caption, unless it is the bot's own (a caption with parameters, not a prompt), a
+    command, or the forum topic's first message (every topic message "replies" to it)."""
+    replied = message.reply_to_message
+    if replied is None or (replied.from_user and replied.from_user.id == bot_id):
+        return None
+    if message.is_topic_message and replied.message_id == message.message_thread_id:
+        return None
+    text = replied.text or replied.caption
+    if not text or text.startswith("/"):
+        return None
+    return text

@@ -16,7 +16,7 @@ from telegram.error import TelegramError
 
 from bot import callbacks, limits, payments, render, schema
 from bot.callbacks import JobAction, JobButton, ResetButton, SettingButton, SettingField
-from bot.command import command_args, parse_seq
+from bot.command import command_args, parse_seq, replied_text
 from bot.context import BotContext
 from bot.errors import SeqbotError
 from bot.models import CancelOutcome, ChatDefaults, Job, Origin, Reference, SeqRequest, Status
@@ -65,16 +65,6 @@ async def start(update: Update, context: BotContext) -> None:
         await update.message.reply_text(render.help_text(lang(update), refs=refs))
 
 
-def _replied_text(message: Message, bot_id: int) -> str | None:
-    """The text (or caption) of the message a command replies to, unless it is the bot's own."""
-    replied = message.reply_to_message
-    if replied is None or (replied.from_user and replied.from_user.id == bot_id):
-        return None
-    if message.is_topic_message and replied.message_id == message.message_thread_id:
-        return None  # in a forum topic every message "replies" to the topic's first message
-    return replied.text or replied.caption
-
-
 async def seq(update: Update, context: BotContext) -> None:
     """/seq: check who asks, parse, then start a job; or explain what is wrong."""
     message = update.message
@@ -91,7 +81,7 @@ async def seq(update: Update, context: BotContext) -> None:
         )
         request = parse_seq(
             command_args(message.text),
-            replied_text=_replied_text(message, context.bot.id),
+            replied_text=replied_text(message, context.bot.id),
             defaults=context.store.chat_defaults(message.chat.id),
         )
         if request is None:

@@ -23,7 +23,7 @@ from telegram import Bot, Message
 from telegram.error import TelegramError
 
 from bot import limits, refimages, render, schema
-from bot.command import command_args, parse_seq
+from bot.command import command_args, parse_seq, replied_text
 from bot.config import Settings
 from bot.errors import InputError, SeqbotError
 from bot.models import Job, Origin, Reference, SeqRequest
@@ -324,7 +324,7 @@ class Intake:
             )
         request = parse_seq(
             command_args(text),
-            replied_text=_replied_caption(message),
+            replied_text=replied_text(message, self.bot.id),
             defaults=self.store.chat_defaults(chat_id),
         )
         if request is None:
@@ -430,15 +430,3 @@ def check_counts(refs: int, count: int) -> None:
     """Raise InputError when there are too many references, or no room for ``count`` images
     (the rule lives in ``schema``: the submit checks it again)."""
     schema.check_refs(refs, count)
-
-
-def _replied_caption(message: Message) -> str | None:
-    """The prompt of a reply that gives none: the replied message's text or caption, unless it
-    is a command (its own ``/seq …``) or the bot's."""
-    replied = message.reply_to_message
-    if replied is None or message.caption is not None:
-        return None
-    text = replied.text or replied.caption
-    if not text or text.startswith("/"):
-        return None
-    return text

@@ -381,3 +381,19 @@ async def test_the_albums_remembered_for_replies_are_bounded(
     telegram.send_text("/seq 2 both of them", reply_to_message_id=newest[0])
     second = await job_started(telegram, bot, 2)
     assert [r.message_id for r in second.refs] == newest
+
+
+async def test_a_bare_reply_to_the_bots_captioned_image_is_not_given_its_caption_as_a_prompt(
+    telegram: FakeTelegram, runcomfy: FakeRunComfy, bot: RunningBot
+) -> None:
+    telegram.send_text("/seq 2 a red fox")
+    assert (await until_final(telegram, bot)).status == Status.DONE
+    (album,) = telegram.calls_to("sendMediaGroup", ok_only=True)
+    first = album.response["result"][0]
+    assert "a red fox" in first["caption"]  # the bot's caption: prompt and parameters
+
+    update = telegram.send_text("/seq 3", reply_to_message_id=first["message_id"])
+    answer = await reply_to(telegram, update)
+    # No prompt of its own, and the bot's caption is not one: asked for a prompt, nothing started.
+    assert answer.startswith("Add a prompt after the options")
+    assert bot.store.get(2) is None and runcomfy.count("submit") == 1
