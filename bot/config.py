@@ -182,10 +182,10 @@ class Settings:
         per_user = _count(
             get, "DAILY_IMAGE_LIMIT_PER_USER", cls.daily_image_limit_per_user, minimum=0
         )
-        if webhook_url is not None and metrics_port == webhook_port:
-            raise ConfigError("METRICS_PORT", "must differ from WEBHOOK_PORT")
-        if public_url is not None and metrics_port == web_port:
-            raise ConfigError("METRICS_PORT", "must differ from WEB_PORT")
+        # The web server (webhook mode or reference images) listens on WEB_PORT, which is
+        # WEBHOOK_PORT unless set.
+        if (webhook_url is not None or public_url is not None) and metrics_port == web_port:
+            raise ConfigError("METRICS_PORT", "must differ from WEB_PORT (the web server's port)")
         log_format = (get("LOG_FORMAT") or cls.log_format).lower()
         if log_format not in ("text", "json"):
             raise ConfigError("LOG_FORMAT", "must be text or json")

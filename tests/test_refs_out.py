@@ -447,6 +447,18 @@ def test_the_metrics_port_may_not_be_the_web_servers(env: dict[str, str]) -> Non
     with pytest.raises(ConfigError, match="METRICS_PORT must differ from WEB_PORT"):
         Settings.from_env(clash)
     assert Settings.from_env({**clash, "METRICS_PORT": "9101"}).web_port == 9100
+    # Webhook mode without reference images: the same one server, on WEB_PORT when it is set.
+    hook = {
+        **env,
+        "WEBHOOK_URL": "https://bot.example.org/hook",
+        "WEBHOOK_SECRET": "s" * 20,
+        "WEB_PORT": "9100",
+    }
+    with pytest.raises(ConfigError, match="METRICS_PORT must differ from WEB_PORT"):
+        Settings.from_env({**hook, "METRICS_PORT": "9100"})
+    assert Settings.from_env({**hook, "METRICS_PORT": "8080"}).web_port == 9100
+    with pytest.raises(ConfigError, match="METRICS_PORT must differ from WEB_PORT"):
+        Settings.from_env({**hook, "WEB_PORT": "", "WEBHOOK_PORT": "9200", "METRICS_PORT": "9200"})
 
 
 # ---- both halves: from a Telegram photo to what RunComfy fetched ---------------------------------
