@@ -73,7 +73,9 @@ async def gate(update: Update, context: BotContext) -> None:
         await answer_quietly(query, refusal.text(language))
         raise ApplicationHandlerStop
     message = update.message
-    if message is None or message.successful_payment is not None:
+    # Telegram's own word on money is never held back: a payment is credited, a refund (one
+    # made outside the bot, too) takes its credits back, whoever the allowlists name.
+    if message is None or message.successful_payment or message.refunded_payment:
         return
     command = command_for_me(message, context.bot.username)
     user = message.from_user

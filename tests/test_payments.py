@@ -605,6 +605,20 @@ async def test_telegrams_refunded_payment_message_settles_the_refund(
     assert_clean(telegram, runcomfy)
 
 
+async def test_a_refund_made_outside_the_bot_counts_when_the_allowlist_names_only_groups(
+    telegram: FakeTelegram, runcomfy: FakeRunComfy, bots: Bots
+) -> None:
+    """The buyer's private chat is outside ALLOWED_CHAT_IDS (buying is let through there); the
+    refunded_payment service message that lands there must get through the outsider gate too."""
+    bot = await _paid_bot(bots, telegram, ALLOWED_CHAT_IDS=str(GROUP))
+    assert bot.store.balance(ADA_ID) == 10
+    telegram.refunds.append("stx-charge-1")  # refunded outside the bot (a dispute, say)
+    update = telegram.refunded("stx-charge-1")
+    assert "Your balance: 0 images." in await reply_to_service(telegram, update)
+    assert _refund_state(bot) == "done" and bot.store.balance(ADA_ID) == 0
+    assert_clean(telegram, runcomfy)
+
+
 async def test_a_refund_left_pending_by_a_stop_is_decided_by_telegram_at_the_next_start(
     telegram: FakeTelegram, runcomfy: FakeRunComfy, bots: Bots, env: dict[str, str]
 ) -> None:
