@@ -40,6 +40,9 @@ MAX_REFS = schema.MAX_REFS  # RunComfy's edit-sequential: 1–10 references
 MAX_TOTAL = schema.MAX_REFS_AND_IMAGES  # references plus requested images
 TELEGRAM_MAX_FILE = 20 * 1024 * 1024  # files over this a bot cannot download
 FETCHES_AT_ONCE = 4  # downloads from Telegram in flight, all chats together
+# Images being decoded and re-encoded, all chats together: a large PNG decodes to hundreds of
+# megabytes, and the default thread pool would otherwise take dozens at once.
+CLEANS_AT_ONCE = 2
 ALBUMS_REMEMBERED = 512  # albums a reply may still take whole, most recent first
 ALBUMS_COLLECTING = 256  # albums waiting for their last item at once; more are not collected
 ALBUM_MAX_ITEMS = 10  # Telegram's own limit: a tenth item completes the album
@@ -175,6 +178,7 @@ class Intake:
         self.album_wait = album_wait
         self.fetch_timeout = fetch_timeout
         self._fetches = asyncio.Semaphore(FETCHES_AT_ONCE)
+        self._cleans = asyncio.Semaphore(CLEANS_AT_ONCE)
         self._collecting: dict[tuple[int, str], _Album] = {}
         # (chat, media_group_id) -> the album's items in order: a reply to any takes them all.
         self._albums: OrderedDict[tuple[int, str], tuple[Source, ...]] = OrderedDict()
@@ -383,8 +387,10 @@ class Intake:
 
     async def _fetch_clean(self, source: Source) -> refimages.CleanImage:
         data = await self._fetch(source)
-        # Decoding and encoding take tens of milliseconds: never on the event loop.
-        return await asyncio.to_thread(refimages.clean, data)
+        # Decoding and encoding take tens of milliseconds: never on the event loop, and only a
+        # few at once (memory).
+        async with self._cleans:
+            return await asyncio.to_thread(refimages.clean, data)
 
     async def _fetch(self, source: Source) -> bytes:
         """The bytes of one reference. Raises UnusableImage (reason ``too_big``, ``unavailable``,
