@@ -3,6 +3,7 @@ a bot admin's totals stay private (issue 18, items 3 to 6), through the real App
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 
@@ -12,7 +13,7 @@ from bot.callbacks import JobAction
 from bot.config import Settings
 from bot.errors import ConfigError
 from bot.repeats import Recent, Repeats
-from bot.store import Status
+from bot.store import Job, Status
 from tests.conftest import Bots, RunningBot
 from tests.fakes.runcomfy_api import FakeRunComfy
 from tests.fakes.telegram_api import QUERY_INVALID, Call, FakeTelegram
@@ -355,3 +356,35 @@ async def test_a_bot_admins_usage_in_a_group_shows_only_their_own(
     assert f"{GROUP}: 1 job, 3 images, $0.09" in private
     assert "Telegram Stars this month: 0 ⭐ received" in private
     assert_clean(telegram, runcomfy)
+
+
+async def test_three_shows_of_one_job_run_one_after_another(
+    telegram: FakeTelegram, runcomfy: FakeRunComfy, bot: RunningBot
+) -> None:
+    """/show holds a lock per job, kept while any /show waits for it: a released lock is
+    unlocked for a moment before its next waiter takes it, and a fresh lock then let a third
+    /show in beside the second (the same images sent twice)."""
+    telegram.send_text("/seq 2 a fox")
+    job = await until_final(telegram, bot)
+    inside, most, calls = 0, 0, 0
+    third: list[asyncio.Task[bool]] = []
+
+    async def slow_show(job: Job, reply_to: int) -> bool:
+        nonlocal inside, most, calls
+        calls += 1
+        inside += 1
+        most = max(most, inside)
+        await asyncio.sleep(0.05)
+        inside -= 1
+        if calls == 1:  # a third /show comes just as the first lets the lock go
+            third.append(asyncio.create_task(bot.runner.show(job, 1)))
+        return True
+
+    bot.runner.delivery.show_again = slow_show  # type: ignore[method-assign]
+    first = asyncio.create_task(bot.runner.show(job, 1))
+    await asyncio.sleep(0.01)  # the first holds the lock
+    second = asyncio.create_task(bot.runner.show(job, 1))
+    assert await asyncio.gather(first, second) == [True, True]
+    assert await third[0] is True
+    assert calls == 3 and most == 1
+    assert bot.runner.deliveries._showing == {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 
@@ -34,6 +35,7 @@ class DeliveryStep:
         self.status = status
         self.estimates = estimates
         self._showing: dict[int, asyncio.Lock] = {}  # per job: one /show at a time
+        self._show_users: collections.Counter[int] = collections.Counter()  # holding or waiting
         delivery.on_trouble = self._trouble
 
     async def deliver(self, job: Job) -> None:
@@ -79,6 +81,7 @@ class DeliveryStep:
         gets the rest from the kept files; once all arrived it is done, with its follow-up.
         """
         lock = self._showing.setdefault(job.id, asyncio.Lock())
+        self._show_users[job.id] += 1
         try:
             async with lock:
                 # Another /show may have delivered the rest meanwhile: the row says.
@@ -89,8 +92,11 @@ class DeliveryStep:
                     await self._delivered_late(job)
                 return shown
         finally:
-            if not lock.locked():
-                self._showing.pop(job.id, None)
+            # Dropped only when no other /show waits for it: a released lock is briefly unlocked
+            # before its next waiter takes it, and a new lock then would let a third in at once.
+            self._show_users[job.id] -= 1
+            if not self._show_users[job.id]:
+                del self._show_users[job.id], self._showing[job.id]
 
     async def _delivered_late(self, job: Job) -> None:
         """Every image reached the chat after the job had failed: it is done after all."""
