@@ -143,7 +143,9 @@ async def buy_button(update: Update, context: BotContext) -> None:
         expires_at=now + payments.INVOICE_TTL,
     )
     try:
-        claim, invoice = context.store.claim_invoice(fresh, now=now, window=payments.REPEAT_WINDOW)
+        claim, invoice = context.store.claim_invoice(
+            fresh, now=now, window=context.settings.repeat_window
+        )
     except SeqbotError as exc:
         await query.answer(exc.text(language), show_alert=True)
         return

@@ -23,7 +23,6 @@ from bot.texts import Plural, plural, tr
 
 CURRENCY = "XTR"  # Telegram Stars
 INVOICE_TTL = 24 * 3600.0  # an invoice can be paid for a day; then pre-checkout refuses it
-REPEAT_WINDOW = 60.0  # a repeated tap on the same pack within this many seconds sends nothing
 PAYLOAD_BYTES = 24  # secrets.token_urlsafe(24): 32 characters, well within Telegram's 128 bytes
 
 PAYSUPPORT_DEFAULT = (

@@ -142,7 +142,9 @@ class JobRunner:
         try:
             job = self.store.create_job(request, origin, reserve=reserve)
         except NotEnoughCredits as exc:
-            raise payments.not_enough(exc.needed, exc.available) from None
+            # A channel or an anonymous admin spends the chat's own credits: say so.
+            chat = origin.user_id != origin.requester_id
+            raise payments.not_enough(exc.needed, exc.available, chat=chat) from None
         if job is None:
             return None
         self.states.log_event(job, "recorded")
