@@ -10,6 +10,7 @@ instead, and :func:`check_result` catches a ``getMe`` that is not a bot, so star
 from __future__ import annotations
 
 import json
+import re
 from datetime import timedelta
 from http import HTTPStatus
 from typing import Any
@@ -202,10 +203,19 @@ async def edit_text(
         raise UnreadableAnswer("editMessageText answered neither true nor a message")
 
 
-def retry_after(exc: RetryAfter) -> float:
-    """The flood wait in seconds (python-telegram-bot gives seconds, or a timedelta)."""
-    asked = exc.retry_after
-    return asked.total_seconds() if isinstance(asked, timedelta) else float(asked)
+_RETRY_AFTER_RE = re.compile(r"retry after ([0-9]+)", re.IGNORECASE)
+
+
+def flood_wait(exc: BaseException) -> float | None:
+    """Seconds Telegram asks to wait: a 429's ``retry_after`` (seconds, or a timedelta in newer
+    python-telegram-bot), or an album's 400 that says "retry after N" (part of it may have been
+    delivered); None for any other error."""
+    if isinstance(exc, RetryAfter):
+        asked = exc.retry_after
+        return asked.total_seconds() if isinstance(asked, timedelta) else float(asked)
+    if isinstance(exc, BadRequest) and (m := _RETRY_AFTER_RE.search(exc.message)):
+        return float(m.group(1))
+    return None
 
 
 def status_of(exc: TelegramError) -> int | None:
@@ -245,7 +255,7 @@ def describe(exc: TelegramError) -> str:
     if isinstance(exc, InvalidToken):
         return "HTTP 401/404: the token was rejected"
     if isinstance(exc, RetryAfter):
-        return f"HTTP 429: flood control, retry after {retry_after(exc):g} s"
+        return f"HTTP 429: flood control, retry after {flood_wait(exc) or 0:g} s"
     status = status_of(exc)
     if status is not None:
         description = getattr(exc, "description", None) or exc.message

@@ -16,13 +16,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from typing import Any
 
 from telegram.error import BadRequest, RetryAfter
 from telegram.ext import BaseRateLimiter
 
 from bot import metrics
+from bot.botapi import flood_wait
 from bot.slots import RankedBucket
 
 log = logging.getLogger(__name__)
@@ -51,8 +51,6 @@ SPREAD_CHATS = 3
 SPREAD_WINDOW = 1.0
 # Added to every wait Telegram asks for, as python-telegram-bot does (its clock and ours differ).
 _MARGIN = 0.1
-_RETRY_AFTER_RE = re.compile(r"retry after ([0-9]+)", re.IGNORECASE)
-
 Chat = int | str  # a chat id, or a @username (treated as a group, as Telegram cannot say)
 
 
@@ -76,17 +74,6 @@ def posts_message(endpoint: str) -> bool:
     if endpoint == "sendChatAction":
         return False
     return endpoint.startswith(("send", "edit", "copy", "forward", "stopPoll"))
-
-
-def flood_wait(exc: Exception) -> float | None:
-    """Seconds Telegram asks the chat to wait, from a 429 or from an album's 400 that says
-    "retry after N" (part of it may have been delivered); None for any other error."""
-    if isinstance(exc, RetryAfter):
-        value: Any = exc.retry_after
-        return float(value.total_seconds() if hasattr(value, "total_seconds") else value)
-    if isinstance(exc, BadRequest) and (m := _RETRY_AFTER_RE.search(exc.message)):
-        return float(m.group(1))
-    return None
 
 
 class FloodHolds:

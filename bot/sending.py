@@ -18,6 +18,7 @@ from telegram import ReplyParameters
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
 
 from bot import metrics
+from bot.botapi import flood_wait
 from bot.errors import DeliveryFailed, TelegramUnreachableError
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,6 @@ MAX_BACKOFF = 60.0
 # Past the first ATTEMPTS tries of a long wait, one line in this many: an outage of hours at a
 # try a minute stays readable in the log.
 _LOG_EVERY = 10
-_RETRY_AFTER_RE = re.compile(r"retry after ([0-9]+)", re.IGNORECASE)
 # A bot token, should a transport error ever quote a request URL.
 _TOKEN_RE = re.compile(r"[0-9]{3,20}:[A-Za-z0-9_-]{20,}")
 
@@ -37,13 +37,6 @@ _TOKEN_RE = re.compile(r"[0-9]{3,20}:[A-Za-z0-9_-]{20,}")
 def reply(message_id: int) -> ReplyParameters:
     """Reply to ``message_id``, or just post if the user deleted it meanwhile."""
     return ReplyParameters(message_id=message_id, allow_sending_without_reply=True)
-
-
-def seconds(value: object) -> float:
-    """A ``retry_after`` (seconds, or a timedelta in newer python-telegram-bot) in seconds."""
-    if hasattr(value, "total_seconds"):
-        return float(value.total_seconds())
-    return float(value)  # type: ignore[arg-type]
 
 
 def error_text(exc: BaseException) -> str:
@@ -88,19 +81,19 @@ async def with_retries(
         try:
             return await send()
         except RetryAfter as exc:
-            wait = seconds(exc.retry_after)
+            wait = flood_wait(exc) or 0.0
             last = f"flood wait {wait:g} s"
             log.info("%s: flood wait %g s (try %d)", name(), wait, attempt)
         except BadRequest as exc:
-            m = _RETRY_AFTER_RE.search(exc.message)
-            if not m:
+            asked = flood_wait(exc)
+            if asked is None:
                 log.warning("%s refused (try %d): %s", name(), attempt, error_text(exc))
                 raise DeliveryFailed(
                     "Telegram refused the images. Last error: {error}",
                     error=error_text(exc),
                     detail=f"{name()}: {error_text(exc)}",
                 ) from None
-            wait = float(m.group(1))
+            wait = asked
             last = error_text(exc)
             log.info("%s: album stopped by a flood wait of %g s (try %d)", name(), wait, attempt)
             if on_album_retry:

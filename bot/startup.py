@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from telegram.error import InvalidToken, RetryAfter, TelegramError
 
-from bot.botapi import UnreadableAnswer, answered, describe, retry_after, worth_retrying
+from bot.botapi import UnreadableAnswer, answered, describe, flood_wait, worth_retrying
 from bot.config import Settings
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ async def _until_taken(action: Call, what: str, settings: Settings, *, cosmetic:
                 raise _Refused(exc) from None
             wait = delay
             if isinstance(exc, RetryAfter):
-                wait = max(delay, retry_after(exc))
+                wait = max(delay, flood_wait(exc) or 0.0)
             log.warning(
                 "%s; trying again in %.3g s%s",
                 failure_line(what, tries, exc),
