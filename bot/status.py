@@ -29,8 +29,6 @@ log = logging.getLogger(__name__)
 # Groups allow about 20 messages a minute: within one phase, a status edit waits this long.
 GROUP_EDIT_INTERVAL = 10.0
 
-__all__ = ["PriorityRateLimiter", "StatusBoard"]  # the limiter lives in flood.py now
-
 
 def milestone(job: Job, markup: object) -> tuple[Status, bool]:
     """What a status edit must always show: the phase (queued, running, …) and the buttons."""

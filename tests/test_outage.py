@@ -215,7 +215,9 @@ async def test_an_unreadable_status_edit_answer_does_not_spoil_a_cancel(
         lambda: (j := bot.store.get(1)) and j.queue_position is not None and j
     )
     # From now on every edit is answered "ok" with something that is not a Message.
-    telegram.answer_next("editMessageText", {"unexpected": "shape"}, times=100_000)
+    telegram.answer_raw_next(
+        "editMessageText", {"ok": True, "result": {"unexpected": "shape"}}, times=100_000
+    )
     with caplog.at_level(logging.INFO):
         press = telegram.press_button((ADA, job.status_message_id or 0), "v1:cancel:1")
         answer = await answered(telegram, press)
@@ -236,7 +238,7 @@ async def test_an_unreadable_answer_to_a_settings_redraw_does_not_spoil_the_tap(
 ) -> None:
     await reply_to(telegram, telegram.send_text("/settings"))
     message = next(k for k in telegram.messages if telegram.buttons(*k) and k[0] == ADA)
-    telegram.answer_next("editMessageText", {"unexpected": "shape"})
+    telegram.answer_raw_next("editMessageText", {"ok": True, "result": {"unexpected": "shape"}})
     with caplog.at_level(logging.INFO):
         answer = await answered(telegram, telegram.press_button(message, "v1:set:count:4"))
         await telegram.wait_for(lambda: "the message was not redrawn" in caplog.text)

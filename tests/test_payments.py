@@ -488,7 +488,7 @@ def test_two_processes_credit_a_payment_once_and_never_overdraw(tmp_path: Path) 
     first, second = Store(path), Store(path)
     try:
         invoice = Invoice("pay-load", ADA_ID, ADA_ID, 4, 30, time.time() + 60)
-        first.add_invoice(invoice)
+        first.claim_invoice(invoice, now=time.time(), window=60)
         for store in (first, second, first):
             store.record_payment(
                 charge_id="c-1",

@@ -313,23 +313,6 @@ class PaymentStore(StoreBase):
             add_credits(self.db, int(row[0]), int(row[1]), now)
         return int(row[1])
 
-    def add_invoice(self, invoice: Invoice) -> None:
-        """Remember an invoice before it is sent. Raises StoreBusyError."""
-        with busy_is_user_error(), self.db.conn:
-            self.db.execute(
-                "INSERT INTO invoices (payload, requester_id, user_id, images, stars, "
-                "created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    invoice.payload,
-                    invoice.requester_id,
-                    invoice.user_id,
-                    invoice.images,
-                    invoice.stars,
-                    time.time(),
-                    invoice.expires_at,
-                ],
-            )
-
     def claim_invoice(
         self, invoice: Invoice, *, now: float, window: float
     ) -> tuple[InvoiceClaim, Invoice]:

@@ -1,8 +1,8 @@
 """The webhook: Telegram (through the TLS proxy in front of it) POSTs updates to the web server.
 
-Every request is bounded before it costs anything: the secret header is checked as soon as the
-headers are in (a request without it is answered 403 and its body never read), headers and body
-each have a deadline, an idle connection is closed, and only so many connections are open at once.
+The secret header is checked as soon as the headers are in: a request without it is answered
+403 and its body never read. The server (``server.py``) bounds headers, bodies, idle time and
+connections for every route.
 """
 
 from __future__ import annotations
@@ -22,8 +22,6 @@ SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 - a header name
 MAX_BODY_BYTES = 1024 * 1024
 # Telegram's headers are a few hundred bytes.
 MAX_HEADER_BYTES = 16 * 1024
-# Telegram opens at most 100 connections (setWebhook's max_connections); more are someone else's.
-MAX_CONNECTIONS = 128
 # How long a request's headers, its body, and an idle kept-alive connection each may take.
 TIMEOUT_SECONDS = 10.0
 

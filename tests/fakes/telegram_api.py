@@ -91,7 +91,7 @@ class Call:
 
 @dataclass
 class _Fault:
-    kind: str  # "error" | "server" | "delay" | "lost" | "album" | "drop" | "answer" | "raw"
+    kind: str  # "error" | "server" | "delay" | "lost" | "album" | "drop" | "raw"
     method: str
     times: int = 1
     status: int = 400
@@ -101,7 +101,6 @@ class _Fault:
     seconds: float = 0.0
     delivered_before: int = 0
     skip: int = 0  # matching calls to let through before the fault applies
-    result: Any = None  # "answer": what an "ok" answer carries instead of the method's result
     body: str = ""  # "raw": the exact answer body
 
 
@@ -342,13 +341,6 @@ class FakeTelegram:
         """Close the connection of the next ``times`` calls of ``method`` without an answer (a
         network error for the client; nothing takes effect)."""
         self._faults.append(_Fault("drop", self._canonical(method), times))
-
-    def answer_next(self, method: str, result: Any, times: int = 1) -> None:
-        """Answer the next ``times`` calls of ``method`` "ok" with ``result`` instead of what the
-        method returns (an answer of an unexpected shape; the call takes no effect)."""
-        fault = _Fault("answer", self._canonical(method), times)
-        fault.result = result
-        self._faults.append(fault)
 
     def recover(self) -> None:
         """Forget every fault not met yet: Telegram is back."""
@@ -657,10 +649,6 @@ class FakeTelegram:
                 if request.transport is not None:
                     request.transport.abort()
                 return web.Response(status=502)  # never reaches the client
-            elif fault and fault.kind == "answer":
-                odd = {"ok": True, "result": fault.result}
-                self._record(Call(method, params, files, 200, odd))
-                return web.json_response(odd)
             self._flood_check(method, params)
             self._check_blocked(method, params)
             handler = getattr(self, f"_m_{method}", None)
