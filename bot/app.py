@@ -473,6 +473,9 @@ async def _post_init(app: Application) -> None:  # type: ignore[type-arg]
     if settings.payments:  # payments SQLite refused, refunds the bot stopped in the middle of
         first = settings.telegram_retry_delay
         runner.background.run(pay.on_start(app.bot, store, first_delay=first), "payments")
+        runner.background.run_once(
+            pay.resolve_refunds(app.bot, store, first_delay=first), pay.REFUNDS
+        )
     services.heartbeat = asyncio.create_task(_heartbeat(settings.health_file, runner))
 
 

@@ -328,7 +328,7 @@ async def _keep_recording(bot: Bot, store: Store, paid: PaidUpdate, delay: float
 
 async def on_start(bot: Bot, store: Store, *, first_delay: float) -> None:
     """At start: record the payments kept on disk when SQLite refused them (telling each buyer
-    whose credits arrive only now), then settle every refund left pending."""
+    whose credits arrive only now). (Refunds left pending: :func:`resolve_refunds`.)"""
     delay = first_delay
     while True:
         done, waiting = store.replay_journal()
@@ -340,7 +340,6 @@ async def on_start(bot: Bot, store: Store, *, first_delay: float) -> None:
             break
         await asyncio.sleep(delay)
         delay = min(delay * 2, _PAYMENT_RETRY_MOST)
-    await resolve_refunds(bot, store, first_delay=first_delay)
 
 
 async def _thank(
@@ -481,6 +480,9 @@ async def ask_refund(bot: Bot, store: Store, payment: Payment) -> tuple[RefundAn
     return RefundAnswer.DONE, ""
 
 
+REFUNDS = "refunds"  # the background loop of resolve_refunds: one at a time
+
+
 async def resolve_refunds(
     bot: Bot, store: Store, *, first_delay: float, wait_first: bool = False
 ) -> None:
@@ -549,14 +551,15 @@ async def refund_command(update: Update, context: BotContext) -> None:
             "/refund {charge} again to ask now).",
             charge=charge[:60],
         )
-        context.runner.background.run(
+        # One loop asks about every pending refund: another /refund (or the start's) joins it.
+        context.runner.background.run_once(
             resolve_refunds(
                 context.bot,
                 store,
                 first_delay=context.settings.telegram_retry_delay,
                 wait_first=True,
             ),
-            f"refund {charge[:60]}",
+            REFUNDS,
         )
     else:
         answer = tr(

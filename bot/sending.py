@@ -133,8 +133,19 @@ class Background:
 
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[None]] = set()
+        self._named: dict[str, asyncio.Task[None]] = {}  # started by run_once, by name
 
-    def run(self, work: Coroutine[Any, Any, None], what: str) -> None:
+    def run_once(self, work: Coroutine[Any, Any, None], what: str) -> bool:
+        """Start ``work`` unless work named ``what`` still runs (then ``work`` is dropped, never
+        started); True if started. For loops that cover everything of a kind at each turn."""
+        running = self._named.get(what)
+        if running is not None and not running.done():
+            work.close()
+            return False
+        self._named[what] = self.run(work, what)
+        return True
+
+    def run(self, work: Coroutine[Any, Any, None], what: str) -> asyncio.Task[None]:
         """Start ``work``; ``what`` names it in the log if it fails."""
 
         async def guarded() -> None:
@@ -146,6 +157,7 @@ class Background:
         task = asyncio.create_task(guarded())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def stop(self) -> None:
         """Cancel everything still running and wait for it to end."""

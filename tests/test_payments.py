@@ -21,6 +21,7 @@ from bot.callbacks import BuyButton
 from bot.config import Settings
 from bot.errors import ConfigError
 from bot.models import Origin, SeqRequest, Status
+from bot.sending import Background
 from bot.store import Invoice, NotEnoughCredits, Reserve, Store
 from tests.conftest import Bots, RunningBot
 from tests.fakes.runcomfy_api import FakeRunComfy, JobScript
@@ -968,3 +969,24 @@ async def test_a_payment_refused_by_sqlite_survives_a_stop_and_is_credited_at_th
 def _mode(path: Path) -> int | None:
     """The file's permission bits, or None if there is no such file."""
     return path.stat().st_mode & 0o777 if path.exists() else None
+
+
+async def test_one_refund_loop_at_a_time_whoever_starts_it() -> None:
+    """A /refund that gets no answer starts the loop that asks about every pending refund; a
+    second one (or the start's) while it runs joins it instead of asking Telegram again."""
+    background, turns = Background(), []
+    release = asyncio.Event()
+
+    async def loop(name: str) -> None:
+        turns.append(name)
+        await release.wait()
+
+    assert background.run_once(loop("first"), "refunds")
+    await asyncio.sleep(0)
+    assert not background.run_once(loop("second"), "refunds")  # dropped, never started
+    release.set()
+    await asyncio.sleep(0.01)
+    assert background.run_once(loop("third"), "refunds")  # the first has ended
+    await asyncio.sleep(0)
+    assert turns == ["first", "third"]
+    await background.stop()
