@@ -3,8 +3,8 @@
 httpcore 1.0 looks over its whole pool whenever a request starts or ends
 (``_assign_requests_to_connections``), and two parts of that look grow with the pool:
 
-- for each idle connection it counts *every* connection again (``len([c.is_idle() for c in
-  connections])``, a ``len`` where a ``sum`` was meant): quadratic in the pool's size;
+- for each idle connection it builds a list over *every* connection only to take its length
+  (``len([c.is_idle() for c in connections])``, which is the pool's size): quadratic;
 - for each idle connection it asks whether the server closed it (``has_expired``), which on
   anyio's streams builds a dict of socket attributes with a ``getpeername()`` system call every
   time, before the ``poll()`` that answers the question.
@@ -121,22 +121,18 @@ class LeanPool(httpcore.AsyncConnectionPool):
     """httpcore's pool, its per-request bookkeeping linear in the number of connections."""
 
     def _assign_requests_to_connections(self) -> list[Any]:
-        # httpcore 1.0.x's method, step for step, with the idle connections counted once.
+        # httpcore 1.0.x's method, step for step. Its idle rule counts the pool with a list of
+        # every connection built for each idle one (``len([c.is_idle() for c in connections])``):
+        # that count is ``len(self._connections)``, the same number without the quadratic walk.
         closing: list[Any] = []
-        kept: list[Any] = []
-        for connection in self._connections:
+        for connection in list(self._connections):
             if connection.is_closed():
-                continue
-            if connection.has_expired():
+                self._connections.remove(connection)
+            elif connection.has_expired() or (
+                connection.is_idle() and len(self._connections) > self._max_keepalive_connections
+            ):
+                self._connections.remove(connection)
                 closing.append(connection)
-            else:
-                kept.append(connection)
-        surplus = sum(1 for c in kept if c.is_idle()) - self._max_keepalive_connections
-        if surplus > 0:  # the oldest idle connections go first, as in httpcore's loop
-            for connection in [c for c in kept if c.is_idle()][:surplus]:
-                kept.remove(connection)
-                closing.append(connection)
-        self._connections[:] = kept
 
         for pool_request in [r for r in self._requests if r.is_queued()]:
             origin = pool_request.request.url.origin

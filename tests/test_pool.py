@@ -144,15 +144,20 @@ async def test_idle_connections_beyond_the_keepalive_limit_are_closed() -> None:
     sock.bind(("127.0.0.1", 0))
     await web.SockSite(runner, sock).start()
     limits = httpx.Limits(max_connections=10, max_keepalive_connections=2)
-    client = lean_client(httpx.AsyncClient(limits=limits))
+    lean = lean_client(httpx.AsyncClient(limits=limits))
+    plain = httpx.AsyncClient(limits=limits)  # httpcore's own pool: the same decisions
     try:
         url = f"http://127.0.0.1:{sock.getsockname()[1]}/"
-        answers = await asyncio.gather(*(client.get(url) for _ in range(6)))
-        assert [a.text for a in answers] == ["ok"] * 6
-        await client.get(url)  # its look over the pool closes the surplus
-        pool = _pool(client)
-        assert type(pool).__name__ == "LeanPool"
-        assert sum(c.is_idle() for c in pool.connections) <= 2
+        left = []
+        for client in (lean, plain):
+            answers = await asyncio.gather(*(client.get(url) for _ in range(6)))
+            assert [a.text for a in answers] == ["ok"] * 6
+            await client.get(url)  # its look over the pool closes the surplus
+            left.append(len(_pool(client).connections))
+        assert type(_pool(lean)).__name__ == "LeanPool"
+        assert sum(c.is_idle() for c in _pool(lean).connections) <= 2
+        assert left[0] == left[1]
     finally:
-        await client.aclose()
+        await lean.aclose()
+        await plain.aclose()
         await runner.cleanup()
