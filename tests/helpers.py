@@ -154,6 +154,7 @@ async def record_job(
         store.close()
     if keep_files:
         cache = OriginalsCache(db.parent / "originals")
+        await cache.pin(job.id)  # as JobRunner._keep_refs does before it writes them
         for ref, data in zip(refs, images, strict=True):
             await cache.save_ref(job.id, ref.id, data)
     return job, refs

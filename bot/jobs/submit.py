@@ -140,9 +140,9 @@ class SubmitStep:
             seed=job.seed,
             images=[links.url(job.id, ref.id) for ref in job.refs],
         )
-        # RunComfy may fetch them only when the job leaves its queue: until the job ends, the
-        # ORIGINALS_MAX_MB cap must not take them (JobRunner unpins a job that ends undelivered).
-        await self.originals.pin(job.id)
+        # RunComfy may fetch them only when the job leaves its queue: the job was pinned when
+        # its files were written (JobRunner._keep_refs), so the ORIGINALS_MAX_MB cap spares them
+        # until it ends.
         paths = [self.originals.ref_path(job.id, ref.id) for ref in job.refs]
         present = await asyncio.to_thread(lambda: [p.is_file() for p in paths])
         if not all(present):
