@@ -371,19 +371,24 @@ class Intake:
         )
 
     async def fetch_all(self, sources: Sequence[Source]) -> list[refimages.CleanImage]:
-        """Every reference fetched and cleaned, in order; RefError names the first that failed."""
+        """Every reference fetched and cleaned, in order; RefError names the first that failed.
+        The first failure stops the others: the user is told at once, nothing more is fetched."""
         numbered = len(sources) > 1
-        results = await asyncio.gather(
-            *(self._fetch_clean(s) for s in sources), return_exceptions=True
-        )
-        out = []
-        for number, result in enumerate(results, 1):
-            if isinstance(result, UnusableImage):
-                raise ref_error(result.reason, number if numbered else None)
-            if isinstance(result, BaseException):
-                raise result
-            out.append(result)
-        return out
+        tasks = [asyncio.create_task(self._fetch_clean(s)) for s in sources]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        finally:
+            for task in tasks:
+                task.cancel()  # those still under way (a failure, or this request cancelled)
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for number, task in enumerate(tasks, 1):
+            if task.cancelled():
+                continue
+            if isinstance(exc := task.exception(), UnusableImage):
+                raise ref_error(exc.reason, number if numbered else None)
+            if exc is not None:
+                raise exc
+        return [task.result() for task in tasks]
 
     async def _fetch_clean(self, source: Source) -> refimages.CleanImage:
         data = await self._fetch(source)

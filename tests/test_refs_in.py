@@ -262,6 +262,26 @@ async def test_an_album_of_ten_starts_at_its_tenth_item_without_waiting(
     assert len(job.refs) == 10
 
 
+async def test_a_bad_item_stops_the_fetches_of_the_others(
+    telegram: FakeTelegram, runcomfy: FakeRunComfy, bot: RunningBot
+) -> None:
+    # Item 1 is refused when it is cleaned; items 2-6 hang at getFile (until the bot's own request
+    # timeout, about 2 s, if nothing stops them). The user is told at once, and none of the slow
+    # files is downloaded.
+    telegram.delay_next("getFile", 0.0)
+    telegram.delay_next("getFile", 5.0, times=5)
+    items = telegram.send_album(
+        [colour("blue", (1700, 100))]
+        + [colour(c) for c in ("red", "green", "white", "black", "yellow")],
+        "/seq 2 all of them",
+    )
+    start = time.monotonic()
+    answer = await reply_to(telegram, items[0])
+    assert answer.startswith("Reference 1: That image is too long and narrow")
+    assert time.monotonic() - start < 1.5
+    assert len(telegram.downloads) == 1 and bot.store.get(1) is None
+
+
 async def test_a_bad_item_of_an_album_is_named(
     telegram: FakeTelegram, runcomfy: FakeRunComfy, bot: RunningBot
 ) -> None:
