@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
+from bot import schema
+
 # Telegram's limits for an uploaded photo; anything beyond goes as a document.
 PHOTO_MAX_BYTES = 10 * 1024 * 1024
 PHOTO_MAX_SIDES = 10_000  # width + height
@@ -50,11 +52,8 @@ class ImageInfo:
 
 def max_pixels(size: str) -> int:
     """The most pixels a result of the requested ``size`` (``"2560:1440 (16:9)"``) may have."""
-    w, _, rest = size.partition(":")
-    h = rest.split(" ")[0]
-    if w.isascii() and w.isdigit() and h.isascii() and h.isdigit() and int(w) and int(h):
-        return int(w) * int(h) * PIXELS_OVER_REQUESTED
-    return FALLBACK_MAX_PIXELS
+    sides = schema.dimensions(size)
+    return sides[0] * sides[1] * PIXELS_OVER_REQUESTED if sides else FALLBACK_MAX_PIXELS
 
 
 def check_header(img: Image.Image, limit: int | None) -> None:

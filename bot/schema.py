@@ -58,6 +58,15 @@ RATIOS: tuple[str, ...] = tuple(_SIZE_RE.match(s)["ratio"] for s in SIZES)  # ty
 DEFAULT_RATIO: str = _SIZE_RE.match(DEFAULT_SIZE)["ratio"]  # type: ignore[index]
 
 
+def dimensions(size: str) -> tuple[int, int] | None:
+    """(width, height) of a size string such as ``"2560:1440 (16:9)"``; None if unreadable."""
+    w, _, rest = size.partition(":")
+    h = rest.split(" ")[0]
+    if w.isascii() and w.isdigit() and h.isascii() and h.isdigit() and int(w) and int(h):
+        return int(w), int(h)
+    return None
+
+
 def ratio_of(size: str) -> str:
     """``"2560:1440 (16:9)"`` -> ``"16:9"``."""
     m = _SIZE_RE.match(size)

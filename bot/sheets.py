@@ -17,6 +17,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
+from bot import schema
 from bot.images import (
     FORMATS,
     PHOTO_MAX_BYTES,
@@ -259,18 +260,7 @@ def zip_part(files: Sequence[tuple[str, Source]], prompt_txt: str) -> bytes:
     return buf.getvalue()
 
 
-def zip_parts(files: Sequence[tuple[str, bytes]], prompt_txt: str, max_bytes: int) -> list[bytes]:
-    """The files, in order, as ZIP archives of at most ``max_bytes`` each (one when they fit),
-    every archive with ``prompt.txt`` too (all in memory: callers with files on disk build one
-    part at a time from :func:`zip_groups` and :func:`zip_part`)."""
-    groups = zip_groups([(name, len(data)) for name, data in files], prompt_txt, max_bytes)
-    return [zip_part([files[n] for n in group], prompt_txt) for group in groups]
-
-
 def panel_ratio(size: str) -> float:
     """Width / height of a job's ``size`` (``"2560:1440 (16:9)"`` -> 1.78); 1.0 if unreadable."""
-    w, _, rest = size.partition(":")
-    h = rest.split(" ")[0]
-    if w.isascii() and w.isdigit() and h.isascii() and h.isdigit() and int(w) and int(h):
-        return int(w) / int(h)
-    return 1.0
+    sides = schema.dimensions(size)
+    return sides[0] / sides[1] if sides else 1.0

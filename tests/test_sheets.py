@@ -114,6 +114,12 @@ def test_panel_names_and_ratio() -> None:
     assert sheets.panel_ratio("0:5") == sheets.panel_ratio("²:1") == sheets.panel_ratio("") == 1.0
 
 
+def zip_parts(files: list[tuple[str, bytes]], prompt_txt: str, max_bytes: int) -> list[bytes]:
+    """Every part, as the ZIP button builds them one at a time from disk."""
+    groups = sheets.zip_groups([(name, len(data)) for name, data in files], prompt_txt, max_bytes)
+    return [sheets.zip_part([files[n] for n in group], prompt_txt) for group in groups]
+
+
 def read_zip(data: bytes) -> dict[str, bytes]:
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         assert archive.testzip() is None
@@ -122,7 +128,7 @@ def read_zip(data: bytes) -> dict[str, bytes]:
 
 def test_a_zip_that_fits_is_one_part() -> None:
     files = [(f"{n:02d}.jpg", bytes([n]) * 1000) for n in range(1, 13)]
-    (part,) = sheets.zip_parts(files, "Prompt: a fox\nRequest: abc\n", 50 * 1024 * 1024)
+    (part,) = zip_parts(files, "Prompt: a fox\nRequest: abc\n", 50 * 1024 * 1024)
     contents = read_zip(part)
     assert list(contents) == [name for name, _ in files] + ["prompt.txt"]
     assert contents["prompt.txt"] == b"Prompt: a fox\nRequest: abc\n"
@@ -132,7 +138,7 @@ def test_a_zip_that_fits_is_one_part() -> None:
 @pytest.mark.parametrize("limit", [4000, 7000, 40_000])
 def test_zip_parts_stay_under_the_limit_and_keep_the_order(limit: int) -> None:
     files = [(f"{n:02d}.jpg", bytes([n]) * (900 + 97 * n)) for n in range(1, 16)]
-    parts = sheets.zip_parts(files, "Prompt: a fox — лиса\n", limit)
+    parts = zip_parts(files, "Prompt: a fox — лиса\n", limit)
     assert all(len(p) <= limit for p in parts)
     names: list[str] = []
     for part in parts:
@@ -146,5 +152,5 @@ def test_zip_parts_stay_under_the_limit_and_keep_the_order(limit: int) -> None:
 
 def test_a_file_larger_than_a_part_goes_alone() -> None:
     files = [("01.jpg", b"a" * 100), ("02.jpg", b"b" * 5000), ("03.jpg", b"c" * 100)]
-    parts = sheets.zip_parts(files, "p", 1000)
+    parts = zip_parts(files, "p", 1000)
     assert [list(read_zip(p))[:-1] for p in parts] == [["01.jpg"], ["02.jpg"], ["03.jpg"]]
