@@ -26,15 +26,16 @@ class Reference:
     and published to RunComfy at a signed URL while the job runs."""
 
     id: str  # random (secrets.token_urlsafe): the file's name, never chosen by a user
-    kind: (
-        str  # "photo", "document" (an image sent as a file), or "result" (one of the bot's images)
-    )
+    # "photo", "document" (an image sent as a file), "result" (one of the bot's images) or
+    # "cast" (a saved character's image, named by ``name``)
+    kind: str
     chat_id: int  # the message it came from, for Details
     message_id: int
     width: int  # after cleaning (EXIF orientation applied, downscaled)
     height: int
     size: int  # bytes of the kept JPEG
     job_id: int = 0  # kind "result": the job whose image it is (for Details)
+    name: str = ""  # kind "cast": the character's name, as saved (for the text and Details)
 
 
 @dataclass(frozen=True)
