@@ -357,6 +357,7 @@ class RunConfig:
     bot_env: dict[str, str] = field(default_factory=dict)  # extra environment for the bot
     py_spy: str = ""  # a py-spy executable: run the bot under it, start-up to exit
     refs_fraction: float = 0.0  # steady: this share of commands come with 2–3 photo references
+    loop_lag: bool = False  # a 5 ms ticker on the bot's event loop (bench/looplag.py)
     cprofile: bool = False  # run the bot under cProfile (its main thread: the event loop)
 
     @property
@@ -420,6 +421,10 @@ async def run_once(cfg: RunConfig) -> dict[str, Any]:
         if cfg.cprofile:
             prof = cfg.out_dir / f"{cfg.stamp}-{cfg.name}.prof"
             argv[1:1] = ["-m", "cProfile", "-o", str(prof)]
+        lag_file = cfg.out_dir / f"{cfg.stamp}-{cfg.name}-loop-lag.json"
+        if cfg.loop_lag:
+            argv = [sys.executable, str(ROOT / "bench" / "looplag.py"), str(lag_file), "-m", "bot"]
+            env["PYTHONASYNCIODEBUG"] = "1"  # names the callbacks that held the loop
         if cfg.py_spy:
             argv = _py_spy_argv(cfg, argv)
         bot = Child("bot", argv, env, bot_log)
@@ -487,6 +492,7 @@ async def run_once(cfg: RunConfig) -> dict[str, Any]:
             "samples": samples,
             "marks": marks,
             "bot_log": str(bot_log.relative_to(ROOT)),
+            "loop_lag": json.loads(lag_file.read_text()) if lag_file.exists() else None,
         },
     )
 
@@ -1021,6 +1027,16 @@ def _extra_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
                 "small",
             ),
         ]
+    if lag := r.get("loop_lag"):
+        rows.append(
+            (
+                "event loop lateness, 5 ms ticker (asyncio debug mode on)",
+                f"p50 {lag['p50_ms']:.1f} / p99 {lag['p99_ms']:.1f} / max {lag['max_ms']:.0f} ms "
+                f"over {lag['ticks']} ticks; {lag['over_50_ms']} over 50 ms; "
+                f"{len(lag['slow_callbacks'])} callbacks over 30 ms",
+                "never over 50 ms",
+            )
+        )
     return rows
 
 
@@ -1228,6 +1244,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "bench/results/<stamp>-<run>-py-spy.txt, all threads, native frames; slows the bot",
     )
     parser.add_argument(
+        "--loop-lag",
+        action="store_true",
+        help="a 5 ms ticker on the bot's event loop, asyncio's debug mode naming callbacks over "
+        "30 ms: bench/results/<stamp>-<run>-loop-lag.json (debug mode slows the bot)",
+    )
+    parser.add_argument(
         "--cprofile",
         action="store_true",
         help="run the bot under cProfile: bench/results/<stamp>-<run>.prof (slows it down)",
@@ -1304,6 +1326,7 @@ async def _run_plan(
             py_spy=args.py_spy,
             cprofile=args.cprofile,
             refs_fraction=args.refs_fraction if step.get("mode") == "steady" else 0.0,
+            loop_lag=args.loop_lag,
         )
         result = await run_once(cfg)
         runs.append(result)
