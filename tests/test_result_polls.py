@@ -1,8 +1,10 @@
-"""A generating job is polled at RunComfy's /result: the poll that finds it done is its result."""
+"""Polling at RunComfy: a generating job at /result (the poll that finds it done is its result);
+polls that change nothing write nothing."""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 
@@ -75,3 +77,31 @@ async def test_a_refused_result_poll_goes_back_to_status_and_the_job_is_delivere
     assert fake_job.result_fetches == 1
     assert runcomfy.count("status") == 5
 
+
+async def test_polls_that_change_nothing_write_nothing(
+    telegram: FakeTelegram,
+    runcomfy: FakeRunComfy,
+    bot: RunningBot,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Queued at place 1 for 0.6 s: about 30 status polls at the tests' 0.02 s interval, each the
+    # same answer; then generating. Before, every poll wrote the job's row (and its time).
+    writes: list[dict[str, Any]] = []
+    real_write = bot.store._write
+
+    def counted(job_id: int, row: dict[str, Any]) -> bool:
+        writes.append(row)
+        return real_write(job_id, row)
+
+    monkeypatch.setattr(bot.store, "_write", counted)
+    runcomfy.script_next(JobScript(queued_seconds=0.6, running_seconds=0.3))
+    telegram.send_text("/seq 2 a fox")
+    job = await until_final(telegram, bot)
+
+    assert job.status == Status.DONE
+    queued_polls = [
+        c for c in runcomfy.calls if c.endpoint == "status" and c.at - runcomfy.calls[0].at < 0.5
+    ]
+    assert len(queued_polls) >= 8
+    assert sum("queue_position" in row for row in writes) == 1
+    assert sum(row.get("status") == Status.RUNNING for row in writes) == 1

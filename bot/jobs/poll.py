@@ -114,16 +114,19 @@ class PollStep:
         state = await self.client.status(job.request_id, place)
         if job.final:  # cancelled by a button tap meanwhile
             return True, last_queued
+        # A poll that changes nothing writes nothing: a long queue is mostly such polls.
         if state.status == RemoteStatus.QUEUED:
             last_queued = time.time()
             self.estimates.saw_place(job.id, state.queue_position, last_queued)
-            self.states.set(job, Status.QUEUED, queue_position=state.queue_position)
+            if job.status != Status.QUEUED or job.queue_position != state.queue_position:
+                self.states.set(job, Status.QUEUED, queue_position=state.queue_position)
         elif state.status == RemoteStatus.RUNNING:
-            # It started between the last "in queue" and now: take the middle, so the
-            # generation times learnt for the poll schedule are not skewed by our polling.
-            now = time.time()
-            began = (last_queued + now) / 2 if last_queued else now
-            self.states.set(job, Status.RUNNING, started_at=job.started_at or began)
+            if job.status != Status.RUNNING:
+                # It started between the last "in queue" and now: take the middle, so the
+                # generation times learnt for the poll schedule are not skewed by our polling.
+                now = time.time()
+                began = (last_queued + now) / 2 if last_queued else now
+                self.states.set(job, Status.RUNNING, started_at=job.started_at or began)
         elif state.status == RemoteStatus.CANCELLED:
             await self.states.finish(job, Status.CANCELLED)
             return True, last_queued
