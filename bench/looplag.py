@@ -5,7 +5,7 @@ held it (``bench/run.py --loop-lag``).
 
 Every event loop the process makes gets a task that sleeps 5 ms at a time and records how much
 later than that it woke: the loop was busy with something else for that long. asyncio's debug mode
-(``PYTHONASYNCIODEBUG=1``, set by the bench with this) names each callback that ran longer than
+(``PYTHONASYNCIODEBUG=1``, set by ``--loop-lag debug``) names each callback that ran longer than
 ``SLOW`` seconds; those lines are collected too. At exit, OUT.json gets the lateness percentiles,
 the ten worst ticks (with when they happened) and the slow callbacks.
 """

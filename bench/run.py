@@ -357,7 +357,7 @@ class RunConfig:
     bot_env: dict[str, str] = field(default_factory=dict)  # extra environment for the bot
     py_spy: str = ""  # a py-spy executable: run the bot under it, start-up to exit
     refs_fraction: float = 0.0  # steady: this share of commands come with 2–3 photo references
-    loop_lag: bool = False  # a 5 ms ticker on the bot's event loop (bench/looplag.py)
+    loop_lag: str = ""  # "ticker" or "debug": a 5 ms ticker on the bot's loop (bench/looplag.py)
     cprofile: bool = False  # run the bot under cProfile (its main thread: the event loop)
 
     @property
@@ -424,7 +424,8 @@ async def run_once(cfg: RunConfig) -> dict[str, Any]:
         lag_file = cfg.out_dir / f"{cfg.stamp}-{cfg.name}-loop-lag.json"
         if cfg.loop_lag:
             argv = [sys.executable, str(ROOT / "bench" / "looplag.py"), str(lag_file), "-m", "bot"]
-            env["PYTHONASYNCIODEBUG"] = "1"  # names the callbacks that held the loop
+            if cfg.loop_lag == "debug":
+                env["PYTHONASYNCIODEBUG"] = "1"  # names the callbacks that held the loop
         if cfg.py_spy:
             argv = _py_spy_argv(cfg, argv)
         bot = Child("bot", argv, env, bot_log)
@@ -1030,7 +1031,8 @@ def _extra_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
     if lag := r.get("loop_lag"):
         rows.append(
             (
-                "event loop lateness, 5 ms ticker (asyncio debug mode on)",
+                "event loop lateness, 5 ms ticker"
+                + (" (asyncio debug mode on)" if r["config"]["loop_lag"] == "debug" else ""),
                 f"p50 {lag['p50_ms']:.1f} / p99 {lag['p99_ms']:.1f} / max {lag['max_ms']:.0f} ms "
                 f"over {lag['ticks']} ticks; {lag['over_50_ms']} over 50 ms; "
                 f"{len(lag['slow_callbacks'])} callbacks over 30 ms",
@@ -1245,9 +1247,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--loop-lag",
-        action="store_true",
-        help="a 5 ms ticker on the bot's event loop, asyncio's debug mode naming callbacks over "
-        "30 ms: bench/results/<stamp>-<run>-loop-lag.json (debug mode slows the bot)",
+        choices=("ticker", "debug"),
+        default="",
+        help="a 5 ms ticker on the bot's event loop: bench/results/<stamp>-<run>-loop-lag.json; "
+        "debug: with asyncio's debug mode naming callbacks over 30 ms (it slows the bot)",
     )
     parser.add_argument(
         "--cprofile",
