@@ -19,6 +19,8 @@ Usage in tests::
         # edit-sequential (reference images): every URL in "images" is fetched over HTTP, at
         # submit (default) or when the job leaves the queue (JobScript(fetch_refs="start"));
         fake.ref_fetches  # what it fetched: RefFetch(url, status, body, ...), in order
+        # /result of an unfinished job answers its state (no output) and counts as a poll, as a
+        # status request does (FakeJob.polls); FakeJob.result_fetches: answers with a final state
         FakeRunComfy(forbidden=("<bot token>",))  # any request body holding one: an error
 
 Standalone (benchmarks): ``python -m tests.fakes.runcomfy_api --token T --port 0 [--profile
