@@ -22,7 +22,7 @@ from bot.errors import SeqbotError
 from bot.models import Job, Origin, Status
 from bot.texts import tr
 from bot.thumbs import delivered_indexes
-from bot.web.studio.service import ApiError, Person, Studio
+from bot.web.studio.service import ApiRefusal, Person, Studio
 from bot.web.studio.views import ImageUrl
 
 if TYPE_CHECKING:
@@ -64,9 +64,9 @@ class CastBook(Protocol):
 
 
 def parse(body: Any) -> ActionRequest:
-    """The JSON body of an action, checked and bounded; ApiError ``bad_request`` otherwise."""
+    """The JSON body of an action, checked and bounded; ApiRefusal ``bad_request`` otherwise."""
     if not isinstance(body, dict) or body.get("action") not in ACTIONS:
-        raise ApiError("bad_request")
+        raise ApiRefusal("bad_request")
     action = body["action"]
     panel = body.get("panel")
     text = body.get("text")
@@ -74,15 +74,15 @@ def parse(body: Any) -> ActionRequest:
     if panel is not None and (
         not isinstance(panel, int) or isinstance(panel, bool) or not 0 <= panel <= PANEL_MAX
     ):
-        raise ApiError("bad_request")
+        raise ApiRefusal("bad_request")
     if text is not None and (not isinstance(text, str) or not 0 < len(text.strip()) <= TEXT_MAX):
-        raise ApiError("bad_request")
+        raise ApiRefusal("bad_request")
     if name is not None and (not isinstance(name, str) or not 0 < len(name.strip()) <= NAME_MAX):
-        raise ApiError("bad_request")
+        raise ApiRefusal("bad_request")
     if action in ("redo", "cast") and panel is None:
-        raise ApiError("bad_request")
+        raise ApiRefusal("bad_request")
     if action == "cast" and name is None:
-        raise ApiError("bad_request")
+        raise ApiRefusal("bad_request")
     return ActionRequest(
         action,
         panel,
@@ -136,11 +136,11 @@ class StudioActions:
         return bool(indexes) and await self.studio.originals.files(job.id, indexes) is not None
 
     async def run(self, person: Person, job: Job, request: ActionRequest) -> dict:
-        """Do it; ``{"ok": true, "message", "job_id"}``, or ApiError."""
+        """Do it; ``{"ok": true, "message", "job_id"}``, or ApiRefusal."""
         if request.action not in await self.allowed(job):
             if request.action in ("continue", "redo", "cast") and request.action not in self.extra:
-                raise ApiError("unavailable")
-            raise ApiError(
+                raise ApiRefusal("unavailable")
+            raise ApiRefusal(
                 "bad_request", tr(person.lang, "This cannot be done with job #{id} now.", id=job.id)
             )
         try:
@@ -155,7 +155,7 @@ class StudioActions:
             else:
                 message, new = await self.extra[request.action](person, job, request)
         except SeqbotError as exc:
-            raise ApiError("bad_request", exc.text(person.lang)) from None
+            raise ApiRefusal("bad_request", exc.text(person.lang)) from None
         return {"ok": True, "message": message, "job_id": new}
 
     # ---- each action ----------------------------------------------------------------------------
@@ -165,7 +165,7 @@ class StudioActions:
         try:
             message = await self.studio.bot.send_message(chat_id=person.id, text=text)
         except Forbidden:
-            raise ApiError(
+            raise ApiRefusal(
                 "bad_request",
                 tr(
                     person.lang,
@@ -174,7 +174,7 @@ class StudioActions:
             ) from None
         except TelegramError as exc:
             log.warning("studio: no message to %d: %s", person.id, type(exc).__name__)
-            raise ApiError("unavailable") from None
+            raise ApiRefusal("unavailable") from None
         return int(message.message_id)
 
     async def _again(self, person: Person, job: Job) -> tuple[str, int | None]:
@@ -254,7 +254,7 @@ class StudioActions:
         try:
             return await asyncio.wait_for(asyncio.shield(said), _ANSWER_WAIT)
         except TimeoutError:
-            raise ApiError("unavailable") from None
+            raise ApiRefusal("unavailable") from None
 
     async def _guarded(self, work: Awaitable[None], job: Job) -> None:
         try:

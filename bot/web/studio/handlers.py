@@ -14,7 +14,7 @@ import tornado.web
 from bot.web.references import Quiet
 from bot.web.studio import static
 from bot.web.studio.actions import StudioActions, parse
-from bot.web.studio.service import PAGE_MAX, STATUS, ApiError, Person, Studio
+from bot.web.studio.service import PAGE_MAX, STATUS, ApiRefusal, Person, Studio
 from bot.web.studio.tokens import IMAGE_PATH_RE
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ class ApiHandler(StudioHandler):
         self.finish(json.dumps(body, ensure_ascii=False, separators=(",", ":")))
 
     def _handle_request_exception(self, e: BaseException) -> None:
-        if isinstance(e, ApiError):
+        if isinstance(e, ApiRefusal):
             if self._finished:
                 return
             self.clear()
@@ -136,17 +136,17 @@ class ApiHandler(StudioHandler):
             status_code, "unavailable"
         )
         self.set_status(STATUS[code])
-        self.reply(ApiError(code).body(self.lang))
+        self.reply(ApiRefusal(code).body(self.lang))
 
     def json_body(self) -> Any:
         """The request's JSON body, bounded."""
         body = self.request.body
         if len(body) > MAX_JSON_BYTES:
-            raise ApiError("bad_request")
+            raise ApiRefusal("bad_request")
         try:
             return json.loads(body or b"null")
         except ValueError:
-            raise ApiError("bad_request") from None
+            raise ApiRefusal("bad_request") from None
 
 
 class ApiNotFound(ApiHandler):
@@ -154,7 +154,7 @@ class ApiNotFound(ApiHandler):
 
     def get(self) -> None:
         """404 as JSON."""
-        raise ApiError("not_found")
+        raise ApiRefusal("not_found")
 
     post = delete = get
 
@@ -175,12 +175,12 @@ class SeriesListHandler(ApiHandler):
         before = self.get_query_argument("before", None)
         limit_text = self.get_query_argument("limit", str(PAGE_MAX))
         if before is not None and not _DIGITS.fullmatch(before):
-            raise ApiError("bad_request")
+            raise ApiRefusal("bad_request")
         if not limit_text.isascii() or not limit_text.isdigit() or len(limit_text) > 3:
-            raise ApiError("bad_request")
+            raise ApiRefusal("bad_request")
         limit = int(limit_text)
         if not 1 <= limit <= PAGE_MAX:
-            raise ApiError("bad_request")
+            raise ApiRefusal("bad_request")
         self.reply(self.studio.page(self.person, int(before) if before else None, limit))
 
 
@@ -216,7 +216,7 @@ class CastHandler(ApiHandler):
         assert self.actions is not None
         cast = self.actions.cast
         if args or cast is None:
-            raise ApiError("unavailable" if not args else "not_found")
+            raise ApiRefusal("unavailable" if not args else "not_found")
         self.reply({"items": await cast.list(self.person, self.studio.url(self.person))})
 
     async def delete(self, *args: str) -> None:
@@ -224,11 +224,11 @@ class CastHandler(ApiHandler):
         assert self.actions is not None
         cast = self.actions.cast
         if not args:
-            raise ApiError("not_found")
+            raise ApiRefusal("not_found")
         if cast is None:
-            raise ApiError("unavailable")
+            raise ApiRefusal("unavailable")
         if not await cast.remove(self.person, int(args[0])):
-            raise ApiError("not_found")
+            raise ApiRefusal("not_found")
         self.reply({"ok": True})
 
 

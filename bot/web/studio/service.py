@@ -49,7 +49,7 @@ STATUS = {
 }
 
 
-class ApiError(Exception):
+class ApiRefusal(Exception):
     """An answer other than 200: the contract's error code, its status, a user-safe message."""
 
     def __init__(self, code: str, message: str | None = None, retry_after: float = 0.0) -> None:
@@ -114,11 +114,11 @@ class Studio:
     # ---- who asks -------------------------------------------------------------------------------
 
     def person(self, authorization: str | None) -> Person:
-        """The person an ``Authorization: tma <initData>`` header names; raises ApiError
+        """The person an ``Authorization: tma <initData>`` header names; raises ApiRefusal
         (``unauthorized``, ``expired``, ``rate_limited``)."""
         scheme, _, init_data = (authorization or "").partition(" ")
         if scheme.lower() != "tma":
-            raise ApiError("unauthorized")
+            raise ApiRefusal("unauthorized")
         now = self.clock()
         try:
             user = auth.verify(
@@ -129,11 +129,11 @@ class Studio:
             )
         except auth.AuthFailed as exc:
             log.debug("studio: refused initData: %s", exc)
-            raise ApiError(exc.code) from None
+            raise ApiRefusal(exc.code) from None
         person = Person(user.id, user.first_name, lang_of(user.language_code))
         wait = self.rate.take(person.id, now)
         if wait > 0:
-            raise ApiError("rate_limited", retry_after=wait)
+            raise ApiRefusal("rate_limited", retry_after=wait)
         return person
 
     def me(self, person: Person) -> dict:
@@ -168,11 +168,11 @@ class Studio:
         }
 
     def job(self, person: Person, job_id: int) -> Job:
-        """The person's job, not hidden; ApiError ``not_found`` for any other (another
+        """The person's job, not hidden; ApiRefusal ``not_found`` for any other (another
         person's too: nobody learns which ids exist)."""
         job = self._find(job_id)
         if job is None or job.requester_id != person.id or self.store.hidden(job_id):
-            raise ApiError("not_found")
+            raise ApiRefusal("not_found")
         return job
 
     def _live(self, job: Job) -> Job:
