@@ -133,7 +133,7 @@ async def test_images_are_signed_per_person_and_short_lived_and_thumbnails_are_s
         assert full.content == kept
         url = series["panels"][1]["thumb"].removeprefix("/seqbot")
         token = url.rsplit("/", 1)[1]
-        payload, _, sig = token.rpartition(".")
+        sig = token.rpartition(".")[2]
         tampered = [
             url.replace(f".{job.id}.1.", f".{job.id}.0.", 1),  # another panel, same signature
             url[:-1] + ("A" if sig[-1] != "A" else "B"),
