@@ -436,7 +436,7 @@ def studio_parts(
         prefix=prefix,
         find=runner.find,
     )
-    actions = StudioActions(studio, runner, services.intake)
+    actions = StudioActions(studio, runner.start, runner.delivery, services.intake)
     services.studio = actions
     return StudioParts(studio, actions, static.load())
 
