@@ -435,6 +435,7 @@ def studio_parts(
         key=load_key(settings.database_path),
         prefix=prefix,
         find=runner.find,
+        estimate=runner.estimates.estimate,
     )
     actions = StudioActions(studio, runner.start, runner.delivery, services.intake)
     services.studio = actions
