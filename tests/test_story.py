@@ -40,9 +40,7 @@ def fkey(job: Job) -> tuple[int, int]:
     return (job.chat_id, job.actions_message_id)
 
 
-async def done(
-    telegram: FakeTelegram, bot: RunningBot, text: str, job_id: int, **send: Any
-) -> Job:
+async def done(telegram: FakeTelegram, bot: RunningBot, text: str, job_id: int, **send: Any) -> Job:
     """``text`` sent (a /seq), its job run to the end."""
     telegram.send_text(text, **send)
     job = await until_final(telegram, bot, job_id)
@@ -85,7 +83,9 @@ async def details_of(telegram: FakeTelegram, job: Job) -> str:
 def panel_refs(bot: RunningBot, job: Job, panels: list[int]) -> list[bytes]:
     """What a panel becomes as a reference: its kept original, cleaned."""
     originals = bot.runner.delivery.originals
-    return [refimages.clean((originals.folder / str(job.id) / str(i)).read_bytes()).data for i in panels]
+    return [
+        refimages.clean((originals.folder / str(job.id) / str(i)).read_bytes()).data for i in panels
+    ]
 
 
 def body(runcomfy: FakeRunComfy, job: Job) -> dict[str, Any]:
@@ -227,11 +227,13 @@ async def test_only_the_tappers_answer_counts_in_a_group_and_the_question_surviv
     telegram.send_text("again", user_id=BOB_ID, reply_to_message_id=question["message_id"], **group)
     telegram.send_text("/help", user_id=ADA_ID, **group)
     await telegram.wait_for(
-        lambda: sum(
-            c.params["text"].startswith("Hi! I turn")
-            for c in telegram.calls_to("sendMessage", ok_only=True)
+        lambda: (
+            sum(
+                c.params["text"].startswith("Hi! I turn")
+                for c in telegram.calls_to("sendMessage", ok_only=True)
+            )
+            == 2
         )
-        == 2
     )
     assert bot.store.get(3) is None
     assert_clean(telegram, runcomfy)
@@ -307,7 +309,9 @@ async def test_redo_one_panel_bills_one_image_and_uses_the_other_panels_nearest_
     assert bot.store.usage(ADA_ID, day).images == 6  # one more image, no more
 
     # Delivered as a reply to panel 3 of the original album, captioned with its version.
-    new = [m for m in telegram.delivered_media if m["caption"] and m["caption"].startswith("3 (v2)")]
+    new = [
+        m for m in telegram.delivered_media if m["caption"] and m["caption"].startswith("3 (v2)")
+    ]
     assert len(new) == 1 and new[0]["caption"] == "3 (v2). runs"
     panel3 = next(k for k, i in first.image_keys.items() if k.startswith("m:") and i == 2)
     assert new[0]["reply_to_message_id"] == int(panel3[2:])
@@ -346,9 +350,9 @@ async def test_sheet_zip_show_and_details_use_the_latest_version_after_a_restart
     data = telegram.files[call.response["result"]["document"]["file_id"]]
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         assert [archive.read(f"0{n}.jpg") for n in (1, 2, 3)] == [old[0], new_panel, old[2]]
-        assert "Versions: panel 2: v2 #2 (the latest is used)" in archive.read(
-            "prompt.txt"
-        ).decode()
+        assert (
+            "Versions: panel 2: v2 #2 (the latest is used)" in archive.read("prompt.txt").decode()
+        )
 
     # ℹ️ Details of the set lists the versions; the redo's own says what it is.
     await answered(telegram, telegram.press_button(fkey(first), "v1:info:1"))
@@ -419,7 +423,5 @@ async def test_forged_and_out_of_range_panel_buttons_are_refused(
     await answered(telegram, telegram.press_button(fkey(first), "v1:redo:1"))
     await telegram.wait_for(lambda: "v1:back:1" in [b[1] for b in telegram.buttons(*fkey(first))])
     await answered(telegram, telegram.press_button(fkey(first), "v1:back:1"))
-    await telegram.wait_for(
-        lambda: "v1:again:1" in [b[1] for b in telegram.buttons(*fkey(first))]
-    )
+    await telegram.wait_for(lambda: "v1:again:1" in [b[1] for b in telegram.buttons(*fkey(first))])
     assert runcomfy.count("submit") == 1

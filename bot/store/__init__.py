@@ -49,5 +49,5 @@ __all__ = [
 ]
 
 
-class Store(StoryStore, JobStore, UsageStore, SettingsStore, PaymentStore):
+class Store(JobStore, UsageStore, SettingsStore, PaymentStore, StoryStore):
     """The bot's database. Migrations run when it is opened."""

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from bot.models import Job, Status
 from bot.store.base import StoreBase, busy_is_user_error
-from bot.store.jobs import JobStore
 
 # A question nobody answered within this long is forgotten (an answer then gets no job).
 PROMPT_KEEP_SECONDS = 7 * 86400
@@ -26,8 +26,12 @@ class StoryPrompt:
     created_at: float
 
 
-class StoryStore(JobStore, StoreBase):
+class StoryStore(StoreBase):
     """The story's questions, and each panel's versions (redo jobs record ``redo_of``)."""
+
+    if TYPE_CHECKING:  # JobStore's, in the composed Store: rows with waiting changes laid over
+
+        def _jobs(self, sql: str, params: list[Any]) -> list[Job]: ...
 
     def remember_prompt(
         self, chat_id: int, message_id: int, *, job_id: int, user_id: int, panel: int | None
