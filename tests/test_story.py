@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image
 
 from bot import limits, refimages
 from bot.models import Origin, Reference, SeqRequest
@@ -148,10 +147,12 @@ async def test_continue_takes_the_last_panels_and_the_cast_and_keeps_count_ratio
     assert [b[1] for b in telegram.buttons(*fkey(first))][-2:] == ["v1:next:1", "v1:redo:1"]
 
     answer = await answered(telegram, telegram.press_button(fkey(first), "v1:next:1"))
-    assert "text" not in answer or not answer.get("show_alert")
+    assert not answer.get("show_alert")
     question = await asked(telegram, 0)
     assert question["text"].startswith("What happens next?")
-    assert question["reply_markup"] if "reply_markup" in question else True
+    markup = questions(telegram)[0].params["reply_markup"]
+    assert markup["force_reply"] is True and markup["selective"] is True
+    assert question["reply_to_message"]["message_id"] == fkey(first)[1]
     telegram.send_text("they reach the sea", reply_to_message_id=question["message_id"])
     second = await until_final(telegram, bot, 2)
 
@@ -260,16 +261,48 @@ async def test_continue_of_pruned_originals_says_so_and_bills_nothing(
     assert bot.store.usage(ADA_ID, limits.day_start(time.time())).images == 2
 
 
+async def test_a_numbered_script_answer_sets_the_count_and_options_may_change_the_ratio(
+    telegram: FakeTelegram, runcomfy: FakeRunComfy, bot: RunningBot
+) -> None:
+    first = await done(telegram, bot, "/seq 4 3:4 mode=standard a fox", 1)
+    await answered(telegram, telegram.press_button(fkey(first), "v1:next:1"))
+    question = await asked(telegram, 0)
+    telegram.send_text(
+        "16:9 The fox travels.\n1. it packs\n2. it leaves",
+        reply_to_message_id=question["message_id"],
+    )
+    second = await until_final(telegram, bot, 2)
+    assert second.status == Status.DONE, second.error
+    assert (second.count, second.size, second.mode) == (2, "2560:1440 (16:9)", "standard")
+    assert second.panels == ["it packs", "it leaves"]
+    assert body(runcomfy, second)["text"] == (
+        "Images 1–3 are the last panels of the previous episode: continue from them. "
+        "Generate 2 images. The fox travels. Panel 1: it packs. Panel 2: it leaves."
+    )
+    assert fetched(runcomfy, body(runcomfy, second)) == panel_refs(bot, first, [1, 2, 3])
+    # Captioned per panel, as a /seq script is.
+    assert telegram.delivered_media[-2]["caption"].startswith("1. it packs")
+
+    # A third episode: its story is still #1.
+    await answered(telegram, telegram.press_button(fkey(second), "v1:next:2"))
+    question = await asked(telegram, 1)
+    telegram.send_text("it arrives", reply_to_message_id=question["message_id"])
+    third = await until_final(telegram, bot, 3)
+    assert (third.continues, third.story, third.episode, third.count) == (2, 1, 3, 2)
+
+
 # ---- ✏️ Redo one panel ----------------------------------------------------------------------------
 
 
-def sheet_panels(data: bytes, n: int) -> list[tuple[int, int, int]]:
-    with Image.open(io.BytesIO(data)) as img:
-        return [img.convert("RGB").getpixel((5, 5))] * n  # type: ignore[list-item]
-
-
 async def redo(
-    telegram: FakeTelegram, bot: RunningBot, job: Job, panel: int, text: str, before: int
+    telegram: FakeTelegram,
+    bot: RunningBot,
+    job: Job,
+    panel: int,
+    text: str,
+    before: int,
+    *,
+    answer: bool = True,
 ) -> None:
     """Tap ✏️ Redo panel, then panel ``panel`` (1-based), then answer ``text``."""
     await answered(telegram, telegram.press_button(fkey(job), f"v1:redo:{job.id}"))
@@ -282,18 +315,24 @@ async def redo(
     await telegram.wait_for(
         lambda: f"v1:again:{job.id}" in [b[1] for b in telegram.buttons(*fkey(job))]
     )
-    telegram.send_text(text, reply_to_message_id=question["message_id"])
+    if answer:
+        telegram.send_text(text, reply_to_message_id=question["message_id"])
 
 
 async def test_redo_one_panel_bills_one_image_and_uses_the_other_panels_nearest_first(
-    telegram: FakeTelegram, runcomfy: FakeRunComfy, bot: RunningBot
+    telegram: FakeTelegram, runcomfy: FakeRunComfy, bots: Bots
 ) -> None:
+    bot = await bots.start(**refs_on())
     script = "/seq 16:9 A fox.\n1. wakes\n2. eats\n3. runs\n4. sleeps\n5. dreams"
     first = await done(telegram, bot, script, 1)
     day = limits.day_start(time.time())
     assert bot.store.usage(ADA_ID, day).images == 5
 
-    await redo(telegram, bot, first, 3, "same", 0)
+    await redo(telegram, bot, first, 3, "", 0, answer=False)
+    question = questions(telegram)[0].response["result"]
+    await bots.stop(bot)
+    bot = await bots.start(**refs_on())
+    telegram.send_text("same", reply_to_message_id=question["message_id"])
     second = await until_final(telegram, bot, 2)
 
     assert second.status == Status.DONE, second.error
@@ -358,6 +397,8 @@ async def test_sheet_zip_show_and_details_use_the_latest_version_after_a_restart
     await answered(telegram, telegram.press_button(fkey(first), "v1:info:1"))
     details = await details_of(telegram, first)
     assert "Versions: panel 2: v2 #2 (the latest is used)" in details
+    await answered(telegram, telegram.press_button(fkey(second), "v1:info:2"))
+    assert "Story: panel 2 (v2) of #1" in await details_of(telegram, second)
 
     # 🗂 Sheet: made from the latest versions (the sheet's middle panel is the new one).
     sheets_before = len(telegram.calls_to("sendPhoto", ok_only=True))
