@@ -18,7 +18,7 @@ import logging
 import re
 import secrets
 
-from bot import refimages, schema
+from bot import limits, refimages, schema
 from bot.command import parse_seq, script_panels
 from bot.config import Settings
 from bot.errors import InputError
@@ -153,6 +153,10 @@ class Story:
         if job.status != Status.DONE or not delivered_panels(job):
             raise InputError("Job #{id} has no delivered images to go on from.", id=job.id)
 
+    def _may(self, origin: Origin) -> None:
+        """The allowlists, as for /seq (RefusedError); the spend limits follow in the start."""
+        limits.check_access(self.settings, user_id=origin.user_id, chat_id=origin.chat_id)
+
     def panels(self, job: Job) -> list[int]:
         """The panels ✏️ Redo offers: the delivered ones (0-based)."""
         return delivered_panels(job)
@@ -160,6 +164,7 @@ class Story:
     async def start_continue(self, job: Job, origin: Origin, text: str) -> Job | None:
         """➡️ Continue: ``text`` (a prompt or a numbered script) becomes the next episode, with
         the job's last panels (their latest versions, up to 3) and its cast as references."""
+        self._may(origin)
         self.check(job)
         request = continue_request(job, text)
         cast = cast_of(job)
@@ -184,6 +189,7 @@ class Story:
     async def start_redo(self, job: Job, panel: int, origin: Origin, text: str) -> Job | None:
         """✏️ Redo: a one-image job for panel ``panel`` (0-based), with ``text`` (or "same": the
         panel's own), the cast and the other panels (nearest first) as references."""
+        self._may(origin)
         self.check(job)
         if panel not in delivered_panels(job):
             raise InputError("Job #{id} has no panel {n}.", id=job.id, n=panel + 1)
