@@ -466,3 +466,31 @@ async def test_forged_and_out_of_range_panel_buttons_are_refused(
     await answered(telegram, telegram.press_button(fkey(first), "v1:back:1"))
     await telegram.wait_for(lambda: "v1:again:1" in [b[1] for b in telegram.buttons(*fkey(first))])
     assert runcomfy.count("submit") == 1
+
+
+async def test_the_daily_limit_refuses_a_whole_episode_but_lets_a_one_image_redo_through(
+    telegram: FakeTelegram, runcomfy: FakeRunComfy, bots: Bots
+) -> None:
+    bot = await bots.start(**refs_on(), DAILY_IMAGE_LIMIT_PER_USER="6")
+    first = await done(telegram, bot, "/seq 5 a fox", 1)
+    await answered(telegram, telegram.press_button(fkey(first), "v1:next:1"))
+    question = await asked(telegram, 0)
+    answer = await reply_to(
+        telegram, telegram.send_text("and then", reply_to_message_id=question["message_id"])
+    )
+    assert answer.startswith("You have 1 of today's 6 images left; ask for 1 or fewer.")
+    assert bot.store.get(2) is None and runcomfy.count("submit") == 1
+
+    # The question still stands: an answer that fits the limit starts the episode.
+    telegram.send_text("1 and then", reply_to_message_id=question["message_id"])
+    second = await until_final(telegram, bot, 2)
+    assert (second.status, second.count, second.episode) == (Status.DONE, 1, 2)
+
+    # Now the day's six are used: a redo (one image) is refused too, nothing billed.
+    await redo(telegram, bot, first, 2, "a wolf", 1, answer=False)
+    question = questions(telegram)[1].response["result"]
+    answer = await reply_to(
+        telegram, telegram.send_text("a wolf", reply_to_message_id=question["message_id"])
+    )
+    assert answer.startswith("You have used all 6 images of today's limit.")
+    assert bot.store.get(3) is None and runcomfy.count("submit") == 2
