@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from bot import limits, refimages
+from bot import limits, refimages, sheets
 from bot.models import Origin, Reference, SeqRequest
 from bot.originals import OriginalsCache
 from bot.store import Job, Status, Store
@@ -22,6 +22,7 @@ from tests.conftest import Bots, RunningBot
 from tests.fakes.runcomfy_api import FakeRunComfy
 from tests.fakes.telegram_api import ADA_ID, FakeTelegram
 from tests.helpers import answered, assert_clean, reply_to, until_final
+from tests.test_payments import _paid_bot
 from tests.test_refs_in import colour, kept, refs_on
 
 BOB_ID = 222000111
@@ -427,8 +428,6 @@ async def test_sheet_zip_show_and_details_use_the_latest_version_after_a_restart
 async def test_sheet_uses_the_new_version(
     telegram: FakeTelegram, runcomfy: FakeRunComfy, bot: RunningBot, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bot import sheets
-
     seen: list[list[bytes]] = []
     real = sheets.contact_sheet
 
@@ -494,3 +493,16 @@ async def test_the_daily_limit_refuses_a_whole_episode_but_lets_a_one_image_redo
     )
     assert answer.startswith("You have used all 6 images of today's limit.")
     assert bot.store.get(3) is None and runcomfy.count("submit") == 2
+
+
+async def test_with_stars_a_redo_reserves_and_spends_one_credit(
+    telegram: FakeTelegram, runcomfy: FakeRunComfy, bots: Bots
+) -> None:
+    bot = await _paid_bot(bots, telegram, **refs_on())
+    first = await done(telegram, bot, "/seq 3 a fox", 1)
+    assert bot.store.balance(ADA_ID) == 7
+    await redo(telegram, bot, first, 2, "a wolf", 0)
+    second = await until_final(telegram, bot, 2)
+    assert second.status == Status.DONE, second.error
+    assert bot.store.reservation(second.id) == ("spent", 1, 0)
+    assert bot.store.balance(ADA_ID) == 6
