@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 import logging
 
-from telegram import ForceReply, Message, Update, User
+from telegram import ForceReply, InlineKeyboardMarkup, Message, Update, User
 from telegram.constants import ChatType, ParseMode
 from telegram.error import TelegramError
 
@@ -38,7 +38,8 @@ async def continue_button(update: Update, context: BotContext) -> None:
         await answer_quietly(query, exc.text(lang(update)), alert=True)
         return
     await answer_quietly(query)
-    await _ask(context, job, message, query.from_user, tr(lang(update), _NEXT), panel=None)
+    language = lang(update)
+    await _ask(context, job, message, query.from_user, tr(language, _NEXT), None, language)
 
 
 async def redo_button(update: Update, context: BotContext) -> None:
@@ -74,7 +75,7 @@ async def redo_button(update: Update, context: BotContext) -> None:
     await answer_quietly(query)
     await _keyboard(query.message, render.actions_keyboard(job))
     text = tr(language, _REDO, n=button.panel)
-    await _ask(context, job, message, query.from_user, text, panel=button.panel - 1)
+    await _ask(context, job, message, query.from_user, text, button.panel - 1, language)
 
 
 async def back_button(update: Update, context: BotContext) -> None:
@@ -88,33 +89,43 @@ async def back_button(update: Update, context: BotContext) -> None:
     await _keyboard(message, render.actions_keyboard(job))
 
 
-async def _keyboard(message: object, markup: object) -> None:
+async def _keyboard(message: object, markup: InlineKeyboardMarkup) -> None:
     """Redraw the follow-up's buttons; one already showing them is no error."""
     if not isinstance(message, Message):
         return
     try:
-        await message.edit_reply_markup(reply_markup=markup)  # type: ignore[arg-type]
+        await message.edit_reply_markup(reply_markup=markup)
     except TelegramError as exc:
         if "not modified" not in str(exc).lower():
             log.info("chat %d: follow-up buttons not redrawn: %s", message.chat.id, exc)
 
 
 async def _ask(
-    context: BotContext, job: Job, message: Message, user: User, text: str, *, panel: int | None
+    context: BotContext,
+    job: Job,
+    message: Message,
+    user: User,
+    text: str,
+    panel: int | None,
+    language: str,
 ) -> None:
     """The question, as a ForceReply to ``user`` (named in a group, so only their client opens
-    the reply), remembered until they answer."""
+    the reply; in their language), remembered until they answer (``panel``: ✏️ Redo's)."""
     private = message.chat.type == ChatType.PRIVATE
     if not private:
         name = html.escape(user.full_name or user.username or str(user.id))
         text = f'<a href="tg://user?id={user.id}">{name}</a>, {html.escape(text)}'
-    placeholder = tr(job.lang, "Panel text, or “same”") if panel is not None else None
+    placeholder = (
+        tr(language, "Panel text, or “same”")
+        if panel is not None
+        else tr(language, "What happens next?")
+    )
     asked = await message.reply_text(
         text,
         parse_mode=None if private else ParseMode.HTML,
         reply_markup=ForceReply(
             selective=True,
-            input_field_placeholder=placeholder or tr(job.lang, "What happens next?"),
+            input_field_placeholder=placeholder,
         ),
         do_quote=True,
     )
