@@ -84,11 +84,16 @@ e.g. /seq 4 the woman in image 1 as a pilot, four scenes. Or reply /seq … to a
 or to one of my images to continue from it. In groups, put /seq on the photo itself."""
 
 
+STORY_HELP = """\
+Under each set: ➡️ Continue makes the next episode with the same characters, \
+✏️ Redo panel remakes one panel to match the rest."""
+
+
 def help_text(lang: str | None, *, refs: bool = False) -> str:
     """/start and /help: the greeting says what the bot does, so the usage's intro is left out;
-    with ``refs`` (PUBLIC_URL set) one short example of reference images."""
+    with ``refs`` (PUBLIC_URL set) one short example of reference images, and the story buttons."""
     text = tr(lang, HELP, usage=_usage_body(lang))
-    return f"{text}\n\n{tr(lang, REFS_HELP)}" if refs else text
+    return f"{text}\n\n{tr(lang, REFS_HELP)}\n{tr(lang, STORY_HELP)}" if refs else text
 
 
 def utf16_len(text: str) -> int:
