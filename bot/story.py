@@ -169,14 +169,16 @@ class Story:
         request = continue_request(job, text)
         cast = cast_of(job)
         room = continue_panel_room(len(cast), request.count)
-        if room < 1:
+        if room < 1 and len(cast) < schema.MAX_REFS:
             raise InputError(
                 "An episode of {count} images leaves no room for the previous panels as "
                 "references: ask for at most {most}.",
                 count=request.count,
                 most=schema.MAX_REFS_AND_IMAGES - len(cast) - 1,
             )
-        panels = delivered_panels(job)[-room:]
+        # A cast of ten leaves no room for panels: the characters alone carry the story on.
+        panels = delivered_panels(job)[-room:] if room > 0 else []
+        schema.check_refs(len(cast) + len(panels), request.count)
         note = reference_note(
             cast, len(panels), "the last panels of the previous episode: continue from them"
         )
@@ -201,6 +203,7 @@ class Story:
         others = nearest(
             delivered_panels(job), panel, min(REDO_PANELS, schema.MAX_REFS - len(cast))
         )
+        schema.check_refs(len(cast) + len(others), 1)
         request = SeqRequest(
             count=1,
             size=job.size,

@@ -506,3 +506,23 @@ async def test_with_stars_a_redo_reserves_and_spends_one_credit(
     assert second.status == Status.DONE, second.error
     assert bot.store.reservation(second.id) == ("spent", 1, 0)
     assert bot.store.balance(ADA_ID) == 6
+
+
+async def test_an_episode_too_big_for_the_panels_is_refused_with_the_most_that_fits(
+    telegram: FakeTelegram, runcomfy: FakeRunComfy, bot: RunningBot
+) -> None:
+    first = await done(telegram, bot, "/seq 2 a fox", 1)
+    await answered(telegram, telegram.press_button(fkey(first), "v1:next:1"))
+    question = await asked(telegram, 0)
+    answer = await reply_to(
+        telegram, telegram.send_text("15 foxes", reply_to_message_id=question["message_id"])
+    )
+    assert answer == (
+        "An episode of 15 images leaves no room for the previous panels as references: "
+        "ask for at most 14."
+    )
+    assert bot.store.get(2) is None and runcomfy.count("submit") == 1
+    telegram.send_text("13 foxes", reply_to_message_id=question["message_id"])
+    second = await until_final(telegram, bot, 2)
+    # 13 images leave room for two of the last panels (15 in all): both of the first's.
+    assert (second.count, len(second.refs)) == (13, 2)

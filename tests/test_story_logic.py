@@ -109,3 +109,8 @@ def test_a_redo_text_carries_the_context_the_note_and_the_panel() -> None:
     )
     with pytest.raises(InputError, match="too long"):
         redo_text(_job(), 2, "x" * schema.MAX_TEXT, [], 4)
+
+
+def test_a_cast_of_ten_leaves_no_room_for_panels() -> None:
+    assert continue_panel_room(10, 4) == 0
+    assert continue_panel_room(9, 5) == 1
