@@ -363,6 +363,8 @@ def details_text(job: Job, lang: str | None, versions: list[Job] | None = None) 
         lines.insert(3, refs)
     story = story_line(job, lang)
     if story is not None:
+        if job.continues is not None and job.continues != job.story:
+            story = tr(lang, "{where}, after #{id}", where=story, id=job.continues)
         lines.insert(1, tr(lang, "Story: {where}", where=story))
     listed = versions_line(versions or [], lang)
     if listed is not None:

@@ -290,6 +290,8 @@ async def test_a_numbered_script_answer_sets_the_count_and_options_may_change_th
     telegram.send_text("it arrives", reply_to_message_id=question["message_id"])
     third = await until_final(telegram, bot, 3)
     assert (third.continues, third.story, third.episode, third.count) == (2, 1, 3, 2)
+    await answered(telegram, telegram.press_button(fkey(third), "v1:info:3"))
+    assert "Story: episode 3 of #1, after #2" in await details_of(telegram, third)
 
 
 # ---- ✏️ Redo one panel ----------------------------------------------------------------------------
