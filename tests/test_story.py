@@ -424,6 +424,21 @@ async def test_sheet_zip_show_and_details_use_the_latest_version_after_a_restart
     assert shown[1]["media"] == second.photos["0"]
     assert shown[1]["caption"] == "2 (v2). a fox at dusk"
     assert shown[0]["media"] == first.photos["0"] and shown[2]["media"] == first.photos["2"]
+
+    # 📎 Originals: the new version's file, captioned as such.
+    docs = len(telegram.calls_to("sendMediaGroup", ok_only=True))
+    await answered(telegram, telegram.press_button(fkey(first), "v1:orig:1"))
+    await telegram.wait_for(lambda: len(telegram.calls_to("sendMediaGroup", ok_only=True)) > docs)
+    sent = telegram.calls_to("sendMediaGroup", ok_only=True)[-1]
+    assert [m["type"] for m in sent.params["media"]] == ["document"] * 3
+    assert sent.params["media"][1]["caption"] == "2 (v2). a fox at dusk"
+    files = [m["document"]["file_id"] for m in sent.response["result"]]
+    assert [telegram.files[f] for f in files] == [old[0], new_panel, old[2]]
+    # Kept as the version's own document: the next Originals sends it by its file_id.
+    mine = await telegram.wait_for(lambda: (j := bot.store.get(2)) and j.originals)
+    assert mine == {"0": files[1]}
+    parent = await telegram.wait_for(lambda: (j := bot.store.get(1)) and j.originals)
+    assert parent == {"0": files[0], "2": files[2]}
     assert_clean(telegram, runcomfy)
 
 

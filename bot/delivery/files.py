@@ -310,7 +310,10 @@ class FileRequests:
         for unit in render.delivery_plan([], indexes):
             captions = render.versioned_captions(job, unit.items, latest, first=False)
             sent = await self.sender.send(job, unit, files, reply_to=reply_to, captions=captions)
-            # The documents Telegram gave for the parent's own panels only.
+            # A version's document is its own job's, to be reused the next time.
+            for key, file_id in sent.file_ids.items():
+                if (redo := latest.get(int(key))) is not None:
+                    self.store.update(redo, originals={**redo.originals, "0": file_id})
             sent = Sent(
                 {k: v for k, v in sent.file_ids.items() if int(k) not in latest},
                 {k: v for k, v in sent.keys.items() if v not in latest},
