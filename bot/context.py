@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from bot.repeats import Repeats
     from bot.runcomfy import RunComfyClient
     from bot.store import Store
+    from bot.story import Story
     from bot.web.server import WebServer
 
 _T = TypeVar("_T")
@@ -47,6 +48,7 @@ class Services:
         self.repeats: Repeats | None = None
         self.web: WebServer | None = None  # webhook mode or PUBLIC_URL: the bot's web server
         self.intake: Intake | None = None  # reference images in (photos, files, albums)
+        self.story: Story | None = None  # ➡️ Continue and ✏️ Redo
 
 
 def _ready(value: _T | None, name: str) -> _T:
@@ -77,6 +79,11 @@ class BotContext(CallbackContext[ExtBot[Any], dict[Any, Any], dict[Any, Any], Se
     def intake(self) -> Intake:
         """Reference images in: albums collected, files fetched and cleaned."""
         return _ready(self.bot_data.intake, "intake")
+
+    @property
+    def story(self) -> Story:
+        """➡️ Continue and ✏️ Redo: a job's next episode, a panel's new version."""
+        return _ready(self.bot_data.story, "story")
 
     @property
     def repeats(self) -> Repeats:
