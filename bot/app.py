@@ -26,7 +26,7 @@ from telegram.ext import (
     filters,
 )
 
-from bot import callbacks, handlers, metrics, outsiders, payments, render
+from bot import callbacks, cast_handlers, handlers, metrics, outsiders, payments, render
 from bot import payment_handlers as pay
 from bot.botapi import CheckedRequest, check_result, status_of
 from bot.config import Settings
@@ -53,6 +53,7 @@ COMMANDS = {
     "show": "Send a job's images again: /show <job id>",
     "usage": "Your images and cost today and this month",
     "settings": "This chat's defaults: count, ratio, mode",
+    "cast": "Your saved characters: /cast add NAME on a photo",
     "help": "How to use the bot",
 }
 
@@ -195,6 +196,7 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
     app.add_handler(CommandHandler("show", handlers.show_command, filters=new_messages))
     app.add_handler(CommandHandler("usage", handlers.usage_command, filters=new_messages))
     app.add_handler(CommandHandler("settings", handlers.settings_command, filters=new_messages))
+    app.add_handler(CommandHandler("cast", cast_handlers.cast_command, filters=new_messages))
     for action, handler in (
         (callbacks.JobAction.CANCEL, handlers.cancel_button),
         (callbacks.JobAction.AGAIN, handlers.again_button),
@@ -207,6 +209,7 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
     app.add_handler(
         CallbackQueryHandler(handlers.settings_button, pattern=callbacks.SETTINGS_PATTERN)
     )
+    app.add_handler(CallbackQueryHandler(cast_handlers.cast_button, pattern=callbacks.CAST_PATTERN))
     if settings.payments:
         _add_payment_handlers(app)
     # Old formats (another version), forged data: "This button no longer works."
@@ -451,6 +454,10 @@ async def _post_init(app: Application) -> None:  # type: ignore[type-arg]
         album_wait=settings.album_wait,
         fetch_timeout=settings.reference_fetch_timeout,
     )
+    services.cast = cast_handlers.CastDesk(
+        app.bot, settings, store, services.intake, services.permissions
+    )
+    services.intake.consumers["cast"] = services.cast.add
     if settings.metrics_port is not None:
         services.metrics = metrics.serve(settings.metrics_port, settings.metrics_listen)
     services.web = start_web(app, settings, runner)

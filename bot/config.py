@@ -54,6 +54,7 @@ class Settings:
     log_format: str = "text"
     originals_keep_days: float = 2.0
     originals_max_mb: int = 2048  # the kept originals together; 0: no cap
+    cast_max_per_person: int = 20  # saved characters (/cast) per person or chat identity
     download_timeout: float = 120.0  # one result image, every attempt and byte together
     telegram_retry_delay: float = 1.0  # first wait after a network error sending to Telegram
     telegram_retry_max: float = 60.0  # the longest wait between two tries (the waits double)
@@ -235,6 +236,9 @@ class Settings:
             log_format=log_format,
             originals_keep_days=_positive(get, "ORIGINALS_KEEP_DAYS", cls.originals_keep_days),
             originals_max_mb=_count(get, "ORIGINALS_MAX_MB", cls.originals_max_mb, minimum=0),
+            cast_max_per_person=_count(
+                get, "CAST_MAX_PER_PERSON", cls.cast_max_per_person, minimum=0
+            ),
             download_timeout=_positive(get, "DOWNLOAD_TIMEOUT_SECONDS", cls.download_timeout),
             telegram_retry_delay=_positive(get, "TELEGRAM_RETRY_SECONDS", cls.telegram_retry_delay),
             telegram_retry_max=_positive(get, "TELEGRAM_RETRY_MAX_SECONDS", cls.telegram_retry_max),

@@ -76,11 +76,23 @@ e.g. /seq 4 the woman in image 1 as a pilot, four scenes. Or reply /seq … to a
 or to one of my images to continue from it. In groups, put /seq on the photo itself."""
 
 
-def help_text(lang: str | None, *, refs: bool = False) -> str:
+CAST_HELP = """\
+Saved characters: /cast add NAME as the caption of a photo (or an album of up to 3, or \
+an image file), or as a reply to one or to one of my images. Then use them in any chat:
+/seq 4 16:9 cast=anna,rex anna walks rex through Paris at dawn
+/cast lists yours; /cast remove NAME deletes one."""
+
+
+def help_text(lang: str | None, *, refs: bool = False, cast: bool = False) -> str:
     """/start and /help: the greeting says what the bot does, so the usage's intro is left out;
-    with ``refs`` (PUBLIC_URL set) one short example of reference images."""
+    with ``refs`` (PUBLIC_URL set) one short example of reference images, with ``cast`` (and
+    refs) how to save and use characters."""
     text = tr(lang, HELP, usage=_usage_body(lang))
-    return f"{text}\n\n{tr(lang, REFS_HELP)}" if refs else text
+    if refs:
+        text += f"\n\n{tr(lang, REFS_HELP)}"
+    if refs and cast:
+        text += f"\n\n{tr(lang, CAST_HELP)}"
+    return text
 
 
 def utf16_len(text: str) -> int:
