@@ -326,16 +326,17 @@ class CastDesk:
                     None,
                 )
             case CastAction.KEEP:
+                # The saved one's name as it was saved (the draft may spell it otherwise).
+                kept = self.store.cast_by_key(owner, member.key) if member else None
                 if not self.store.cast_discard(owner, button.member_id):
                     await _answer(query, tr(language, "This button no longer works."))
                     return
                 await _answer(query, tr(language, "Kept."))
+                name = (kept or member).name if (kept or member) else ""
                 await _redraw(
                     message,
                     tr(
-                        language,
-                        "Kept the saved {name}; the new images were not saved.",
-                        name=member.name if member else "",
+                        language, "Kept the saved {name}; the new images were not saved.", name=name
                     ),
                     None,
                 )
