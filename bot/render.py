@@ -136,12 +136,16 @@ def refs_line(job: Job, lang: str | None) -> str | None:
         return None
     count = plural(lang, len(refs), "reference")
     results = sorted({r.job_id for r in refs if r.kind == "result" and r.job_id})
-    messages = sorted({r.message_id for r in refs if r.kind != "result"})
+    # A character's images came from wherever it was saved (maybe another chat): named instead.
+    messages = sorted({r.message_id for r in refs if r.kind not in ("result", "cast")})
     where: list[str] = []
+    characters = list(dict.fromkeys(r.name for r in refs if r.kind == "cast"))
+    if characters:
+        where.append(tr(lang, "the characters {names}", names=", ".join(characters)))
     if len(messages) > 1:
         where.append(tr(lang, "an album in this chat ({messages})", messages=_ids(messages, lang)))
     elif messages:
-        kinds = {r.kind for r in refs if r.kind != "result"}
+        kinds = {r.kind for r in refs if r.kind not in ("result", "cast")}
         where.append(
             tr(lang, "a file in this chat (message {id})", id=messages[0])
             if kinds == {"document"}

@@ -390,6 +390,15 @@ async def test_seq_with_cast_puts_the_characters_first_then_the_photo_and_names_
     assert bodies[:3] == [kept["rex"][0], *kept["anna"]]  # exactly the saved images, in order
     assert centre(bodies[3])[0] > 200 and centre(bodies[3])[2] > 200  # the white photo last
     assert job.prompt == "anna walks rex through Paris at dawn"
+    # Details names the characters, not the messages they were saved from.
+    key = (ADA_ID, job.actions_message_id or 0)
+    await answered(telegram, telegram.press_button(key, f"v1:info:{job.id}"))
+    details = await reply_to(telegram, {"message": {"message_id": key[1], "chat": {"id": ADA_ID}}})
+    photo = job.refs[3].message_id
+    assert (
+        "References: 4 reference images, from the characters rex, anna; "
+        f"a photo in this chat (message {photo})"
+    ) in details
     assert_clean(telegram, runcomfy)
 
 
