@@ -326,13 +326,13 @@ class CastDesk:
                     None,
                 )
             case CastAction.KEEP:
-                # The saved one's name as it was saved (the draft may spell it otherwise).
-                kept = self.store.cast_by_key(owner, member.key) if member else None
-                if not self.store.cast_discard(owner, button.member_id):
+                if member is None or not self.store.cast_discard(owner, member.id):
                     await _answer(query, tr(language, "This button no longer works."))
                     return
                 await _answer(query, tr(language, "Kept."))
-                name = (kept or member).name if (kept or member) else ""
+                # The saved one's name as it was saved (the draft may spell it otherwise).
+                kept = self.store.cast_by_key(owner, member.key)
+                name = kept.name if kept is not None else member.name
                 await _redraw(
                     message,
                     tr(

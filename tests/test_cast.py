@@ -23,9 +23,10 @@ from bot.store import Status, Store
 from tests.conftest import Bots, RunningBot
 from tests.fakes.runcomfy_api import FakeRunComfy, JobScript
 from tests.fakes.telegram_api import ADA_ID, FakeTelegram
-from tests.helpers import answered, assert_clean, refs_env, reply_to, until_final
+from tests.helpers import answered, assert_clean, menu_set, refs_env, reply_to, until_final
 
 BOB_ID = 987654321
+CAROL_ID = 555000111
 
 
 def refs_on(**extra: str) -> dict[str, str]:
@@ -493,7 +494,7 @@ async def test_the_cap_and_another_persons_cast_is_not_reachable(
     assert bot.store.get(1) is None and runcomfy.count("submit") == 0
 
 
-async def test_a_channel_identity_has_its_own_cast(
+async def test_a_group_identity_has_its_own_cast_and_its_admins_manage_it(
     telegram: FakeTelegram, runcomfy: FakeRunComfy, bot: RunningBot
 ) -> None:
     group = -1001234567890
@@ -503,8 +504,41 @@ async def test_a_channel_identity_has_its_own_cast(
         sender_chat=as_group,
     )  # fmt: skip
     assert (await reply_to(telegram, update)).startswith("Saved mascot")
-    assert [m.name for m in bot.store.cast_list(group)] == ["mascot"]
+    (mascot,) = bot.store.cast_list(group)
     assert bot.store.cast_list(ADA_ID) == []  # not the admin's own
+    mine = telegram.send_text("/seq 2 cast=mascot a walk", chat_id=group, chat_type="supergroup")
+    assert (await reply_to(telegram, mine)).startswith("You have no character named mascot")
+
+    listing = telegram.send_text(
+        "/cast", chat_id=group, chat_type="supergroup", sender_chat=as_group
+    )
+    key = (group, (await replied(telegram, listing)).response["result"]["message_id"])
+    telegram.set_member_status(group, BOB_ID, "administrator")
+    refused = await answered(  # a member who is no admin
+        telegram, telegram.press_button(key, f"v1:cast:rm:{mascot.id}", user_id=CAROL_ID)
+    )
+    assert refused["text"] == "These are someone else's characters: only they can change them."
+    assert bot.store.cast_list(group) == [mascot]
+    done = await answered(
+        telegram, telegram.press_button(key, f"v1:cast:rm:{mascot.id}", user_id=BOB_ID)
+    )
+    assert done["text"] == "Removed mascot."
+    assert bot.store.cast_list(group) == []
+
+
+async def test_help_and_the_command_menu_mention_cast(
+    telegram: FakeTelegram, runcomfy: FakeRunComfy, bot: RunningBot
+) -> None:
+    await menu_set(bot)
+    menus = telegram.calls_to("setMyCommands", ok_only=True)
+    assert all("cast" in [c["command"] for c in call.params["commands"]] for call in menus)
+    telegram.send_text("/help")
+    call = await telegram.wait_for(
+        lambda: next(iter(telegram.calls_to("sendMessage", ok_only=True)), None)
+    )
+    text = call.params["text"]
+    assert text.startswith("Hi! I turn")
+    assert "/cast add NAME" in text and "cast=anna,rex" in text
 
 
 # ---- restarts and backups ----------------------------------------------------------------------

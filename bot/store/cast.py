@@ -104,19 +104,19 @@ class CastStore(StoreBase):
     ) -> tuple[CastMember, CastMember | None]:
         """Save a character. With the name free: saved, ``(member, None)``. With it taken: the
         images are kept as a draft, ``(draft, existing)``, until :meth:`cast_replace` or
-        :meth:`cast_discard` (an earlier draft of the owner is dropped: one question at a
-        time). Raises CastFull (nothing written) at ``cap``, StoreBusyError."""
+        :meth:`cast_discard` (an earlier draft of the same name is dropped: the latest question
+        counts). Raises CastFull (nothing written) at ``cap``, StoreBusyError."""
         now = time.time() if now is None else now
         with busy_is_user_error(), self._transaction():
-            self.db.execute(
-                "DELETE FROM cast_images WHERE member_id IN (SELECT id FROM cast_members "
-                "WHERE draft = 1 AND (owner_id = ? OR created_at < ?))",
-                [owner_id, now - DRAFT_SECONDS],
+            # An earlier question about this name, and any left unanswered for a day: gone. (At
+            # most one draft per name taken: never more than the cap per owner.)
+            stale = (
+                "SELECT id FROM cast_members WHERE draft = 1 "
+                "AND ((owner_id = ? AND key = ?) OR created_at < ?)"
             )
-            self.db.execute(
-                "DELETE FROM cast_members WHERE draft = 1 AND (owner_id = ? OR created_at < ?)",
-                [owner_id, now - DRAFT_SECONDS],
-            )
+            params = [owner_id, key, now - DRAFT_SECONDS]
+            self.db.execute(f"DELETE FROM cast_images WHERE member_id IN ({stale})", params)
+            self.db.execute(f"DELETE FROM cast_members WHERE id IN ({stale})", params)
             existing = self.cast_by_key(owner_id, key)
             if existing is None and self._cast_count(owner_id) >= cap:
                 raise CastFull(cap)
