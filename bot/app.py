@@ -53,18 +53,25 @@ COMMANDS = {
     "show": "Send a job's images again: /show <job id>",
     "usage": "Your images and cost today and this month",
     "settings": "This chat's defaults: count, ratio, mode",
-    "cast": "Your saved characters: /cast add NAME on a photo",
     "help": "How to use the bot",
 }
+# Listed only when characters can be used: reference images on (PUBLIC_URL) and
+# CAST_MAX_PER_PERSON above 0. /cast itself always answers.
+CAST_COMMANDS = {"cast": "Your saved characters: /cast add NAME on a photo"}
 
 
 # Listed (and handled) only when payments are on (STARS_PACKS).
 PAYMENT_COMMANDS = payments.COMMANDS
 
 
-def commands(lang: str, *, payments: bool = False) -> list[BotCommand]:
-    """The command menu in ``lang`` (with the payment commands when payments are on)."""
-    listed = {**COMMANDS, **PAYMENT_COMMANDS} if payments else COMMANDS
+def commands(lang: str, *, payments: bool = False, cast: bool = False) -> list[BotCommand]:
+    """The command menu in ``lang`` (with /cast when characters can be used, and the payment
+    commands when payments are on)."""
+    listed = {
+        **COMMANDS,
+        **(CAST_COMMANDS if cast else {}),
+        **(PAYMENT_COMMANDS if payments else {}),
+    }
     return [BotCommand(name, tr(lang, text)) for name, text in listed.items()]
 
 
@@ -489,11 +496,13 @@ async def _post_init(app: Application) -> None:  # type: ignore[type-arg]
 def menu_calls(bot: ExtBot[int], settings: Settings) -> list[tuple[str, Call]]:
     """The command menu: the default one, then one per language (as the users' apps choose)."""
     paying = settings.payments
+    cast = settings.public_url is not None and settings.cast_max_per_person > 0
+    menu = commands("en", payments=paying, cast=cast)
     calls: list[tuple[str, Call]] = [
-        ("setMyCommands", functools.partial(bot.set_my_commands, commands("en", payments=paying)))
+        ("setMyCommands", functools.partial(bot.set_my_commands, menu))
     ]
     for lang in languages():
-        menu = commands(lang, payments=paying)
+        menu = commands(lang, payments=paying, cast=cast)
         call = functools.partial(bot.set_my_commands, menu, language_code=lang)
         calls.append((f"setMyCommands ({lang})", call))
     return calls
