@@ -19,6 +19,9 @@ from bot.texts import Plural
 
 NAME_MAX = 24
 MAX_IMAGES = 3  # images per character
+# A character's images are kept for good, in the database: smaller than a one-off reference
+# (4096 px), plenty for the model to know a face or a logo, and a third of the bytes.
+IMAGE_MAX_SIDE = 2048
 # One character per reference at most: more names than references could never be sent.
 MAX_NAMES = schema.MAX_REFS
 

@@ -112,7 +112,7 @@ class CastDesk:
         # Checked before anything is fetched; cast_save checks again in its transaction.
         if self.store.cast_by_key(owner, key) is None and len(self.store.cast_list(owner)) >= cap:
             raise CastFull(cap)
-        cleaned = await self.intake.fetch_all(sources)
+        cleaned = await self.intake.fetch_all(sources, max_side=cast.IMAGE_MAX_SIDE)
         images = [
             CastImage(c.data, c.width, c.height, s.chat_id, s.message_id)
             for s, c in zip(sources, cleaned, strict=True)

@@ -425,11 +425,14 @@ class Intake:
                 files[ref.id] = image.data
         return refs, files
 
-    async def fetch_all(self, sources: Sequence[Source]) -> list[refimages.CleanImage]:
-        """Every reference fetched and cleaned, in order; RefError names the first that failed.
-        The first failure stops the others: the user is told at once, nothing more is fetched."""
+    async def fetch_all(
+        self, sources: Sequence[Source], *, max_side: int = refimages.MAX_SIDE
+    ) -> list[refimages.CleanImage]:
+        """Every reference fetched and cleaned (to ``max_side`` at most), in order; RefError
+        names the first that failed. The first failure stops the others: the user is told at
+        once, nothing more is fetched."""
         numbered = len(sources) > 1
-        tasks = [asyncio.create_task(self._fetch_clean(s)) for s in sources]
+        tasks = [asyncio.create_task(self._fetch_clean(s, max_side)) for s in sources]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         finally:
@@ -445,12 +448,12 @@ class Intake:
                 raise exc
         return [task.result() for task in tasks]
 
-    async def _fetch_clean(self, source: Source) -> refimages.CleanImage:
+    async def _fetch_clean(self, source: Source, max_side: int) -> refimages.CleanImage:
         data = await self._fetch(source)
         # Decoding and encoding take tens of milliseconds: never on the event loop, and only a
         # few at once (memory).
         async with self._cleans:
-            return await asyncio.to_thread(refimages.clean, data)
+            return await asyncio.to_thread(refimages.clean, data, max_side)
 
     async def _fetch(self, source: Source) -> bytes:
         """The bytes of one reference. Raises UnusableImage (reason ``too_big``, ``unavailable``,

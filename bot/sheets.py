@@ -116,6 +116,15 @@ def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
+def _label_font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """For names (any alphabet): DejaVu Sans where the system has it (Pillow's own font has
+    Latin letters only), else Pillow's."""
+    try:
+        return ImageFont.truetype("DejaVuSans.ttf", size)
+    except OSError:
+        return _font(size)
+
+
 class BadPanel(ValueError):
     """Panel ``number`` cannot go on a sheet; ``problem`` says why in plain words."""
 
@@ -179,7 +188,11 @@ def contact_sheet(
     layout = grid(len(images), ratio, long_side, max_cell=largest)
     sheet = Image.new("RGB", layout.size, _BACKGROUND)
     draw = ImageDraw.Draw(sheet)
-    font = _font(max(12, min(layout.cell) // (12 if labels is not None else 8)))
+    font = (
+        _label_font(max(12, min(layout.cell) // 12))
+        if labels is not None
+        else _font(max(12, min(layout.cell) // 8))
+    )
     for n, (source, number) in enumerate(zip(images, numbers, strict=True)):
         left, top, right, bottom = layout.box(n)
         panel = _panel(source, layout.cell)

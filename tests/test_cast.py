@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from bot import callbacks, cast, schema
+from bot import callbacks, cast, schema, sheets
 from bot.__main__ import main as cli
 from bot.callbacks import CastAction, CastButton
 from bot.command import parse_seq, parse_seq_command
@@ -193,6 +193,14 @@ async def test_save_from_an_album_of_three_and_an_album_of_four_is_refused(
 ) -> None:
     await save(telegram, bot, "rex", ["red", "lime", "blue"])
     assert [dominant(d) for d in saved(bot)["rex"]] == [0, 1, 2]  # album order
+
+    # Kept for good: at most 2048 px on the long side.
+    big = telegram.send_album([colour("red", (3000, 2000)), colour("blue")], "/cast add big")
+    assert (await reply_to(telegram, big[0])).startswith("Saved big (2 images)")
+    member = bot.store.cast_by_key(ADA_ID, "big")
+    assert member is not None
+    sizes = [(i.width, i.height) for i in bot.store.cast_images(ADA_ID, member.id)]
+    assert sizes == [(2048, 1365), (320, 240)]
 
     items = telegram.send_album([colour("red")] * 4, "/cast add rex2")
     assert await reply_to(telegram, items[0]) == ("A character takes up to 3 images; you sent 4.")
@@ -592,3 +600,14 @@ async def test_a_backup_restores_the_cast(
         assert [i.data for i in copy.cast_images(ADA_ID, member.id)] == kept["anna"]
     finally:
         copy.close()
+
+
+def test_a_sheet_labelled_with_names_in_any_alphabet() -> None:
+    images = [colour("red"), colour("blue")]
+    named = sheets.contact_sheet(images, 1.0, labels=["Анна", "rex"], long_side=640)
+    numbered = sheets.contact_sheet(images, 1.0, long_side=640)
+    with Image.open(io.BytesIO(named)) as img:
+        assert img.format == "JPEG" and max(img.size) <= 640
+    assert named != numbered
+    with pytest.raises(ValueError, match="labels"):
+        sheets.contact_sheet(images, 1.0, labels=["one"])
