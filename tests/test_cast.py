@@ -559,15 +559,28 @@ async def test_a_queued_job_with_cast_survives_a_restart_and_a_removal(
     bot = await bots.start(**extra)
     await save(telegram, bot, "anna", ["red"])
     kept = saved(bot)["anna"]
-    runcomfy.script_next(JobScript(queued_seconds=1.5, fetch_refs="start"))
+    # RunComfy fetches the references when the job leaves its queue, seen at a poll: the polls
+    # wait until the character is removed, after the restart.
+    runcomfy.script_next(JobScript(fetch_refs="start"))
+    runcomfy.hold("status")
     telegram.send_text("/seq 2 cast=anna anna at sea")
     await telegram.wait_for(lambda: (j := bot.store.get(1)) is not None and j.request_id)
+    await save(telegram, bot, "rex", ["blue"])
+    question = await replied(telegram, telegram.send_photo(colour("lime"), "/cast add rex"))
+    qkey = (ADA_ID, question.response["result"]["message_id"])
+    (replace, _) = telegram.buttons(*qkey)
     await bots.stop(bot)
 
     restarted = await bots.start(**extra)
     assert saved(restarted)["anna"] == kept  # the cast persists
+    # A question asked before the restart is still answered.
+    answer = await answered(telegram, telegram.press_button(qkey, replace[1]))
+    assert answer["text"] == "Replaced."
+    assert [dominant(d) for d in saved(restarted)["rex"]] == [1]
     removal = telegram.send_text("/cast remove anna")
     assert (await reply_to(telegram, removal)).startswith("Removed anna")
+    assert runcomfy.ref_fetches == []
+    runcomfy.release("status")
     job = await until_final(telegram, restarted)
 
     assert job.status == Status.DONE, job.error
