@@ -109,8 +109,17 @@ class CastDesk:
                 count=len(sources),
             )
         key = cast.key(name)
+        existing = self.store.cast_by_key(owner, key)
+        if existing is not None and self._same_sources(owner, existing, sources):
+            # The same message again (an update delivered twice, or the same command repeated):
+            # no question about replacing images with themselves.
+            await message.reply_text(
+                tr(language, "{name} already has exactly these images.", name=existing.name),
+                do_quote=True,
+            )
+            return
         # Checked before anything is fetched; cast_save checks again in its transaction.
-        if self.store.cast_by_key(owner, key) is None and len(self.store.cast_list(owner)) >= cap:
+        if existing is None and len(self.store.cast_list(owner)) >= cap:
             raise CastFull(cap)
         cleaned = await self.intake.fetch_all(sources, max_side=cast.IMAGE_MAX_SIDE)
         images = [
@@ -151,6 +160,11 @@ class CastDesk:
             ),
             do_quote=True,
         )
+
+    def _same_sources(self, owner: int, member: CastMember, sources: Sequence[Source]) -> bool:
+        """Whether the character's images came from exactly these messages."""
+        kept = [(i.chat_id, i.message_id) for i in self.store.cast_images(owner, member.id)]
+        return kept == [(s.chat_id, s.message_id) for s in sources]
 
     # ---- the text command ----------------------------------------------------------------
 

@@ -214,6 +214,13 @@ async def test_save_from_an_image_file_and_from_replies(
     Image.new("RGBA", (300, 200), (0, 0, 255, 255)).save(png, "PNG")
     doc = telegram.send_document(png.getvalue(), "/cast add blue_logo")
     assert (await reply_to(telegram, doc)).startswith("Saved blue_logo")
+    # The same update delivered again (a webhook retry): no question, nothing changed.
+    again = {**json.loads(json.dumps(doc)), "update_id": None}  # a new update id, same message
+    telegram.push_update(again)
+    await telegram.wait_for(
+        lambda: len([c for c in telegram.calls_to("sendMessage") if "already" in c.params["text"]])
+    )
+    assert not any("Replace" in c.params["text"] for c in telegram.calls_to("sendMessage"))
 
     pic = telegram.send_photo(colour("lime"))  # no caption: nothing yet
     command = telegram.send_text(
