@@ -461,9 +461,7 @@ async def _post_init(app: Application) -> None:  # type: ignore[type-arg]
         album_wait=settings.album_wait,
         fetch_timeout=settings.reference_fetch_timeout,
     )
-    services.cast = cast_handlers.CastDesk(
-        app.bot, settings, store, services.intake, services.permissions
-    )
+    services.cast = cast_handlers.CastDesk(settings, store, services.intake, services.permissions)
     services.intake.consumers["cast"] = services.cast.add
     if settings.metrics_port is not None:
         services.metrics = metrics.serve(settings.metrics_port, settings.metrics_listen)

@@ -14,7 +14,6 @@ import logging
 from collections.abc import Sequence
 
 from telegram import (
-    Bot,
     CallbackQuery,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
@@ -58,13 +57,11 @@ class CastDesk:
 
     def __init__(
         self,
-        bot: Bot,
         settings: Settings,
         store: Store,
         intake: Intake,
         permissions: Permissions,
     ) -> None:
-        self.bot = bot
         self.settings = settings
         self.store = store
         self.intake = intake
