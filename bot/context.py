@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from bot.repeats import Repeats
     from bot.runcomfy import RunComfyClient
     from bot.store import Store
+    from bot.story import Story
     from bot.web.server import WebServer
 
 _T = TypeVar("_T")
@@ -49,6 +50,7 @@ class Services:
         self.web: WebServer | None = None  # webhook mode or PUBLIC_URL: the bot's web server
         self.intake: Intake | None = None  # reference images in (photos, files, albums)
         self.cast: CastDesk | None = None  # saved characters (/cast)
+        self.story: Story | None = None  # ➡️ Continue and ✏️ Redo
 
 
 def _ready(value: _T | None, name: str) -> _T:
@@ -84,6 +86,11 @@ class BotContext(CallbackContext[ExtBot[Any], dict[Any, Any], dict[Any, Any], Se
     def cast(self) -> CastDesk:
         """Saved characters: /cast and its buttons."""
         return _ready(self.bot_data.cast, "cast")
+
+    @property
+    def story(self) -> Story:
+        """➡️ Continue and ✏️ Redo: a job's next episode, a panel's new version."""
+        return _ready(self.bot_data.story, "story")
 
     @property
     def repeats(self) -> Repeats:

@@ -6,6 +6,7 @@ One connection and one transaction helper (``base.py``), shared by a part per co
      ├── JobStore       jobs.py       the record of every job, waiting writes, what to resume
      ├── UsageStore     usage.py      what counts toward quotas and caps
      ├── SettingsStore  settings.py   per-chat defaults
+     ├── StoryStore     story.py      ➡️ Continue's and ✏️ Redo's questions, panel versions
      ├── PaymentStore   payments.py   invoices, payments, credits, reservations
      └── CastStore      cast.py       saved characters (/cast) and their images
     migrations.py: the schema, in order (sqlite-utils)
@@ -27,6 +28,7 @@ from bot.store.payments import (
     Reserve,
 )
 from bot.store.settings import SettingsStore
+from bot.store.story import StoryPrompt, StoryStore
 from bot.store.usage import UsageStore
 
 __all__ = [
@@ -44,10 +46,11 @@ __all__ = [
     "SeqRequest",
     "Status",
     "Store",
+    "StoryPrompt",
     "Usage",
     "migrations",
 ]
 
 
-class Store(JobStore, UsageStore, SettingsStore, PaymentStore, CastStore):
+class Store(JobStore, UsageStore, SettingsStore, PaymentStore, StoryStore, CastStore):
     """The bot's database. Migrations run when it is opened."""
