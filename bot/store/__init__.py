@@ -7,7 +7,8 @@ One connection and one transaction helper (``base.py``), shared by a part per co
      ├── UsageStore     usage.py      what counts toward quotas and caps
      ├── SettingsStore  settings.py   per-chat defaults
      ├── StoryStore     story.py      ➡️ Continue's and ✏️ Redo's questions, panel versions
-     └── PaymentStore   payments.py   invoices, payments, credits, reservations
+     ├── PaymentStore   payments.py   invoices, payments, credits, reservations
+     └── CastStore      cast.py       saved characters (/cast) and their images
     migrations.py: the schema, in order (sqlite-utils)
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 from bot.models import ChatDefaults, Job, Origin, SeqRequest, Status, Usage
 from bot.store.base import BUSY_TIMEOUT_MS, STARTUP_BUSY_TIMEOUT_MS
+from bot.store.cast import CastFull, CastStore
 from bot.store.jobs import JobStore
 from bot.store.migrations import migrations
 from bot.store.payments import (
@@ -32,6 +34,7 @@ from bot.store.usage import UsageStore
 __all__ = [
     "BUSY_TIMEOUT_MS",
     "STARTUP_BUSY_TIMEOUT_MS",
+    "CastFull",
     "ChatDefaults",
     "Invoice",
     "Job",
@@ -49,5 +52,5 @@ __all__ = [
 ]
 
 
-class Store(JobStore, UsageStore, SettingsStore, PaymentStore, StoryStore):
+class Store(JobStore, UsageStore, SettingsStore, PaymentStore, StoryStore, CastStore):
     """The bot's database. Migrations run when it is opened."""

@@ -912,6 +912,13 @@ class FakeTelegram:
     async def _m_editMessageText(self, r: _Req) -> JsonDict | bool:
         return self._edit(r.p, "text")
 
+    async def _m_editMessageCaption(self, r: _Req) -> JsonDict | bool:
+        key = (self._chat_id(r.p), int(r.p.get("message_id", 0)))
+        stored = self.messages.get(key)
+        if stored is not None and not any(k in stored for k in ("photo", "document", "video")):
+            raise ApiError(400, "Bad Request: there is no caption in the message to edit")
+        return self._edit(r.p, "caption")
+
     async def _m_editMessageReplyMarkup(self, r: _Req) -> JsonDict | bool:
         return self._edit(r.p, None)
 
