@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from bot.store import Store
     from bot.story import Story
     from bot.web.server import WebServer
+    from bot.web.studio.actions import StudioActions
 
 _T = TypeVar("_T")
 
@@ -49,6 +50,7 @@ class Services:
         self.repeats: Repeats | None = None
         self.web: WebServer | None = None  # webhook mode or PUBLIC_URL: the bot's web server
         self.intake: Intake | None = None  # reference images in (photos, files, albums)
+        self.studio: StudioActions | None = None  # with PUBLIC_URL: the studio's actions
         self.cast: CastDesk | None = None  # saved characters (/cast)
         self.story: Story | None = None  # ➡️ Continue and ✏️ Redo
 

@@ -85,10 +85,12 @@ def templates() -> set[str]:
                     ("🔁", "📎", "ℹ️", "🗂", "📦", "➡️", "✏️")
                 ):
                     found.add(first.value)
-        # Answers kept as tuples of texts per button (handlers._FILES_ANSWERS).
+        # Answers kept as tuples of texts per button (delivery/files.py FILES_ANSWERS), and the studio's
+        # page texts (web/studio/texts.py STUDIO_TEXTS).
         for n in tree.body:
             if isinstance(n, ast.Assign) and any(
-                isinstance(t, ast.Name) and t.id == "_FILES_ANSWERS" for t in n.targets
+                isinstance(t, ast.Name) and t.id in ("FILES_ANSWERS", "STUDIO_TEXTS")
+                for t in n.targets
             ):
                 found.update(
                     c.value

@@ -15,7 +15,7 @@ from typing import Any
 
 from telegram import Bot
 
-from bot import metrics, render
+from bot import metrics, render, thumbs
 from bot.delivery.albums import AlbumSender, Sent
 from bot.downloads import Downloader
 from bot.errors import PermanentError, SeqbotError, TelegramUnreachableError
@@ -62,6 +62,8 @@ class ResultDelivery:
         self.max_retry_delay = max_retry_delay
         # Seconds after RunComfy finished during which a job's images wait out Telegram trouble.
         self.deadline = deadline
+        # Where the studio opens (PUBLIC_URL https): a 🖼 Studio button on each follow-up.
+        self.studio: render.StudioLinks | None = None
         self.story = story  # ➡️ Continue and ✏️ Redo under the images (reference images are on)
         self._downloads = asyncio.Semaphore(_DOWNLOADS_AT_ONCE)
         self._deliveries = asyncio.Semaphore(_DELIVERIES_AT_ONCE)
@@ -101,6 +103,7 @@ class ResultDelivery:
                 self._delivered(job, number, unit, sent)
                 for index in unit.items:
                     data.pop(index, None)
+            await self._thumbnails(job)
         await self.originals.unpin(job.id)
         if job.actions_message_id is None:
             try:
@@ -225,7 +228,7 @@ class ResultDelivery:
             lambda: self.bot.send_message(
                 chat_id=job.chat_id,
                 text=render.actions_text(job),
-                reply_markup=render.actions_keyboard(job, story=self.story),
+                reply_markup=render.actions_keyboard(job, self.studio, story=self.story),
                 message_thread_id=job.thread_id,
                 reply_parameters=reply(job.message_id),
             ),
@@ -290,9 +293,19 @@ class ResultDelivery:
                 # (not a redone panel's: a reply to it would take the original's file)
                 keys = {k: i for k, i in sent.keys.items() if i not in latest}
                 self.store.update(job, image_keys={**job.image_keys, **keys})
+        if any(new is not None for new, _ in units):
+            await self._thumbnails(job)
         if job.plan is not None and not self.undelivered(job):
             await self.originals.unpin(job.id)
         return bool(units)
+
+    async def _thumbnails(self, job: Job) -> None:
+        """The studio's thumbnails of the delivered images, made once from the kept files while
+        they are still pinned; a failure costs the studio a thumbnail, never the delivery."""
+        try:
+            await thumbs.keep(self.store, self.originals, job)
+        except Exception:
+            log.exception("job %d: thumbnails not made", job.id)
 
     def undelivered(self, job: Job) -> bool:
         """Whether the job's plan has units Telegram has not taken yet."""

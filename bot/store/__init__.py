@@ -8,7 +8,8 @@ One connection and one transaction helper (``base.py``), shared by a part per co
      ├── SettingsStore  settings.py   per-chat defaults
      ├── StoryStore     story.py      ➡️ Continue's and ✏️ Redo's questions, panel versions
      ├── PaymentStore   payments.py   invoices, payments, credits, reservations
-     └── CastStore      cast.py       saved characters (/cast) and their images
+     ├── CastStore      cast.py       saved characters (/cast) and their images
+     └── StudioStore    studio.py     the studio: series pages, hidden jobs, thumbnails
     migrations.py: the schema, in order (sqlite-utils)
 """
 
@@ -29,6 +30,7 @@ from bot.store.payments import (
 )
 from bot.store.settings import SettingsStore
 from bot.store.story import StoryPrompt, StoryStore
+from bot.store.studio import StudioStore
 from bot.store.usage import UsageStore
 
 __all__ = [
@@ -52,5 +54,5 @@ __all__ = [
 ]
 
 
-class Store(JobStore, UsageStore, SettingsStore, PaymentStore, StoryStore, CastStore):
+class Store(JobStore, UsageStore, SettingsStore, PaymentStore, StoryStore, CastStore, StudioStore):
     """The bot's database. Migrations run when it is opened."""

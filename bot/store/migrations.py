@@ -252,3 +252,16 @@ def m013_story(db: sqlite_utils.Database) -> None:
         not_null={"job_id", "user_id", "created_at"},
     )
     db.table("story_prompts").create_index(["created_at"])
+
+
+@migrations()
+def m014_studio(db: sqlite_utils.Database) -> None:
+    """The studio: a job hidden from it, and each delivered panel's small WebP thumbnail (kept
+    with the row, not with the originals the size cap removes)."""
+    db.table("jobs").add_column("hidden", int, not_null_default=0)
+    db.table("thumbs").create(
+        {"job_id": int, "idx": int, "data": bytes, "width": int, "height": int},
+        pk=("job_id", "idx"),
+        not_null={"data", "width", "height"},
+    )
+    db.table("jobs").create_index(["requester_id", "hidden", "id"])
