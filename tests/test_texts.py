@@ -16,6 +16,7 @@ import pytest
 from bot import command, render, texts
 from bot.errors import InputError
 from bot.texts import LOCALE_DIR, NOUNS, Catalogues, Plural, lang_of, plural, tr
+from bot.web.studio_texts import STUDIO_TEXTS
 
 BOT = Path(__file__).resolve().parents[1] / "bot"
 CATALOGUE_FILES = sorted(LOCALE_DIR.glob("*.po"))
@@ -95,6 +96,8 @@ def templates() -> set[str]:
                     for c in ast.walk(n.value)
                     if isinstance(c, ast.Constant) and isinstance(c.value, str)
                 )
+    # The studio page's texts, sent by /app/api/me (tests/test_studio_texts.py checks the list).
+    found.update(STUDIO_TEXTS)
     return found
 
 
