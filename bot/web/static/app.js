@@ -147,7 +147,7 @@ async function api(path, options = {}, attempt = 0) {
     await new Promise((r) => setTimeout(r, wait * 1000));
     return api(path, options, attempt + 1);
   }
-  throw new ApiError(response.status, code, err.message || t("The studio is not available right now."));
+  throw new ApiError(response.status, code, err.message || t("The studio is not available right now. Try again later."));
 }
 
 // ---- views -----------------------------------------------------------------------------------
@@ -214,13 +214,13 @@ function showError(main, error) {
     ? t("Open the studio from the bot again")
     : notFound
       ? t("This series is not here")
-      : t("Something went wrong");
+      : t("Something went wrong. Try again.");
   main.append(
     h("section", { class: "problem", "data-code": error.code },
       h("h2", { text: title }),
-      h("p", { text: expired ? t("This page's sign-in is missing or too old. Send /studio to the bot, or use its menu button.") : error.message }),
+      h("p", { text: error.message }),
       expired && TG && TG.close ? h("button", { type: "button", class: "primary", onclick: () => TG.close(), text: t("Close") }) : null,
-      !expired ? h("button", { type: "button", class: "primary", onclick: () => { haptic(); go({ name: "gallery" }); }, text: t("Back to the gallery") }) : null,
+      !expired ? h("button", { type: "button", class: "primary", onclick: () => { haptic(); go({ name: "gallery" }); }, text: t("Back") }) : null,
     ),
   );
 }
@@ -282,6 +282,8 @@ function card(item, eager) {
 function showGallery(main) {
   const list = h("ul", { class: "gallery", "aria-label": t("Your series") });
   const sentinel = h("p", { class: "more", text: t("Loading…") });
+  // Scrolling loads the next page; the button is there for whoever does not scroll.
+  const moreButton = () => h("button", { type: "button", class: "action", onclick: () => { haptic(); more(); }, text: t("Load more") });
   main.append(list, sentinel);
   let next = undefined; // undefined: first page not asked yet; null: no more
   let busy = false;
@@ -290,6 +292,7 @@ function showGallery(main) {
   async function more() {
     if (busy || next === null) return;
     busy = true;
+    if (next !== undefined) sentinel.textContent = t("Loading…");
     try {
       const q = next === undefined ? `limit=${PAGE}` : `before=${encodeURIComponent(next)}&limit=${PAGE}`;
       const page = await api(`series?${q}`);
@@ -308,12 +311,12 @@ function showGallery(main) {
         sentinel.textContent = "";
         if (!cards.size) {
           sentinel.replaceChildren(
-            h("span", { class: "empty", text: t("No series yet. Send /seq with a prompt to the bot and it appears here.") }),
+            h("span", { class: "empty", text: t("No series yet. Send /seq in the chat to make one.") }),
             state.chatUrl ? h("button", { type: "button", class: "primary", onclick: openChat, text: t("Open the chat") }) : null,
           );
         }
       } else {
-        sentinel.textContent = t("Loading…");
+        sentinel.replaceChildren(moreButton());
       }
     } catch (error) {
       observer.disconnect();
@@ -372,10 +375,10 @@ function detailsList(s) {
     [t("Created"), dateText(s.created_at)],
   ];
   if (s.continues) {
-    rows.push([t("Continues"), h("button", { type: "button", class: "link", onclick: () => { haptic(); go({ name: "series", id: s.continues }); }, text: `#${s.continues}` })]);
+    rows.push(["", h("button", { type: "button", class: "link", onclick: () => { haptic(); go({ name: "series", id: s.continues }); }, text: t("Continues job #{id}", { id: s.continues }) })]);
   }
   if (s.refs && s.refs.length) {
-    rows.push([t("References"), h("span", { class: "refs" }, s.refs.map((r) =>
+    rows.push([t("Reference images"), h("span", { class: "refs" }, s.refs.map((r) =>
       h("figure", { class: "ref" }, picture(r.thumb, r.name || t("Reference image"), "refthumb"), r.name ? h("figcaption", { text: r.name }) : null)))]);
   }
   if (s.error) rows.push([t("Error"), h("span", { class: "error", text: s.error })]);
@@ -416,14 +419,14 @@ function showSeries(main, id, startPanel) {
       const text = p.text || s.prompt;
       const img = picture(p.thumb, text, "panel", i < 2);
       img.dataset.full = p.full;
-      track.append(h("figure", { class: "slide", "data-index": p.index },
+      track.append(h("figure", { class: "slide", "data-index": p.index, "aria-label": t("Panel {n}", { n: p.index }) },
         h("button", { type: "button", class: "zoom", "aria-label": t("Full size"), onclick: () => { haptic(); openViewer(p.full, text); } }, img),
         h("figcaption", {}, h("b", { text: `${p.index}. ` }), p.text || (i === 0 ? s.prompt : "")),
       ));
     });
     const counter = h("span", { class: "counter" });
-    const prev = h("button", { type: "button", class: "icon arrow", "aria-label": t("Previous panel"), onclick: () => step(-1), text: "‹" });
-    const next = h("button", { type: "button", class: "icon arrow", "aria-label": t("Next panel"), onclick: () => step(1), text: "›" });
+    const prev = h("button", { type: "button", class: "icon arrow", "aria-label": t("Previous"), onclick: () => step(-1), text: "‹" });
+    const next = h("button", { type: "button", class: "icon arrow", "aria-label": t("Next"), onclick: () => step(1), text: "›" });
     main.append(
       h("div", { class: "head" },
         h("h2", { text: s.title || t("Series #{id}", { id: s.id }) }),
@@ -489,13 +492,13 @@ function showSeries(main, id, startPanel) {
   function actionBar(s) {
     const panelNo = () => current + 1;
     const defs = {
-      again: { label: t("🔁 Again") },
-      continue: { label: t("Continue the story"), ask: { kind: "text", title: t("What happens next?"), same: false } },
+      again: { label: t("Again") },
+      continue: { label: t("Continue"), ask: { kind: "text", title: t("What happens next?"), same: true } },
       redo: { labelKey: "Redo panel {n}", ask: { kind: "text", title: t("New text for the panel (or leave it the same)"), same: true } },
-      sheet: { label: t("🗂 Sheet") },
-      zip: { label: t("📦 ZIP") },
-      originals: { label: t("📎 Originals") },
-      cast: { labelKey: "Use panel {n} as a character", ask: { kind: "name", title: t("The character's name") } },
+      sheet: { label: t("Send sheet") },
+      zip: { label: t("Send ZIP") },
+      originals: { label: t("Send originals") },
+      cast: { labelKey: "Use panel {n} as a character", ask: { kind: "name", title: t("Character name") } },
       hide: { label: t("Hide from the studio"), confirm: t("Hide this series from the studio? Its kept files are deleted too."), danger: true },
     };
     const bar = h("div", { class: "actions", role: "group", "aria-label": t("Actions") });
@@ -610,7 +613,7 @@ async function showCast(main) {
   }
   main.replaceChildren();
   if (!data.items.length) {
-    main.append(h("p", { class: "empty", text: t("No characters yet. Open a series and use a panel as a character.") }));
+    main.append(h("p", { class: "empty", text: t("No characters saved yet.") }));
     return;
   }
   const list = h("ul", { class: "cast", "aria-label": t("Cast") });
@@ -622,7 +625,7 @@ async function showCast(main) {
         type: "button", class: "action danger", text: t("Remove"),
         onclick: async () => {
           haptic("medium");
-          if (!(await confirmed(t("Remove {name} from your cast?", { name: c.name })))) return;
+          if (!(await confirmed(t("Remove this character?")))) return;
           try {
             await api(`cast/${encodeURIComponent(c.id)}`, { method: "DELETE" });
             haptic("success");
