@@ -672,10 +672,12 @@ function applyViewport() {
   }
 }
 
-function startParamView() {
-  // t.me/<bot>?startapp=s123 opens series 123.
+/** The series the page was opened for: `?series=123` (a web_app button's URL) or
+ * t.me/<bot>?startapp=s123 (Telegram passes it as start_param). */
+function startView() {
+  const query = new URLSearchParams(location.search).get("series");
   const p = TG && TG.initDataUnsafe && TG.initDataUnsafe.start_param;
-  const m = typeof p === "string" && /^s(\d{1,12})$/.exec(p);
+  const m = (query && /^(\d{1,12})$/.exec(query)) || (typeof p === "string" && /^s(\d{1,12})$/.exec(p));
   return m ? { name: "series", id: Number(m[1]) } : null;
 }
 
@@ -726,7 +728,7 @@ async function main() {
   labelStatic();
   $("tabs").hidden = false;
   state.stack = [{ name: "gallery" }];
-  const deep = startParamView();
+  const deep = startView();
   if (deep) state.stack.push(deep);
   render();
 }

@@ -1,0 +1,292 @@
+"""The studio in a real browser: headless Chromium against the real bot, its web server and the
+loopback fakes. One bot, one browser and one page for the module; the series are made by real
+``/seq`` commands through the fakes. Screenshots of each view go to ``SEQBOT_ARTEFACTS`` (or the
+test's temporary folder)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from bot.models import Status
+from bot.render import status_word
+from tests.browser import (
+    DARK,
+    LAUNCH_ARGS,
+    LIGHT,
+    TELEGRAM_JS,
+    init_data,
+    need_browser,
+    telegram_stub,
+)
+from tests.conftest import RC_TOKEN, TG_TOKEN, Bots, RunningBot, make_env
+from tests.fakes.runcomfy_api import FakeRunComfy
+from tests.fakes.telegram_api import ADA, ADA_ID, FakeTelegram
+from tests.helpers import refs_env, until_final
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+BOB_ID = 555000111
+BOB = {"id": BOB_ID, "is_bot": False, "first_name": "Bob", "language_code": "ru"}
+PROMPTS = [  # Ada's, oldest first: the gallery shows them newest first
+    "/seq 2 1:1 a red fox in the snow",
+    "/seq 3 16:9 a lighthouse through the seasons",
+]
+BOBS = "/seq 2 1:1 Bob's own cat"
+MAX_WAIT_MS = 10_000
+
+
+@dataclass
+class Studio:
+    """The running bot, the fakes, the browser page and how to open the studio in it."""
+
+    telegram: FakeTelegram
+    runcomfy: FakeRunComfy
+    bots: Bots
+    bot: RunningBot
+    url: str
+    page: Any
+    artefacts: Path
+    ada_jobs: list[int]
+    bob_job: int
+    stub: dict[str, str] = field(default_factory=dict)
+
+    async def open(
+        self,
+        user: dict[str, Any] = ADA,
+        *,
+        query: str = "",
+        theme: dict[str, str] = LIGHT,
+        scheme: str = "light",
+        **sign: Any,
+    ) -> Any:
+        """Load the studio as ``user`` opens it from Telegram (``sign``: init_data's options)."""
+        data = init_data(TG_TOKEN, user, **sign)
+        self.stub["js"] = telegram_stub(data, user, theme=theme, scheme=scheme)
+        await self.page.goto(f"{self.url}{query}", wait_until="domcontentloaded")
+        return self.page
+
+    async def shot(self, name: str) -> None:
+        await self.page.screenshot(path=str(self.artefacts / f"studio-{name}.png"))
+
+
+def artefacts_dir(tmp: Path) -> Path:
+    """Where the screenshots go: ``SEQBOT_ARTEFACTS``, else beside the test's files."""
+    path = Path(os.environ.get("SEQBOT_ARTEFACTS") or tmp / "artefacts")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def studio(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Studio]:
+    executable = need_browser()
+    from playwright.async_api import async_playwright
+
+    tmp = tmp_path_factory.mktemp("studio")
+    artefacts = artefacts_dir(tmp)
+    async with (
+        FakeTelegram(token=TG_TOKEN) as telegram,
+        FakeRunComfy(token=RC_TOKEN) as runcomfy,
+        async_playwright() as pw,
+    ):
+        env = refs_env(make_env(tmp, telegram, runcomfy))
+        bots = Bots(env)
+        bot = await bots.start()
+        try:
+            telegram.users[ADA_ID] = dict(ADA)
+            telegram.users[BOB_ID] = dict(BOB)
+            ada_jobs = []
+            for prompt in PROMPTS:
+                telegram.send_text(prompt)
+                ada_jobs.append(len(ada_jobs) + 1)
+                await until_final(telegram, bot, ada_jobs[-1])
+            telegram.send_text(BOBS, chat_id=BOB_ID)
+            bob_job = len(ada_jobs) + 1
+            await until_final(telegram, bot, bob_job)
+
+            browser = await pw.chromium.launch(executable_path=executable, args=LAUNCH_ARGS)
+            context = await browser.new_context(
+                viewport={"width": 390, "height": 800}, device_scale_factor=2
+            )
+            page = await context.new_page()
+            page.set_default_timeout(MAX_WAIT_MS)
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            found = Studio(
+                telegram, runcomfy, bots, bot, f"{env['PUBLIC_URL']}/app/", page, artefacts,
+                ada_jobs, bob_job,
+            )  # fmt: skip
+
+            async def serve_stub(route: Any) -> None:
+                await route.fulfill(body=found.stub["js"], content_type="application/javascript")
+
+            await page.route(TELEGRAM_JS, serve_stub)
+            # Nothing else leaves loopback: a page asking the internet is a bug.
+            await page.route(
+                lambda url: not url.startswith(("http://127.", TELEGRAM_JS, "data:")),
+                lambda route: route.abort(),
+            )
+            yield found
+            assert errors == [], errors  # no script error on any page the tests opened
+            await browser.close()
+        finally:
+            await bots.stop()
+
+
+async def gallery_cards(page: Any, n: int) -> list[dict[str, Any]]:
+    """Wait for ``n`` cards with every thumbnail decoded; their ids, titles and image sizes."""
+    await page.wait_for_function(
+        """n => { const cards = document.querySelectorAll('.card');
+                 return cards.length === n && [...document.querySelectorAll('.card img')]
+                   .every(i => i.complete && i.naturalWidth > 0); }""",
+        arg=n,
+    )
+    cards: list[dict[str, Any]] = await page.eval_on_selector_all(
+        ".card",
+        """cards => cards.map(c => ({
+             id: Number(c.dataset.id), title: c.querySelector('.title').textContent,
+             meta: c.querySelector('.meta').textContent, state: c.querySelector('.state').textContent,
+             widths: [...c.querySelectorAll('img')].map(i => i.naturalWidth),
+             alts: [...c.querySelectorAll('img')].map(i => i.alt) }))""",
+    )
+    return cards
+
+
+async def test_gallery_lists_the_persons_series_with_thumbnails_that_load(studio: Studio) -> None:
+    page = await studio.open()
+
+    cards = await gallery_cards(page, len(PROMPTS))
+
+    # Ada's two series, newest first, never Bob's.
+    assert [c["id"] for c in cards] == studio.ada_jobs[::-1]
+    assert cards[0]["title"] == "a lighthouse through the seasons"
+    assert cards[1]["title"] == "a red fox in the snow"
+    assert "16:9" in cards[0]["meta"] and "Panels: 3" in cards[0]["meta"]
+    assert "1:1" in cards[1]["meta"] and "Panels: 2" in cards[1]["meta"]
+    assert all(c["state"] == status_word(Status.DONE, "en") for c in cards)
+    assert [len(c["widths"]) for c in cards] == [3, 2]
+    assert all(0 < w <= 320 for c in cards for w in c["widths"])  # thumbnails, not originals
+    assert all(alt for c in cards for alt in c["alts"])  # readable without images
+    calls = await page.evaluate("window.__tg.calls.map(c => c[0])")
+    assert "ready" in calls and "expand" in calls
+    await studio.shot("gallery")
+
+
+async def test_a_series_shows_its_panels_in_order_and_sends_a_sheet(studio: Studio) -> None:
+    page = await studio.open()
+    await gallery_cards(page, len(PROMPTS))
+    job_id = studio.ada_jobs[1]
+
+    await page.click(f".card[data-id='{job_id}'] .open")
+
+    await page.wait_for_function(
+        "() => [...document.querySelectorAll('.slide img')].length === 3 && "
+        "[...document.querySelectorAll('.slide img')].every(i => i.complete && i.naturalWidth > 0)"
+    )
+    indexes = await page.eval_on_selector_all(".slide", "s => s.map(e => Number(e.dataset.index))")
+    assert indexes == [1, 2, 3]
+    assert await page.text_content(".counter") == "1 / 3"
+    assert await page.text_content(".details .prompt") == "a lighthouse through the seasons"
+    # The Telegram back button is shown in a series, and the taps were felt.
+    assert await page.evaluate("window.__tg.back.isVisible") is True
+    calls = await page.evaluate("window.__tg.calls.map(c => c[0])")
+    assert "HapticFeedback.impactOccurred" in calls
+    await studio.shot("series")
+
+    # The arrow moves to the next panel; the Redo label follows it.
+    await page.click(".nav .arrow >> nth=1")
+    await page.wait_for_function("() => document.querySelector('.counter').textContent === '2 / 3'")
+
+    photos_before = len(
+        [
+            c
+            for c in studio.telegram.calls_to("sendPhoto", ok_only=True)
+            if c.params["chat_id"] == ADA_ID
+        ]
+    )
+    await page.click("[data-action=sheet]")
+
+    await page.wait_for_selector("#toast:not([hidden])")
+    await studio.telegram.wait_for(
+        lambda: (
+            len(
+                [
+                    c
+                    for c in studio.telegram.calls_to("sendPhoto", ok_only=True)
+                    if c.params["chat_id"] == ADA_ID
+                ]
+            )
+            > photos_before
+        )
+    )
+    assert (await page.text_content("#toast")).strip()
+
+    # Telegram's back button returns to the gallery and hides itself.
+    await page.evaluate("window.__pressBack()")
+    await page.wait_for_selector("main[data-view=gallery] .card")
+    assert await page.evaluate("window.__tg.back.isVisible") is False
+
+
+async def test_another_persons_series_is_not_found(studio: Studio) -> None:
+    page = await studio.open(query=f"?series={studio.bob_job}")
+
+    await page.wait_for_selector("main[data-view=error] .problem")
+
+    assert await page.get_attribute(".problem", "data-code") == "not_found"
+    assert await page.text_content(".problem h2") == "This series is not here"
+    assert await page.locator(".slide").count() == 0
+    await studio.shot("not-found")
+
+
+@pytest.mark.parametrize(
+    ("sign", "code"),
+    [({"forge": True}, "unauthorized"), ({"auth_date": int(time.time()) - 2 * 86400}, "expired")],
+    ids=["forged", "stale"],
+)
+async def test_a_bad_sign_in_shows_the_error_view(
+    studio: Studio, sign: dict[str, Any], code: str
+) -> None:
+    page = await studio.open(**sign)
+
+    await page.wait_for_selector("main[data-view=error] .problem")
+
+    assert await page.get_attribute(".problem", "data-code") == code
+    assert await page.text_content(".problem h2") == "Open the studio from the bot again"
+    assert await page.locator(".card").count() == 0
+    assert await page.is_hidden("#tabs")
+    await studio.shot(f"error-{code}")
+
+
+async def test_dark_theme_and_russian(studio: Studio) -> None:
+    page = await studio.open(BOB, theme=DARK, scheme="dark")  # Bob's Telegram is in Russian
+
+    cards = await gallery_cards(page, 1)
+
+    assert cards[0]["id"] == studio.bob_job
+    assert await page.text_content("#heading") == "Студия"
+    assert "Кадров: 2" in cards[0]["meta"]
+    assert cards[0]["state"] == status_word(Status.DONE, "ru") != status_word(Status.DONE, "en")
+    assert await page.get_attribute("html", "lang") == "ru"
+    colours = await page.evaluate(
+        "() => [getComputedStyle(document.body).backgroundColor,"
+        " getComputedStyle(document.body).color]"
+    )
+    assert colours == ["rgb(14, 22, 33)", "rgb(245, 245, 245)"]  # secondary_bg_color, text_color
+    await studio.shot("gallery-dark-ru")
+
+
+async def test_the_studio_works_after_a_restart(studio: Studio) -> None:
+    await studio.bots.stop(studio.bot)
+    studio.bot = await studio.bots.start()
+
+    page = await studio.open()
+    cards = await gallery_cards(page, len(PROMPTS))
+
+    assert [c["id"] for c in cards] == studio.ada_jobs[::-1]
