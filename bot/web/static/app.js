@@ -400,10 +400,12 @@ function showSeries(main, id, startPanel) {
       stopTimers();
       return failed(main, error);
     }
-    const again = shown && shown.panels.length === s.panels.length && shown.status === s.status &&
+    const versions = (x) => x.panels.map((p) => `${p.index}:${p.version}`).join();
+    const same = shown && versions(shown) === versions(s) && shown.status === s.status &&
       shown.actions.join() === s.actions.join() && shown.progress === s.progress;
-    if (again) return;
-    const redraw = !shown || shown.panels.length !== s.panels.length;
+    if (same) return;
+    // A redone panel is a new version: the slides are drawn again, at the same panel.
+    const redraw = !shown || versions(shown) !== versions(s);
     shown = s;
     if (redraw) draw(s);
     else {
