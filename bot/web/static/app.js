@@ -16,6 +16,7 @@ const state = {
   user: null,
   chatUrl: null,
   stack: [], // views, the last one shown; BackButton pops it
+  gallery: null, // the gallery drawn so far: {leave, resume, drop}
   timers: new Set(),
 };
 
@@ -192,6 +193,7 @@ function render() {
   stopTimers();
   const view = state.stack[state.stack.length - 1];
   const main = $("view");
+  if (main.dataset.view === "gallery" && state.gallery) state.gallery.leave();
   main.replaceChildren();
   main.dataset.view = view.name;
   for (const [tab, name] of [["tab-gallery", "gallery"], ["tab-cast", "cast"]]) {
@@ -230,6 +232,7 @@ function failed(main, error) {
   if (!(error instanceof ApiError)) throw error;
   haptic("error");
   if (error.status === 401) {
+    state.gallery = null;
     state.stack = [{ name: "error", error }];
     $("tabs").hidden = true;
     render();
@@ -257,7 +260,7 @@ function stateBadge(item) {
 function metaLine(item) {
   const bits = [dateText(item.created_at), t("Panels: {n}", { n: item.count }), item.ratio];
   if (item.episode) bits.push(t("Episode {n}", { n: item.episode }));
-  return h("p", { class: "meta" }, bits.filter(Boolean).join(" · "));
+  return h("span", { class: "meta" }, bits.filter(Boolean).join(" · "));
 }
 
 function card(item, eager) {
@@ -279,7 +282,9 @@ function card(item, eager) {
   return el;
 }
 
+/** The gallery; kept when a series is opened, so that Back returns to the same place. */
 function showGallery(main) {
+  if (state.gallery) return state.gallery.resume(main);
   const list = h("ul", { class: "gallery", "aria-label": t("Your series") });
   const sentinel = h("p", { class: "more", text: t("Loading…") });
   // Scrolling loads the next page; the button is there for whoever does not scroll.
@@ -321,6 +326,7 @@ function showGallery(main) {
       }
     } catch (error) {
       observer.disconnect();
+      state.gallery = null;
       failed(main, error);
       return;
     } finally {
@@ -337,7 +343,7 @@ function showGallery(main) {
   more();
 
   // Running series update their state and progress until they end.
-  every(REFRESH_MS, async () => {
+  const refresh = () => every(REFRESH_MS, async () => {
     const running = [...cards.values()].filter((c) => !FINAL.has(c.dataset.status)).slice(0, MAX_REFRESHING);
     for (const c of running) {
       try {
@@ -350,11 +356,43 @@ function showGallery(main) {
           cards.delete(Number(c.dataset.id));
           c.remove();
         } else if (error.status === 401) {
+          state.gallery = null;
           return failed(main, error);
         } else return; // try again at the next tick
       }
     }
   });
+  refresh();
+
+  // Series made while the person looked elsewhere (Again, Continue, a /seq in the chat) go on top.
+  async function newest() {
+    const page = await api(`series?limit=${PAGE}`);
+    const known = Math.max(0, ...cards.keys());
+    const fresh = page.items.filter((item) => item.id > known && !cards.has(item.id));
+    for (const item of fresh.reverse()) {
+      const c = card(item, true);
+      cards.set(item.id, c);
+      list.prepend(c);
+    }
+  }
+
+  let scrollY = 0;
+  state.gallery = {
+    leave() {
+      scrollY = window.scrollY;
+    },
+    resume(into) {
+      into.append(list, sentinel);
+      window.scrollTo(0, scrollY);
+      refresh();
+      newest().catch(() => {});
+    },
+    drop(id) {
+      const c = cards.get(id);
+      if (c) c.remove();
+      cards.delete(id);
+    },
+  };
 }
 
 function openChat() {
@@ -564,6 +602,7 @@ function showSeries(main, id, startPanel) {
       haptic("success");
       toast(answer.message);
       if (body.action === "hide") {
+        if (state.gallery) state.gallery.drop(s.id);
         state.stack = [{ name: "gallery" }];
         render();
       } else if (answer.job_id) {
