@@ -41,8 +41,11 @@ from bot.runcomfy import RunComfyClient
 from bot.startup import Call, FatalStartupError, in_background, patiently
 from bot.store import Store
 from bot.texts import languages, tr
-from bot.web.references import prefix_of
-from bot.web.server import References, Webhook, WebServer, write_nonce
+from bot.web.references import load_key, prefix_of
+from bot.web.server import References, StudioParts, Webhook, WebServer, write_nonce
+from bot.web.studio import static
+from bot.web.studio.actions import StudioActions
+from bot.web.studio.service import Studio
 
 log = logging.getLogger(__name__)
 
@@ -378,10 +381,15 @@ def start_web(app: Application, settings: Settings, runner: JobRunner) -> WebSer
     if runner.links is not None:
         # runner.find: the live job while it runs, so a job ends for its URLs the moment it does.
         references = References(runner.links, runner.find, runner.delivery.originals.ref_path)
+    prefix = prefix_of(runner.links.public_url) if runner.links else ""
+    studio = None
+    if runner.links is not None:
+        studio = studio_parts(app, settings, runner, prefix)
     server = WebServer(
         webhook=webhook,
         references=references,
-        prefix=prefix_of(runner.links.public_url) if runner.links else "",
+        studio=studio,
+        prefix=prefix,
         timeout=settings.webhook_timeout,
     )
     try:
@@ -401,6 +409,28 @@ def start_web(app: Application, settings: Settings, runner: JobRunner) -> WebSer
             settings.web_port,
         )
     return server
+
+
+def studio_parts(
+    app: Application,  # type: ignore[type-arg]
+    settings: Settings,
+    runner: JobRunner,
+    prefix: str,
+) -> StudioParts:
+    """The studio (Mini App) on the bot's web server, under PUBLIC_URL/app/."""
+    services: Services = app.bot_data
+    studio = Studio(
+        bot=app.bot,
+        store=runner.store,
+        originals=runner.delivery.originals,
+        settings=settings,
+        key=load_key(settings.database_path),
+        prefix=prefix,
+        find=runner.find,
+    )
+    actions = StudioActions(studio, runner, services.intake)
+    services.studio = actions
+    return StudioParts(studio, actions, static.load())
 
 
 async def _heartbeat(path: Path, runner: JobRunner) -> None:

@@ -73,6 +73,12 @@ class Settings:
     terms_text: str | None = None  # None: the built-in text (translated)
     repeat_window: float = 60.0  # the same /show or ℹ️ Details again within this posts nothing
     outsider_reply_window: float = 600.0  # one refusal per chat outside the allowlists per this
+    # The studio (Mini App, under PUBLIC_URL/app/): how old a signed initData may be, how long a
+    # signed image URL lives, and each person's request rate on its API.
+    studio_auth_max_age: float = 86400.0
+    studio_image_token_seconds: float = 3600.0
+    studio_rate_per_second: float = 20.0
+    studio_rate_burst: int = 40
 
     @property
     def payments(self) -> bool:
@@ -255,6 +261,16 @@ class Settings:
             outsider_reply_window=_positive(
                 get, "OUTSIDER_REPLY_SECONDS", cls.outsider_reply_window
             ),
+            studio_auth_max_age=_positive(
+                get, "STUDIO_AUTH_MAX_AGE_SECONDS", cls.studio_auth_max_age
+            ),
+            studio_image_token_seconds=_positive(
+                get, "STUDIO_IMAGE_URL_SECONDS", cls.studio_image_token_seconds
+            ),
+            studio_rate_per_second=_positive(
+                get, "STUDIO_REQUESTS_PER_SECOND", cls.studio_rate_per_second
+            ),
+            studio_rate_burst=_count(get, "STUDIO_REQUEST_BURST", cls.studio_rate_burst, minimum=1),
         )
 
     @property

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from bot.runcomfy import RunComfyClient
     from bot.store import Store
     from bot.web.server import WebServer
+    from bot.web.studio.actions import StudioActions
 
 _T = TypeVar("_T")
 
@@ -47,6 +48,7 @@ class Services:
         self.repeats: Repeats | None = None
         self.web: WebServer | None = None  # webhook mode or PUBLIC_URL: the bot's web server
         self.intake: Intake | None = None  # reference images in (photos, files, albums)
+        self.studio: StudioActions | None = None  # with PUBLIC_URL: the studio's actions
 
 
 def _ready(value: _T | None, name: str) -> _T:

@@ -7,19 +7,18 @@ import contextlib
 import dataclasses
 import logging
 import re
-import secrets
 import time
 
 from telegram import CallbackQuery, Message, ReplyParameters, Update
 from telegram.constants import ChatType
 from telegram.error import TelegramError
 
-from bot import callbacks, limits, payments, render, schema
+from bot import again, callbacks, limits, payments, render, schema
 from bot.callbacks import JobAction, JobButton, ResetButton, SettingButton, SettingField
 from bot.command import command_args, parse_seq, replied_text
 from bot.context import BotContext
 from bot.errors import SeqbotError
-from bot.models import CancelOutcome, ChatDefaults, Job, Origin, Reference, SeqRequest, Status
+from bot.models import CancelOutcome, ChatDefaults, Job, Origin
 from bot.permissions import origin_of, requester_name, requester_of
 from bot.repeats import Shown
 from bot.sending import error_text
@@ -344,23 +343,6 @@ async def again_button(update: Update, context: BotContext) -> None:
     if found is None or query is None:
         return
     job, message = found
-    ref_files: dict[str, bytes] | None = None
-    refs: tuple[Reference, ...] = ()
-    if job.refs:
-        kept = await _again_refs(update, context, job, message)
-        if kept is None:
-            return
-        refs, ref_files = kept
-    request = SeqRequest(
-        count=job.count,
-        size=job.size,
-        mode=job.mode,
-        seed=secrets.randbelow(schema.MAX_SEED + 1),
-        prompt=job.prompt,
-        text=job.text,
-        panels=tuple(job.panels),
-        refs=refs,
-    )
     user = query.from_user
     origin = Origin(
         chat_id=job.chat_id,
@@ -373,7 +355,19 @@ async def again_button(update: Update, context: BotContext) -> None:
         lang=lang(update),
     )
     try:
-        started = await context.runner.start(request, origin, ref_files=ref_files)
+        started = await again.start_again(
+            job,
+            origin,
+            runner=context.runner,
+            intake=context.intake,
+            store=context.store,
+            settings=context.settings,
+        )
+    except again.ReferencesGoneError as exc:
+        # A reply, not an alert: it says what to do next and stays in the chat.
+        await answer_quietly(query)
+        await message.reply_text(exc.text(lang(update)), do_quote=True)
+        return
     except SeqbotError as exc:
         await query.answer(exc.text(lang(update)), show_alert=True)
         return
@@ -385,60 +379,6 @@ async def again_button(update: Update, context: BotContext) -> None:
     await query.answer(tr(lang(update), "Job #{id}: same settings, new seed.", id=started.id))
 
 
-async def _again_refs(
-    update: Update, context: BotContext, job: Job, message: Message
-) -> tuple[tuple[Reference, ...], dict[str, bytes]] | None:
-    """The references 🔁 Again gives the new job (new ids, the kept files copied); None, with one
-    short reply and nothing billed, when they are no longer kept or references are off."""
-    query = update.callback_query
-    assert query is not None
-    language = lang(update)
-    if context.settings.public_url is None:
-        await query.answer(
-            tr(language, "This bot is not set up for reference images. Send /seq with text only."),
-            show_alert=True,
-        )
-        return None
-    if context.store.job_for_message(job.chat_id, message.message_id) is not None:
-        return (), {}  # started from this follow-up already: runner.start says so
-    kept = await context.intake.kept_refs(job)
-    if kept is None:
-        await answer_quietly(query)
-        await message.reply_text(
-            tr(
-                language,
-                "The reference images of job #{id} are no longer kept, so it cannot be run "
-                "again; nothing was charged. Send them again with /seq.",
-                id=job.id,
-            ),
-            do_quote=True,
-        )
-        return None
-    return kept
-
-
-# The files buttons (sent from the files kept on disk): the answer to a tap that sends, and to
-# one while it is being sent or soon after.
-_FILES_ANSWERS = {
-    JobAction.ORIGINALS: (
-        "Sending the original files…",
-        "The original files are being sent or were sent above.",
-    ),
-    JobAction.SHEET: (
-        "Making the contact sheet…",
-        "The contact sheet is being made or was sent above.",
-    ),
-    JobAction.ZIP: (
-        "Packing the original files…",
-        "The ZIP is being sent or was sent above.",
-    ),
-}
-
-
-_BUILD_WAITS = "Another sheet or ZIP is being made: yours follows in a moment."
-_BUILDS_FULL = "Many sheets and ZIPs are being made right now: try again in a minute."
-
-
 async def _files_button(update: Update, context: BotContext, action: JobAction) -> None:
     """📎 Originals, 🗂 Sheet, 📦 ZIP: made from the files kept on disk, once per follow-up
     message while being sent (and a while after)."""
@@ -447,35 +387,15 @@ async def _files_button(update: Update, context: BotContext, action: JobAction) 
     if found is None or query is None:
         return
     job, message = found
-    if job.status != Status.DONE:
-        await query.answer(tr(lang(update), "The images of this job were not delivered."))
-        return
-    delivery = context.runner.delivery
-    sending, busy = _FILES_ANSWERS[action]
-    if not delivery.claim(job.id, action):
-        await answer_quietly(query, tr(lang(update), busy))
-        return
-    # A sheet or a ZIP: only a few are made at once; the others wait their turn.
-    turn = "now" if action == JobAction.ORIGINALS else delivery.build_turn(job.id, action)
-    if turn == "full":
-        await answer_quietly(query, tr(lang(update), _BUILDS_FULL))
-        return
-    try:
+
+    async def answer(text: str) -> None:
         # A tap answered too late ("query is too old") still gets its files.
-        await answer_quietly(
-            query, tr(lang(update), _BUILD_WAITS) if turn == "wait" else tr(lang(update), sending)
-        )
-        if action == JobAction.SHEET:
-            sent = await delivery.send_sheet(job, message.message_id, lang(update))
-        elif action == JobAction.ZIP:
-            sent = await delivery.send_zip(job, message.message_id, lang(update))
-        else:
-            sent = await delivery.send_originals(job, message.message_id)
-    finally:
-        # Whatever happened before the send began (a cancelled task, an error): the button works
-        # again. A send that began keeps its own pause after a delivered set.
-        delivery.release(job.id, action)
-    if not sent:
+        await answer_quietly(query, text)
+
+    sent = await context.runner.delivery.files.request(
+        job, action, reply_to=message.message_id, lang=lang(update), answer=answer
+    )
+    if sent is False:
         await message.reply_text(
             tr(lang(update), "The original files of job #{id} are no longer kept.", id=job.id),
             do_quote=True,

@@ -16,7 +16,6 @@ import pytest
 from bot import command, render, texts
 from bot.errors import InputError
 from bot.texts import LOCALE_DIR, NOUNS, Catalogues, Plural, lang_of, plural, tr
-from bot.web.studio_texts import STUDIO_TEXTS
 
 BOT = Path(__file__).resolve().parents[1] / "bot"
 CATALOGUE_FILES = sorted(LOCALE_DIR.glob("*.po"))
@@ -86,18 +85,18 @@ def templates() -> set[str]:
                     ("🔁", "📎", "ℹ️", "🗂", "📦")
                 ):
                     found.add(first.value)
-        # Answers kept as tuples of texts per button (handlers._FILES_ANSWERS).
+        # Answers kept as tuples of texts per button (delivery/files.py FILES_ANSWERS), and the studio's
+        # page texts (web/studio/texts.py STUDIO_TEXTS).
         for n in tree.body:
             if isinstance(n, ast.Assign) and any(
-                isinstance(t, ast.Name) and t.id == "_FILES_ANSWERS" for t in n.targets
+                isinstance(t, ast.Name) and t.id in ("FILES_ANSWERS", "STUDIO_TEXTS")
+                for t in n.targets
             ):
                 found.update(
                     c.value
                     for c in ast.walk(n.value)
                     if isinstance(c, ast.Constant) and isinstance(c.value, str)
                 )
-    # The studio page's texts, sent by /app/api/me (tests/test_studio_texts.py checks the list).
-    found.update(STUDIO_TEXTS)
     return found
 
 

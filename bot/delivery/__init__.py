@@ -118,6 +118,9 @@ class Delivery:
         """Every delivered image again, as documents; False if no longer kept."""
         return await self.files.send_originals(job, reply_to)
 
+    # The whole request (claim, turn, send) is ``self.files.request``: the chat's buttons and
+    # the studio both make it.
+
     async def send_sheet(self, job: Job, reply_to: int, lang: str | None) -> bool:
         """🗂 One photo of every delivered panel, numbered; False if no longer kept."""
         return await self.files.send_sheet(job, reply_to, lang)

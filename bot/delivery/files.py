@@ -21,11 +21,11 @@ from telegram import Bot
 
 from bot import render, sheets
 from bot.callbacks import JobAction
-from bot.delivery.albums import AlbumSender
+from bot.delivery.albums import AlbumSender, Place, where
 from bot.images import DOCUMENT_MAX_BYTES, max_pixels
-from bot.models import Job
+from bot.models import Job, Status
 from bot.originals import KeptFile, OriginalsCache
-from bot.sending import reply, with_retries
+from bot.sending import with_retries
 from bot.store import Store
 from bot.texts import Plural, tr
 
@@ -41,6 +41,24 @@ BUILDS_AT_ONCE = 2
 BUILDS_WAITING = 10
 
 Turn = Literal["now", "wait", "full"]
+
+# The answer to a request that sends, and to one while it is being sent or soon after.
+FILES_ANSWERS = {
+    JobAction.ORIGINALS: (
+        "Sending the original files…",
+        "The original files are being sent or were sent above.",
+    ),
+    JobAction.SHEET: (
+        "Making the contact sheet…",
+        "The contact sheet is being made or was sent above.",
+    ),
+    JobAction.ZIP: (
+        "Packing the original files…",
+        "The ZIP is being sent or was sent above.",
+    ),
+}
+BUILD_WAITS = "Another sheet or ZIP is being made: yours follows in a moment."
+BUILDS_FULL = "Many sheets and ZIPs are being made right now: try again in a minute."
 _BUILT = frozenset({JobAction.SHEET, JobAction.ZIP})
 
 
@@ -89,6 +107,44 @@ class FileRequests:
         if self._busy.get((job_id, action)) == math.inf:
             del self._busy[(job_id, action)]
 
+    async def request(
+        self,
+        job: Job,
+        action: JobAction,
+        *,
+        reply_to: int | None,
+        lang: str | None,
+        answer: Callable[[str], Awaitable[None]],
+        to: Place | None = None,
+    ) -> bool | None:
+        """A request for ``action``'s files (the chat's button, the studio): claimed, given its
+        turn, then sent. ``answer`` is told at once what happens (in ``lang``): sending, waiting
+        its turn, or refused. Returns None when refused (not delivered, busy, full), else whether
+        they were sent (False: no longer kept)."""
+        if job.status != Status.DONE:
+            await answer(tr(lang, "The images of this job were not delivered."))
+            return None
+        sending, busy = FILES_ANSWERS[action]
+        if not self.claim(job.id, action):
+            await answer(tr(lang, busy))
+            return None
+        # A sheet or a ZIP: only a few are made at once; the others wait their turn.
+        turn = "now" if action == JobAction.ORIGINALS else self.build_turn(job.id, action)
+        if turn == "full":
+            await answer(tr(lang, BUILDS_FULL))
+            return None
+        try:
+            await answer(tr(lang, BUILD_WAITS) if turn == "wait" else tr(lang, sending))
+            if action == JobAction.SHEET:
+                return await self.send_sheet(job, reply_to, lang, to=to)
+            if action == JobAction.ZIP:
+                return await self.send_zip(job, reply_to, lang, to=to)
+            return await self.send_originals(job, reply_to, to=to)
+        finally:
+            # Whatever happened before the send began (a cancelled task, an error): the button
+            # works again. A send that began keeps its own pause after a delivered set.
+            self.release(job.id, action)
+
     async def _claimed(
         self, job: Job, action: JobAction, send: Callable[[], Awaitable[bool]]
     ) -> bool:
@@ -104,28 +160,36 @@ class FileRequests:
             else:  # nothing went out: the next tap may try again
                 self._busy.pop((job.id, action), None)
 
-    async def send_originals(self, job: Job, reply_to: int) -> bool:
+    async def send_originals(
+        self, job: Job, reply_to: int | None, *, to: Place | None = None
+    ) -> bool:
         """Every delivered image again, as documents (uncompressed); False if no longer kept.
 
         Telegram file_ids of documents already sent are reused; the rest come from the disk cache,
         never from RunComfy again. Call :meth:`claim` first.
         """
         return await self._claimed(
-            job, JobAction.ORIGINALS, lambda: self._send_originals(job, reply_to)
+            job, JobAction.ORIGINALS, lambda: self._send_originals(job, reply_to, to)
         )
 
-    async def send_sheet(self, job: Job, reply_to: int, lang: str | None) -> bool:
+    async def send_sheet(
+        self, job: Job, reply_to: int | None, lang: str | None, *, to: Place | None = None
+    ) -> bool:
         """🗂 One photo of every delivered panel, numbered, from the disk; False if no longer kept.
         Call :meth:`claim` first."""
         return await self._claimed(
-            job, JobAction.SHEET, lambda: self._send_sheet(job, reply_to, lang)
+            job, JobAction.SHEET, lambda: self._send_sheet(job, reply_to, lang, to)
         )
 
-    async def send_zip(self, job: Job, reply_to: int, lang: str | None) -> bool:
+    async def send_zip(
+        self, job: Job, reply_to: int | None, lang: str | None, *, to: Place | None = None
+    ) -> bool:
         """📦 Every delivered image as ``01.jpg``… with ``prompt.txt``, in one ZIP (or parts of
         Telegram's upload limit), from the disk; False if no longer kept. Call :meth:`claim`
         first."""
-        return await self._claimed(job, JobAction.ZIP, lambda: self._send_zip(job, reply_to, lang))
+        return await self._claimed(
+            job, JobAction.ZIP, lambda: self._send_zip(job, reply_to, lang, to)
+        )
 
     def _delivered_indexes(self, job: Job) -> list[int]:
         return [i for n in job.delivered for i in (job.plan or [])[n].items]
@@ -147,13 +211,6 @@ class FileRequests:
                 continue
             entries.append((f"refs/{number}.jpg", size, path))
         return entries
-
-    def _extra(self, job: Job, reply_to: int) -> dict[str, Any]:
-        return {
-            "chat_id": job.chat_id,
-            "message_thread_id": job.thread_id,
-            "reply_parameters": reply(reply_to),
-        }
 
     def build_turn(self, job_id: int, action: JobAction) -> Turn:
         """For a claimed Sheet or ZIP tap: whether it is made ``now``, must ``wait`` for another
@@ -183,7 +240,9 @@ class FileRequests:
         finally:
             self._builds.release()
 
-    async def _send_sheet(self, job: Job, reply_to: int, lang: str | None) -> bool:
+    async def _send_sheet(
+        self, job: Job, reply_to: int | None, lang: str | None, to: Place | None
+    ) -> bool:
         kept = await self._kept(job)
         if kept is None:
             return False
@@ -200,7 +259,7 @@ class FileRequests:
                 return False
             except sheets.BadPanel as exc:
                 log.warning("job %d: no sheet: %s", job.id, exc)
-                await self._say(job, reply_to, _sheet_refused(job, exc, lang))
+                await self._say(job, where(job, reply_to, to), _sheet_refused(job, exc, lang))
                 return True
             caption = tr(
                 lang, "🗂 Job #{id}: {images}", id=job.id, images=Plural(len(kept), "image")
@@ -210,7 +269,7 @@ class FileRequests:
                     photo=sheet,
                     filename=f"seq-{job.id}-sheet.jpg",
                     caption=caption,
-                    **self._extra(job, reply_to),
+                    **where(job, reply_to, to),
                 ),
                 what=f"job {job.id}: sendPhoto (sheet)",
                 first_delay=self.retry_delay,
@@ -218,15 +277,17 @@ class FileRequests:
             )
         return True
 
-    async def _say(self, job: Job, reply_to: int, text: str) -> None:
+    async def _say(self, job: Job, params: dict[str, Any], text: str) -> None:
         await with_retries(
-            lambda: self.bot.send_message(text=text, **self._extra(job, reply_to)),
+            lambda: self.bot.send_message(text=text, **params),
             what=f"job {job.id}: sendMessage (no sheet)",
             first_delay=self.retry_delay,
             max_delay=self.max_retry_delay,
         )
 
-    async def _send_zip(self, job: Job, reply_to: int, lang: str | None) -> bool:
+    async def _send_zip(
+        self, job: Job, reply_to: int | None, lang: str | None, to: Place | None
+    ) -> bool:
         kept = await self._kept(job)
         if kept is None:
             return False
@@ -270,7 +331,7 @@ class FileRequests:
                         document=part,
                         filename=name,
                         caption=caption,
-                        **self._extra(job, reply_to),
+                        **where(job, reply_to, to),
                     ),
                     what=f"job {job.id}: sendDocument (ZIP)",
                     first_delay=self.retry_delay,
@@ -279,7 +340,7 @@ class FileRequests:
                 del part
         return True
 
-    async def _send_originals(self, job: Job, reply_to: int) -> bool:
+    async def _send_originals(self, job: Job, reply_to: int | None, to: Place | None) -> bool:
         indexes = self._delivered_indexes(job)
         files: dict[int, str | bytes] = {}
         for index in indexes:
@@ -288,11 +349,15 @@ class FileRequests:
         if not indexes or any(v == b"" for v in files.values()):
             return False
         for unit in render.delivery_plan([], indexes):
-            sent = await self.sender.send(job, unit, files, reply_to=reply_to)
+            sent = await self.sender.send(job, unit, files, reply_to=reply_to, to=to)
+            keys = sent.keys
+            if to is not None and to[0] != job.chat_id:
+                # Message ids of another chat would name other messages in the job's chat.
+                keys = {k: v for k, v in keys.items() if not k.startswith("m:")}
             self.store.update(
                 job,
                 originals={**job.originals, **sent.file_ids},
-                image_keys={**job.image_keys, **sent.keys},
+                image_keys={**job.image_keys, **keys},
             )
         return True
 

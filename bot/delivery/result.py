@@ -15,7 +15,7 @@ from typing import Any
 
 from telegram import Bot
 
-from bot import metrics, render
+from bot import metrics, render, thumbs
 from bot.delivery.albums import AlbumSender, Sent
 from bot.downloads import Downloader
 from bot.errors import PermanentError, SeqbotError, TelegramUnreachableError
@@ -98,6 +98,7 @@ class ResultDelivery:
                 self._delivered(job, number, unit, sent)
                 for index in unit.items:
                     data.pop(index, None)
+            await self._thumbnails(job)
         await self.originals.unpin(job.id)
         if job.actions_message_id is None:
             try:
@@ -256,9 +257,19 @@ class ResultDelivery:
                 self._delivered(job, new, unit, sent)
             else:  # the same images in new messages: a reply to these takes them too
                 self.store.update(job, image_keys={**job.image_keys, **sent.keys})
+        if any(new is not None for new, _ in units):
+            await self._thumbnails(job)
         if job.plan is not None and not self.undelivered(job):
             await self.originals.unpin(job.id)
         return bool(units)
+
+    async def _thumbnails(self, job: Job) -> None:
+        """The studio's thumbnails of the delivered images, made once from the kept files while
+        they are still pinned; a failure costs the studio a thumbnail, never the delivery."""
+        try:
+            await thumbs.keep(self.store, self.originals, job)
+        except Exception:
+            log.exception("job %d: thumbnails not made", job.id)
 
     def undelivered(self, job: Job) -> bool:
         """Whether the job's plan has units Telegram has not taken yet."""

@@ -6,7 +6,8 @@ One connection and one transaction helper (``base.py``), shared by a part per co
      ├── JobStore       jobs.py       the record of every job, waiting writes, what to resume
      ├── UsageStore     usage.py      what counts toward quotas and caps
      ├── SettingsStore  settings.py   per-chat defaults
-     └── PaymentStore   payments.py   invoices, payments, credits, reservations
+     ├── PaymentStore   payments.py   invoices, payments, credits, reservations
+     └── StudioStore    studio.py     the studio: series pages, hidden jobs, thumbnails
     migrations.py: the schema, in order (sqlite-utils)
 """
 
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 from bot.models import ChatDefaults, Job, Origin, SeqRequest, Status, Usage
 from bot.store.base import BUSY_TIMEOUT_MS, STARTUP_BUSY_TIMEOUT_MS
-from bot.store.jobs import JobStore
 from bot.store.migrations import migrations
 from bot.store.payments import (
     Invoice,
@@ -25,6 +25,7 @@ from bot.store.payments import (
     Reserve,
 )
 from bot.store.settings import SettingsStore
+from bot.store.studio import StudioStore
 from bot.store.usage import UsageStore
 
 __all__ = [
@@ -46,5 +47,5 @@ __all__ = [
 ]
 
 
-class Store(JobStore, UsageStore, SettingsStore, PaymentStore):
+class Store(StudioStore, UsageStore, SettingsStore, PaymentStore):
     """The bot's database. Migrations run when it is opened."""

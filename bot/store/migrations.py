@@ -187,3 +187,16 @@ def m011_image_keys(db: sqlite_utils.Database) -> None:
     db.table("jobs").add_column(
         "image_keys", str
     )  # JSON {"m:<message id>" | "u:<unique id>": index}
+
+
+@migrations()
+def m014_studio(db: sqlite_utils.Database) -> None:
+    """The studio: a job hidden from it, and each delivered panel's small WebP thumbnail (kept
+    with the row, not with the originals the size cap removes)."""
+    db.table("jobs").add_column("hidden", int, not_null_default=0)
+    db.table("thumbs").create(
+        {"job_id": int, "idx": int, "data": bytes, "width": int, "height": int},
+        pk=("job_id", "idx"),
+        not_null={"data", "width", "height"},
+    )
+    db.table("jobs").create_index(["requester_id", "hidden", "id"])

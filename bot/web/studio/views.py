@@ -1,0 +1,88 @@
+"""What the studio's API answers about a job (pure): a series' summary and its details."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from bot import render, schema
+from bot.models import Job, Status
+from bot.thumbs import delivered_indexes
+
+TITLE_CHARS = 120
+# Makes an image's URL: (job, index, kind) -> "/…/app/img/<token>".
+ImageUrl = Callable[[int, int, str], str]
+
+
+def title(prompt: str) -> str:
+    """The first line of the prompt, at most TITLE_CHARS characters."""
+    first = next((line.strip() for line in prompt.splitlines() if line.strip()), "")
+    return render.shorten(first, TITLE_CHARS)
+
+
+def progress(job: Job) -> float | None:
+    """0..1 where it is known: all of a finished delivery, part of one under way."""
+    if job.status == Status.DONE:
+        return 1.0
+    if job.status == Status.SENDING and job.count:
+        return min(1.0, job.delivered_images / job.count)
+    return None
+
+
+def panel_text(job: Job, index: int) -> str:
+    """The panel's own text (script mode), else the prompt: an image's alt text."""
+    if 0 <= index < len(job.panels):
+        return job.panels[index]
+    return job.prompt
+
+
+def summary(job: Job, url: ImageUrl, lang: str, thumbs: list[int] | None = None) -> dict:
+    """A series in the gallery (the contract's SeriesSummary). ``thumbs``: the panels shown
+    (default: every delivered one; a missing thumbnail is made when asked for)."""
+    shown = delivered_indexes(job) if thumbs is None else thumbs
+    return {
+        "id": job.id,
+        "title": title(job.prompt),
+        "created_at": int(job.created_at),
+        "count": job.count,
+        "ratio": schema.ratio_of(job.size),
+        "mode": job.mode,
+        "status": job.status.value,
+        "state_text": render.status_word(job.status, lang),
+        "progress": progress(job),
+        "thumbs": [
+            {"index": i, "url": url(job.id, i, "t"), "alt": panel_text(job, i)} for i in shown
+        ],
+        # From the story work (episodes, Continue): None until a job carries them.
+        "episode": getattr(job, "episode", None),
+        "continues": getattr(job, "continues", None),
+    }
+
+
+def detail(job: Job, url: ImageUrl, lang: str, actions: list[str]) -> dict:
+    """A series opened: the summary, the prompt, every delivered panel, details, actions."""
+    indexes = delivered_indexes(job)
+    out = summary(job, url, lang, indexes)
+    out.update(
+        {
+            "prompt": job.prompt,
+            "panels": [
+                {
+                    "index": i,
+                    "text": panel_text(job, i),
+                    "thumb": url(job.id, i, "t"),
+                    "full": url(job.id, i, "f"),
+                    "version": 1,
+                }
+                for i in indexes
+            ],
+            "params": {"size": job.size, "mode": job.mode, "seed": job.seed},
+            "cost": job.cost,
+            "refs": [
+                {"kind": ref.kind, "name": ref.name or None, "thumb": url(job.id, n, "r")}
+                for n, ref in enumerate(job.refs)
+            ],
+            "error": job.error,
+            "actions": actions,
+        }
+    )
+    return out

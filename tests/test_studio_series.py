@@ -1,0 +1,189 @@
+"""The studio's series: pages, a series opened, signed images and thumbnails, over real HTTP
+against the real Application, its web server and the fakes; after a restart too."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import time
+
+from PIL import Image
+
+from bot.models import Status
+from bot.web.studio.service import Studio as WebStudio
+from tests.conftest import Bots
+from tests.fakes.runcomfy_api import FakeRunComfy
+from tests.fakes.telegram_api import ADA_ID, FakeTelegram
+from tests.studio_helpers import BOB_ID, Studio, header, run_job, start_studio
+from tests.test_studio_api import assert_error, assert_secure_headers
+
+GROUP = -1001234567890
+
+
+def web_studio(studio: Studio) -> WebStudio:
+    """The bot's own Studio object (its clock, its tokens)."""
+    actions = studio.bot.services.studio
+    assert actions is not None
+    return actions.studio
+
+
+async def test_a_page_lists_only_the_persons_series_newest_first_and_pages_on(
+    bots: Bots, telegram: FakeTelegram, runcomfy: FakeRunComfy
+) -> None:
+    studio = await start_studio(bots)
+    bot = studio.bot
+    try:
+        first = await run_job(telegram, bot, "/seq 2 16:9 a lighthouse at dusk\nsecond line")
+        group = await run_job(telegram, bot, "/seq 1 1:1 a red kite", chat_id=GROUP, user_id=ADA_ID)
+        bobs = await run_job(telegram, bot, "/seq 1 1:1 bob's cat", chat_id=BOB_ID)
+        last = await run_job(telegram, bot, "/seq 3 3:4 a quiet harbour")
+        assert {j.status for j in (first, group, bobs, last)} == {Status.DONE}
+        page = await studio.get("/app/api/series")
+        assert page.status_code == 200, page.text
+        assert_secure_headers(page)
+        body = page.json()
+        assert [s["id"] for s in body["items"]] == [last.id, group.id, first.id]
+        assert body["next"] is None
+        item = body["items"][2]
+        assert item["title"] == "a lighthouse at dusk"
+        assert item["count"] == 2 and item["ratio"] == "16:9" and item["mode"] == first.mode
+        assert item["status"] == "done" and item["state_text"] == "✅ done"
+        assert item["progress"] == 1.0
+        assert abs(item["created_at"] - time.time()) < 60
+        assert [t["index"] for t in item["thumbs"]] == [0, 1]
+        assert all(t["url"].startswith("/seqbot/app/img/") for t in item["thumbs"])
+        assert item["thumbs"][0]["alt"] == first.prompt
+        assert item["episode"] is None and item["continues"] is None
+        # Pages of one, each pointing at the next.
+        seen, before = [], None
+        while True:
+            query = {"limit": "1", **({"before": str(before)} if before else {})}
+            page = (await studio.get("/app/api/series", params=query)).json()
+            seen += [s["id"] for s in page["items"]]
+            before = page["next"]
+            if before is None:
+                break
+        assert seen == [last.id, group.id, first.id]
+        bob = (await studio.get("/app/api/series", user=BOB_ID)).json()
+        assert [s["id"] for s in bob["items"]] == [bobs.id]
+        ru = await studio.http.get("/app/api/series", headers=header(lang="ru"))
+        assert ru.json()["items"][0]["state_text"] == "✅ готово"
+        for query in ({"limit": "0"}, {"limit": "31"}, {"limit": "x"}, {"before": "-1"},
+                      {"before": "1" * 30}, {"limit": "1e1"}):  # fmt: skip
+            assert_error(await studio.get("/app/api/series", params=query), 400, "bad_request")
+    finally:
+        await studio.close()
+
+
+async def test_a_series_opened_has_its_panels_details_and_actions(
+    bots: Bots, telegram: FakeTelegram, runcomfy: FakeRunComfy
+) -> None:
+    studio = await start_studio(bots)
+    bot = studio.bot
+    try:
+        script = "/seq 3 16:9 seed 7 a fox's day:\n1. wakes up\n2. hunts\n3. sleeps"
+        job = await run_job(telegram, bot, script)
+        assert job.status == Status.DONE and job.panels
+        response = await studio.get(f"/app/api/series/{job.id}")
+        assert response.status_code == 200, response.text
+        series = response.json()
+        assert series["id"] == job.id and series["prompt"] == job.prompt
+        assert [p["index"] for p in series["panels"]] == [0, 1, 2]
+        assert [p["text"] for p in series["panels"]] == job.panels
+        assert [t["alt"] for t in series["thumbs"]] == job.panels
+        assert all(p["version"] == 1 for p in series["panels"])
+        assert series["params"] == {"size": job.size, "mode": job.mode, "seed": job.seed}
+        assert series["cost"] == job.cost and series["error"] is None
+        assert series["refs"] == []
+        assert {"again", "sheet", "zip", "originals", "hide"} <= set(series["actions"])
+        # Another person's job, an unknown one, a malformed id: the same 404.
+        assert_error(await studio.get(f"/app/api/series/{job.id}", user=BOB_ID), 404, "not_found")
+        assert_error(await studio.get("/app/api/series/99999"), 404, "not_found")
+        assert_error(await studio.get("/app/api/series/01"), 404, "not_found")
+    finally:
+        await studio.close()
+
+
+def webp_size(data: bytes) -> tuple[int, int]:
+    with Image.open(io.BytesIO(data)) as img:
+        assert img.format == "WEBP"
+        return img.size
+
+
+async def test_images_are_signed_per_person_and_short_lived_and_thumbnails_are_small_webp(
+    bots: Bots, telegram: FakeTelegram, runcomfy: FakeRunComfy
+) -> None:
+    studio = await start_studio(bots)
+    bot = studio.bot
+    try:
+        job = await run_job(telegram, bot, "/seq 2 16:9 two boats")
+        # Made at delivery, before anyone opened the studio.
+        assert bot.store.thumb_indexes([job.id]) == {job.id: [0, 1]}
+        series = (await studio.get(f"/app/api/series/{job.id}")).json()
+        thumb = await studio.http.get(series["panels"][1]["thumb"].removeprefix("/seqbot"))
+        assert thumb.status_code == 200
+        assert thumb.headers["Content-Type"] == "image/webp"
+        assert "private" in thumb.headers["Cache-Control"]
+        assert_secure_headers(thumb)
+        width, height = webp_size(thumb.content)
+        assert max(width, height) <= 320 and abs(width / height - 16 / 9) < 0.05
+        full = await studio.http.get(series["panels"][1]["full"].removeprefix("/seqbot"))
+        assert full.status_code == 200 and full.headers["Content-Type"] == "image/jpeg"
+        kept = await bot.runner.delivery.originals.load(job.id, 1)
+        assert full.content == kept
+        url = series["panels"][1]["thumb"].removeprefix("/seqbot")
+        token = url.rsplit("/", 1)[1]
+        sig = token.rpartition(".")[2]
+        tampered = [
+            url.replace(f".{job.id}.1.", f".{job.id}.0.", 1),  # another panel, same signature
+            url[:-1] + ("A" if sig[-1] != "A" else "B"),
+            url.replace(f"/{ADA_ID}.", f"/{BOB_ID}.", 1),
+            url + "x",
+        ]
+        for bad in tampered:
+            response = await studio.http.get(bad)
+            assert response.status_code == 404, bad
+            assert response.headers["Content-Type"].startswith("text/plain")
+        # Expired: the same URL an hour and more later.
+        web = web_studio(studio)
+        web.clock = lambda: time.time() + 3600 + 121
+        assert (await studio.http.get(url)).status_code == 404
+        web.clock = time.time
+        assert (await studio.http.get(url)).status_code == 200
+        # Bob cannot use Ada's job in a URL of his own either: the job is not his.
+        bobs = web.tokens.make(BOB_ID, job.id, 0, "t", time.time())
+        assert (await studio.http.get(f"/app/img/{bobs}")).status_code == 404
+    finally:
+        await studio.close()
+
+
+async def test_after_a_restart_thumbnails_stay_and_full_size_comes_from_telegram(
+    bots: Bots, telegram: FakeTelegram, runcomfy: FakeRunComfy
+) -> None:
+    studio = await start_studio(bots)
+    try:
+        job = await run_job(telegram, studio.bot, "/seq 2 1:1 a paper crane")
+        first = (await studio.get(f"/app/api/series/{job.id}")).json()
+        before = (
+            await studio.http.get(first["panels"][0]["thumb"].removeprefix("/seqbot"))
+        ).content
+    finally:
+        await studio.close()
+    await bots.stop()
+    folder = studio.bot.runner.delivery.originals.folder
+    shutil.rmtree(folder / str(job.id))  # the kept originals pruned meanwhile
+    studio = await start_studio(bots)
+    try:
+        series = (await studio.get(f"/app/api/series/{job.id}")).json()
+        thumb = await studio.http.get(series["panels"][0]["thumb"].removeprefix("/seqbot"))
+        assert thumb.status_code == 200 and thumb.content == before
+        files_before = len(telegram.calls_to("getFile"))
+        full = await studio.http.get(series["panels"][0]["full"].removeprefix("/seqbot"))
+        assert full.status_code == 200 and full.headers["Content-Type"] == "image/jpeg"
+        assert len(telegram.calls_to("getFile")) == files_before + 1
+        assert "/file/bot" not in full.text and "file_path" not in full.headers.get("Location", "")
+        # What Telegram has of the photo: the image the bot sent.
+        with Image.open(io.BytesIO(full.content)) as img:
+            assert img.format == "JPEG"
+    finally:
+        await studio.close()
