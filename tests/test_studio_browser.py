@@ -37,8 +37,9 @@ BOB_ID = 555000111
 BOB = {"id": BOB_ID, "is_bot": False, "first_name": "Bob", "language_code": "ru"}
 PROMPTS = [  # Ada's, oldest first: the gallery shows them newest first
     "/seq 2 1:1 a red fox in the snow",
-    "/seq 3 16:9 a lighthouse through the seasons",
+    "/seq 16:9 a lighthouse through the seasons\n1. Spring fog\n2. Summer storm\n3. Winter ice",
 ]
+PANELS = ["Spring fog", "Summer storm", "Winter ice"]
 BOBS = "/seq 2 1:1 Bob's own cat"
 MAX_WAIT_MS = 10_000
 
@@ -190,10 +191,14 @@ async def test_a_series_shows_its_panels_in_order_and_sends_a_sheet(studio: Stud
         "() => [...document.querySelectorAll('.slide img')].length === 3 && "
         "[...document.querySelectorAll('.slide img')].every(i => i.complete && i.naturalWidth > 0)"
     )
-    indexes = await page.eval_on_selector_all(".slide", "s => s.map(e => Number(e.dataset.index))")
-    assert indexes == [1, 2, 3]
+    slides = await page.eval_on_selector_all(
+        ".slide",
+        "s => s.map(e => [Number(e.dataset.index), e.querySelector('img').alt,"
+        " e.querySelector('figcaption').textContent])",
+    )
+    assert slides == [[i, text, f"{i + 1}. {text}"] for i, text in enumerate(PANELS)]
     assert await page.text_content(".counter") == "1 / 3"
-    assert await page.text_content(".details .prompt") == "a lighthouse through the seasons"
+    assert await page.text_content(".details .prompt") == PROMPTS[1].split(" ", 2)[2]
     # The Telegram back button is shown in a series, and the taps were felt.
     assert await page.evaluate("window.__tg.back.isVisible") is True
     calls = await page.evaluate("window.__tg.calls.map(c => c[0])")

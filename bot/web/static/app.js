@@ -460,9 +460,9 @@ function showSeries(main, id, startPanel) {
       const text = p.text || s.prompt;
       const img = picture(p.thumb, text, "panel", i < 2);
       img.dataset.full = p.full;
-      track.append(h("figure", { class: "slide", "data-index": p.index, "aria-label": t("Panel {n}", { n: p.index }) },
+      track.append(h("figure", { class: "slide", "data-index": p.index, "aria-label": t("Panel {n}", { n: i + 1 }) },
         h("button", { type: "button", class: "zoom", "aria-label": t("Full size"), onclick: () => { haptic(); openViewer(p.full, text); } }, img),
-        h("figcaption", {}, h("b", { text: `${p.index}. ` }), p.text || (i === 0 ? s.prompt : "")),
+        h("figcaption", {}, h("b", { text: `${i + 1}. ` }), text),
       ));
     });
     const counter = h("span", { class: "counter" });
@@ -531,7 +531,8 @@ function showSeries(main, id, startPanel) {
   }
 
   function actionBar(s) {
-    const panelNo = () => current + 1;
+    const panelNo = () => current + 1; // as people count; the API's panel index starts at 0
+    const panelIndex = () => (s.panels[current] ? s.panels[current].index : current);
     const defs = {
       again: { label: t("Again") },
       continue: { label: t("Continue"), ask: { kind: "text", title: t("What happens next?"), same: true } },
@@ -552,7 +553,7 @@ function showSeries(main, id, startPanel) {
         "data-action": name,
         "data-panel-label": d.labelKey || null,
         text: d.labelKey ? t(d.labelKey, { n: panelNo() }) : d.label,
-        onclick: () => startAction(s, name, d, panelNo(), b),
+        onclick: () => startAction(s, name, d, panelIndex(), b),
       });
       bar.append(b);
     }
