@@ -239,6 +239,47 @@ async def test_a_series_shows_its_panels_in_order_and_sends_a_sheet(studio: Stud
     assert await page.evaluate("window.__tg.back.isVisible") is False
 
 
+async def test_again_lands_in_the_chat_and_tops_the_gallery(studio: Studio) -> None:
+    page = await studio.open()
+    await gallery_cards(page, len(studio.ada_jobs))
+    await page.click(f".card[data-id='{studio.ada_jobs[0]}'] .open")
+    await page.wait_for_selector("[data-action=again]")
+    jobs_before = len(studio.runcomfy.jobs)
+
+    await page.click("[data-action=again]")
+
+    await page.wait_for_selector("#toast:not([hidden])")
+    new_id = max(studio.ada_jobs + [studio.bob_job]) + 1
+    assert f"#{new_id}" in await page.text_content("#toast")
+    job = await until_final(studio.telegram, studio.bot, new_id)
+    assert job.chat_id == ADA_ID and len(studio.runcomfy.jobs) == jobs_before + 1
+    studio.ada_jobs.append(new_id)
+    # Back in the gallery (kept as it was), the new series is on top.
+    await page.evaluate("window.__pressBack()")
+    cards = await gallery_cards(page, len(studio.ada_jobs))
+    assert [c["id"] for c in cards] == studio.ada_jobs[::-1]
+
+
+async def test_hide_asks_first_and_the_series_leaves_the_gallery(studio: Studio) -> None:
+    studio.telegram.send_text("/seq 1 1:1 a series to hide")
+    hidden = max(studio.ada_jobs + [studio.bob_job]) + 1
+    await until_final(studio.telegram, studio.bot, hidden)
+    page = await studio.open(query=f"?series={hidden}")
+    await page.wait_for_selector("[data-action=hide]")
+
+    await page.click("[data-action=hide]")
+
+    await page.wait_for_selector("main[data-view=gallery]")
+    cards = await gallery_cards(page, len(studio.ada_jobs))
+    assert hidden not in [c["id"] for c in cards]
+    asked = await page.evaluate("window.__tg.calls.filter(c => c[0] === 'showConfirm')")
+    assert len(asked) == 1 and "Hide this series" in asked[0][1]
+    assert (await page.text_content("#toast")).strip()
+    # Opened by its id, it is not there any more.
+    await studio.open(query=f"?series={hidden}")
+    await page.wait_for_selector("main[data-view=error] .problem[data-code=not_found]")
+
+
 async def test_another_persons_series_is_not_found(studio: Studio) -> None:
     page = await studio.open(query=f"?series={studio.bob_job}")
 
@@ -292,6 +333,6 @@ async def test_the_studio_works_after_a_restart(studio: Studio) -> None:
     studio.bot = await studio.bots.start()
 
     page = await studio.open()
-    cards = await gallery_cards(page, len(PROMPTS))
+    cards = await gallery_cards(page, len(studio.ada_jobs))
 
     assert [c["id"] for c in cards] == studio.ada_jobs[::-1]
