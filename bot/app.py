@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from telegram import BotCommand, Update
+from telegram import BotCommand, MenuButtonWebApp, Update, WebAppInfo
 from telegram.error import TelegramError
 from telegram.ext import (
     Application,
@@ -56,6 +56,7 @@ COMMANDS = {
     "show": "Send a job's images again: /show <job id>",
     "usage": "Your images and cost today and this month",
     "settings": "This chat's defaults: count, ratio, mode",
+    "studio": "Your series in a gallery (the studio)",
     "help": "How to use the bot",
 }
 
@@ -64,9 +65,12 @@ COMMANDS = {
 PAYMENT_COMMANDS = payments.COMMANDS
 
 
-def commands(lang: str, *, payments: bool = False) -> list[BotCommand]:
-    """The command menu in ``lang`` (with the payment commands when payments are on)."""
-    listed = {**COMMANDS, **PAYMENT_COMMANDS} if payments else COMMANDS
+def commands(lang: str, *, payments: bool = False, studio: bool = False) -> list[BotCommand]:
+    """The command menu in ``lang`` (with the payment commands when payments are on, /studio
+    when the studio is)."""
+    listed = {**COMMANDS, **PAYMENT_COMMANDS} if payments else dict(COMMANDS)
+    if not studio:
+        del listed["studio"]
     return [BotCommand(name, tr(lang, text)) for name, text in listed.items()]
 
 
@@ -198,6 +202,10 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
     app.add_handler(CommandHandler("show", handlers.show_command, filters=new_messages))
     app.add_handler(CommandHandler("usage", handlers.usage_command, filters=new_messages))
     app.add_handler(CommandHandler("settings", handlers.settings_command, filters=new_messages))
+    app.add_handler(CommandHandler("studio", handlers.studio_command, filters=new_messages))
+    # The t.me link a group's /studio gives opens the private chat with "/start studio".
+    start_studio = new_messages & filters.Regex(r"^/start(@\w+)? studio$")
+    app.add_handler(CommandHandler("start", handlers.start_studio, filters=start_studio), group=-1)
     for action, handler in (
         (callbacks.JobAction.CANCEL, handlers.cancel_button),
         (callbacks.JobAction.AGAIN, handlers.again_button),
@@ -484,6 +492,16 @@ async def _post_init(app: Application) -> None:  # type: ignore[type-arg]
     if settings.metrics_port is not None:
         services.metrics = metrics.serve(settings.metrics_port, settings.metrics_listen)
     services.web = start_web(app, settings, runner)
+    if settings.studio_url is not None:
+        runner.delivery.result.studio = render.StudioLinks(
+            settings.studio_url, f"https://t.me/{app.bot.username}?start=studio"
+        )
+    elif settings.public_url is not None:
+        log.warning(
+            "PUBLIC_URL is not https: Telegram opens only https Mini Apps, so the studio has "
+            "no buttons (its pages are still served under %s/app/)",
+            settings.public_url,
+        )
 
     log.info(
         "seqbot started as @%s; database %s; Telegram API %s; RunComfy API %s; poll every %ss",
@@ -510,15 +528,22 @@ async def _post_init(app: Application) -> None:  # type: ignore[type-arg]
 
 
 def menu_calls(bot: ExtBot[int], settings: Settings) -> list[tuple[str, Call]]:
-    """The command menu: the default one, then one per language (as the users' apps choose)."""
-    paying = settings.payments
+    """The command menu: the default one, then one per language (as the users' apps choose);
+    with the studio, the private chats' menu button opens it."""
+    paying, studio = settings.payments, settings.studio_url is not None
+    first = commands("en", payments=paying, studio=studio)
     calls: list[tuple[str, Call]] = [
-        ("setMyCommands", functools.partial(bot.set_my_commands, commands("en", payments=paying)))
+        ("setMyCommands", functools.partial(bot.set_my_commands, first))
     ]
     for lang in languages():
-        menu = commands(lang, payments=paying)
+        menu = commands(lang, payments=paying, studio=studio)
         call = functools.partial(bot.set_my_commands, menu, language_code=lang)
         calls.append((f"setMyCommands ({lang})", call))
+    if settings.studio_url is not None:
+        button = MenuButtonWebApp(tr("en", "Studio"), WebAppInfo(settings.studio_url))
+        calls.append(
+            ("setChatMenuButton", functools.partial(bot.set_chat_menu_button, menu_button=button))
+        )
     return calls
 
 

@@ -86,6 +86,13 @@ class Settings:
         return bool(self.stars_packs)
 
     @property
+    def studio_url(self) -> str | None:
+        """The studio's page (``PUBLIC_URL/app/``) when Telegram can open it: https only."""
+        if self.public_url and self.public_url.lower().startswith("https://"):
+            return self.public_url + "/app/"
+        return None
+
+    @property
     def webhook_path(self) -> str:
         """The path part of WEBHOOK_URL, where the local server listens (e.g. ``seqbot``)."""
         return urlsplit(self.webhook_url or "").path.strip("/")

@@ -12,6 +12,7 @@ import time
 from telegram import CallbackQuery, Message, ReplyParameters, Update
 from telegram.constants import ChatType
 from telegram.error import TelegramError
+from telegram.ext import ApplicationHandlerStop
 
 from bot import again, callbacks, limits, payments, render, schema
 from bot.callbacks import JobAction, JobButton, ResetButton, SettingButton, SettingField
@@ -62,6 +63,45 @@ async def start(update: Update, context: BotContext) -> None:
         refs = context.settings.public_url is not None
         # Quoted in groups only.
         await update.message.reply_text(render.help_text(lang(update), refs=refs))
+
+
+def studio_links(context: BotContext) -> render.StudioLinks | None:
+    """Where the studio opens; None when it is off (PUBLIC_URL unset, or not https)."""
+    url = context.settings.studio_url
+    if url is None:
+        return None
+    return render.StudioLinks(url, f"https://t.me/{context.bot.username}?start=studio")
+
+
+async def studio_command(update: Update, context: BotContext) -> None:
+    """/studio: the app's button in a private chat; in a group, a link to the private chat (a
+    ``web_app`` button works only there)."""
+    message = update.message
+    if message is None:
+        return
+    language = lang(update)
+    links = studio_links(context)
+    if links is None:
+        await message.reply_text(
+            tr(language, "The studio is not set up on this bot."), do_quote=True
+        )
+        return
+    private = message.chat.type == ChatType.PRIVATE
+    text = (
+        tr(language, "🖼 Your series, in the studio:")
+        if private
+        else tr(language, "The studio opens in your private chat with me:")
+    )
+    await message.reply_text(
+        text, reply_markup=render.studio_keyboard(links, language, private=private), do_quote=True
+    )
+
+
+async def start_studio(update: Update, context: BotContext) -> None:
+    """``/start studio`` (the link a group's /studio gives): the app's button; no other handler
+    sees the update."""
+    await studio_command(update, context)
+    raise ApplicationHandlerStop
 
 
 async def seq(update: Update, context: BotContext) -> None:

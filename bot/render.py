@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, WebAppInfo
 
 from bot import schedule, schema
 from bot.callbacks import JobAction, JobButton, ResetButton, SettingButton, SettingField, encode
@@ -237,8 +238,32 @@ def actions_text(job: Job) -> str:
     return tr(job.lang, "Job #{id} · {params}", id=job.id, params=params_line(job))
 
 
-def actions_keyboard(job: Job) -> InlineKeyboardMarkup:
-    """🔁 Again, 📎 Originals, ℹ️ Details; below them 🗂 Sheet and 📦 ZIP."""
+@dataclass(frozen=True)
+class StudioLinks:
+    """Where the studio opens: its page (a ``web_app`` button, private chats only) and the
+    bot's private chat with ``?start=studio`` (a link button, for groups)."""
+
+    app: str
+    chat: str
+
+    def button(self, lang: str | None, *, private: bool) -> InlineKeyboardButton:
+        """🖼 Studio: the app itself in a private chat; in a group (where Telegram refuses
+        ``web_app`` buttons) a link to the private chat, which answers with the app's button."""
+        label = tr(lang, "🖼 Studio")
+        if private:
+            return InlineKeyboardButton(label, web_app=WebAppInfo(self.app))
+        return InlineKeyboardButton(label, url=self.chat)
+
+
+def studio_keyboard(
+    studio: StudioLinks, lang: str | None, *, private: bool
+) -> InlineKeyboardMarkup:
+    """The one button /studio answers with."""
+    return InlineKeyboardMarkup([[studio.button(lang, private=private)]])
+
+
+def actions_keyboard(job: Job, studio: StudioLinks | None = None) -> InlineKeyboardMarkup:
+    """🔁 Again, 📎 Originals, ℹ️ Details; below them 🗂 Sheet and 📦 ZIP (and 🖼 Studio)."""
     rows = (
         (
             ("🔁 Again", JobAction.AGAIN),
@@ -250,17 +275,20 @@ def actions_keyboard(job: Job) -> InlineKeyboardMarkup:
             ("📦 ZIP", JobAction.ZIP),
         ),
     )
-    return InlineKeyboardMarkup(
+    keyboard = [
         [
-            [
-                InlineKeyboardButton(
-                    tr(job.lang, label), callback_data=encode(JobButton(action, job.id))
-                )
-                for label, action in row
-            ]
-            for row in rows
+            InlineKeyboardButton(
+                tr(job.lang, label), callback_data=encode(JobButton(action, job.id))
+            )
+            for label, action in row
         ]
-    )
+        for row in rows
+    ]
+    if studio is not None:
+        # A job's chat is private when its id is its user's (older rows have no chat_type).
+        private = job.chat_type == "private" or (job.chat_type is None and job.chat_id > 0)
+        keyboard[1].append(studio.button(job.lang, private=private))
+    return InlineKeyboardMarkup(keyboard)
 
 
 def requester(job: Job, lang: str | None) -> str | None:

@@ -126,6 +126,7 @@ async def test_a_missing_forged_or_stale_init_data_gets_401_everywhere(bots: Bot
             assert_error(await http.get(path, headers=header(stale)), 401, "expired")
         ru = await http.get("/app/api/me", headers=header(init_data(lang="ru", auth_date=1)))
         assert_error(ru, 401, "expired")
+        assert ru.json()["error"]["message"].startswith("Сеанс студии истёк")
         action = await http.post("/app/api/series/1/action", json={"action": "hide"})
         assert_error(action, 401, "unauthorized")
         assert (await http.get("/app/api/me", headers=header(good))).status_code == 200

@@ -6,14 +6,17 @@ from __future__ import annotations
 import io
 import shutil
 import time
+from pathlib import Path
 
 from PIL import Image
 
 from bot.models import Status
+from bot.store import Store
 from bot.web.studio.service import Studio as WebStudio
 from tests.conftest import Bots
 from tests.fakes.runcomfy_api import FakeRunComfy
 from tests.fakes.telegram_api import ADA_ID, FakeTelegram
+from tests.helpers import jpeg, record_job
 from tests.studio_helpers import BOB_ID, Studio, header, run_job, start_studio
 from tests.test_studio_api import assert_error, assert_secure_headers
 
@@ -185,5 +188,33 @@ async def test_after_a_restart_thumbnails_stay_and_full_size_comes_from_telegram
         # What Telegram has of the photo: the image the bot sent.
         with Image.open(io.BytesIO(full.content)) as img:
             assert img.format == "JPEG"
+    finally:
+        await studio.close()
+
+
+async def test_a_series_shows_its_reference_images_as_small_webp(
+    bots: Bots, telegram: FakeTelegram, tmp_path: Path
+) -> None:
+    job, _ = await record_job(bots.env, telegram, [jpeg((200, 30, 30)), jpeg((30, 30, 200))])
+    store = Store(Path(bots.env["DATABASE_PATH"]))
+    try:  # finished before this start: nothing is submitted (or fetched from PUBLIC_URL)
+        store.update(job, status=Status.FAILED, error="stopped")
+    finally:
+        store.close()
+    studio = await start_studio(bots)
+    try:
+        series = (await studio.get(f"/app/api/series/{job.id}")).json()
+        assert [r["kind"] for r in series["refs"]] == ["photo", "photo"]
+        assert series["panels"] == [] and series["error"] == "stopped"
+        assert "again" in series["actions"] and "sheet" not in series["actions"]
+        colours = []
+        for ref in series["refs"]:
+            response = await studio.http.get(ref["thumb"].removeprefix("/seqbot"))
+            assert response.status_code == 200
+            assert response.headers["Content-Type"] == "image/webp"
+            with Image.open(io.BytesIO(response.content)) as img:
+                assert img.format == "WEBP" and max(img.size) <= 320
+                colours.append(img.convert("RGB").getpixel((10, 10)))
+        assert colours[0][0] > 150 and colours[1][2] > 150  # red first, then blue, in order
     finally:
         await studio.close()

@@ -61,6 +61,8 @@ class ResultDelivery:
         self.max_retry_delay = max_retry_delay
         # Seconds after RunComfy finished during which a job's images wait out Telegram trouble.
         self.deadline = deadline
+        # Where the studio opens (PUBLIC_URL https): a 🖼 Studio button on each follow-up.
+        self.studio: render.StudioLinks | None = None
         self._downloads = asyncio.Semaphore(_DOWNLOADS_AT_ONCE)
         self._deliveries = asyncio.Semaphore(_DELIVERIES_AT_ONCE)
 
@@ -213,7 +215,7 @@ class ResultDelivery:
             lambda: self.bot.send_message(
                 chat_id=job.chat_id,
                 text=render.actions_text(job),
-                reply_markup=render.actions_keyboard(job),
+                reply_markup=render.actions_keyboard(job, self.studio),
                 message_thread_id=job.thread_id,
                 reply_parameters=reply(job.message_id),
             ),

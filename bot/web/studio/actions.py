@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from telegram.error import Forbidden, TelegramError
 
-from bot import again, limits
+from bot import again, limits, schema
 from bot.callbacks import JobAction
 from bot.errors import SeqbotError
 from bot.models import Job, Origin, Status
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 ACTIONS = ("again", "continue", "redo", "sheet", "zip", "originals", "cast", "hide")
 _FILES = {"sheet": JobAction.SHEET, "zip": JobAction.ZIP, "originals": JobAction.ORIGINALS}
-TEXT_MAX = 3500  # a Continue's or Redo's text: as much as a /seq prompt may carry
+TEXT_MAX = schema.MAX_TEXT  # a Continue's or Redo's text: as much as a /seq prompt may carry
 NAME_MAX = 32  # a character's name
 PANEL_MAX = 999
 _ANSWER_WAIT = 10.0  # seconds a files request may take to say what it does

@@ -25,9 +25,11 @@ _FUTURE_SLACK = 300.0
 class AuthFailed(Exception):
     """The initData is missing, forged (``unauthorized``) or too old (``expired``)."""
 
-    def __init__(self, code: str, detail: str) -> None:
+    def __init__(self, code: str, detail: str, language_code: str | None = None) -> None:
         super().__init__(detail)
         self.code = code  # "unauthorized" or "expired": the API's error code
+        # Expired data was Telegram's: its user's language is known, for the message.
+        self.language_code = language_code
 
 
 @dataclass(frozen=True)
@@ -82,9 +84,10 @@ def verify(init_data: str | None, key: bytes, *, now: float, max_age: float) -> 
     auth_date = int(auth_text)
     if auth_date > now + _FUTURE_SLACK:
         raise AuthFailed("unauthorized", "auth_date in the future")
+    user = _user(fields.get("user"), auth_date)
     if now - auth_date > max_age:
-        raise AuthFailed("expired", "auth_date too old")
-    return _user(fields.get("user"), auth_date)
+        raise AuthFailed("expired", "auth_date too old", user.language_code)
+    return user
 
 
 def _user(raw: str | None, auth_date: int) -> WebAppUser:

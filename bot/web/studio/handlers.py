@@ -12,7 +12,7 @@ from typing import Any
 import tornado.web
 
 from bot.web.references import Quiet
-from bot.web.studio import static
+from bot.web.studio import static, views
 from bot.web.studio.actions import StudioActions, parse
 from bot.web.studio.service import PAGE_MAX, STATUS, ApiRefusal, Person, Studio
 from bot.web.studio.tokens import IMAGE_PATH_RE
@@ -126,7 +126,7 @@ class ApiHandler(StudioHandler):
             self.set_status(e.status)
             if e.retry_after:
                 self.set_header("Retry-After", str(max(1, round(e.retry_after + 0.5))))
-            self.reply(e.body(self.lang))
+            self.reply(e.body(e.lang or self.lang))
             return
         super()._handle_request_exception(e)
 
@@ -189,8 +189,6 @@ class SeriesHandler(ApiHandler):
 
     async def get(self, job_text: str) -> None:
         """One of the person's series, opened."""
-        from bot.web.studio import views
-
         assert self.actions is not None
         job = self.studio.job(self.person, int(job_text))
         allowed = await self.actions.allowed(job)

@@ -58,6 +58,7 @@ class ApiRefusal(Exception):
         self.status = STATUS[code]
         self.message = message  # None: the code's own text
         self.retry_after = retry_after
+        self.lang: str | None = None  # the language of its message, when not the asker's
 
     def body(self, lang: str | None) -> dict:
         """``{"error": {"code", "message"}}``."""
@@ -129,7 +130,9 @@ class Studio:
             )
         except auth.AuthFailed as exc:
             log.debug("studio: refused initData: %s", exc)
-            raise ApiRefusal(exc.code) from None
+            refusal = ApiRefusal(exc.code)
+            refusal.lang = lang_of(exc.language_code) if exc.language_code else None
+            raise refusal from None
         person = Person(user.id, user.first_name, lang_of(user.language_code))
         wait = self.rate.take(person.id, now)
         if wait > 0:
