@@ -177,6 +177,8 @@ async def test_gallery_lists_the_persons_series_with_thumbnails_that_load(studio
     assert all(alt for c in cards for alt in c["alts"])  # readable without images
     calls = await page.evaluate("window.__tg.calls.map(c => c[0])")
     assert "ready" in calls and "expand" in calls
+    # Nothing wider than the screen: Telegram's webview would scroll sideways.
+    assert await page.evaluate("document.documentElement.scrollWidth <= innerWidth")
     await studio.shot("gallery")
 
 
