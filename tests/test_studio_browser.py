@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from tests.browser import (
     telegram_stub,
 )
 from tests.conftest import RC_TOKEN, TG_TOKEN, Bots, RunningBot, make_env
-from tests.fakes.runcomfy_api import FakeRunComfy
+from tests.fakes.runcomfy_api import FakeRunComfy, JobScript
 from tests.fakes.telegram_api import ADA, ADA_ID, FakeTelegram
 from tests.helpers import refs_env, until_final
 
@@ -73,6 +73,13 @@ class Studio:
         self.stub["js"] = telegram_stub(data, user, theme=theme, scheme=scheme)
         await self.page.goto(f"{self.url}{query}", wait_until="domcontentloaded")
         return self.page
+
+    def next_id(self) -> int:
+        """The id the next job gets (ids count up from 1)."""
+        n = 1
+        while self.bot.store.get(n) is not None:
+            n += 1
+        return n
 
     async def shot(self, name: str) -> None:
         await self.page.screenshot(path=str(self.artefacts / f"studio-{name}.png"))
@@ -247,11 +254,10 @@ async def test_again_lands_in_the_chat_and_tops_the_gallery(studio: Studio) -> N
     await page.click(f".card[data-id='{studio.ada_jobs[0]}'] .open")
     await page.wait_for_selector("[data-action=again]")
     jobs_before = len(studio.runcomfy.jobs)
-
+    new_id = studio.next_id()
     await page.click("[data-action=again]")
 
     await page.wait_for_selector("#toast:not([hidden])")
-    new_id = max(studio.ada_jobs + [studio.bob_job]) + 1
     assert f"#{new_id}" in await page.text_content("#toast")
     job = await until_final(studio.telegram, studio.bot, new_id)
     assert job.chat_id == ADA_ID and len(studio.runcomfy.jobs) == jobs_before + 1
@@ -263,8 +269,8 @@ async def test_again_lands_in_the_chat_and_tops_the_gallery(studio: Studio) -> N
 
 
 async def test_hide_asks_first_and_the_series_leaves_the_gallery(studio: Studio) -> None:
+    hidden = studio.next_id()
     studio.telegram.send_text("/seq 1 1:1 a series to hide")
-    hidden = max(studio.ada_jobs + [studio.bob_job]) + 1
     await until_final(studio.telegram, studio.bot, hidden)
     page = await studio.open(query=f"?series={hidden}")
     await page.wait_for_selector("[data-action=hide]")
@@ -280,6 +286,31 @@ async def test_hide_asks_first_and_the_series_leaves_the_gallery(studio: Studio)
     # Opened by its id, it is not there any more.
     await studio.open(query=f"?series={hidden}")
     await page.wait_for_selector("main[data-view=error] .problem[data-code=not_found]")
+
+
+async def test_a_running_series_shows_its_state_and_updates_until_done(studio: Studio) -> None:
+    studio.runcomfy.script_next(JobScript(queued_seconds=0.0, running_seconds=3600.0))
+    job_id = studio.next_id()
+    studio.telegram.send_text("/seq 2 1:1 a slow one")
+    await studio.telegram.wait_for(
+        lambda: (job := studio.bot.store.get(job_id)) is not None and job.status == Status.RUNNING
+    )
+    page = await studio.open(query="?refresh=250")
+    card = f".card[data-id='{job_id}']"
+    await page.wait_for_selector(f"{card}[data-status=running]")
+    assert await page.text_content(f"{card} .state") == status_word(Status.RUNNING, "en")
+
+    (fake,) = [j for j in studio.runcomfy.jobs.values() if j.script.running_seconds == 3600.0]
+    fake.script = replace(fake.script, running_seconds=0.0)  # RunComfy finishes it now
+
+    # The same page, not reloaded: the card turns done and shows the two thumbnails.
+    await page.wait_for_selector(f"{card}[data-status=done]")
+    await page.wait_for_function(
+        "sel => [...document.querySelectorAll(sel + ' img')].filter(i => i.naturalWidth > 0)"
+        ".length === 2",
+        arg=card,
+    )
+    studio.ada_jobs.append(job_id)
 
 
 async def test_another_persons_series_is_not_found(studio: Studio) -> None:

@@ -6,7 +6,9 @@ const TG = window.Telegram && window.Telegram.WebApp;
 // /app/ whatever path PUBLIC_URL has: this file is /app/static/app.js.
 const BASE = new URL("../", import.meta.url);
 const PAGE = 30;
-const REFRESH_MS = 3000; // how often a running series asks for its progress
+// How often a running series asks for its progress: 3 s, or `?refresh=<ms>` in the page's URL
+// (bounded; the browser tests use a short one rather than waiting).
+const REFRESH_MS = Math.min(60000, Math.max(250, Number(new URLSearchParams(location.search).get("refresh")) || 3000));
 const MAX_REFRESHING = 6; // running series refreshed at once in the gallery
 const FINAL = new Set(["done", "failed", "cancelled", "timed_out"]);
 
