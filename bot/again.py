@@ -7,7 +7,8 @@ same rules as /seq (``JobRunner.start``: access, limits, credits).
 from __future__ import annotations
 
 import secrets
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Protocol
 
 from bot import schema
 from bot.errors import RefusedError
@@ -16,8 +17,16 @@ from bot.models import Job, Origin, Reference, SeqRequest
 if TYPE_CHECKING:
     from bot.config import Settings
     from bot.intake import Intake
-    from bot.jobs import JobRunner
     from bot.store import Store
+
+
+class Starts(Protocol):
+    """``JobRunner.start``: check the limits, record the job, start it."""
+
+    async def __call__(
+        self, request: SeqRequest, origin: Origin, *, ref_files: Mapping[str, bytes] | None = None
+    ) -> Job | None:
+        """The new job; None when ``origin``'s message made one already."""
 
 
 class NoReferencesError(RefusedError):
@@ -32,7 +41,7 @@ async def start_again(
     job: Job,
     origin: Origin,
     *,
-    runner: JobRunner,
+    start: Starts,
     intake: Intake,
     store: Store,
     settings: Settings,
@@ -49,7 +58,7 @@ async def start_again(
             raise NoReferencesError(
                 "This bot is not set up for reference images. Send /seq with text only."
             )
-        # Started from this message already: runner.start says so (nothing copied for nothing).
+        # Started from this message already: ``start`` says so (nothing copied for nothing).
         if store.job_for_message(origin.chat_id, origin.message_id) is None:
             kept = await intake.kept_refs(job)
             if kept is None:
@@ -69,4 +78,4 @@ async def start_again(
         panels=tuple(job.panels),
         refs=refs,
     )
-    return await runner.start(request, origin, ref_files=ref_files)
+    return await start(request, origin, ref_files=ref_files)

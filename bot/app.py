@@ -435,8 +435,9 @@ def studio_parts(
         key=load_key(settings.database_path),
         prefix=prefix,
         find=runner.find,
+        estimate=runner.estimates.estimate,
     )
-    actions = StudioActions(studio, runner, services.intake)
+    actions = StudioActions(studio, runner.start, runner.delivery, services.intake)
     services.studio = actions
     return StudioParts(studio, actions, static.load())
 

@@ -398,7 +398,7 @@ async def again_button(update: Update, context: BotContext) -> None:
         started = await again.start_again(
             job,
             origin,
-            runner=context.runner,
+            start=context.runner.start,
             intake=context.intake,
             store=context.store,
             settings=context.settings,
@@ -432,7 +432,7 @@ async def _files_button(update: Update, context: BotContext, action: JobAction) 
         # A tap answered too late ("query is too old") still gets its files.
         await answer_quietly(query, text)
 
-    sent = await context.runner.delivery.files.request(
+    sent = await context.runner.delivery.request(
         job, action, reply_to=message.message_id, lang=lang(update), answer=answer
     )
     if sent is False:

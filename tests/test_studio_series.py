@@ -14,7 +14,7 @@ from bot.models import Status
 from bot.store import Store
 from bot.web.studio.service import Studio as WebStudio
 from tests.conftest import Bots
-from tests.fakes.runcomfy_api import FakeRunComfy
+from tests.fakes.runcomfy_api import FakeRunComfy, JobScript
 from tests.fakes.telegram_api import ADA_ID, FakeTelegram
 from tests.helpers import jpeg, record_job
 from tests.studio_helpers import BOB_ID, Studio, header, run_job, start_studio
@@ -118,6 +118,7 @@ async def test_images_are_signed_per_person_and_short_lived_and_thumbnails_are_s
 ) -> None:
     studio = await start_studio(bots)
     bot = studio.bot
+    runcomfy.script_next(JobScript(size=(1280, 720)))
     try:
         job = await run_job(telegram, bot, "/seq 2 16:9 two boats")
         # Made at delivery, before anyone opened the studio.
@@ -129,7 +130,7 @@ async def test_images_are_signed_per_person_and_short_lived_and_thumbnails_are_s
         assert "private" in thumb.headers["Cache-Control"]
         assert_secure_headers(thumb)
         width, height = webp_size(thumb.content)
-        assert max(width, height) <= 320 and abs(width / height - 16 / 9) < 0.05
+        assert (width, height) == (320, 180)
         full = await studio.http.get(series["panels"][1]["full"].removeprefix("/seqbot"))
         assert full.status_code == 200 and full.headers["Content-Type"] == "image/jpeg"
         kept = await bot.runner.delivery.originals.load(job.id, 1)
@@ -216,5 +217,40 @@ async def test_a_series_shows_its_reference_images_as_small_webp(
                 assert img.format == "WEBP" and max(img.size) <= 320
                 colours.append(img.convert("RGB").getpixel((10, 10)))
         assert colours[0][0] > 150 and colours[1][2] > 150  # red first, then blue, in order
+    finally:
+        await studio.close()
+
+
+async def test_a_running_series_shows_its_state_and_progress(
+    bots: Bots, telegram: FakeTelegram, runcomfy: FakeRunComfy
+) -> None:
+    # Five earlier jobs of one image took 20 s each to generate: the estimate counts on that.
+    store = Store(Path(bots.env["DATABASE_PATH"]))
+    try:
+        row = {"chat_id": BOB_ID, "count": 1, "size": "1:1", "mode": "fast", "prompt": "x",
+               "text": "x", "status": "done", "requester_id": BOB_ID, "created_at": 1.0,
+               "started_at": 100.0, "completed_at": 120.0}  # fmt: skip
+        for n in range(5):
+            store.db["jobs"].insert({**row, "message_id": 1000 + n})
+    finally:
+        store.close()
+    studio = await start_studio(bots)
+    bot = studio.bot
+    runcomfy.script_next(JobScript(queued_polls=1, running_seconds=30))
+    try:
+        telegram.send_text("/seq 1 1:1 a slow snail")
+        await telegram.wait_for(
+            lambda: (j := bot.runner.find(6)) is not None and j.status == Status.RUNNING
+        )
+        web = web_studio(studio)
+        started = bot.runner.find(6)
+        assert started is not None and started.started_at is not None
+        web.clock = lambda: started.started_at + 10  # half way through the usual 20 s
+        (item,) = (await studio.get("/app/api/series")).json()["items"]
+        assert item["status"] == "running" and item["state_text"] == "🎨 generating"
+        assert item["progress"] == 0.45
+        assert item["thumbs"] == []
+        opened = (await studio.get("/app/api/series/6")).json()
+        assert opened["progress"] == 0.45 and opened["actions"] == []
     finally:
         await studio.close()

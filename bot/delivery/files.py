@@ -23,7 +23,7 @@ from bot import render, sheets
 from bot.callbacks import JobAction
 from bot.delivery.albums import AlbumSender, Place, where
 from bot.images import DOCUMENT_MAX_BYTES, max_pixels
-from bot.models import Job, Status
+from bot.models import Job
 from bot.originals import KeptFile, OriginalsCache
 from bot.sending import with_retries
 from bot.store import Store
@@ -42,23 +42,7 @@ BUILDS_WAITING = 10
 
 Turn = Literal["now", "wait", "full"]
 
-# The answer to a request that sends, and to one while it is being sent or soon after.
-FILES_ANSWERS = {
-    JobAction.ORIGINALS: (
-        "Sending the original files…",
-        "The original files are being sent or were sent above.",
-    ),
-    JobAction.SHEET: (
-        "Making the contact sheet…",
-        "The contact sheet is being made or was sent above.",
-    ),
-    JobAction.ZIP: (
-        "Packing the original files…",
-        "The ZIP is being sent or was sent above.",
-    ),
-}
-BUILD_WAITS = "Another sheet or ZIP is being made: yours follows in a moment."
-BUILDS_FULL = "Many sheets and ZIPs are being made right now: try again in a minute."
+
 _BUILT = frozenset({JobAction.SHEET, JobAction.ZIP})
 
 
@@ -106,44 +90,6 @@ class FileRequests:
         """Free a claim whose send never began; a send that began ends its claim itself."""
         if self._busy.get((job_id, action)) == math.inf:
             del self._busy[(job_id, action)]
-
-    async def request(
-        self,
-        job: Job,
-        action: JobAction,
-        *,
-        reply_to: int | None,
-        lang: str | None,
-        answer: Callable[[str], Awaitable[None]],
-        to: Place | None = None,
-    ) -> bool | None:
-        """A request for ``action``'s files (the chat's button, the studio): claimed, given its
-        turn, then sent. ``answer`` is told at once what happens (in ``lang``): sending, waiting
-        its turn, or refused. Returns None when refused (not delivered, busy, full), else whether
-        they were sent (False: no longer kept)."""
-        if job.status != Status.DONE:
-            await answer(tr(lang, "The images of this job were not delivered."))
-            return None
-        sending, busy = FILES_ANSWERS[action]
-        if not self.claim(job.id, action):
-            await answer(tr(lang, busy))
-            return None
-        # A sheet or a ZIP: only a few are made at once; the others wait their turn.
-        turn = "now" if action == JobAction.ORIGINALS else self.build_turn(job.id, action)
-        if turn == "full":
-            await answer(tr(lang, BUILDS_FULL))
-            return None
-        try:
-            await answer(tr(lang, BUILD_WAITS) if turn == "wait" else tr(lang, sending))
-            if action == JobAction.SHEET:
-                return await self.send_sheet(job, reply_to, lang, to=to)
-            if action == JobAction.ZIP:
-                return await self.send_zip(job, reply_to, lang, to=to)
-            return await self.send_originals(job, reply_to, to=to)
-        finally:
-            # Whatever happened before the send began (a cancelled task, an error): the button
-            # works again. A send that began keeps its own pause after a delivered set.
-            self.release(job.id, action)
 
     async def _claimed(
         self, job: Job, action: JobAction, send: Callable[[], Awaitable[bool]]

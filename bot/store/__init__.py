@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from bot.models import ChatDefaults, Job, Origin, SeqRequest, Status, Usage
 from bot.store.base import BUSY_TIMEOUT_MS, STARTUP_BUSY_TIMEOUT_MS
+from bot.store.jobs import JobStore
 from bot.store.migrations import migrations
 from bot.store.payments import (
     Invoice,
@@ -47,5 +48,5 @@ __all__ = [
 ]
 
 
-class Store(StudioStore, UsageStore, SettingsStore, PaymentStore):
+class Store(JobStore, UsageStore, SettingsStore, PaymentStore, StudioStore):
     """The bot's database. Migrations run when it is opened."""

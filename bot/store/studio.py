@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from bot.models import Job
-from bot.store.base import busy_is_user_error
-from bot.store.jobs import JobStore
+from bot.store.base import StoreBase, busy_is_user_error
 
 
-class StudioStore(JobStore):
+class StudioStore(StoreBase):
     """Reads for the studio's pages; its two writes (thumbnails, hide)."""
+
+    if TYPE_CHECKING:  # JobStore's, in the composed Store: rows with waiting changes laid over
+
+        def _jobs(self, sql: str, params: list[Any]) -> list[Job]: ...
 
     def series_page(self, requester_id: int, before: int | None, limit: int) -> list[Job]:
         """The requester's jobs not hidden, newest first, older than job ``before`` if given."""

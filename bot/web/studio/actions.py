@@ -26,8 +26,8 @@ from bot.web.studio.service import ApiRefusal, Person, Studio
 from bot.web.studio.views import ImageUrl
 
 if TYPE_CHECKING:
+    from bot.delivery import Delivery
     from bot.intake import Intake
-    from bot.jobs import JobRunner
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +94,12 @@ def parse(body: Any) -> ActionRequest:
 class StudioActions:
     """Runs an action for a person on one of their jobs."""
 
-    def __init__(self, studio: Studio, runner: JobRunner, intake: Intake | None) -> None:
+    def __init__(
+        self, studio: Studio, start: again.Starts, delivery: Delivery, intake: Intake | None
+    ) -> None:
         self.studio = studio
-        self.runner = runner
+        self.start = start  # JobRunner.start
+        self.delivery = delivery
         self.intake = intake
         self.extra: dict[str, Extra] = {}  # "continue", "redo", "cast" once wired
         self.cast: CastBook | None = None  # the saved characters, once wired
@@ -207,7 +210,7 @@ class StudioActions:
         started = await again.start_again(
             job,
             origin,
-            runner=self.runner,
+            start=self.start,
             intake=self.intake,
             store=self.studio.store,
             settings=self.studio.settings,
@@ -230,7 +233,7 @@ class StudioActions:
         reply_to = job.actions_message_id if in_private else None
 
         async def send() -> None:
-            sent = await self.runner.delivery.files.request(
+            sent = await self.delivery.request(
                 job,
                 action,
                 reply_to=reply_to,

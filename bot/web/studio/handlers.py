@@ -192,7 +192,9 @@ class SeriesHandler(ApiHandler):
         assert self.actions is not None
         job = self.studio.job(self.person, int(job_text))
         allowed = await self.actions.allowed(job)
-        self.reply(views.detail(job, self.studio.url(self.person), self.person.lang, allowed))
+        url = self.studio.url(self.person)
+        estimate, now = self.studio.estimate(job), self.studio.clock()
+        self.reply(views.detail(job, url, self.person.lang, allowed, estimate=estimate, now=now))
 
 
 class ActionHandler(ApiHandler):

@@ -17,6 +17,7 @@ from telegram.error import TelegramError
 
 from bot import images, thumbs
 from bot.models import Job, Status
+from bot.schedule import Estimate
 from bot.sheets import extension
 from bot.texts import lang_of
 from bot.web.studio import auth, views
@@ -98,6 +99,7 @@ class Studio:
         key: bytes,
         prefix: str,
         find: Callable[[int], Job | None] | None = None,
+        estimate: Callable[[Job], Estimate | None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.bot = bot
@@ -107,6 +109,7 @@ class Studio:
         self.prefix = prefix
         self.clock = clock
         self._find = find or store.get
+        self._estimate = estimate  # the runner's: what a running job's status counts on
         self._auth_key = auth.secret_key(settings.telegram_token)
         self.tokens = ImageTokens(key, settings.studio_image_token_seconds)
         self.rate = RateLimit(settings.studio_rate_per_second, settings.studio_rate_burst)
@@ -165,10 +168,20 @@ class Studio:
         more = len(jobs) > limit
         jobs = [self._live(job) for job in jobs[:limit]]
         url = self.url(person)
+        now = self.clock()
         return {
-            "items": [views.summary(job, url, person.lang) for job in jobs],
+            "items": [
+                views.summary(job, url, person.lang, estimate=self.estimate(job), now=now)
+                for job in jobs
+            ],
             "next": jobs[-1].id if more else None,
         }
+
+    def estimate(self, job: Job) -> Estimate | None:
+        """What a running job's status message counts on (None for others)."""
+        if self._estimate is None or job.status != Status.RUNNING:
+            return None
+        return self._estimate(job)
 
     def job(self, person: Person, job_id: int) -> Job:
         """The person's job, not hidden; ApiRefusal ``not_found`` for any other (another

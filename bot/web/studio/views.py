@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from bot import render, schema
 from bot.models import Job, Status
+from bot.schedule import Estimate
 from bot.thumbs import delivered_indexes
 
 TITLE_CHARS = 120
@@ -19,12 +20,24 @@ def title(prompt: str) -> str:
     return render.shorten(first, TITLE_CHARS)
 
 
-def progress(job: Job) -> float | None:
-    """0..1 where it is known: all of a finished delivery, part of one under way."""
+# Generating counts for this much of the bar, sending for the rest (as the status message's).
+_GENERATING_SHARE = 0.9
+
+
+def progress(job: Job, estimate: Estimate | None = None, now: float = 0.0) -> float | None:
+    """0..1 where it is known: a finished job all of it; a generating one as far as similar
+    jobs' usual time says (never quite there); a delivery by the images sent."""
     if job.status == Status.DONE:
         return 1.0
     if job.status == Status.SENDING and job.count:
-        return min(1.0, job.delivered_images / job.count)
+        return _GENERATING_SHARE + (1 - _GENERATING_SHARE) * min(
+            1.0, job.delivered_images / job.count
+        )
+    window = estimate.window if estimate else None
+    if job.status == Status.RUNNING and window is not None and job.started_at:
+        expected = window.expected
+        done = (now - job.started_at) / expected if expected > 0 else 1.0
+        return round(_GENERATING_SHARE * min(0.95, max(0.0, done)), 3)
     return None
 
 
@@ -35,9 +48,18 @@ def panel_text(job: Job, index: int) -> str:
     return job.prompt
 
 
-def summary(job: Job, url: ImageUrl, lang: str, thumbs: list[int] | None = None) -> dict:
+def summary(
+    job: Job,
+    url: ImageUrl,
+    lang: str,
+    thumbs: list[int] | None = None,
+    *,
+    estimate: Estimate | None = None,
+    now: float = 0.0,
+) -> dict:
     """A series in the gallery (the contract's SeriesSummary). ``thumbs``: the panels shown
-    (default: every delivered one; a missing thumbnail is made when asked for)."""
+    (default: every delivered one; a missing thumbnail is made when asked for); ``estimate``:
+    what a generating job's status message counts on."""
     shown = delivered_indexes(job) if thumbs is None else thumbs
     return {
         "id": job.id,
@@ -48,7 +70,7 @@ def summary(job: Job, url: ImageUrl, lang: str, thumbs: list[int] | None = None)
         "mode": job.mode,
         "status": job.status.value,
         "state_text": render.status_word(job.status, lang),
-        "progress": progress(job),
+        "progress": progress(job, estimate, now),
         "thumbs": [
             {"index": i, "url": url(job.id, i, "t"), "alt": panel_text(job, i)} for i in shown
         ],
@@ -58,10 +80,18 @@ def summary(job: Job, url: ImageUrl, lang: str, thumbs: list[int] | None = None)
     }
 
 
-def detail(job: Job, url: ImageUrl, lang: str, actions: list[str]) -> dict:
+def detail(
+    job: Job,
+    url: ImageUrl,
+    lang: str,
+    actions: list[str],
+    *,
+    estimate: Estimate | None = None,
+    now: float = 0.0,
+) -> dict:
     """A series opened: the summary, the prompt, every delivered panel, details, actions."""
     indexes = delivered_indexes(job)
-    out = summary(job, url, lang, indexes)
+    out = summary(job, url, lang, indexes, estimate=estimate, now=now)
     out.update(
         {
             "prompt": job.prompt,
