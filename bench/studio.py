@@ -136,7 +136,9 @@ async def page_times(url: str, data: str, loads: int) -> list[dict[str, float]]:
 
             await page.route(TELEGRAM_JS, serve)
             await page.goto(url)
-            await page.wait_for_function("() => performance.getEntriesByName('studio:gallery').length > 0")
+            await page.wait_for_function(
+                "() => performance.getEntriesByName('studio:gallery').length > 0"
+            )
             await page.wait_for_function(
                 """() => [...document.querySelectorAll('.card img')]
                      .filter(i => i.getBoundingClientRect().top < innerHeight)

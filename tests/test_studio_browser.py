@@ -214,9 +214,30 @@ async def test_a_series_shows_its_panels_in_order_and_sends_a_sheet(studio: Stud
     assert "HapticFeedback.impactOccurred" in calls
     await studio.shot("series")
 
-    # The arrow moves to the next panel; the Redo label follows it.
+    # The arrow moves to the next panel.
     await page.click(".nav .arrow >> nth=1")
     await page.wait_for_function("() => document.querySelector('.counter').textContent === '2 / 3'")
+
+    # A tap shows the panel full size (its own URL, the kept JPEG); Back closes it first.
+    await page.click(".slide >> nth=1 >> .zoom")
+    await page.wait_for_function(
+        "() => { const i = document.getElementById('viewer-img');"
+        " return !document.getElementById('viewer').hidden && i.complete && i.naturalWidth > 0; }"
+    )
+    full = await page.evaluate(
+        "new URL(document.querySelectorAll('.slide img')[1].dataset.full, location.href).href"
+    )
+    assert "/app/img/" in full
+    assert await page.evaluate("document.getElementById('viewer-img').src") == full
+    kind = await page.evaluate(
+        "fetch(document.getElementById('viewer-img').src).then(r => r.headers.get('content-type'))"
+    )
+    assert kind == "image/jpeg"
+    assert await page.get_attribute("#viewer-img", "alt") == PANELS[1]
+    await studio.shot("full-size")
+    await page.evaluate("window.__pressBack()")
+    assert await page.is_hidden("#viewer")
+    assert await page.get_attribute("main", "data-view") == "series"
 
     photos_before = len(
         [
