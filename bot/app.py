@@ -26,7 +26,7 @@ from telegram.ext import (
     filters,
 )
 
-from bot import callbacks, handlers, metrics, outsiders, payments, render
+from bot import callbacks, handlers, metrics, outsiders, payments, render, story_handlers
 from bot import payment_handlers as pay
 from bot.botapi import CheckedRequest, check_result, status_of
 from bot.config import Settings
@@ -40,6 +40,7 @@ from bot.repeats import Repeats
 from bot.runcomfy import RunComfyClient
 from bot.startup import Call, FatalStartupError, in_background, patiently
 from bot.store import Store
+from bot.story import Story
 from bot.texts import languages, tr
 from bot.web.references import load_key, prefix_of
 from bot.web.server import References, StudioParts, Webhook, WebServer, write_nonce
@@ -206,6 +207,9 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
     # The t.me link a group's /studio gives opens the private chat with "/start studio".
     start_studio = new_messages & filters.Regex(r"^/start(@\w+)? studio$")
     app.add_handler(CommandHandler("start", handlers.start_studio, filters=start_studio), group=-1)
+    # An answer to ➡️ Continue's or ✏️ Redo's question: a text replying to one of the bot's.
+    answers = new_messages & filters.REPLY & filters.TEXT & ~filters.COMMAND
+    app.add_handler(MessageHandler(answers, story_handlers.story_reply))
     for action, handler in (
         (callbacks.JobAction.CANCEL, handlers.cancel_button),
         (callbacks.JobAction.AGAIN, handlers.again_button),
@@ -213,6 +217,9 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
         (callbacks.JobAction.SHEET, handlers.sheet_button),
         (callbacks.JobAction.ZIP, handlers.zip_button),
         (callbacks.JobAction.DETAILS, handlers.details_button),
+        (callbacks.JobAction.NEXT, story_handlers.continue_button),
+        (callbacks.JobAction.REDO, story_handlers.redo_button),
+        (callbacks.JobAction.BACK, story_handlers.back_button),
     ):
         app.add_handler(CallbackQueryHandler(handler, pattern=callbacks.job_pattern(action)))
     app.add_handler(
@@ -490,6 +497,7 @@ async def _post_init(app: Application) -> None:  # type: ignore[type-arg]
         album_wait=settings.album_wait,
         fetch_timeout=settings.reference_fetch_timeout,
     )
+    services.story = Story(settings, store, runner.delivery.originals, runner.start)
     if settings.metrics_port is not None:
         services.metrics = metrics.serve(settings.metrics_port, settings.metrics_listen)
     services.web = start_web(app, settings, runner)

@@ -33,6 +33,9 @@ class JobAction(enum.StrEnum):
     SHEET = "sheet"
     ZIP = "zip"
     DETAILS = "info"
+    NEXT = "next"  # ➡️ Continue: ask what happens next
+    REDO = "redo"  # ✏️ Redo panel: show one button per panel
+    BACK = "back"  # from the panel buttons back to the follow-up's own
 
 
 class SettingField(enum.StrEnum):
@@ -49,6 +52,14 @@ class JobButton:
 
     action: JobAction
     job_id: int
+
+
+@dataclass(frozen=True)
+class PanelButton:
+    """✏️ Redo's choice of a panel: ``v1:redo:<job id>:<panel>``, the panel 1-based."""
+
+    job_id: int
+    panel: int
 
 
 @dataclass(frozen=True)
@@ -75,12 +86,15 @@ class BuyButton:
 
 
 SettingsButton = SettingButton | ResetButton
-Button = JobButton | SettingButton | ResetButton | BuyButton
+Button = JobButton | PanelButton | SettingButton | ResetButton | BuyButton
 
 # Python's [0-9] is ASCII only (\d and str.isdigit() also take "²" or "١"); no leading zeros, so
 # each button has exactly one spelling.
 _JOB_RE = re.compile(
     rf"{VERSION}:(?P<action>{'|'.join(a.value for a in JobAction)}):(?P<id>[1-9][0-9]{{0,17}})"
+)
+_PANEL_RE = re.compile(
+    rf"{VERSION}:{JobAction.REDO.value}:(?P<id>[1-9][0-9]{{0,17}}):(?P<panel>[1-9][0-9]?)"
 )
 _SETTING_RE = re.compile(
     rf"{VERSION}:{_SETTINGS}:(?:{_RESET}|(?P<field>[a-z]{{1,8}}):(?P<value>[0-9a-z:]{{1,16}}))"
@@ -118,6 +132,9 @@ def parse(data: str | None) -> Button | None:
         return None
     if m := _JOB_RE.fullmatch(data):
         return JobButton(JobAction(m["action"]), int(m["id"]))
+    if m := _PANEL_RE.fullmatch(data):
+        panel = int(m["panel"])
+        return PanelButton(int(m["id"]), panel) if panel <= schema.MAX_COUNT else None
     if m := _BUY_RE.fullmatch(data):
         return BuyButton(int(m["images"]), int(m["chat"]) if m["chat"] else None)
     if m := _SETTING_RE.fullmatch(data):
@@ -134,6 +151,8 @@ def encode(button: Button) -> str:
     """The callback data for ``button``; ValueError if :func:`parse` would not read it back."""
     if isinstance(button, JobButton):
         data = f"{VERSION}:{JobAction(button.action).value}:{button.job_id}"
+    elif isinstance(button, PanelButton):
+        data = f"{VERSION}:{JobAction.REDO.value}:{button.job_id}:{button.panel}"
     elif isinstance(button, BuyButton):
         data = f"{VERSION}:{_BUY}:{button.images}"
         if button.chat_id is not None:

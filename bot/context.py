@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from bot.repeats import Repeats
     from bot.runcomfy import RunComfyClient
     from bot.store import Store
+    from bot.story import Story
     from bot.web.server import WebServer
     from bot.web.studio.actions import StudioActions
 
@@ -49,6 +50,7 @@ class Services:
         self.web: WebServer | None = None  # webhook mode or PUBLIC_URL: the bot's web server
         self.intake: Intake | None = None  # reference images in (photos, files, albums)
         self.studio: StudioActions | None = None  # with PUBLIC_URL: the studio's actions
+        self.story: Story | None = None  # ➡️ Continue and ✏️ Redo
 
 
 def _ready(value: _T | None, name: str) -> _T:
@@ -79,6 +81,11 @@ class BotContext(CallbackContext[ExtBot[Any], dict[Any, Any], dict[Any, Any], Se
     def intake(self) -> Intake:
         """Reference images in: albums collected, files fetched and cleaned."""
         return _ready(self.bot_data.intake, "intake")
+
+    @property
+    def story(self) -> Story:
+        """➡️ Continue and ✏️ Redo: a job's next episode, a panel's new version."""
+        return _ready(self.bot_data.story, "story")
 
     @property
     def repeats(self) -> Repeats:

@@ -15,7 +15,14 @@ from telegram.error import TelegramError
 from telegram.ext import ApplicationHandlerStop
 
 from bot import again, callbacks, limits, payments, render, schema
-from bot.callbacks import JobAction, JobButton, ResetButton, SettingButton, SettingField
+from bot.callbacks import (
+    JobAction,
+    JobButton,
+    PanelButton,
+    ResetButton,
+    SettingButton,
+    SettingField,
+)
 from bot.command import command_args, parse_seq, replied_text
 from bot.context import BotContext
 from bot.errors import SeqbotError
@@ -341,7 +348,7 @@ async def usage_command(update: Update, context: BotContext) -> None:
     await message.reply_text(text, do_quote=True)
 
 
-async def _job_for_button(
+async def job_for_button(
     update: Update, context: BotContext, action: JobAction
 ) -> tuple[Job, Message] | None:
     """The job a follow-up button names, if the tap came from that job's own follow-up message
@@ -352,9 +359,12 @@ async def _job_for_button(
     query = update.callback_query
     assert query is not None
     button = callbacks.parse(query.data)
+    ours = (isinstance(button, JobButton) and button.action == action) or (
+        isinstance(button, PanelButton) and action == JobAction.REDO
+    )
     job = (
         context.runner.find(button.job_id)
-        if isinstance(button, JobButton) and button.action == action
+        if ours and isinstance(button, JobButton | PanelButton)
         else None
     )
     message = query.message if isinstance(query.message, Message) else None
@@ -378,7 +388,7 @@ async def _job_for_button(
 
 async def again_button(update: Update, context: BotContext) -> None:
     """🔁 Again: the same parameters with a new seed, under the same rules as /seq."""
-    found = await _job_for_button(update, context, JobAction.AGAIN)
+    found = await job_for_button(update, context, JobAction.AGAIN)
     query = update.callback_query
     if found is None or query is None:
         return
@@ -422,7 +432,7 @@ async def again_button(update: Update, context: BotContext) -> None:
 async def _files_button(update: Update, context: BotContext, action: JobAction) -> None:
     """📎 Originals, 🗂 Sheet, 📦 ZIP: made from the files kept on disk, once per follow-up
     message while being sent (and a while after)."""
-    found = await _job_for_button(update, context, action)
+    found = await job_for_button(update, context, action)
     query = update.callback_query
     if found is None or query is None:
         return
@@ -459,7 +469,7 @@ async def zip_button(update: Update, context: BotContext) -> None:
 
 async def details_button(update: Update, context: BotContext) -> None:
     """ℹ️ Details: prompt, parameters, request id, cost and times."""
-    found = await _job_for_button(update, context, JobAction.DETAILS)
+    found = await job_for_button(update, context, JobAction.DETAILS)
     query = update.callback_query
     if found is None or query is None:
         return
@@ -473,7 +483,8 @@ async def details_button(update: Update, context: BotContext) -> None:
     repeats.put(key, Shown(message.message_id))
     await answer_quietly(query)
     try:
-        await message.reply_text(render.details_text(job, lang(update)), do_quote=True)
+        versions = context.store.redos(job.id)
+        await message.reply_text(render.details_text(job, lang(update), versions), do_quote=True)
     except BaseException:
         repeats.discard(key)  # nothing was posted: the next tap may try again
         raise

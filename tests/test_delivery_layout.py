@@ -43,6 +43,7 @@ def test_the_rest_of_the_bot_talks_to_delivery_as_before() -> None:
         "deadline",
         "read_timeout",
         "builds_at_once",
+        "story",
     ]
     # Each public call is the one of the part that owns the concern, with the same parameters.
     owners = {name: ResultDelivery for name in ("until", "deliver", "show_again", "undelivered")}

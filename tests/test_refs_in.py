@@ -325,6 +325,7 @@ async def test_help_shows_one_reference_example_only_when_they_are_on(
     )
     assert text.count("with /seq in its caption") == 1
     assert "/seq 4 the woman in image 1 as a pilot" in text
+    assert "➡️ Continue makes the next episode" in text and "✏️ Redo panel remakes" in text
 
 
 async def test_a_slow_telegram_file_ends_the_request_within_the_time_limit(

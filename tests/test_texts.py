@@ -82,7 +82,7 @@ def templates() -> set[str]:
             if isinstance(node, ast.Tuple) and len(node.elts) == 2:
                 first = node.elts[0]
                 if isinstance(first, ast.Constant) and str(first.value).startswith(
-                    ("🔁", "📎", "ℹ️", "🗂", "📦")
+                    ("🔁", "📎", "ℹ️", "🗂", "📦", "➡️", "✏️")
                 ):
                     found.add(first.value)
         # Answers kept as tuples of texts per button (delivery/files.py FILES_ANSWERS), and the studio's

@@ -60,6 +60,7 @@ class Delivery:
         deadline: float = 3 * 3600.0,
         read_timeout: float = 30.0,
         builds_at_once: int = BUILDS_AT_ONCE,
+        story: bool = False,
     ) -> None:
         self.originals = originals
         # Told (job, until) when a job's images meet network trouble: the status can say so.
@@ -81,6 +82,7 @@ class Delivery:
             retry_delay=retry_delay,
             max_retry_delay=max_retry_delay,
             deadline=deadline,
+            story=story,
         )
         self.files = FileRequests(
             bot,

@@ -64,6 +64,7 @@ class AlbumSender:
         first: bool = False,
         until: float | None = None,
         to: Place | None = None,
+        captions: dict[int, str] | None = None,
     ) -> Sent:
         """Send one photo, document or album of ``files`` (bytes, or Telegram file_ids).
 
@@ -71,6 +72,8 @@ class AlbumSender:
         ``until``: wait out network trouble until then (see ``with_retries``).
         ``to``: another chat (and topic) than the job's, e.g. the person's private chat for the
         studio; ``reply_to`` None: not a reply.
+        ``captions``: by image index, instead of ``render.unit_captions`` (/show of a job with
+        redone panels).
 
         Returns the file_ids of what was sent (documents, or the largest size of photos), by
         image index: Originals and /show reuse them; and each image's message id and unique id.
@@ -81,7 +84,8 @@ class AlbumSender:
         common = where(job, reply_to, to)
 
         # By image index: after a part-failed album the rest is resent without the first's caption.
-        captions = render.unit_captions(job, unit.items, first=first)
+        if captions is None:
+            captions = render.unit_captions(job, unit.items, first=first)
         # A timeout leaves it unknown whether Telegram took the images: before sending again, give
         # its answer twice as long (up to _MAX_READ_TIMEOUT), so a slow Telegram is waited for
         # rather than sent the same album every minute of a long delivery.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import math
@@ -21,7 +22,7 @@ from telegram import Bot
 
 from bot import render, sheets
 from bot.callbacks import JobAction
-from bot.delivery.albums import AlbumSender, Place, where
+from bot.delivery.albums import AlbumSender, Place, Sent, where
 from bot.images import DOCUMENT_MAX_BYTES, max_pixels
 from bot.models import Job
 from bot.originals import KeptFile, OriginalsCache
@@ -141,9 +142,20 @@ class FileRequests:
         return [i for n in job.delivered for i in (job.plan or [])[n].items]
 
     async def _kept(self, job: Job) -> list[KeptFile] | None:
-        """The kept file of every delivered image, in panel order; None if any is gone."""
+        """The kept file of every delivered image, in panel order, a redone panel's latest
+        version in its place (its original when that version is no longer kept); None if any
+        original is gone."""
         indexes = sorted(self._delivered_indexes(job))
-        return await self.originals.files(job.id, indexes) if indexes else None
+        kept = await self.originals.files(job.id, indexes) if indexes else None
+        if kept is None:
+            return None
+        latest = self.store.latest_versions(job.id)
+        for n, file in enumerate(kept):
+            redo = latest.get(file.index)
+            found = await self.originals.files(redo.id, [0]) if redo is not None else None
+            if found:
+                kept[n] = dataclasses.replace(found[0], index=file.index)
+        return kept
 
     def _kept_refs(self, job: Job) -> list[tuple[str, int, Path]]:
         """The job's kept references as ZIP entries ``refs/1.jpg``… in the model's order (its
@@ -241,7 +253,7 @@ class FileRequests:
         # (name in the archive, size, file): the images, then the references in refs/.
         entries = [(name, f.size, f.path) for name, f in zip(names, kept, strict=True)]
         entries += await asyncio.to_thread(self._kept_refs, job)
-        prompt = render.details_text(job, lang) + "\n"
+        prompt = render.details_text(job, lang, self.store.redos(job.id)) + "\n"
         groups = sheets.zip_groups(
             [(name, size) for name, size, _ in entries], prompt, self.zip_part_bytes
         )
@@ -289,13 +301,32 @@ class FileRequests:
     async def _send_originals(self, job: Job, reply_to: int | None, to: Place | None) -> bool:
         indexes = self._delivered_indexes(job)
         files: dict[int, str | bytes] = {}
+        latest = self.store.latest_versions(job.id)
         for index in indexes:
+            redo = latest.get(index)
+            if redo is not None:  # a redone panel: its latest version, if still kept
+                theirs = redo.originals.get("0") or await self.originals.load(redo.id, 0)
+                if theirs:
+                    files[index] = theirs
+                    continue
+                del latest[index]
             known = job.originals.get(str(index))
             files[index] = known or await self.originals.load(job.id, index) or b""
         if not indexes or any(v == b"" for v in files.values()):
             return False
         for unit in render.delivery_plan([], indexes):
-            sent = await self.sender.send(job, unit, files, reply_to=reply_to, to=to)
+            captions = render.versioned_captions(job, unit.items, latest, first=False)
+            sent = await self.sender.send(
+                job, unit, files, reply_to=reply_to, captions=captions, to=to
+            )
+            # A version's document is its own job's, to be reused the next time.
+            for key, file_id in sent.file_ids.items():
+                if (redo := latest.get(int(key))) is not None:
+                    self.store.update(redo, originals={**redo.originals, "0": file_id})
+            sent = Sent(
+                {k: v for k, v in sent.file_ids.items() if int(k) not in latest},
+                {k: v for k, v in sent.keys.items() if v not in latest},
+            )
             keys = sent.keys
             if to is not None and to[0] != job.chat_id:
                 # Message ids of another chat would name other messages in the job's chat.

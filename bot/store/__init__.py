@@ -6,6 +6,7 @@ One connection and one transaction helper (``base.py``), shared by a part per co
      ├── JobStore       jobs.py       the record of every job, waiting writes, what to resume
      ├── UsageStore     usage.py      what counts toward quotas and caps
      ├── SettingsStore  settings.py   per-chat defaults
+     ├── StoryStore     story.py      ➡️ Continue's and ✏️ Redo's questions, panel versions
      ├── PaymentStore   payments.py   invoices, payments, credits, reservations
      └── StudioStore    studio.py     the studio: series pages, hidden jobs, thumbnails
     migrations.py: the schema, in order (sqlite-utils)
@@ -26,6 +27,7 @@ from bot.store.payments import (
     Reserve,
 )
 from bot.store.settings import SettingsStore
+from bot.store.story import StoryPrompt, StoryStore
 from bot.store.studio import StudioStore
 from bot.store.usage import UsageStore
 
@@ -43,10 +45,11 @@ __all__ = [
     "SeqRequest",
     "Status",
     "Store",
+    "StoryPrompt",
     "Usage",
     "migrations",
 ]
 
 
-class Store(JobStore, UsageStore, SettingsStore, PaymentStore, StudioStore):
+class Store(JobStore, UsageStore, SettingsStore, PaymentStore, StoryStore, StudioStore):
     """The bot's database. Migrations run when it is opened."""

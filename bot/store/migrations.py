@@ -190,6 +190,33 @@ def m011_image_keys(db: sqlite_utils.Database) -> None:
 
 
 @migrations()
+def m013_story(db: sqlite_utils.Database) -> None:
+    """➡️ Continue and ✏️ Redo (issue 21): which job a job continues or redoes a panel of, and
+    the questions ("What happens next?") waiting for their answer."""
+    jobs = db.table("jobs")
+    jobs.add_column("continues", int)
+    jobs.add_column("story", int)
+    jobs.add_column("episode", int)
+    jobs.add_column("redo_of", int)
+    jobs.add_column("redo_panel", int)
+    jobs.add_column("redo_version", int)
+    jobs.create_index(["redo_of"])
+    db.table("story_prompts").create(
+        {
+            "chat_id": int,
+            "message_id": int,  # the bot's question, which the answer replies to
+            "job_id": int,
+            "user_id": int,  # who tapped: only their answer counts
+            "panel": int,  # ✏️ Redo: the panel (0-based); NULL: ➡️ Continue
+            "created_at": float,
+        },
+        pk=("chat_id", "message_id"),
+        not_null={"job_id", "user_id", "created_at"},
+    )
+    db.table("story_prompts").create_index(["created_at"])
+
+
+@migrations()
 def m014_studio(db: sqlite_utils.Database) -> None:
     """The studio: a job hidden from it, and each delivered panel's small WebP thumbnail (kept
     with the row, not with the originals the size cap removes)."""
