@@ -382,6 +382,22 @@ async def test_dark_theme_and_russian(studio: Studio) -> None:
     await studio.shot("gallery-dark-ru")
 
 
+async def test_the_cast_tab_and_back(studio: Studio) -> None:
+    page = await studio.open()
+    await gallery_cards(page, len(studio.ada_jobs))
+
+    await page.click("#tab-cast")
+
+    await page.wait_for_selector("main[data-view=cast] :is(.cast, .empty), main .problem")
+    assert await page.get_attribute("#tab-cast", "aria-current") == "page"
+    assert await page.evaluate("window.__tg.back.isVisible") is True
+    await studio.shot("cast")
+    await page.evaluate("window.__pressBack()")
+    await page.wait_for_selector("main[data-view=gallery] .card")
+    assert await page.get_attribute("#tab-gallery", "aria-current") == "page"
+    assert await page.evaluate("window.__tg.back.isVisible") is False
+
+
 async def test_the_studio_works_after_a_restart(studio: Studio) -> None:
     await studio.bots.stop(studio.bot)
     studio.bot = await studio.bots.start()
