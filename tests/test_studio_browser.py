@@ -127,6 +127,15 @@ async def studio(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stud
             page.set_default_timeout(MAX_WAIT_MS)
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
+            # A CSP violation is a console error; a 401/404 answer the tests ask for is not a bug.
+            page.on(
+                "console",
+                lambda m: (
+                    errors.append(m.text)
+                    if m.type == "error" and not m.text.startswith("Failed to load resource")
+                    else None
+                ),
+            )
             found = Studio(
                 telegram, runcomfy, bots, bot, f"{env['PUBLIC_URL']}/app/", page, artefacts,
                 ada_jobs, bob_job,
