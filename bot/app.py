@@ -45,7 +45,7 @@ from bot.texts import languages, tr
 from bot.web.references import load_key, prefix_of
 from bot.web.server import References, StudioParts, Webhook, WebServer, write_nonce
 from bot.web.studio import static
-from bot.web.studio.actions import StudioActions
+from bot.web.studio.actions import StudioActions, wire_story
 from bot.web.studio.service import Studio
 
 log = logging.getLogger(__name__)
@@ -445,6 +445,8 @@ def studio_parts(
         estimate=runner.estimates.estimate,
     )
     actions = StudioActions(studio, runner.start, runner.delivery, services.intake)
+    if services.story is not None:
+        wire_story(actions, services.story)
     services.studio = actions
     return StudioParts(studio, actions, static.load())
 

@@ -12,7 +12,7 @@ import httpx
 from bot.web.studio import auth
 from tests.conftest import TG_TOKEN, Bots, RunningBot
 from tests.fakes.telegram_api import ADA, ADA_ID, FakeTelegram
-from tests.helpers import PREFIX, until_final
+from tests.helpers import PREFIX, refs_env, until_final
 from tests.test_operations import free_port
 
 PUBLIC = "https://studio.example.org" + PREFIX  # what Telegram's clients open (https)
@@ -67,9 +67,11 @@ def studio_env(env: dict[str, str], port: int | None = None) -> dict[str, str]:
     return {**env, "PUBLIC_URL": PUBLIC, "WEB_PORT": str(port or free_port())}
 
 
-async def start_studio(bots: Bots, **extra: str) -> Studio:
+async def start_studio(bots: Bots, *, local: bool = False, **extra: str) -> Studio:
+    """A bot with the studio. ``local``: PUBLIC_URL is http on loopback (no studio buttons,
+    but the fake RunComfy can fetch reference images from it, as a job with references needs)."""
     port = free_port()
-    bots.env.update(studio_env(bots.env, port))
+    bots.env.update(refs_env(bots.env, port) if local else studio_env(bots.env, port))
     bot = await bots.start(**extra)
     return Studio(bot, port)
 

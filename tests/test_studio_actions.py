@@ -163,7 +163,7 @@ async def test_hide_leaves_the_studio_deletes_the_kept_files_and_survives_a_rest
         await studio.close()
 
 
-async def test_bad_actions_another_persons_job_and_unwired_ones(
+async def test_bad_actions_another_persons_job_and_the_unwired_one(
     bots: Bots, telegram: FakeTelegram, runcomfy: FakeRunComfy
 ) -> None:
     studio = await start_studio(bots)
@@ -190,12 +190,9 @@ async def test_bad_actions_another_persons_job_and_unwired_ones(
         )
         assert_error(big, 400, "bad_request")
         assert_error(await studio.post(path, {"action": "sheet"}, user=BOB_ID), 404, "not_found")
-        for body in (
-            {"action": "continue", "text": "same"},
-            {"action": "redo", "panel": 0, "text": "same"},
-            {"action": "cast", "panel": 0, "name": "Pebble"},
-        ):
-            assert_error(await studio.post(path, body), 503, "unavailable")
+        # Continue and Redo: tests/test_studio_story.py; a panel as a character: not wired yet.
+        cast = {"action": "cast", "panel": 0, "name": "Pebble"}
+        assert_error(await studio.post(path, cast), 503, "unavailable")
         assert_error(await studio.get("/app/api/cast"), 503, "unavailable")
         assert_error(
             await studio.http.delete("/app/api/cast/1", headers={"Authorization": await _auth()}),

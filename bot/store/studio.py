@@ -21,8 +21,9 @@ class StudioStore(StoreBase):
     def series_page(self, requester_id: int, before: int | None, limit: int) -> list[Job]:
         """The requester's jobs not hidden, newest first, older than job ``before`` if given."""
         return self._jobs(
-            "SELECT * FROM jobs WHERE requester_id = ? AND hidden = 0 AND id < ? "
-            "ORDER BY id DESC LIMIT ?",
+            # A redone panel (story) is shown within its set, not as a series of its own.
+            "SELECT * FROM jobs WHERE requester_id = ? AND hidden = 0 AND redo_of IS NULL "
+            "AND id < ? ORDER BY id DESC LIMIT ?",
             [requester_id, before if before is not None else 2**63 - 1, limit],
         )
 
@@ -31,11 +32,17 @@ class StudioStore(StoreBase):
         row = self.db.execute("SELECT hidden FROM jobs WHERE id = ?", [job_id]).fetchone()
         return bool(row and row[0])
 
-    def hide(self, job_id: int) -> None:
-        """Hide the job from the studio for good; its thumbnails go. Raises StoreBusyError."""
+    def hide(self, job_id: int) -> list[int]:
+        """Hide the job (and its redone panels) from the studio for good; their thumbnails go.
+        Returns the ids hidden. Raises StoreBusyError."""
         with busy_is_user_error(), self.db.conn:
-            self.db.execute("UPDATE jobs SET hidden = 1 WHERE id = ?", [job_id])
-            self.db.execute("DELETE FROM thumbs WHERE job_id = ?", [job_id])
+            ids = [job_id] + [
+                row[0] for row in self.db.execute("SELECT id FROM jobs WHERE redo_of = ?", [job_id])
+            ]
+            marks = ", ".join("?" for _ in ids)
+            self.db.execute(f"UPDATE jobs SET hidden = 1 WHERE id IN ({marks})", ids)
+            self.db.execute(f"DELETE FROM thumbs WHERE job_id IN ({marks})", ids)
+        return ids
 
     def save_thumbs(self, job_id: int, thumbs: Iterable[tuple[int, bytes, int, int]]) -> bool:
         """Keep (index, WebP, width, height) of the job's panels; False if SQLite refused for a

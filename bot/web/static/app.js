@@ -537,7 +537,7 @@ function showSeries(main, id, startPanel) {
     const panelIndex = () => (s.panels[current] ? s.panels[current].index : current);
     const defs = {
       again: { label: t("Again") },
-      continue: { label: t("Continue"), ask: { kind: "text", title: t("What happens next?"), same: true } },
+      continue: { label: t("Continue"), ask: { kind: "text", title: t("What happens next?"), same: false } },
       redo: { labelKey: "Redo panel {n}", ask: { kind: "text", title: t("New text for the panel (or leave it the same)"), same: true } },
       sheet: { label: t("Send sheet") },
       zip: { label: t("Send ZIP") },
@@ -574,7 +574,7 @@ function showSeries(main, id, startPanel) {
     if (old) old.remove();
     const field = d.ask.kind === "name"
       ? h("input", { name: "value", maxlength: 32, required: true, autocomplete: "off", "aria-label": d.ask.title })
-      : h("textarea", { name: "value", rows: 3, maxlength: 2000, required: !d.ask.same, "aria-label": d.ask.title });
+      : h("textarea", { name: "value", rows: 3, maxlength: 600, required: !d.ask.same, "aria-label": d.ask.title });
     const form = h("form", { class: "ask", "data-action": name },
       h("label", { text: d.ask.title }), field,
       h("div", { class: "row" },

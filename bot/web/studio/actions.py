@@ -28,6 +28,7 @@ from bot.web.studio.views import ImageUrl
 if TYPE_CHECKING:
     from bot.delivery import Delivery
     from bot.intake import Intake
+    from bot.story import Story
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,10 @@ class ActionRequest:
     name: str | None = None
 
 
-# (person, job, request) -> (message, new job id): Continue, Redo, Cast from their branches.
-Extra = Callable[[Person, Job, ActionRequest], Awaitable[tuple[str, int | None]]]
+# What an action answers: its message and the new job's id (or None).
+Started = tuple[str, int | None]
+# (person, job, request) -> Started: Continue, Redo, Cast, from their own code (``wire``).
+Extra = Callable[[Person, Job, ActionRequest], Awaitable[Started]]
 
 
 class CastBook(Protocol):
@@ -88,6 +91,20 @@ def parse(body: Any) -> ActionRequest:
         panel,
         text.strip() if isinstance(text, str) else None,
         name.strip() if isinstance(name, str) else None,
+    )
+
+
+def private_origin(person: Person, anchor: int) -> Origin:
+    """A job started from the studio: in the person's private chat, answering ``anchor``."""
+    return Origin(
+        chat_id=person.id,
+        message_id=anchor,
+        user_id=person.id,
+        requester_id=person.id,
+        user_name=person.first_name or None,
+        thread_id=None,
+        chat_type="private",
+        lang=person.lang,
     )
 
 
@@ -129,7 +146,8 @@ class StudioActions:
             elif name == "hide":
                 ok = job.final
             else:
-                ok = done and name in self.extra
+                # Continue, Redo, Cast: a set's own (not a redone panel's), once wired.
+                ok = done and name in self.extra and job.redo_of is None
             if ok:
                 names.append(name)
         return names
@@ -163,7 +181,7 @@ class StudioActions:
 
     # ---- each action ----------------------------------------------------------------------------
 
-    async def _anchor(self, person: Person, text: str) -> int:
+    async def anchor(self, person: Person, text: str) -> int:
         """A message in the person's private chat that what follows answers."""
         try:
             message = await self.studio.bot.send_message(chat_id=person.id, text=text)
@@ -193,19 +211,10 @@ class StudioActions:
             # The job's own follow-up in this chat: one Again per follow-up, as its button.
             anchor = job.actions_message_id
         else:
-            anchor = await self._anchor(
+            anchor = await self.anchor(
                 person, tr(person.lang, "🔁 Again, from the studio: job #{id}", id=job.id)
             )
-        origin = Origin(
-            chat_id=person.id,
-            message_id=anchor,
-            user_id=person.id,
-            requester_id=person.id,
-            user_name=person.first_name or None,
-            thread_id=None,
-            chat_type="private",
-            lang=person.lang,
-        )
+        origin = private_origin(person, anchor)
         assert self.intake is not None, "the studio runs with the bot's intake"
         started = await again.start_again(
             job,
@@ -266,8 +275,8 @@ class StudioActions:
             log.exception("job %d: a studio request failed", job.id)
 
     async def _hide(self, person: Person, job: Job) -> str:
-        self.studio.store.hide(job.id)
-        await self.studio.originals.remove(job.id)
+        for hidden in self.studio.store.hide(job.id):
+            await self.studio.originals.remove(hidden)
         log.info("job %d: hidden from the studio by its requester; kept files removed", job.id)
         return tr(
             person.lang,
@@ -279,3 +288,50 @@ class StudioActions:
         """Wait for the sends under way (the bot is stopping)."""
         if self._tasks:
             await asyncio.wait(list(self._tasks))
+
+
+def wire_story(actions: StudioActions, story: Story) -> None:
+    """➡️ Continue and ✏️ Redo panel from the studio: the story's own calls (``Story``), as the
+    answer to the chat's question makes them, in the person's private chat."""
+
+    async def next_episode(person: Person, job: Job, request: ActionRequest) -> Started:
+        if request.text is None:
+            raise ApiRefusal("bad_request")
+        story.check(job)  # before anything is posted
+        anchor = await actions.anchor(
+            person,
+            tr(person.lang, "➡️ Continue, from the studio: job #{id}", id=job.id)
+            + f"\n{request.text}",
+        )
+        started = await story.start_continue(job, private_origin(person, anchor), request.text)
+        return _started(person, started)
+
+    async def redo(person: Person, job: Job, request: ActionRequest) -> Started:
+        if request.panel is None or request.text is None:
+            raise ApiRefusal("bad_request")
+        story.check(job)
+        if request.panel not in story.panels(job):
+            raise ApiRefusal("bad_request", tr(person.lang, "Job #{id} has no panel {n}.",
+                                               id=job.id, n=request.panel + 1))  # fmt: skip
+        anchor = await actions.anchor(
+            person,
+            tr(
+                person.lang,
+                "✏️ Redo panel {n}, from the studio: job #{id}",
+                n=request.panel + 1,
+                id=job.id,
+            )
+            + f"\n{request.text}",
+        )
+        origin = private_origin(person, anchor)
+        started = await story.start_redo(job, request.panel, origin, request.text)
+        return _started(person, started)
+
+    actions.wire("continue", next_episode)
+    actions.wire("redo", redo)
+
+
+def _started(person: Person, job: Job | None) -> Started:
+    if job is None:  # the anchor is new each time: only a message delivered twice gets here
+        return tr(person.lang, "Already started from this message: see the job below."), None
+    return tr(person.lang, "Job #{id} started: see the chat.", id=job.id), job.id

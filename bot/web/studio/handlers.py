@@ -194,7 +194,12 @@ class SeriesHandler(ApiHandler):
         allowed = await self.actions.allowed(job)
         url = self.studio.url(self.person)
         estimate, now = self.studio.estimate(job), self.studio.clock()
-        self.reply(views.detail(job, url, self.person.lang, allowed, estimate=estimate, now=now))
+        versions = self.studio.versions(job)
+        self.reply(
+            views.detail(
+                job, url, self.person.lang, allowed, estimate=estimate, now=now, versions=versions
+            )
+        )
 
 
 class ActionHandler(ApiHandler):

@@ -171,7 +171,14 @@ class Studio:
         now = self.clock()
         return {
             "items": [
-                views.summary(job, url, person.lang, estimate=self.estimate(job), now=now)
+                views.summary(
+                    job,
+                    url,
+                    person.lang,
+                    estimate=self.estimate(job),
+                    now=now,
+                    versions=self.versions(job),
+                )
                 for job in jobs
             ],
             "next": jobs[-1].id if more else None,
@@ -187,9 +194,18 @@ class Studio:
         """The person's job, not hidden; ApiRefusal ``not_found`` for any other (another
         person's too: nobody learns which ids exist)."""
         job = self._find(job_id)
-        if job is None or job.requester_id != person.id or self.store.hidden(job_id):
+        if (
+            job is None
+            or job.requester_id != person.id
+            or job.redo_of is not None  # a redone panel: part of its set
+            or self.store.hidden(job_id)
+        ):
             raise ApiRefusal("not_found")
         return job
+
+    def versions(self, job: Job) -> dict[int, Job]:
+        """Panel index -> its latest redone version (story), for the panels shown."""
+        return self.store.latest_versions(job.id)
 
     def _live(self, job: Job) -> Job:
         """The running job's own copy (its progress), else the row."""
@@ -206,7 +222,11 @@ class Studio:
         if grant is None:
             return None
         job = self.store.get(grant.job)
-        if job is None or job.requester_id != grant.person or self.store.hidden(job.id):
+        if job is None or self.store.hidden(job.id):
+            return None
+        # A redone panel's image is its set's: whoever redid it, the set's owner sees it.
+        owner = self.store.get(job.redo_of) if job.redo_of is not None else job
+        if owner is None or owner.requester_id != grant.person:
             return None
         max_age = max(0, int(grant.expires - now))
         if grant.kind == "r":

@@ -41,11 +41,21 @@ def progress(job: Job, estimate: Estimate | None = None, now: float = 0.0) -> fl
     return None
 
 
-def panel_text(job: Job, index: int) -> str:
-    """The panel's own text (script mode), else the prompt: an image's alt text."""
+def panel_text(job: Job, index: int, versions: dict[int, Job] | None = None) -> str:
+    """The panel's own text (script mode; a redone panel's: its new text), else the prompt: an
+    image's alt text."""
+    redo = (versions or {}).get(index)
+    if redo is not None:
+        return redo.prompt
     if 0 <= index < len(job.panels):
         return job.panels[index]
     return job.prompt
+
+
+def _image(job: Job, index: int, versions: dict[int, Job] | None) -> tuple[int, int]:
+    """(job, image index) of the panel as shown: its latest version's own image if redone."""
+    redo = (versions or {}).get(index)
+    return (redo.id, 0) if redo is not None else (job.id, index)
 
 
 def summary(
@@ -56,10 +66,11 @@ def summary(
     *,
     estimate: Estimate | None = None,
     now: float = 0.0,
+    versions: dict[int, Job] | None = None,
 ) -> dict:
     """A series in the gallery (the contract's SeriesSummary). ``thumbs``: the panels shown
     (default: every delivered one; a missing thumbnail is made when asked for); ``estimate``:
-    what a generating job's status message counts on."""
+    what a generating job's status message counts on; ``versions``: redone panels (story)."""
     shown = delivered_indexes(job) if thumbs is None else thumbs
     return {
         "id": job.id,
@@ -72,11 +83,16 @@ def summary(
         "state_text": render.status_word(job.status, lang),
         "progress": progress(job, estimate, now),
         "thumbs": [
-            {"index": i, "url": url(job.id, i, "t"), "alt": panel_text(job, i)} for i in shown
+            {
+                "index": i,
+                "url": url(*_image(job, i, versions), "t"),
+                "alt": panel_text(job, i, versions),
+            }
+            for i in shown
         ],
-        # From the story work (episodes, Continue): None until a job carries them.
-        "episode": getattr(job, "episode", None),
-        "continues": getattr(job, "continues", None),
+        # The story (➡️ Continue): which episode, after which job; None for a first one.
+        "episode": job.episode,
+        "continues": job.continues,
     }
 
 
@@ -88,20 +104,23 @@ def detail(
     *,
     estimate: Estimate | None = None,
     now: float = 0.0,
+    versions: dict[int, Job] | None = None,
 ) -> dict:
-    """A series opened: the summary, the prompt, every delivered panel, details, actions."""
+    """A series opened: the summary, the prompt, every delivered panel (its latest version),
+    details, actions."""
     indexes = delivered_indexes(job)
-    out = summary(job, url, lang, indexes, estimate=estimate, now=now)
+    out = summary(job, url, lang, indexes, estimate=estimate, now=now, versions=versions)
+    versions = versions or {}
     out.update(
         {
             "prompt": job.prompt,
             "panels": [
                 {
                     "index": i,
-                    "text": panel_text(job, i),
-                    "thumb": url(job.id, i, "t"),
-                    "full": url(job.id, i, "f"),
-                    "version": 1,
+                    "text": panel_text(job, i, versions),
+                    "thumb": url(*_image(job, i, versions), "t"),
+                    "full": url(*_image(job, i, versions), "f"),
+                    "version": (versions[i].redo_version or 2) if i in versions else 1,
                 }
                 for i in indexes
             ],
