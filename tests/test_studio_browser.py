@@ -298,6 +298,49 @@ async def test_again_lands_in_the_chat_and_tops_the_gallery(studio: Studio) -> N
     assert [c["id"] for c in cards] == studio.ada_jobs[::-1]
 
 
+async def test_redo_a_panel_and_continue_the_story(studio: Studio) -> None:
+    series = studio.ada_jobs[1]  # the three-panel script
+    page = await studio.open(query=f"?series={series}")
+    await page.wait_for_selector("[data-action=redo]")
+    await page.click(".nav .arrow >> nth=1")
+    await page.wait_for_function(
+        "() => document.querySelector('[data-action=redo]').textContent === 'Redo panel 2'"
+    )
+    before = await page.eval_on_selector_all(
+        ".slide", "s => s.map(e => e.querySelector('img').src)"
+    )
+
+    # ✏️ Redo panel 2 with its own text: a new one-image job in Ada's chat, then the same page
+    # shows panel 2's new version in its place.
+    redo = studio.next_id()
+    await page.click("[data-action=redo]")
+    await page.click("form.ask[data-action=redo] >> text=Keep the same text")
+    await page.wait_for_selector("#toast:not([hidden])")
+    job = await until_final(studio.telegram, studio.bot, redo)
+    assert job.status == Status.DONE and job.chat_id == ADA_ID and job.count == 1
+    await page.wait_for_function(
+        "old => { const now = [...document.querySelectorAll('.slide img')].map(i => i.src);"
+        " return now.length === 3 && now[1] !== old[1] && now[0] === old[0] && now[2] === old[2]; }",
+        arg=before,
+    )
+    assert await page.text_content(".counter") == "2 / 3"  # still on the redone panel
+    texts = await page.eval_on_selector_all(".slide img", "s => s.map(i => i.alt)")
+    assert texts == PANELS
+
+    # ➡️ Continue with a new text: the next episode, on top of the gallery.
+    episode = studio.next_id()
+    await page.click("[data-action=continue]")
+    await page.fill("form.ask[data-action=continue] textarea", "the lighthouse keeper retires")
+    await page.click("form.ask[data-action=continue] button[type=submit]")
+    await page.wait_for_selector("#toast:not([hidden])")
+    await until_final(studio.telegram, studio.bot, episode)
+    studio.ada_jobs.append(episode)
+    await page.evaluate("window.__pressBack()")
+    cards = await gallery_cards(page, len(studio.ada_jobs))
+    assert cards[0]["id"] == episode
+    assert "Episode 2" in cards[0]["meta"]
+
+
 async def test_hide_asks_first_and_the_series_leaves_the_gallery(studio: Studio) -> None:
     hidden = studio.next_id()
     studio.telegram.send_text("/seq 1 1:1 a series to hide")

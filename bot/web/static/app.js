@@ -10,6 +10,7 @@ const PAGE = 30;
 // (bounded; the browser tests use a short one rather than waiting).
 const REFRESH_MS = Math.min(60000, Math.max(250, Number(new URLSearchParams(location.search).get("refresh")) || 3000));
 const MAX_REFRESHING = 6; // running series refreshed at once in the gallery
+const WATCH_MS = 10 * 60 * 1000; // how long a series waits for a redone panel's new version
 const FINAL = new Set(["done", "failed", "cancelled", "timed_out"]);
 
 const state = {
@@ -431,6 +432,7 @@ function showSeries(main, id, startPanel) {
   main.append(h("p", { class: "loading", text: t("Loading…") }));
   let current = startPanel;
   let shown = null; // the detail on screen, to redraw only what changed
+  let watchUntil = 0; // a redo was asked: refresh until then, or until the new version is here
 
   async function load() {
     let s;
@@ -446,13 +448,13 @@ function showSeries(main, id, startPanel) {
     if (same) return;
     // A redone panel is a new version: the slides are drawn again, at the same panel.
     const redraw = !shown || versions(shown) !== versions(s);
+    if (shown && redraw) watchUntil = 0;
     shown = s;
     if (redraw) draw(s);
     else {
       main.querySelector(".head .status").replaceWith(stateBadge(s));
       main.querySelector(".actions").replaceWith(actionBar(s));
     }
-    if (FINAL.has(s.status)) stopTimers();
   }
 
   function draw(s) {
@@ -608,8 +610,9 @@ function showSeries(main, id, startPanel) {
         if (state.gallery) state.gallery.drop(s.id);
         state.stack = [{ name: "gallery" }];
         render();
-      } else if (answer.job_id) {
-        load();
+      } else if (body.action === "redo" && answer.job_id) {
+        // The new version shows here once made: watch the series a while, even if it is done.
+        watchUntil = Date.now() + WATCH_MS;
       }
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
@@ -623,7 +626,7 @@ function showSeries(main, id, startPanel) {
 
   load();
   every(REFRESH_MS, () => {
-    if (shown && !FINAL.has(shown.status)) load();
+    if (shown && (!FINAL.has(shown.status) || Date.now() < watchUntil)) load();
   });
 }
 
