@@ -300,7 +300,7 @@ async def test_again_lands_in_the_chat_and_tops_the_gallery(studio: Studio) -> N
 
 async def test_redo_a_panel_and_continue_the_story(studio: Studio) -> None:
     series = studio.ada_jobs[1]  # the three-panel script
-    page = await studio.open(query=f"?series={series}")
+    page = await studio.open(query=f"?series={series}&refresh=250")
     await page.wait_for_selector("[data-action=redo]")
     await page.click(".nav .arrow >> nth=1")
     await page.wait_for_function(
