@@ -41,6 +41,7 @@ configuration (environment variables, or .env in the working directory):
   LOG_FORMAT                  text (default) or json
   ORIGINALS_KEEP_DAYS         default 2: how long original files are kept for Originals
   ORIGINALS_MAX_MB            default 2048: cap on the kept originals, oldest jobs removed first (0: none)
+  CAST_MAX_PER_PERSON         default 20: saved characters (/cast) per person, 3 images each (0: /cast off)
   WEBHOOK_URL                 public https URL: webhook mode (unset: long polling)
   WEBHOOK_SECRET              required with WEBHOOK_URL: 16-256 of A-Z a-z 0-9 _ -
   WEBHOOK_LISTEN              default 127.0.0.1 (the Docker image sets 0.0.0.0)

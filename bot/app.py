@@ -26,7 +26,16 @@ from telegram.ext import (
     filters,
 )
 
-from bot import callbacks, handlers, metrics, outsiders, payments, render, story_handlers
+from bot import (
+    callbacks,
+    cast_handlers,
+    handlers,
+    metrics,
+    outsiders,
+    payments,
+    render,
+    story_handlers,
+)
 from bot import payment_handlers as pay
 from bot.botapi import CheckedRequest, check_result, status_of
 from bot.config import Settings
@@ -60,16 +69,25 @@ COMMANDS = {
     "studio": "Your series in a gallery (the studio)",
     "help": "How to use the bot",
 }
+# Listed only when characters can be used: reference images on (PUBLIC_URL) and
+# CAST_MAX_PER_PERSON above 0. /cast itself always answers.
+CAST_COMMANDS = {"cast": "Your saved characters: /cast add NAME on a photo"}
 
 
 # Listed (and handled) only when payments are on (STARS_PACKS).
 PAYMENT_COMMANDS = payments.COMMANDS
 
 
-def commands(lang: str, *, payments: bool = False, studio: bool = False) -> list[BotCommand]:
-    """The command menu in ``lang`` (with the payment commands when payments are on, /studio
-    when the studio is)."""
-    listed = {**COMMANDS, **PAYMENT_COMMANDS} if payments else dict(COMMANDS)
+def commands(
+    lang: str, *, payments: bool = False, cast: bool = False, studio: bool = False
+) -> list[BotCommand]:
+    """The command menu in ``lang`` (with /cast when characters can be used, the payment
+    commands when payments are on, /studio when the studio is)."""
+    listed = {
+        **COMMANDS,
+        **(CAST_COMMANDS if cast else {}),
+        **(PAYMENT_COMMANDS if payments else {}),
+    }
     if not studio:
         del listed["studio"]
     return [BotCommand(name, tr(lang, text)) for name, text in listed.items()]
@@ -207,6 +225,7 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
     # The t.me link a group's /studio gives opens the private chat with "/start studio".
     start_studio = new_messages & filters.Regex(r"^/start(@\w+)? studio$")
     app.add_handler(CommandHandler("start", handlers.start_studio, filters=start_studio), group=-1)
+    app.add_handler(CommandHandler("cast", cast_handlers.cast_command, filters=new_messages))
     # An answer to ➡️ Continue's or ✏️ Redo's question: a text replying to one of the bot's.
     answers = new_messages & filters.REPLY & filters.TEXT & ~filters.COMMAND
     app.add_handler(MessageHandler(answers, story_handlers.story_reply))
@@ -225,6 +244,7 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
     app.add_handler(
         CallbackQueryHandler(handlers.settings_button, pattern=callbacks.SETTINGS_PATTERN)
     )
+    app.add_handler(CallbackQueryHandler(cast_handlers.cast_button, pattern=callbacks.CAST_PATTERN))
     if settings.payments:
         _add_payment_handlers(app)
     # Old formats (another version), forged data: "This button no longer works."
@@ -500,6 +520,8 @@ async def _post_init(app: Application) -> None:  # type: ignore[type-arg]
         fetch_timeout=settings.reference_fetch_timeout,
     )
     services.story = Story(settings, store, runner.delivery.originals, runner.start)
+    services.cast = cast_handlers.CastDesk(settings, store, services.intake, services.permissions)
+    services.intake.consumers["cast"] = services.cast.add
     if settings.metrics_port is not None:
         services.metrics = metrics.serve(settings.metrics_port, settings.metrics_listen)
     services.web = start_web(app, settings, runner)
@@ -542,12 +564,13 @@ def menu_calls(bot: ExtBot[int], settings: Settings) -> list[tuple[str, Call]]:
     """The command menu: the default one, then one per language (as the users' apps choose);
     with the studio, the private chats' menu button opens it."""
     paying, studio = settings.payments, settings.studio_url is not None
-    first = commands("en", payments=paying, studio=studio)
+    cast = settings.public_url is not None and settings.cast_max_per_person > 0
+    menu = commands("en", payments=paying, cast=cast, studio=studio)
     calls: list[tuple[str, Call]] = [
-        ("setMyCommands", functools.partial(bot.set_my_commands, first))
+        ("setMyCommands", functools.partial(bot.set_my_commands, menu))
     ]
     for lang in languages():
-        menu = commands(lang, payments=paying, studio=studio)
+        menu = commands(lang, payments=paying, cast=cast, studio=studio)
         call = functools.partial(bot.set_my_commands, menu, language_code=lang)
         calls.append((f"setMyCommands ({lang})", call))
     if settings.studio_url is not None:

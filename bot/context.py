@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from telegram.ext import CallbackContext, ExtBot
 
 if TYPE_CHECKING:
+    from bot.cast_handlers import CastDesk
     from bot.config import Settings
     from bot.downloads import Downloader
     from bot.intake import Intake
@@ -50,6 +51,7 @@ class Services:
         self.web: WebServer | None = None  # webhook mode or PUBLIC_URL: the bot's web server
         self.intake: Intake | None = None  # reference images in (photos, files, albums)
         self.studio: StudioActions | None = None  # with PUBLIC_URL: the studio's actions
+        self.cast: CastDesk | None = None  # saved characters (/cast)
         self.story: Story | None = None  # ➡️ Continue and ✏️ Redo
 
 
@@ -81,6 +83,11 @@ class BotContext(CallbackContext[ExtBot[Any], dict[Any, Any], dict[Any, Any], Se
     def intake(self) -> Intake:
         """Reference images in: albums collected, files fetched and cleaned."""
         return _ready(self.bot_data.intake, "intake")
+
+    @property
+    def cast(self) -> CastDesk:
+        """Saved characters: /cast and its buttons."""
+        return _ready(self.bot_data.cast, "cast")
 
     @property
     def story(self) -> Story:

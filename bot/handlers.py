@@ -23,7 +23,7 @@ from bot.callbacks import (
     SettingButton,
     SettingField,
 )
-from bot.command import command_args, parse_seq, replied_text
+from bot.command import command_args, parse_seq_command, replied_text
 from bot.context import BotContext
 from bot.errors import SeqbotError
 from bot.models import CancelOutcome, ChatDefaults, Job, Origin
@@ -68,8 +68,9 @@ async def start(update: Update, context: BotContext) -> None:
     """/start and /help: what the bot does and how to use it."""
     if update.message:
         refs = context.settings.public_url is not None
+        cast = context.settings.cast_max_per_person > 0
         # Quoted in groups only.
-        await update.message.reply_text(render.help_text(lang(update), refs=refs))
+        await update.message.reply_text(render.help_text(lang(update), refs=refs, cast=cast))
 
 
 def studio_links(context: BotContext) -> render.StudioLinks | None:
@@ -125,15 +126,18 @@ async def seq(update: Update, context: BotContext) -> None:
         limits.check_access(
             context.settings, user_id=user.id if user else None, chat_id=message.chat.id
         )
-        request = parse_seq(
+        parsed = parse_seq_command(
             command_args(message.text),
             replied_text=replied_text(message, context.bot.id),
             defaults=context.store.chat_defaults(message.chat.id),
         )
-        if request is None:
+        if parsed is None:
             await message.reply_text(render.usage(lang(update)), do_quote=True)
             return
-        await context.runner.start(request, origin_of(message))
+        if parsed.cast:  # saved characters: their images are references, as a photo's are
+            await context.intake.start(message, message.text, [])
+            return
+        await context.runner.start(parsed.request, origin_of(message))
     except SeqbotError as exc:
         await message.reply_text(exc.text(lang(update)), do_quote=True)
 

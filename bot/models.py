@@ -39,6 +39,31 @@ class Reference:
 
 
 @dataclass(frozen=True)
+class CastMember:
+    """A saved character (``/cast``): whose it is, its name as saved, how many images it has.
+    A draft holds new images for a name already taken until its owner says Replace or Keep."""
+
+    id: int
+    owner_id: int  # the requester: a person, or a chat identity (channel, anonymous admin)
+    name: str
+    key: str  # the name casefolded: how it is matched
+    images: int
+    created_at: float
+    draft: bool = False
+
+
+@dataclass(frozen=True)
+class CastImage:
+    """One image of a saved character: a cleaned JPEG and where it came from."""
+
+    data: bytes
+    width: int
+    height: int
+    chat_id: int
+    message_id: int
+
+
+@dataclass(frozen=True)
 class SeqRequest:
     """A validated /seq command, ready to be sent."""
 

@@ -89,12 +89,23 @@ STORY_HELP = """\
 Under each set: ➡️ Continue makes the next episode with the same characters, \
 ✏️ Redo panel remakes one panel to match the rest."""
 
+CAST_HELP = """\
+Saved characters: /cast add NAME as the caption of a photo (or an album of up to 3, or \
+an image file), or as a reply to one or to one of my images. Then use them in any chat:
+/seq 4 16:9 cast=anna,rex anna walks rex through Paris at dawn
+/cast lists yours; /cast remove NAME deletes one."""
 
-def help_text(lang: str | None, *, refs: bool = False) -> str:
+
+def help_text(lang: str | None, *, refs: bool = False, cast: bool = False) -> str:
     """/start and /help: the greeting says what the bot does, so the usage's intro is left out;
-    with ``refs`` (PUBLIC_URL set) one short example of reference images, and the story buttons."""
+    with ``refs`` (PUBLIC_URL set) one short example of reference images and the story
+    buttons, with ``cast`` (and refs) how to save and use characters."""
     text = tr(lang, HELP, usage=_usage_body(lang))
-    return f"{text}\n\n{tr(lang, REFS_HELP)}\n{tr(lang, STORY_HELP)}" if refs else text
+    if refs:
+        text += f"\n\n{tr(lang, REFS_HELP)}\n{tr(lang, STORY_HELP)}"
+    if refs and cast:
+        text += f"\n\n{tr(lang, CAST_HELP)}"
+    return text
 
 
 def utf16_len(text: str) -> int:
@@ -138,12 +149,16 @@ def refs_line(job: Job, lang: str | None) -> str | None:
         return None
     count = plural(lang, len(refs), "reference")
     results = sorted({r.job_id for r in refs if r.kind == "result" and r.job_id})
-    messages = sorted({r.message_id for r in refs if r.kind != "result"})
+    # A character's images came from wherever it was saved (maybe another chat): named instead.
+    messages = sorted({r.message_id for r in refs if r.kind not in ("result", "cast")})
     where: list[str] = []
+    characters = list(dict.fromkeys(r.name for r in refs if r.kind == "cast"))
+    if characters:
+        where.append(tr(lang, "the characters {names}", names=", ".join(characters)))
     if len(messages) > 1:
         where.append(tr(lang, "an album in this chat ({messages})", messages=_ids(messages, lang)))
     elif messages:
-        kinds = {r.kind for r in refs if r.kind != "result"}
+        kinds = {r.kind for r in refs if r.kind not in ("result", "cast")}
         where.append(
             tr(lang, "a file in this chat (message {id})", id=messages[0])
             if kinds == {"document"}

@@ -17,8 +17,10 @@ import dataclasses
 import logging
 import re
 import secrets
+from itertools import groupby
 
 from bot import limits, refimages, schema
+from bot.cast import naming_text
 from bot.command import parse_seq, script_panels
 from bot.config import Settings
 from bot.errors import InputError
@@ -75,7 +77,8 @@ def _numbers(first: int, count: int) -> str:
 def reference_note(cast: list[Reference], panels: int, what: str) -> str:
     """What RunComfy is told about the references: each character by name (the cast comes
     first), then the ``panels`` images after them, ``what`` they are."""
-    parts = [f"Image {n} is {ref.name}." for n, ref in enumerate(cast, 1) if ref.name]
+    named = [(name, len(list(group))) for name, group in groupby(ref.name for ref in cast)]
+    parts = [naming_text(named)] if cast else []
     if panels:
         verb = "is" if panels == 1 else "are"
         parts.append(f"{_numbers(len(cast) + 1, panels)} {verb} {what}.")

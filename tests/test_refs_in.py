@@ -398,14 +398,14 @@ async def test_references_are_cleaned_two_at_once(
     inside, most, lock = 0, 0, threading.Lock()
     clean = intake.refimages.clean
 
-    def counted(data: bytes) -> intake.refimages.CleanImage:
+    def counted(data: bytes, max_side: int) -> intake.refimages.CleanImage:
         nonlocal inside, most
         with lock:
             inside += 1
             most = max(most, inside)
         try:
             time.sleep(0.05)  # long enough for the others to come in if they may
-            return clean(data)
+            return clean(data, max_side)
         finally:
             with lock:
                 inside -= 1

@@ -76,6 +76,11 @@ def test_the_note_names_the_cast_then_the_panels() -> None:
     )
     assert reference_note([], 1, "the panel") == "Image 1 is the panel."
     assert reference_note(cast, 0, "x") == "Image 1 is anna. Image 2 is rex."
+    # A character's images are named once, as /seq's cast= names them (cast.naming_text).
+    two = [_cast("anna"), _cast("anna"), _cast("rex")]
+    assert reference_note(two, 1, "the panel") == (
+        "Images 1 and 2 are anna. Image 3 is rex. Image 4 is the panel."
+    )
 
 
 def test_room_for_the_last_panels_within_10_references_and_15_images() -> None:

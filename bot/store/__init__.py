@@ -8,6 +8,7 @@ One connection and one transaction helper (``base.py``), shared by a part per co
      ├── SettingsStore  settings.py   per-chat defaults
      ├── StoryStore     story.py      ➡️ Continue's and ✏️ Redo's questions, panel versions
      ├── PaymentStore   payments.py   invoices, payments, credits, reservations
+     ├── CastStore      cast.py       saved characters (/cast) and their images
      └── StudioStore    studio.py     the studio: series pages, hidden jobs, thumbnails
     migrations.py: the schema, in order (sqlite-utils)
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 from bot.models import ChatDefaults, Job, Origin, SeqRequest, Status, Usage
 from bot.store.base import BUSY_TIMEOUT_MS, STARTUP_BUSY_TIMEOUT_MS
+from bot.store.cast import CastFull, CastStore
 from bot.store.jobs import JobStore
 from bot.store.migrations import migrations
 from bot.store.payments import (
@@ -34,6 +36,7 @@ from bot.store.usage import UsageStore
 __all__ = [
     "BUSY_TIMEOUT_MS",
     "STARTUP_BUSY_TIMEOUT_MS",
+    "CastFull",
     "ChatDefaults",
     "Invoice",
     "Job",
@@ -51,5 +54,5 @@ __all__ = [
 ]
 
 
-class Store(JobStore, UsageStore, SettingsStore, PaymentStore, StoryStore, StudioStore):
+class Store(JobStore, UsageStore, SettingsStore, PaymentStore, StoryStore, CastStore, StudioStore):
     """The bot's database. Migrations run when it is opened."""

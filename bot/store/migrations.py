@@ -190,6 +190,44 @@ def m011_image_keys(db: sqlite_utils.Database) -> None:
 
 
 @migrations()
+def m012_cast(db: sqlite_utils.Database) -> None:
+    """Saved characters (/cast): a row per character, its images as BLOBs (kept with the
+    database: in every backup, owner-only, never pruned with the originals)."""
+    db.table("cast_members").create(
+        {
+            "id": int,
+            "owner_id": int,
+            "key": str,  # the name casefolded
+            "name": str,
+            "draft": int,  # 1: new images waiting for Replace / Keep
+            "created_at": float,
+        },
+        pk="id",
+        not_null={"owner_id", "key", "name", "draft", "created_at"},
+        defaults={"draft": 0},
+    )
+    # One saved character per name and owner; drafts stand beside it until answered.
+    db.execute(
+        "CREATE UNIQUE INDEX idx_cast_members_owner_key ON cast_members (owner_id, key) "
+        "WHERE draft = 0"
+    )
+    db.table("cast_members").create_index(["owner_id", "draft"])
+    db.table("cast_images").create(
+        {
+            "member_id": int,
+            "position": int,
+            "data": bytes,
+            "width": int,
+            "height": int,
+            "chat_id": int,
+            "message_id": int,
+        },
+        pk=("member_id", "position"),
+        not_null={"data", "width", "height", "chat_id", "message_id"},
+    )
+
+
+@migrations()
 def m013_story(db: sqlite_utils.Database) -> None:
     """➡️ Continue and ✏️ Redo (issue 21): which job a job continues or redoes a panel of, and
     the questions ("What happens next?") waiting for their answer."""

@@ -68,7 +68,7 @@ def load_spec(path: Path = SPEC_PATH) -> JsonDict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-class ApiRefusal(Exception):
+class ApiError(Exception):
     """An error answer; ``details`` (if any) are appended to ``fake.errors``."""
 
     def __init__(self, status: int, description: str, details: list[str] | None = None,
@@ -327,7 +327,7 @@ class FakeTelegram:
         if level + 1 > burst + 1e-9:
             wait = max(1, int(-(-(level + 1 - burst) // rate)))
             self._flood_levels[chat] = (level, now)
-            raise ApiRefusal(429, f"Too Many Requests: retry after {wait}", retry_after=wait)
+            raise ApiError(429, f"Too Many Requests: retry after {wait}", retry_after=wait)
         self._flood_levels[chat] = (level + 1, now)
 
     def fail_server_next(self, method: str, times: int = 1, status: int = 502,
@@ -519,10 +519,10 @@ class FakeTelegram:
     async def _m_getFile(self, r: _Req) -> JsonDict:
         fid = str(r.p["file_id"])
         if fid not in self.file_meta:
-            raise ApiRefusal(400, "Bad Request: invalid file_id")
+            raise ApiError(400, "Bad Request: invalid file_id")
         size, _ = self.file_meta[fid]
         if size > 20 * 1024 * 1024:
-            raise ApiRefusal(400, "Bad Request: file is too big")
+            raise ApiError(400, "Bad Request: file is too big")
         path = f"photos/file_{len(self.file_paths)}.jpg"
         self.file_paths[path] = fid
         answer: JsonDict = {"file_id": fid, "file_unique_id": f"AQAE{fid[-12:]}"}
@@ -625,12 +625,12 @@ class FakeTelegram:
         try:
             if request.match_info["token"] != self.token:
                 status = self.wrong_token_status
-                raise ApiRefusal(status, "Unauthorized" if status == 401 else "Not Found")
+                raise ApiError(status, "Unauthorized" if status == 401 else "Not Found")
             if spec is None:
-                raise ApiRefusal(404, "Not Found: method not found")
+                raise ApiError(404, "Not Found: method not found")
             problems = self.spec.check_params(method, params) + self._limits(method, params)
             if problems:
-                raise ApiRefusal(400, problems[0][0], [p[1] for p in problems])
+                raise ApiError(400, problems[0][0], [p[1] for p in problems])
             fault = self._take_fault(method, params)
             if fault and fault.kind == "delay":
                 with contextlib.suppress(TimeoutError):
@@ -640,7 +640,7 @@ class FakeTelegram:
                 html = "<html><body><h1>502 Bad Gateway</h1></body></html>"
                 return web.Response(status=fault.status, text=html, content_type="text/html")
             elif fault and fault.kind == "error":
-                raise ApiRefusal(fault.status, fault.description)
+                raise ApiError(fault.status, fault.description)
             elif fault and fault.kind == "raw":
                 self._record(Call(method, params, files, fault.status, {"raw": fault.body}))
                 kind = "application/json" if fault.body.startswith(("{", "[")) else "text/html"
@@ -660,7 +660,7 @@ class FakeTelegram:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), fault.seconds)
                 return web.json_response(body, status=status)
-        except ApiRefusal as e:
+        except ApiError as e:
             status = e.status
             body = {"ok": False, "error_code": e.status, "description": e.description}
             if fault and fault.kind == "error" and fault.retry_after is not None:
@@ -697,7 +697,7 @@ class FakeTelegram:
         kind = self._chat(cid)["type"]
         if cid in self.blocked:
             why = "blocked by the user" if kind == "private" else f"kicked from the {kind} chat"
-            raise ApiRefusal(403, f"Forbidden: bot was {why}")
+            raise ApiError(403, f"Forbidden: bot was {why}")
 
     def _chat_id(self, params: JsonDict) -> int:
         raw = params.get("chat_id")
@@ -708,7 +708,7 @@ class FakeTelegram:
         for cid, chat in self.chats.items():
             if isinstance(raw, str) and chat.get("username") == raw.lstrip("@"):
                 return cid
-        raise ApiRefusal(400, "Bad Request: chat not found")
+        raise ApiError(400, "Bad Request: chat not found")
 
     def _limits(self, method: str, p: JsonDict) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []
@@ -800,9 +800,9 @@ class FakeTelegram:
         if button.get("type") == "web_app":
             url = str((button.get("web_app") or {}).get("url", ""))
             if not url.startswith("https://"):
-                raise ApiRefusal(400, "Bad Request: URL must be HTTPS")
+                raise ApiError(400, "Bad Request: URL must be HTTPS")
             if not 1 <= len(str(button.get("text", ""))) <= 64:
-                raise ApiRefusal(400, "Bad Request: menu button text is invalid")
+                raise ApiError(400, "Bad Request: menu button text is invalid")
         chat = r.p.get("chat_id")
         self.menu_buttons[int(chat) if chat is not None else None] = dict(button)
         return True
@@ -824,7 +824,7 @@ class FakeTelegram:
         ref = str(ref)
         name = ref.removeprefix("attach://")
         if name != ref and name not in r.files:
-            raise ApiRefusal(400, f"Bad Request: file attachment {name!r} not found")
+            raise ApiError(400, f"Bad Request: file attachment {name!r} not found")
         data = r.files[name] if name != ref else self.files.get(ref, b"")
         sha = hashlib.sha256(data if name != ref else ref.encode()).hexdigest()
         self._counter += 1
@@ -895,18 +895,18 @@ class FakeTelegram:
     async def _m_sendMediaGroup(self, r: _Req) -> list[JsonDict]:
         for i, item in enumerate(r.p["media"], 1):
             if not isinstance(item, dict):
-                raise ApiRefusal(400, f"Bad Request: can't parse InputMedia #{i}: {item!r:.60}")
+                raise ApiError(400, f"Bad Request: can't parse InputMedia #{i}: {item!r:.60}")
             ref = str(item.get("media"))
             if ref.startswith("attach://") and ref[9:] not in r.files:
                 err = "Wrong file identifier/HTTP URL specified"
-                raise ApiRefusal(400, f'Bad Request: failed to send message #{i} with the error '
+                raise ApiError(400, f'Bad Request: failed to send message #{i} with the error '
                                     f'message "{err}"')  # fmt: skip
         self._counter += 1
         group, out, fault = str(13911111111111111 + self._counter), [], r.fault
         for i, item in enumerate(r.p["media"]):
             if fault and fault.kind == "album" and i >= fault.delivered_before:
                 err = f"Too Many Requests: retry after {fault.retry_after}"
-                raise ApiRefusal(400, f'Bad Request: failed to send message #{i + 1} with the error '
+                raise ApiError(400, f'Bad Request: failed to send message #{i + 1} with the error '
                                     f'message "{err}"')  # fmt: skip
             out.append(self._deliver(r, item["type"], item["media"], item.get("caption"), group))
         return out
@@ -916,14 +916,14 @@ class FakeTelegram:
             return True
         key = (self._chat_id(p), int(p.get("message_id", 0)))
         if key not in self.messages or key in self.deleted:
-            raise ApiRefusal(400, "Bad Request: message to edit not found")
+            raise ApiError(400, "Bad Request: message to edit not found")
         msg = self.messages[key]
         if field_name == "text" and "text" not in msg:
-            raise ApiRefusal(400, "Bad Request: there is no text in the message to edit")
+            raise ApiError(400, "Bad Request: there is no text in the message to edit")
         new_value = p.get(field_name) if field_name else None
         same_text = field_name is None or msg.get(field_name) == new_value
         if same_text and _markup(msg.get("reply_markup")) == _markup(p.get("reply_markup")):
-            raise ApiRefusal(400, NOT_MODIFIED, [f"{NOT_MODIFIED} (message {key})"])
+            raise ApiError(400, NOT_MODIFIED, [f"{NOT_MODIFIED} (message {key})"])
         if field_name:
             msg[field_name] = new_value
             self.history.setdefault(key, []).append(new_value or "")
@@ -936,20 +936,27 @@ class FakeTelegram:
     async def _m_editMessageText(self, r: _Req) -> JsonDict | bool:
         return self._edit(r.p, "text")
 
+    async def _m_editMessageCaption(self, r: _Req) -> JsonDict | bool:
+        key = (self._chat_id(r.p), int(r.p.get("message_id", 0)))
+        stored = self.messages.get(key)
+        if stored is not None and not any(k in stored for k in ("photo", "document", "video")):
+            raise ApiError(400, "Bad Request: there is no caption in the message to edit")
+        return self._edit(r.p, "caption")
+
     async def _m_editMessageReplyMarkup(self, r: _Req) -> JsonDict | bool:
         return self._edit(r.p, None)
 
     async def _m_deleteMessage(self, r: _Req) -> bool:
         key = (self._chat_id(r.p), int(r.p["message_id"]))
         if key not in self.messages or key in self.deleted:
-            raise ApiRefusal(400, "Bad Request: message to delete not found")
+            raise ApiError(400, "Bad Request: message to delete not found")
         self.deleted.add(key)
         return True
 
     async def _m_answerCallbackQuery(self, r: _Req) -> bool:
         qid = str(r.p["callback_query_id"])
         if qid not in self._open_queries:
-            raise ApiRefusal(400, QUERY_INVALID, [f"{QUERY_INVALID} (id {qid})"])
+            raise ApiError(400, QUERY_INVALID, [f"{QUERY_INVALID} (id {qid})"])
         self._open_queries.discard(qid)
         self.callback_answers[qid] = r.p
         return True
@@ -999,7 +1006,7 @@ class FakeTelegram:
         if not 1 <= len(str(p.get("payload", "")).encode()) <= 128:
             bad.append("payload must be 1-128 bytes")
         if bad:
-            raise ApiRefusal(400, "Bad Request: " + bad[0].upper().replace(" ", "_")[:40], bad)
+            raise ApiError(400, "Bad Request: " + bad[0].upper().replace(" ", "_")[:40], bad)
         amount = prices[0]["amount"] if isinstance(prices, list) else 0
         invoice = {"title": p["title"], "description": p["description"], "start_parameter": "",
                    "currency": "XTR", "total_amount": amount}  # fmt: skip
@@ -1019,10 +1026,10 @@ class FakeTelegram:
     async def _m_answerPreCheckoutQuery(self, r: _Req) -> bool:
         qid = str(r.p["pre_checkout_query_id"])
         if qid not in self._open_queries:
-            raise ApiRefusal(400, QUERY_INVALID, [f"{QUERY_INVALID} (pre-checkout {qid})"])
+            raise ApiError(400, QUERY_INVALID, [f"{QUERY_INVALID} (pre-checkout {qid})"])
         if not r.p.get("ok") and not r.p.get("error_message"):
             need = ["ok=false needs error_message"]
-            raise ApiRefusal(400, "Bad Request: error_message is required", need)
+            raise ApiError(400, "Bad Request: error_message is required", need)
         self._open_queries.discard(qid)
         self.checkout_answers[qid] = r.p
         return True
@@ -1057,8 +1064,8 @@ class FakeTelegram:
     async def _m_refundStarPayment(self, r: _Req) -> bool:
         charge = self.charges.get(str(r.p["telegram_payment_charge_id"]))
         if charge is None or charge["user_id"] != int(r.p["user_id"]):
-            raise ApiRefusal(400, "Bad Request: CHARGE_NOT_FOUND")
+            raise ApiError(400, "Bad Request: CHARGE_NOT_FOUND")
         if charge["telegram_payment_charge_id"] in self.refunds:
-            raise ApiRefusal(400, "Bad Request: CHARGE_ALREADY_REFUNDED")
+            raise ApiError(400, "Bad Request: CHARGE_ALREADY_REFUNDED")
         self.refunds.append(charge["telegram_payment_charge_id"])
         return True
