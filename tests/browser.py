@@ -115,6 +115,7 @@ def telegram_stub(
     *,
     theme: dict[str, str] = LIGHT,
     scheme: str = "light",
+    safe_top: int = 0,
 ) -> str:
     """A ``telegram-web-app.js`` stand-in: ``window.Telegram.WebApp`` recording calls in ``__tg``."""
     config = json.dumps(
@@ -123,6 +124,7 @@ def telegram_stub(
             "initDataUnsafe": {"user": user, "auth_date": 0},
             "themeParams": theme,
             "colorScheme": scheme,
+            "safeTop": safe_top,
         }
     )
     return """
@@ -137,7 +139,7 @@ def telegram_stub(
     initData: c.initData, initDataUnsafe: c.initDataUnsafe, themeParams: c.themeParams,
     colorScheme: c.colorScheme, version: "8.0", platform: "tdesktop",
     viewportHeight: 780, viewportStableHeight: 780, isExpanded: true,
-    safeAreaInset: { top: 0, bottom: 0, left: 0, right: 0 },
+    safeAreaInset: { top: c.safeTop, bottom: 0, left: 0, right: 0 },
     contentSafeAreaInset: { top: 0, bottom: 0, left: 0, right: 0 },
     isVersionAtLeast: () => true,
     ready: rec("ready"), expand: rec("expand"), close: rec("close"),

@@ -66,11 +66,12 @@ class Studio:
         query: str = "",
         theme: dict[str, str] = LIGHT,
         scheme: str = "light",
+        safe_top: int = 0,
         **sign: Any,
     ) -> Any:
         """Load the studio as ``user`` opens it from Telegram (``sign``: init_data's options)."""
         data = init_data(TG_TOKEN, user, **sign)
-        self.stub["js"] = telegram_stub(data, user, theme=theme, scheme=scheme)
+        self.stub["js"] = telegram_stub(data, user, theme=theme, scheme=scheme, safe_top=safe_top)
         await self.page.goto(f"{self.url}{query}", wait_until="domcontentloaded")
         return self.page
 
@@ -417,7 +418,8 @@ async def test_a_bad_sign_in_shows_the_error_view(
 
 
 async def test_dark_theme_and_russian(studio: Studio) -> None:
-    page = await studio.open(BOB, theme=DARK, scheme="dark")  # Bob's Telegram is in Russian
+    # Bob's Telegram is in Russian and dark, on a phone whose notch takes 24 px at the top.
+    page = await studio.open(BOB, theme=DARK, scheme="dark", safe_top=24)
 
     cards = await gallery_cards(page, 1)
 
@@ -431,6 +433,7 @@ async def test_dark_theme_and_russian(studio: Studio) -> None:
         " getComputedStyle(document.body).color]"
     )
     assert colours == ["rgb(14, 22, 33)", "rgb(245, 245, 245)"]  # secondary_bg_color, text_color
+    assert await page.evaluate("getComputedStyle(document.body).paddingTop") == "24px"
     await studio.shot("gallery-dark-ru")
 
 
