@@ -55,6 +55,7 @@ from bot.web.references import load_key, prefix_of
 from bot.web.server import References, StudioParts, Webhook, WebServer, write_nonce
 from bot.web.studio import static
 from bot.web.studio.actions import StudioActions, wire_story
+from bot.web.studio.cast import wire_cast
 from bot.web.studio.service import Studio
 
 log = logging.getLogger(__name__)
@@ -525,6 +526,8 @@ async def _post_init(app: Application) -> None:  # type: ignore[type-arg]
     if settings.metrics_port is not None:
         services.metrics = metrics.serve(settings.metrics_port, settings.metrics_listen)
     services.web = start_web(app, settings, runner)
+    if services.studio is not None and services.cast is not None:
+        wire_cast(services.studio, services.cast)
     if settings.studio_url is not None:
         runner.delivery.result.studio = render.StudioLinks(
             settings.studio_url, f"https://t.me/{app.bot.username}?start=studio"

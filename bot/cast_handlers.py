@@ -89,24 +89,11 @@ class CastDesk:
         limits.check_access(
             self.settings, user_id=user.id if user else None, chat_id=message.chat.id
         )
-        cap = self.settings.cast_max_per_person
-        if cap == 0:
-            raise RefusedError("Saved characters are turned off on this bot.")
-        if not self.settings.public_url:
-            raise InputError(
-                "This bot is not set up for reference images, so characters cannot be saved."
-            )
         owner = requester_of(message)
         if owner is None:
             return
-        if len(sources) > cast.MAX_IMAGES:
-            raise InputError(
-                "A character takes up to {limit} images; you sent {count}.",
-                limit=cast.MAX_IMAGES,
-                count=len(sources),
-            )
         key = cast.key(name)
-        existing = self.store.cast_by_key(owner, key)
+        existing = self.may_save(owner, key, len(sources))
         if existing is not None and self._same_sources(owner, existing, sources):
             # The same message again (an update delivered twice, or the same command repeated):
             # no question about replacing images with themselves.
@@ -115,9 +102,7 @@ class CastDesk:
                 do_quote=True,
             )
             return
-        # Checked before anything is fetched; cast_save checks again in its transaction.
-        if existing is None and len(self.store.cast_list(owner)) >= cap:
-            raise CastFull(cap)
+        cap = self.settings.cast_max_per_person
         cleaned = await self.intake.fetch_all(sources, max_side=cast.IMAGE_MAX_SIDE)
         images = [
             CastImage(c.data, c.width, c.height, s.chat_id, s.message_id)
@@ -157,6 +142,29 @@ class CastDesk:
             ),
             do_quote=True,
         )
+
+    def may_save(self, owner: int, key: str, images: int) -> CastMember | None:
+        """Whether ``owner`` may save ``images`` images as the character ``key`` (the chat's
+        /cast add and the studio's "use as character"): RefusedError or InputError says why
+        not. Returns the saved character of that name, if any."""
+        cap = self.settings.cast_max_per_person
+        if cap == 0:
+            raise RefusedError("Saved characters are turned off on this bot.")
+        if not self.settings.public_url:
+            raise InputError(
+                "This bot is not set up for reference images, so characters cannot be saved."
+            )
+        if images > cast.MAX_IMAGES:
+            raise InputError(
+                "A character takes up to {limit} images; you sent {count}.",
+                limit=cast.MAX_IMAGES,
+                count=images,
+            )
+        existing = self.store.cast_by_key(owner, key)
+        # Checked before anything is fetched; cast_save checks again in its transaction.
+        if existing is None and len(self.store.cast_list(owner)) >= cap:
+            raise CastFull(cap)
+        return existing
 
     def _same_sources(self, owner: int, member: CastMember, sources: Sequence[Source]) -> bool:
         """Whether the character's images came from exactly these messages."""

@@ -163,7 +163,7 @@ async def test_hide_leaves_the_studio_deletes_the_kept_files_and_survives_a_rest
         await studio.close()
 
 
-async def test_bad_actions_another_persons_job_and_the_unwired_one(
+async def test_bad_actions_and_another_persons_job(
     bots: Bots, telegram: FakeTelegram, runcomfy: FakeRunComfy
 ) -> None:
     studio = await start_studio(bots)
@@ -190,15 +190,7 @@ async def test_bad_actions_another_persons_job_and_the_unwired_one(
         )
         assert_error(big, 400, "bad_request")
         assert_error(await studio.post(path, {"action": "sheet"}, user=BOB_ID), 404, "not_found")
-        # Continue and Redo: tests/test_studio_story.py; a panel as a character: not wired yet.
-        cast = {"action": "cast", "panel": 0, "name": "Pebble"}
-        assert_error(await studio.post(path, cast), 503, "unavailable")
-        assert_error(await studio.get("/app/api/cast"), 503, "unavailable")
-        assert_error(
-            await studio.http.delete("/app/api/cast/1", headers={"Authorization": await _auth()}),
-            503,
-            "unavailable",
-        )
+        # Continue and Redo: tests/test_studio_story.py; Cast: tests/test_studio_cast.py.
         assert bot.store.db.execute("SELECT count(*) FROM jobs").fetchone()[0] == 1
     finally:
         await studio.close()

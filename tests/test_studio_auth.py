@@ -134,7 +134,7 @@ def test_a_token_is_not_a_reference_signature() -> None:
     key = b"k" * 32
     sig = ReferenceLinks("https://x", key)._sig(1, "17.3.t")
     assert sig != ImageTokens(key, 60)._sig("1.17.3.t")
-    assert {"t", "f", "r"} == tokens.KINDS
+    assert {"t", "f", "r", "c"} == tokens.KINDS
 
 
 # ---- the pace --------------------------------------------------------------------------------

@@ -221,6 +221,9 @@ class Studio:
         grant = self.tokens.check(token, now)
         if grant is None:
             return None
+        if grant.kind == "c":
+            data = await self._cast_thumb(grant.person, grant.job, grant.index)
+            return Picture(data, "image/webp", max(0, int(grant.expires - now))) if data else None
         job = self.store.get(grant.job)
         if job is None or self.store.hidden(job.id):
             return None
@@ -237,7 +240,7 @@ class Studio:
         if grant.kind == "t":
             data = await self._thumb(job, grant.index)
             return Picture(data, "image/webp", max_age) if data else None
-        data = await self._full(job, grant.index)
+        data = await self.full_image(job, grant.index)
         if data is None:
             return None
         return Picture(data, _CONTENT_TYPES[extension(data)], max_age)
@@ -248,7 +251,7 @@ class Studio:
             return made
         # Not made at delivery (an older job, a busy database): made now, once, from the kept
         # file or Telegram's copy.
-        data = await self._full(job, index)
+        data = await self.full_image(job, index)
         if data is None:
             return None
         try:
@@ -258,6 +261,16 @@ class Studio:
             return None
         self.store.save_thumbs(job.id, [(index, thumb, width, height)])
         return thumb
+
+    async def _cast_thumb(self, owner: int, member: int, index: int) -> bytes | None:
+        """A saved character's image, small (the store checks it is the owner's)."""
+        images = self.store.cast_images(owner, member)
+        if not 0 <= index < len(images):
+            return None
+        try:
+            return (await asyncio.to_thread(thumbs.make, images[index].data))[0]
+        except Exception:
+            return None
 
     async def _ref_thumb(self, job: Job, number: int) -> bytes | None:
         if not 0 <= number < len(job.refs):
@@ -270,8 +283,9 @@ class Studio:
         except Exception:
             return None
 
-    async def _full(self, job: Job, index: int) -> bytes | None:
-        """The image full size: the kept original, else Telegram's copy (never its URL)."""
+    async def full_image(self, job: Job, index: int) -> bytes | None:
+        """Image ``index`` of ``job`` full size: the kept original, else Telegram's copy (never
+        its URL); None when neither can be had."""
         kept = await self.originals.load(job.id, index)
         if kept is not None:
             return kept

@@ -10,11 +10,12 @@ import hmac
 import re
 from dataclasses import dataclass
 
-# t: a panel's thumbnail (WebP); f: a panel full size; r: a reference image's thumbnail.
-KINDS = frozenset({"t", "f", "r"})
+# t: a panel's thumbnail (WebP); f: a panel full size; r: a reference image's thumbnail;
+# c: a saved character's image (the "job" is the character's id).
+KINDS = frozenset({"t", "f", "r", "c"})
 _LABEL = b"studio-image\n"
 _SIG_CHARS = 32
-IMAGE_PATH_RE = r"[0-9]{1,18}\.[0-9]{1,18}\.[0-9]{1,3}\.[tfr]\.[0-9]{1,12}\.[A-Za-z0-9_-]{32}"
+IMAGE_PATH_RE = r"[0-9]{1,18}\.[0-9]{1,18}\.[0-9]{1,3}\.[tfrc]\.[0-9]{1,12}\.[A-Za-z0-9_-]{32}"
 _TOKEN = re.compile(IMAGE_PATH_RE)
 
 
