@@ -437,20 +437,41 @@ async def test_dark_theme_and_russian(studio: Studio) -> None:
     await studio.shot("gallery-dark-ru")
 
 
-async def test_the_cast_tab_and_back(studio: Studio) -> None:
-    page = await studio.open()
-    await gallery_cards(page, len(studio.ada_jobs))
+async def test_a_panel_becomes_a_character_in_the_cast_tab_and_is_removed(studio: Studio) -> None:
+    page = await studio.open(query=f"?series={studio.ada_jobs[0]}")
+    await page.wait_for_selector("[data-action=cast]")
+    await page.click(".nav .arrow >> nth=1")
+    await page.wait_for_function(
+        "() => document.querySelector('[data-action=cast]').textContent"
+        " === 'Use panel 2 as a character'"
+    )
 
+    await page.click("[data-action=cast]")
+    await page.fill("form.ask[data-action=cast] input", "Foxy")
+    await page.click("form.ask[data-action=cast] button[type=submit]")
+    await page.wait_for_selector("#toast:not([hidden])")
+
+    # The Cast tab lists Foxy with a thumbnail that loads; Telegram's back button is shown.
     await page.click("#tab-cast")
-
-    await page.wait_for_selector("main[data-view=cast] :is(.cast, .empty), main .problem")
+    await page.wait_for_function(
+        "() => [...document.querySelectorAll('.person img')].some(i => i.complete && i.naturalWidth > 0)"
+    )
+    names = await page.eval_on_selector_all(".person .name", "s => s.map(e => e.textContent)")
+    assert names == ["Foxy"]
     assert await page.get_attribute("#tab-cast", "aria-current") == "page"
     assert await page.evaluate("window.__tg.back.isVisible") is True
     await studio.shot("cast")
+
+    # Remove asks first, then Foxy is gone, here and for the server.
+    await page.click(".person >> text=Remove")
+    await page.wait_for_selector(".person", state="detached")
+    asked = await page.evaluate("window.__tg.calls.filter(c => c[0] === 'showConfirm').length")
+    assert asked == 1
     await page.evaluate("window.__pressBack()")
     await page.wait_for_selector("main[data-view=gallery] .card")
-    assert await page.get_attribute("#tab-gallery", "aria-current") == "page"
     assert await page.evaluate("window.__tg.back.isVisible") is False
+    await page.click("#tab-cast")
+    await page.wait_for_selector("main[data-view=cast] .empty")
 
 
 async def test_the_studio_works_after_a_restart(studio: Studio) -> None:
