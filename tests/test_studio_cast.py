@@ -78,10 +78,12 @@ async def test_characters_are_off_when_the_bot_keeps_none(
     studio = await start_studio(bots, CAST_MAX_PER_PERSON="0")
     try:
         job = await run_job(telegram, studio.bot, "/seq 1 1:1 a pear")
+        actions = (await studio.get(f"/app/api/series/{job.id}")).json()["actions"]
+        assert "cast" not in actions and "sheet" in actions
         refused = await studio.post(
             f"/app/api/series/{job.id}/action", {"action": "cast", "panel": 0, "name": "Pear"}
         )
         assert_error(refused, 400, "bad_request")
-        assert refused.json()["error"]["message"] == "Saved characters are turned off on this bot."
+        assert refused.json()["error"]["message"] == "This cannot be done with job #1 now."
     finally:
         await studio.close()

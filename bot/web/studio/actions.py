@@ -148,6 +148,8 @@ class StudioActions:
             else:
                 # Continue, Redo, Cast: a set's own (not a redone panel's), once wired.
                 ok = done and name in self.extra and job.redo_of is None
+                if name == "cast":  # characters turned off (CAST_MAX_PER_PERSON=0)
+                    ok = ok and self.studio.settings.cast_max_per_person > 0
             if ok:
                 names.append(name)
         return names
