@@ -6,6 +6,9 @@ COPY bot ./bot
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 FROM python:3.11-slim
+# A font with Cyrillic and other alphabets for the names on /cast's contact sheet (Pillow's own is Latin only).
+RUN apt-get update && apt-get install -y --no-install-recommends fonts-dejavu-core \
+    && rm -rf /var/lib/apt/lists/*
 RUN useradd --create-home --uid 10001 seqbot \
     && mkdir /data && chown seqbot:seqbot /data
 # The dependencies exactly as locked (versions and hashes; see the README to refresh the lock),

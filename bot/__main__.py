@@ -41,6 +41,7 @@ configuration (environment variables, or .env in the working directory):
   LOG_FORMAT                  text (default) or json
   ORIGINALS_KEEP_DAYS         default 2: how long original files are kept for Originals
   ORIGINALS_MAX_MB            default 2048: cap on the kept originals, oldest jobs removed first (0: none)
+  CAST_MAX_PER_PERSON         default 20: saved characters (/cast) per person, 3 images each (0: /cast off)
   WEBHOOK_URL                 public https URL: webhook mode (unset: long polling)
   WEBHOOK_SECRET              required with WEBHOOK_URL: 16-256 of A-Z a-z 0-9 _ -
   WEBHOOK_LISTEN              default 127.0.0.1 (the Docker image sets 0.0.0.0)
@@ -59,6 +60,10 @@ configuration (environment variables, or .env in the working directory):
   DAILY_IMAGE_LIMIT_PER_USER  default 60 (0: no limit)
   REPEAT_WINDOW_SECONDS       default 60: a repeated /show or Details posts nothing new
   OUTSIDER_REPLY_SECONDS      default 600: one refusal per outsider chat in this time
+  STUDIO_AUTH_MAX_AGE_SECONDS default 86400: the studio's Telegram sign-in is good this long
+  STUDIO_IMAGE_URL_SECONDS    default 3600: how long the studio's signed image URLs work
+  STUDIO_REQUESTS_PER_SECOND  default 20: each person's studio API requests per second
+  STUDIO_REQUEST_BURST        default 40: ... and the burst allowed above that pace
   DAILY_IMAGE_LIMIT_PER_CHAT  a group's or channel's images per day, whoever asks
                               (default: DAILY_IMAGE_LIMIT_PER_USER; 0: no limit)
   STARS_PACKS                 images:stars packs, e.g. 10:75,50:300: users pay in Telegram Stars

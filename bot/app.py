@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from telegram import BotCommand, Update
+from telegram import BotCommand, MenuButtonWebApp, Update, WebAppInfo
 from telegram.error import TelegramError
 from telegram.ext import (
     Application,
@@ -26,7 +26,16 @@ from telegram.ext import (
     filters,
 )
 
-from bot import callbacks, handlers, metrics, outsiders, payments, render
+from bot import (
+    callbacks,
+    cast_handlers,
+    handlers,
+    metrics,
+    outsiders,
+    payments,
+    render,
+    story_handlers,
+)
 from bot import payment_handlers as pay
 from bot.botapi import CheckedRequest, check_result, status_of
 from bot.config import Settings
@@ -40,9 +49,14 @@ from bot.repeats import Repeats
 from bot.runcomfy import RunComfyClient
 from bot.startup import Call, FatalStartupError, in_background, patiently
 from bot.store import Store
+from bot.story import Story
 from bot.texts import languages, tr
-from bot.web.references import prefix_of
-from bot.web.server import References, Webhook, WebServer, write_nonce
+from bot.web.references import load_key, prefix_of
+from bot.web.server import References, StudioParts, Webhook, WebServer, write_nonce
+from bot.web.studio import static
+from bot.web.studio.actions import StudioActions, wire_story
+from bot.web.studio.cast import wire_cast
+from bot.web.studio.service import Studio
 
 log = logging.getLogger(__name__)
 
@@ -53,17 +67,30 @@ COMMANDS = {
     "show": "Send a job's images again: /show <job id>",
     "usage": "Your images and cost today and this month",
     "settings": "This chat's defaults: count, ratio, mode",
+    "studio": "Your series in a gallery (the studio)",
     "help": "How to use the bot",
 }
+# Listed only when characters can be used: reference images on (PUBLIC_URL) and
+# CAST_MAX_PER_PERSON above 0. /cast itself always answers.
+CAST_COMMANDS = {"cast": "Your saved characters: /cast add NAME on a photo"}
 
 
 # Listed (and handled) only when payments are on (STARS_PACKS).
 PAYMENT_COMMANDS = payments.COMMANDS
 
 
-def commands(lang: str, *, payments: bool = False) -> list[BotCommand]:
-    """The command menu in ``lang`` (with the payment commands when payments are on)."""
-    listed = {**COMMANDS, **PAYMENT_COMMANDS} if payments else COMMANDS
+def commands(
+    lang: str, *, payments: bool = False, cast: bool = False, studio: bool = False
+) -> list[BotCommand]:
+    """The command menu in ``lang`` (with /cast when characters can be used, the payment
+    commands when payments are on, /studio when the studio is)."""
+    listed = {
+        **COMMANDS,
+        **(CAST_COMMANDS if cast else {}),
+        **(PAYMENT_COMMANDS if payments else {}),
+    }
+    if not studio:
+        del listed["studio"]
     return [BotCommand(name, tr(lang, text)) for name, text in listed.items()]
 
 
@@ -195,6 +222,14 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
     app.add_handler(CommandHandler("show", handlers.show_command, filters=new_messages))
     app.add_handler(CommandHandler("usage", handlers.usage_command, filters=new_messages))
     app.add_handler(CommandHandler("settings", handlers.settings_command, filters=new_messages))
+    app.add_handler(CommandHandler("studio", handlers.studio_command, filters=new_messages))
+    # The t.me link a group's /studio gives opens the private chat with "/start studio".
+    start_studio = new_messages & filters.Regex(r"^/start(@\w+)? studio$")
+    app.add_handler(CommandHandler("start", handlers.start_studio, filters=start_studio), group=-1)
+    app.add_handler(CommandHandler("cast", cast_handlers.cast_command, filters=new_messages))
+    # An answer to ➡️ Continue's or ✏️ Redo's question: a text replying to one of the bot's.
+    answers = new_messages & filters.REPLY & filters.TEXT & ~filters.COMMAND
+    app.add_handler(MessageHandler(answers, story_handlers.story_reply))
     for action, handler in (
         (callbacks.JobAction.CANCEL, handlers.cancel_button),
         (callbacks.JobAction.AGAIN, handlers.again_button),
@@ -202,11 +237,15 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
         (callbacks.JobAction.SHEET, handlers.sheet_button),
         (callbacks.JobAction.ZIP, handlers.zip_button),
         (callbacks.JobAction.DETAILS, handlers.details_button),
+        (callbacks.JobAction.NEXT, story_handlers.continue_button),
+        (callbacks.JobAction.REDO, story_handlers.redo_button),
+        (callbacks.JobAction.BACK, story_handlers.back_button),
     ):
         app.add_handler(CallbackQueryHandler(handler, pattern=callbacks.job_pattern(action)))
     app.add_handler(
         CallbackQueryHandler(handlers.settings_button, pattern=callbacks.SETTINGS_PATTERN)
     )
+    app.add_handler(CallbackQueryHandler(cast_handlers.cast_button, pattern=callbacks.CAST_PATTERN))
     if settings.payments:
         _add_payment_handlers(app)
     # Old formats (another version), forged data: "This button no longer works."
@@ -378,10 +417,15 @@ def start_web(app: Application, settings: Settings, runner: JobRunner) -> WebSer
     if runner.links is not None:
         # runner.find: the live job while it runs, so a job ends for its URLs the moment it does.
         references = References(runner.links, runner.find, runner.delivery.originals.ref_path)
+    prefix = prefix_of(runner.links.public_url) if runner.links else ""
+    studio = None
+    if runner.links is not None:
+        studio = studio_parts(app, settings, runner, prefix)
     server = WebServer(
         webhook=webhook,
         references=references,
-        prefix=prefix_of(runner.links.public_url) if runner.links else "",
+        studio=studio,
+        prefix=prefix,
         timeout=settings.webhook_timeout,
     )
     try:
@@ -401,6 +445,31 @@ def start_web(app: Application, settings: Settings, runner: JobRunner) -> WebSer
             settings.web_port,
         )
     return server
+
+
+def studio_parts(
+    app: Application,  # type: ignore[type-arg]
+    settings: Settings,
+    runner: JobRunner,
+    prefix: str,
+) -> StudioParts:
+    """The studio (Mini App) on the bot's web server, under PUBLIC_URL/app/."""
+    services: Services = app.bot_data
+    studio = Studio(
+        bot=app.bot,
+        store=runner.store,
+        originals=runner.delivery.originals,
+        settings=settings,
+        key=load_key(settings.database_path),
+        prefix=prefix,
+        find=runner.find,
+        estimate=runner.estimates.estimate,
+    )
+    actions = StudioActions(studio, runner.start, runner.delivery, services.intake)
+    if services.story is not None:
+        wire_story(actions, services.story)
+    services.studio = actions
+    return StudioParts(studio, actions, static.load())
 
 
 async def _heartbeat(path: Path, runner: JobRunner) -> None:
@@ -451,9 +520,24 @@ async def _post_init(app: Application) -> None:  # type: ignore[type-arg]
         album_wait=settings.album_wait,
         fetch_timeout=settings.reference_fetch_timeout,
     )
+    services.story = Story(settings, store, runner.delivery.originals, runner.start)
+    services.cast = cast_handlers.CastDesk(settings, store, services.intake, services.permissions)
+    services.intake.consumers["cast"] = services.cast.add
     if settings.metrics_port is not None:
         services.metrics = metrics.serve(settings.metrics_port, settings.metrics_listen)
     services.web = start_web(app, settings, runner)
+    if services.studio is not None and services.cast is not None:
+        wire_cast(services.studio, services.cast)
+    if settings.studio_url is not None:
+        runner.delivery.result.studio = render.StudioLinks(
+            settings.studio_url, f"https://t.me/{app.bot.username}?start=studio"
+        )
+    elif settings.public_url is not None:
+        log.warning(
+            "PUBLIC_URL is not https: Telegram opens only https Mini Apps, so the studio has "
+            "no buttons (its pages are still served under %s/app/)",
+            settings.public_url,
+        )
 
     log.info(
         "seqbot started as @%s; database %s; Telegram API %s; RunComfy API %s; poll every %ss",
@@ -480,15 +564,23 @@ async def _post_init(app: Application) -> None:  # type: ignore[type-arg]
 
 
 def menu_calls(bot: ExtBot[int], settings: Settings) -> list[tuple[str, Call]]:
-    """The command menu: the default one, then one per language (as the users' apps choose)."""
-    paying = settings.payments
+    """The command menu: the default one, then one per language (as the users' apps choose);
+    with the studio, the private chats' menu button opens it."""
+    paying, studio = settings.payments, settings.studio_url is not None
+    cast = settings.public_url is not None and settings.cast_max_per_person > 0
+    menu = commands("en", payments=paying, cast=cast, studio=studio)
     calls: list[tuple[str, Call]] = [
-        ("setMyCommands", functools.partial(bot.set_my_commands, commands("en", payments=paying)))
+        ("setMyCommands", functools.partial(bot.set_my_commands, menu))
     ]
     for lang in languages():
-        menu = commands(lang, payments=paying)
+        menu = commands(lang, payments=paying, cast=cast, studio=studio)
         call = functools.partial(bot.set_my_commands, menu, language_code=lang)
         calls.append((f"setMyCommands ({lang})", call))
+    if settings.studio_url is not None:
+        button = MenuButtonWebApp(tr("en", "Studio"), WebAppInfo(settings.studio_url))
+        calls.append(
+            ("setChatMenuButton", functools.partial(bot.set_chat_menu_button, menu_button=button))
+        )
     return calls
 
 

@@ -33,6 +33,9 @@ class JobAction(enum.StrEnum):
     SHEET = "sheet"
     ZIP = "zip"
     DETAILS = "info"
+    NEXT = "next"  # ➡️ Continue: ask what happens next
+    REDO = "redo"  # ✏️ Redo panel: show one button per panel
+    BACK = "back"  # from the panel buttons back to the follow-up's own
 
 
 class SettingField(enum.StrEnum):
@@ -43,12 +46,39 @@ class SettingField(enum.StrEnum):
     MODE = "mode"
 
 
+class CastAction(enum.StrEnum):
+    """What a /cast button does to one saved character (named by its id, never its name: a
+    name may take 96 bytes)."""
+
+    ASK_REMOVE = "ask"  # under the /cast list: asks "Remove anna?"
+    REMOVE = "rm"  # the confirmation
+    BACK = "back"  # not removed after all: the list's buttons again
+    REPLACE = "rep"  # a name already taken: the new images replace the saved ones
+    KEEP = "keep"  # ... or are dropped
+
+
+@dataclass(frozen=True)
+class CastButton:
+    """A /cast button: ``v1:cast:<action>:<character id>``."""
+
+    action: CastAction
+    member_id: int
+
+
 @dataclass(frozen=True)
 class JobButton:
     """A button about one job: ``v1:<action>:<job id>``."""
 
     action: JobAction
     job_id: int
+
+
+@dataclass(frozen=True)
+class PanelButton:
+    """✏️ Redo's choice of a panel: ``v1:redo:<job id>:<panel>``, the panel 1-based."""
+
+    job_id: int
+    panel: int
 
 
 @dataclass(frozen=True)
@@ -75,12 +105,15 @@ class BuyButton:
 
 
 SettingsButton = SettingButton | ResetButton
-Button = JobButton | SettingButton | ResetButton | BuyButton
+Button = JobButton | PanelButton | SettingButton | ResetButton | BuyButton | CastButton
 
 # Python's [0-9] is ASCII only (\d and str.isdigit() also take "²" or "١"); no leading zeros, so
 # each button has exactly one spelling.
 _JOB_RE = re.compile(
     rf"{VERSION}:(?P<action>{'|'.join(a.value for a in JobAction)}):(?P<id>[1-9][0-9]{{0,17}})"
+)
+_PANEL_RE = re.compile(
+    rf"{VERSION}:{JobAction.REDO.value}:(?P<id>[1-9][0-9]{{0,17}}):(?P<panel>[1-9][0-9]?)"
 )
 _SETTING_RE = re.compile(
     rf"{VERSION}:{_SETTINGS}:(?:{_RESET}|(?P<field>[a-z]{{1,8}}):(?P<value>[0-9a-z:]{{1,16}}))"
@@ -88,6 +121,11 @@ _SETTING_RE = re.compile(
 _BUY = "buy"
 _BUY_RE = re.compile(
     rf"{VERSION}:{_BUY}:(?P<images>[1-9][0-9]{{0,5}})(?::(?P<chat>-[1-9][0-9]{{0,17}}))?"
+)
+_CAST = "cast"
+_CAST_RE = re.compile(
+    rf"{VERSION}:{_CAST}:(?P<action>{'|'.join(a.value for a in CastAction)}):"
+    r"(?P<id>[1-9][0-9]{0,17})"
 )
 _FIELDS = {f.value: f for f in SettingField}
 _VALUE_RES = {
@@ -118,6 +156,11 @@ def parse(data: str | None) -> Button | None:
         return None
     if m := _JOB_RE.fullmatch(data):
         return JobButton(JobAction(m["action"]), int(m["id"]))
+    if m := _PANEL_RE.fullmatch(data):
+        panel = int(m["panel"])
+        return PanelButton(int(m["id"]), panel) if panel <= schema.MAX_COUNT else None
+    if m := _CAST_RE.fullmatch(data):
+        return CastButton(CastAction(m["action"]), int(m["id"]))
     if m := _BUY_RE.fullmatch(data):
         return BuyButton(int(m["images"]), int(m["chat"]) if m["chat"] else None)
     if m := _SETTING_RE.fullmatch(data):
@@ -134,6 +177,10 @@ def encode(button: Button) -> str:
     """The callback data for ``button``; ValueError if :func:`parse` would not read it back."""
     if isinstance(button, JobButton):
         data = f"{VERSION}:{JobAction(button.action).value}:{button.job_id}"
+    elif isinstance(button, PanelButton):
+        data = f"{VERSION}:{JobAction.REDO.value}:{button.job_id}:{button.panel}"
+    elif isinstance(button, CastButton):
+        data = f"{VERSION}:{_CAST}:{CastAction(button.action).value}:{button.member_id}"
     elif isinstance(button, BuyButton):
         data = f"{VERSION}:{_BUY}:{button.images}"
         if button.chat_id is not None:
@@ -161,3 +208,6 @@ SETTINGS_PATTERN = re.compile(rf"^{VERSION}:{_SETTINGS}:")
 
 # For ``CallbackQueryHandler``: the current data of the /buy buttons.
 BUY_PATTERN = re.compile(rf"^{VERSION}:{_BUY}:")
+
+# For ``CallbackQueryHandler``: the current data of the /cast buttons.
+CAST_PATTERN = re.compile(rf"^{VERSION}:{_CAST}:")

@@ -6,8 +6,10 @@ A prompt that is a numbered list (a script) makes one image per item, in order.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from bot import cast as cast_names
 from bot import schema
 from bot.errors import InputError
 from bot.models import ChatDefaults, SeqRequest
@@ -104,9 +106,29 @@ def _allowed_ratios() -> str:
     return " ".join(schema.RATIOS)
 
 
+@dataclass(frozen=True)
+class SeqCommand:
+    """A parsed /seq: the request, and the saved characters it names (``cast=``), whose images
+    are added as its first references before it is started."""
+
+    request: SeqRequest
+    cast: tuple[str, ...] = ()
+
+
 def parse_seq(
     args: str, *, replied_text: str | None = None, defaults: ChatDefaults | None = None
 ) -> SeqRequest | None:
+    """:func:`parse_seq_command` for a /seq that names no characters; InputError if it does
+    (a caller that does not add their images must not drop them silently)."""
+    parsed = parse_seq_command(args, replied_text=replied_text, defaults=defaults)
+    if parsed is not None and parsed.cast:
+        raise InputError("cast= cannot be used here.")
+    return parsed.request if parsed else None
+
+
+def parse_seq_command(
+    args: str, *, replied_text: str | None = None, defaults: ChatDefaults | None = None
+) -> SeqCommand | None:
     """Parse what follows ``/seq``. ``None`` means no arguments at all: show usage.
 
     ``replied_text`` (the text of the message the command replies to) is the prompt when the
@@ -114,6 +136,7 @@ def parse_seq(
 
     Raises InputError with a short, friendly explanation for anything we will not submit.
     """
+    cast: tuple[str, ...] | None = None
     count: int | None = None
     size: str | None = None
     seed: int | None = None
@@ -159,9 +182,13 @@ def parse_seq(
                         given=_short(value),
                     )
                 mode = value.lower()
+            elif key == "cast":
+                if cast is not None:
+                    raise InputError("Give cast= only once.")
+                cast = cast_names.parse_names(value)
             else:
                 raise InputError(
-                    "Unknown option {key}=. Options are seed=N and mode={modes}.",
+                    "Unknown option {key}=. Options are seed=N, mode={modes} and cast=NAME.",
                     key=_short(key),
                     modes="|".join(schema.MODES),
                 )
@@ -171,16 +198,17 @@ def parse_seq(
 
     prompt = args[pos:].strip() or (replied_text or "").strip()
     if not prompt:
-        if count is None and size is None and seed is None and mode is None:
+        if count is None and size is None and seed is None and mode is None and cast is None:
             return None
         raise InputError(
             "Add a prompt after the options, e.g. /seq 4 16:9 a lighthouse in four seasons"
         )
     chat = defaults or ChatDefaults()
-    return _build(
+    request = _build(
         prompt, count=count, size=size or chat.size, seed=seed, mode=mode or chat.mode,
         default_count=chat.count,
     )  # fmt: skip
+    return SeqCommand(request, cast or ())
 
 
 def _parse_seed(value: str) -> int:

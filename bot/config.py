@@ -54,6 +54,7 @@ class Settings:
     log_format: str = "text"
     originals_keep_days: float = 2.0
     originals_max_mb: int = 2048  # the kept originals together; 0: no cap
+    cast_max_per_person: int = 20  # saved characters (/cast) per person or chat identity
     download_timeout: float = 120.0  # one result image, every attempt and byte together
     telegram_retry_delay: float = 1.0  # first wait after a network error sending to Telegram
     telegram_retry_max: float = 60.0  # the longest wait between two tries (the waits double)
@@ -73,11 +74,24 @@ class Settings:
     terms_text: str | None = None  # None: the built-in text (translated)
     repeat_window: float = 60.0  # the same /show or ℹ️ Details again within this posts nothing
     outsider_reply_window: float = 600.0  # one refusal per chat outside the allowlists per this
+    # The studio (Mini App, under PUBLIC_URL/app/): how old a signed initData may be, how long a
+    # signed image URL lives, and each person's request rate on its API.
+    studio_auth_max_age: float = 86400.0
+    studio_image_token_seconds: float = 3600.0
+    studio_rate_per_second: float = 20.0
+    studio_rate_burst: int = 40
 
     @property
     def payments(self) -> bool:
         """Whether users pay for their images with Telegram Stars (STARS_PACKS is set)."""
         return bool(self.stars_packs)
+
+    @property
+    def studio_url(self) -> str | None:
+        """The studio's page (``PUBLIC_URL/app/``) when Telegram can open it: https only."""
+        if self.public_url and self.public_url.lower().startswith("https://"):
+            return self.public_url + "/app/"
+        return None
 
     @property
     def webhook_path(self) -> str:
@@ -235,6 +249,7 @@ class Settings:
             log_format=log_format,
             originals_keep_days=_positive(get, "ORIGINALS_KEEP_DAYS", cls.originals_keep_days),
             originals_max_mb=_count(get, "ORIGINALS_MAX_MB", cls.originals_max_mb, minimum=0),
+            cast_max_per_person=_cast_cap(get, cls.cast_max_per_person),
             download_timeout=_positive(get, "DOWNLOAD_TIMEOUT_SECONDS", cls.download_timeout),
             telegram_retry_delay=_positive(get, "TELEGRAM_RETRY_SECONDS", cls.telegram_retry_delay),
             telegram_retry_max=_positive(get, "TELEGRAM_RETRY_MAX_SECONDS", cls.telegram_retry_max),
@@ -255,6 +270,16 @@ class Settings:
             outsider_reply_window=_positive(
                 get, "OUTSIDER_REPLY_SECONDS", cls.outsider_reply_window
             ),
+            studio_auth_max_age=_positive(
+                get, "STUDIO_AUTH_MAX_AGE_SECONDS", cls.studio_auth_max_age
+            ),
+            studio_image_token_seconds=_positive(
+                get, "STUDIO_IMAGE_URL_SECONDS", cls.studio_image_token_seconds
+            ),
+            studio_rate_per_second=_positive(
+                get, "STUDIO_REQUESTS_PER_SECOND", cls.studio_rate_per_second
+            ),
+            studio_rate_burst=_count(get, "STUDIO_REQUEST_BURST", cls.studio_rate_burst, minimum=1),
         )
 
     @property
@@ -349,6 +374,19 @@ def _count(get: Callable[[str], str | None], name: str, default: int, *, minimum
     if not re.fullmatch(r"\d{1,9}", raw) or int(raw) < minimum:
         raise ConfigError(name, f"must be a whole number of at least {minimum} (got {raw[:20]!r})")
     return int(raw)
+
+
+# The /cast list has a button per character, and a message takes at most 100 buttons.
+MAX_CAST_PER_PERSON = 100
+
+
+def _cast_cap(get: Callable[[str], str | None], default: int) -> int:
+    cap = _count(get, "CAST_MAX_PER_PERSON", default, minimum=0)
+    if cap > MAX_CAST_PER_PERSON:
+        raise ConfigError(
+            "CAST_MAX_PER_PERSON", f"must be at most {MAX_CAST_PER_PERSON} (got {cap})"
+        )
+    return cap
 
 
 MAX_PACK_IMAGES = 100_000

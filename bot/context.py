@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from telegram.ext import CallbackContext, ExtBot
 
 if TYPE_CHECKING:
+    from bot.cast_handlers import CastDesk
     from bot.config import Settings
     from bot.downloads import Downloader
     from bot.intake import Intake
@@ -22,7 +23,9 @@ if TYPE_CHECKING:
     from bot.repeats import Repeats
     from bot.runcomfy import RunComfyClient
     from bot.store import Store
+    from bot.story import Story
     from bot.web.server import WebServer
+    from bot.web.studio.actions import StudioActions
 
 _T = TypeVar("_T")
 
@@ -47,6 +50,9 @@ class Services:
         self.repeats: Repeats | None = None
         self.web: WebServer | None = None  # webhook mode or PUBLIC_URL: the bot's web server
         self.intake: Intake | None = None  # reference images in (photos, files, albums)
+        self.studio: StudioActions | None = None  # with PUBLIC_URL: the studio's actions
+        self.cast: CastDesk | None = None  # saved characters (/cast)
+        self.story: Story | None = None  # ➡️ Continue and ✏️ Redo
 
 
 def _ready(value: _T | None, name: str) -> _T:
@@ -77,6 +83,16 @@ class BotContext(CallbackContext[ExtBot[Any], dict[Any, Any], dict[Any, Any], Se
     def intake(self) -> Intake:
         """Reference images in: albums collected, files fetched and cleaned."""
         return _ready(self.bot_data.intake, "intake")
+
+    @property
+    def cast(self) -> CastDesk:
+        """Saved characters: /cast and its buttons."""
+        return _ready(self.bot_data.cast, "cast")
+
+    @property
+    def story(self) -> Story:
+        """➡️ Continue and ✏️ Redo: a job's next episode, a panel's new version."""
+        return _ready(self.bot_data.story, "story")
 
     @property
     def repeats(self) -> Repeats:

@@ -7,19 +7,26 @@ import contextlib
 import dataclasses
 import logging
 import re
-import secrets
 import time
 
 from telegram import CallbackQuery, Message, ReplyParameters, Update
 from telegram.constants import ChatType
 from telegram.error import TelegramError
+from telegram.ext import ApplicationHandlerStop
 
-from bot import callbacks, limits, payments, render, schema
-from bot.callbacks import JobAction, JobButton, ResetButton, SettingButton, SettingField
-from bot.command import command_args, parse_seq, replied_text
+from bot import again, callbacks, limits, payments, render, schema
+from bot.callbacks import (
+    JobAction,
+    JobButton,
+    PanelButton,
+    ResetButton,
+    SettingButton,
+    SettingField,
+)
+from bot.command import command_args, parse_seq_command, replied_text
 from bot.context import BotContext
 from bot.errors import SeqbotError
-from bot.models import CancelOutcome, ChatDefaults, Job, Origin, Reference, SeqRequest, Status
+from bot.models import CancelOutcome, ChatDefaults, Job, Origin
 from bot.permissions import origin_of, requester_name, requester_of
 from bot.repeats import Shown
 from bot.sending import error_text
@@ -61,8 +68,48 @@ async def start(update: Update, context: BotContext) -> None:
     """/start and /help: what the bot does and how to use it."""
     if update.message:
         refs = context.settings.public_url is not None
+        cast = context.settings.cast_max_per_person > 0
         # Quoted in groups only.
-        await update.message.reply_text(render.help_text(lang(update), refs=refs))
+        await update.message.reply_text(render.help_text(lang(update), refs=refs, cast=cast))
+
+
+def studio_links(context: BotContext) -> render.StudioLinks | None:
+    """Where the studio opens; None when it is off (PUBLIC_URL unset, or not https)."""
+    url = context.settings.studio_url
+    if url is None:
+        return None
+    return render.StudioLinks(url, f"https://t.me/{context.bot.username}?start=studio")
+
+
+async def studio_command(update: Update, context: BotContext) -> None:
+    """/studio: the app's button in a private chat; in a group, a link to the private chat (a
+    ``web_app`` button works only there)."""
+    message = update.message
+    if message is None:
+        return
+    language = lang(update)
+    links = studio_links(context)
+    if links is None:
+        await message.reply_text(
+            tr(language, "The studio is not set up on this bot."), do_quote=True
+        )
+        return
+    private = message.chat.type == ChatType.PRIVATE
+    text = (
+        tr(language, "🖼 Your series, in the studio:")
+        if private
+        else tr(language, "The studio opens in your private chat with me:")
+    )
+    await message.reply_text(
+        text, reply_markup=render.studio_keyboard(links, language, private=private), do_quote=True
+    )
+
+
+async def start_studio(update: Update, context: BotContext) -> None:
+    """``/start studio`` (the link a group's /studio gives): the app's button; no other handler
+    sees the update."""
+    await studio_command(update, context)
+    raise ApplicationHandlerStop
 
 
 async def seq(update: Update, context: BotContext) -> None:
@@ -79,15 +126,18 @@ async def seq(update: Update, context: BotContext) -> None:
         limits.check_access(
             context.settings, user_id=user.id if user else None, chat_id=message.chat.id
         )
-        request = parse_seq(
+        parsed = parse_seq_command(
             command_args(message.text),
             replied_text=replied_text(message, context.bot.id),
             defaults=context.store.chat_defaults(message.chat.id),
         )
-        if request is None:
+        if parsed is None:
             await message.reply_text(render.usage(lang(update)), do_quote=True)
             return
-        await context.runner.start(request, origin_of(message))
+        if parsed.cast:  # saved characters: their images are references, as a photo's are
+            await context.intake.start(message, message.text, [])
+            return
+        await context.runner.start(parsed.request, origin_of(message))
     except SeqbotError as exc:
         await message.reply_text(exc.text(lang(update)), do_quote=True)
 
@@ -302,7 +352,7 @@ async def usage_command(update: Update, context: BotContext) -> None:
     await message.reply_text(text, do_quote=True)
 
 
-async def _job_for_button(
+async def job_for_button(
     update: Update, context: BotContext, action: JobAction
 ) -> tuple[Job, Message] | None:
     """The job a follow-up button names, if the tap came from that job's own follow-up message
@@ -313,9 +363,12 @@ async def _job_for_button(
     query = update.callback_query
     assert query is not None
     button = callbacks.parse(query.data)
+    ours = (isinstance(button, JobButton) and button.action == action) or (
+        isinstance(button, PanelButton) and action == JobAction.REDO
+    )
     job = (
         context.runner.find(button.job_id)
-        if isinstance(button, JobButton) and button.action == action
+        if ours and isinstance(button, JobButton | PanelButton)
         else None
     )
     message = query.message if isinstance(query.message, Message) else None
@@ -339,28 +392,11 @@ async def _job_for_button(
 
 async def again_button(update: Update, context: BotContext) -> None:
     """🔁 Again: the same parameters with a new seed, under the same rules as /seq."""
-    found = await _job_for_button(update, context, JobAction.AGAIN)
+    found = await job_for_button(update, context, JobAction.AGAIN)
     query = update.callback_query
     if found is None or query is None:
         return
     job, message = found
-    ref_files: dict[str, bytes] | None = None
-    refs: tuple[Reference, ...] = ()
-    if job.refs:
-        kept = await _again_refs(update, context, job, message)
-        if kept is None:
-            return
-        refs, ref_files = kept
-    request = SeqRequest(
-        count=job.count,
-        size=job.size,
-        mode=job.mode,
-        seed=secrets.randbelow(schema.MAX_SEED + 1),
-        prompt=job.prompt,
-        text=job.text,
-        panels=tuple(job.panels),
-        refs=refs,
-    )
     user = query.from_user
     origin = Origin(
         chat_id=job.chat_id,
@@ -373,7 +409,19 @@ async def again_button(update: Update, context: BotContext) -> None:
         lang=lang(update),
     )
     try:
-        started = await context.runner.start(request, origin, ref_files=ref_files)
+        started = await again.start_again(
+            job,
+            origin,
+            start=context.runner.start,
+            intake=context.intake,
+            store=context.store,
+            settings=context.settings,
+        )
+    except again.ReferencesGoneError as exc:
+        # A reply, not an alert: it says what to do next and stays in the chat.
+        await answer_quietly(query)
+        await message.reply_text(exc.text(lang(update)), do_quote=True)
+        return
     except SeqbotError as exc:
         await query.answer(exc.text(lang(update)), show_alert=True)
         return
@@ -385,97 +433,23 @@ async def again_button(update: Update, context: BotContext) -> None:
     await query.answer(tr(lang(update), "Job #{id}: same settings, new seed.", id=started.id))
 
 
-async def _again_refs(
-    update: Update, context: BotContext, job: Job, message: Message
-) -> tuple[tuple[Reference, ...], dict[str, bytes]] | None:
-    """The references 🔁 Again gives the new job (new ids, the kept files copied); None, with one
-    short reply and nothing billed, when they are no longer kept or references are off."""
-    query = update.callback_query
-    assert query is not None
-    language = lang(update)
-    if context.settings.public_url is None:
-        await query.answer(
-            tr(language, "This bot is not set up for reference images. Send /seq with text only."),
-            show_alert=True,
-        )
-        return None
-    if context.store.job_for_message(job.chat_id, message.message_id) is not None:
-        return (), {}  # started from this follow-up already: runner.start says so
-    kept = await context.intake.kept_refs(job)
-    if kept is None:
-        await answer_quietly(query)
-        await message.reply_text(
-            tr(
-                language,
-                "The reference images of job #{id} are no longer kept, so it cannot be run "
-                "again; nothing was charged. Send them again with /seq.",
-                id=job.id,
-            ),
-            do_quote=True,
-        )
-        return None
-    return kept
-
-
-# The files buttons (sent from the files kept on disk): the answer to a tap that sends, and to
-# one while it is being sent or soon after.
-_FILES_ANSWERS = {
-    JobAction.ORIGINALS: (
-        "Sending the original files…",
-        "The original files are being sent or were sent above.",
-    ),
-    JobAction.SHEET: (
-        "Making the contact sheet…",
-        "The contact sheet is being made or was sent above.",
-    ),
-    JobAction.ZIP: (
-        "Packing the original files…",
-        "The ZIP is being sent or was sent above.",
-    ),
-}
-
-
-_BUILD_WAITS = "Another sheet or ZIP is being made: yours follows in a moment."
-_BUILDS_FULL = "Many sheets and ZIPs are being made right now: try again in a minute."
-
-
 async def _files_button(update: Update, context: BotContext, action: JobAction) -> None:
     """📎 Originals, 🗂 Sheet, 📦 ZIP: made from the files kept on disk, once per follow-up
     message while being sent (and a while after)."""
-    found = await _job_for_button(update, context, action)
+    found = await job_for_button(update, context, action)
     query = update.callback_query
     if found is None or query is None:
         return
     job, message = found
-    if job.status != Status.DONE:
-        await query.answer(tr(lang(update), "The images of this job were not delivered."))
-        return
-    delivery = context.runner.delivery
-    sending, busy = _FILES_ANSWERS[action]
-    if not delivery.claim(job.id, action):
-        await answer_quietly(query, tr(lang(update), busy))
-        return
-    # A sheet or a ZIP: only a few are made at once; the others wait their turn.
-    turn = "now" if action == JobAction.ORIGINALS else delivery.build_turn(job.id, action)
-    if turn == "full":
-        await answer_quietly(query, tr(lang(update), _BUILDS_FULL))
-        return
-    try:
+
+    async def answer(text: str) -> None:
         # A tap answered too late ("query is too old") still gets its files.
-        await answer_quietly(
-            query, tr(lang(update), _BUILD_WAITS) if turn == "wait" else tr(lang(update), sending)
-        )
-        if action == JobAction.SHEET:
-            sent = await delivery.send_sheet(job, message.message_id, lang(update))
-        elif action == JobAction.ZIP:
-            sent = await delivery.send_zip(job, message.message_id, lang(update))
-        else:
-            sent = await delivery.send_originals(job, message.message_id)
-    finally:
-        # Whatever happened before the send began (a cancelled task, an error): the button works
-        # again. A send that began keeps its own pause after a delivered set.
-        delivery.release(job.id, action)
-    if not sent:
+        await answer_quietly(query, text)
+
+    sent = await context.runner.delivery.request(
+        job, action, reply_to=message.message_id, lang=lang(update), answer=answer
+    )
+    if sent is False:
         await message.reply_text(
             tr(lang(update), "The original files of job #{id} are no longer kept.", id=job.id),
             do_quote=True,
@@ -499,7 +473,7 @@ async def zip_button(update: Update, context: BotContext) -> None:
 
 async def details_button(update: Update, context: BotContext) -> None:
     """ℹ️ Details: prompt, parameters, request id, cost and times."""
-    found = await _job_for_button(update, context, JobAction.DETAILS)
+    found = await job_for_button(update, context, JobAction.DETAILS)
     query = update.callback_query
     if found is None or query is None:
         return
@@ -513,7 +487,8 @@ async def details_button(update: Update, context: BotContext) -> None:
     repeats.put(key, Shown(message.message_id))
     await answer_quietly(query)
     try:
-        await message.reply_text(render.details_text(job, lang(update)), do_quote=True)
+        versions = context.store.redos(job.id)
+        await message.reply_text(render.details_text(job, lang(update), versions), do_quote=True)
     except BaseException:
         repeats.discard(key)  # nothing was posted: the next tap may try again
         raise

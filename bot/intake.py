@@ -1,5 +1,7 @@
 """Reference images in: a photo, image file or album with ``/seq …``, or ``/seq …`` replying to
-one (or to one of the bot's own images), turned into a job with ``SeqRequest.refs``.
+one (or to one of the bot's own images), turned into a job with ``SeqRequest.refs``; the saved
+characters a ``/seq`` names (``cast=``) go first among them. The same pipeline takes the images of
+``/cast add NAME`` (``consumers``: which command's images go where).
 
 Everything is checked, fetched and cleaned before anything is written or billed: the number of
 references, room for the images asked for, each file's size, whether Telegram hands it over, and
@@ -22,11 +24,11 @@ from typing import Protocol
 from telegram import Bot, Message
 from telegram.error import TelegramError
 
-from bot import limits, refimages, render, schema
-from bot.command import command_args, parse_seq, replied_text
+from bot import cast, limits, refimages, render, schema
+from bot.command import command_args, parse_seq_command, replied_text
 from bot.config import Settings
 from bot.errors import InputError, SeqbotError
-from bot.models import Job, Origin, Reference, SeqRequest
+from bot.models import CastMember, Job, Origin, Reference, SeqRequest
 from bot.originals import OriginalsCache
 from bot.outsiders import command_for_me
 from bot.permissions import origin_of
@@ -141,6 +143,14 @@ def media_source(message: Message) -> Source | None:
     return None
 
 
+class Consumer(Protocol):
+    """What takes a command's images: ``Intake.start`` for ``/seq``, the cast's ``add``."""
+
+    def __call__(
+        self, message: Message, text: str, sources: Sequence[Source]
+    ) -> Awaitable[None]: ...
+
+
 class StartJob(Protocol):
     """``JobRunner.start``: checks the limits, writes the job, keeps its reference files, starts."""
 
@@ -184,19 +194,23 @@ class Intake:
         self._albums: OrderedDict[tuple[int, str], tuple[Source, ...]] = OrderedDict()
         self._starting: set[asyncio.Task[None]] = set()  # albums complete, their job starting
         self._told_no_url = False
+        # The commands whose photo, album or file this intake takes, and who takes it.
+        self.consumers: dict[str, Consumer] = {"seq": self.start}
 
     # ---- what arrives ------------------------------------------------------------------------
 
     async def on_media(self, message: Message) -> None:
-        """A photo or file: an album item is collected; one captioned ``/seq …`` starts a job."""
+        """A photo or file: an album item is collected; one captioned ``/seq …`` starts a job,
+        ``/cast add …`` saves a character."""
         if message.media_group_id is not None:
             self._collect(message)
             return
         command = command_for_me(message, self.bot.username)
         source = media_source(message)
-        if command is None or command[0] != "seq" or source is None:
+        consumer = self.consumers.get(command[0]) if command is not None else None
+        if consumer is None or source is None:
             return  # a picture without a command: nothing to do
-        await self.start(message, message.caption or "", [source])
+        await consumer(message, message.caption or "", [source])
 
     def replied_sources(self, message: Message) -> list[Source] | None:
         """The references a ``/seq`` text replying to an image means, or None when it replies to
@@ -267,11 +281,12 @@ class Intake:
             self._albums.popitem(last=False)
         for item in items:
             command = command_for_me(item, self.bot.username)
-            if command is not None and command[0] == "seq":
+            consumer = self.consumers.get(command[0]) if command is not None else None
+            if consumer is not None:
                 try:
-                    await self.start(item, item.caption or "", sources)
+                    await consumer(item, item.caption or "", sources)
                 except Exception:
-                    log.exception("album %s: the job could not be started", key[1])
+                    log.exception("album %s: its command could not be carried out", key[1])
                 return
 
     async def stop(self) -> None:
@@ -326,18 +341,25 @@ class Intake:
             raise InputError(
                 "This bot is not set up for reference images. Send /seq with text only."
             )
-        request = parse_seq(
+        parsed = parse_seq_command(
             command_args(text),
             replied_text=replied_text(message, self.bot.id),
             defaults=self.store.chat_defaults(chat_id),
         )
-        if request is None:
+        if parsed is None:
             await message.reply_text(
                 render.usage(lang_of(user.language_code if user else None)), do_quote=True
             )
             return
-        check_counts(len(sources), request.count)
+        request = parsed.request
         origin = origin_of(message)
+        # The characters first (a database read): an unknown name is refused before anything
+        # is fetched, and the counts below include their images.
+        cast_refs, files = self.cast_refs(parsed.cast, origin.requester_id)
+        check_counts(len(cast_refs) + len(sources), request.count)
+        if cast_refs:
+            named = [(name, sum(r.name == name for r in cast_refs)) for name in _names(cast_refs)]
+            request = dataclasses.replace(request, text=cast.with_naming(request.text, named))
         if self.store.job_for_message(chat_id, message.message_id) is not None:
             return  # this message made its job already (an update delivered twice)
         # The limits again at the start; here, so a refused request fetches nothing.
@@ -350,9 +372,8 @@ class Intake:
             count=request.count,
             now=time.time(),
         )
-        cleaned = await self.fetch_all(sources)
-        refs: list[Reference] = []
-        files: dict[str, bytes] = {}
+        cleaned = await self.fetch_all(sources) if sources else []
+        refs: list[Reference] = list(cast_refs)
         for source, image in zip(sources, cleaned, strict=True):
             ref = Reference(
                 id=secrets.token_urlsafe(12),
@@ -370,11 +391,48 @@ class Intake:
             dataclasses.replace(request, refs=tuple(refs)), origin, ref_files=files
         )
 
-    async def fetch_all(self, sources: Sequence[Source]) -> list[refimages.CleanImage]:
-        """Every reference fetched and cleaned, in order; RefError names the first that failed.
-        The first failure stops the others: the user is told at once, nothing more is fetched."""
+    def cast_refs(
+        self, names: Sequence[str], owner_id: int | None
+    ) -> tuple[list[Reference], dict[str, bytes]]:
+        """The named characters' images as the job's own references (new ids, so a later
+        ``/cast remove`` leaves a queued job whole), in the order named, with their bytes.
+        InputError naming the unknown ones and the owner's list."""
+        if not names:
+            return [], {}
+        members = [
+            self.store.cast_by_key(owner_id, cast.key(n)) if owner_id is not None else None
+            for n in names
+        ]
+        unknown = [n for n, m in zip(names, members, strict=True) if m is None]
+        if unknown:
+            raise unknown_cast(unknown, self.store.cast_list(owner_id) if owner_id else [])
+        refs: list[Reference] = []
+        files: dict[str, bytes] = {}
+        for member in members:
+            assert member is not None and owner_id is not None
+            for image in self.store.cast_images(owner_id, member.id):
+                ref = Reference(
+                    id=secrets.token_urlsafe(12),
+                    kind="cast",
+                    chat_id=image.chat_id,
+                    message_id=image.message_id,
+                    width=image.width,
+                    height=image.height,
+                    size=len(image.data),
+                    name=member.name,
+                )
+                refs.append(ref)
+                files[ref.id] = image.data
+        return refs, files
+
+    async def fetch_all(
+        self, sources: Sequence[Source], *, max_side: int = refimages.MAX_SIDE
+    ) -> list[refimages.CleanImage]:
+        """Every reference fetched and cleaned (to ``max_side`` at most), in order; RefError
+        names the first that failed. The first failure stops the others: the user is told at
+        once, nothing more is fetched."""
         numbered = len(sources) > 1
-        tasks = [asyncio.create_task(self._fetch_clean(s)) for s in sources]
+        tasks = [asyncio.create_task(self._fetch_clean(s, max_side)) for s in sources]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         finally:
@@ -390,12 +448,12 @@ class Intake:
                 raise exc
         return [task.result() for task in tasks]
 
-    async def _fetch_clean(self, source: Source) -> refimages.CleanImage:
+    async def _fetch_clean(self, source: Source, max_side: int) -> refimages.CleanImage:
         data = await self._fetch(source)
         # Decoding and encoding take tens of milliseconds: never on the event loop, and only a
         # few at once (memory).
         async with self._cleans:
-            return await asyncio.to_thread(refimages.clean, data)
+            return await asyncio.to_thread(refimages.clean, data, max_side)
 
     async def _fetch(self, source: Source) -> bytes:
         """The bytes of one reference. Raises UnusableImage (reason ``too_big``, ``unavailable``,
@@ -435,6 +493,27 @@ class Intake:
                     self.fetch_timeout,
                 )
                 raise UnusableImage("unavailable") from None
+
+
+def _names(refs: Sequence[Reference]) -> list[str]:
+    """The characters' names in the order of their first image."""
+    return list(dict.fromkeys(r.name for r in refs))
+
+
+def unknown_cast(unknown: Sequence[str], saved: Sequence[CastMember]) -> InputError:
+    """The reply to ``cast=`` naming characters the person has not saved: with their list."""
+    missing = ", ".join(unknown)
+    if not saved:
+        return InputError(
+            "You have no character named {names}: you have none saved yet. Save one by sending "
+            "a photo with the caption /cast add NAME.",
+            names=missing,
+        )
+    return InputError(
+        "You have no character named {names}. Yours: {saved}.",
+        names=missing,
+        saved=", ".join(m.name for m in saved),
+    )
 
 
 def check_counts(refs: int, count: int) -> None:

@@ -39,6 +39,31 @@ class Reference:
 
 
 @dataclass(frozen=True)
+class CastMember:
+    """A saved character (``/cast``): whose it is, its name as saved, how many images it has.
+    A draft holds new images for a name already taken until its owner says Replace or Keep."""
+
+    id: int
+    owner_id: int  # the requester: a person, or a chat identity (channel, anonymous admin)
+    name: str
+    key: str  # the name casefolded: how it is matched
+    images: int
+    created_at: float
+    draft: bool = False
+
+
+@dataclass(frozen=True)
+class CastImage:
+    """One image of a saved character: a cleaned JPEG and where it came from."""
+
+    data: bytes
+    width: int
+    height: int
+    chat_id: int
+    message_id: int
+
+
+@dataclass(frozen=True)
 class SeqRequest:
     """A validated /seq command, ready to be sent."""
 
@@ -52,6 +77,15 @@ class SeqRequest:
     # Reference images, in the order the model reads them ("image 1" is the first): with any, the
     # job goes to RunComfy's edit-sequential endpoint.
     refs: tuple[Reference, ...] = ()
+    # A story (issue 21): ➡️ Continue makes the next episode of ``story`` (the first job), right
+    # after job ``continues``; ✏️ Redo makes version ``redo_version`` of panel ``redo_panel``
+    # (0-based) of job ``redo_of``.
+    continues: int | None = None
+    story: int | None = None
+    episode: int | None = None
+    redo_of: int | None = None
+    redo_panel: int | None = None
+    redo_version: int | None = None
 
 
 @dataclass(frozen=True)
@@ -164,6 +198,12 @@ class Job:
     # How Telegram knows each delivered image, for a reply to it: "m:<message id>" and
     # "u:<file_unique_id>" -> image index.
     image_keys: dict[str, int] = field(default_factory=dict)
+    continues: int | None = None  # the job this one is the next episode of (➡️ Continue)
+    story: int | None = None  # the story's first job
+    episode: int | None = None  # 2 for the first Continue, and so on
+    redo_of: int | None = None  # ✏️ Redo: the job whose panel this one redoes
+    redo_panel: int | None = None  # that panel's index (0-based)
+    redo_version: int | None = None  # 2 for the first redo of the panel, and so on
 
     @property
     def final(self) -> bool:

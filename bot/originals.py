@@ -226,6 +226,20 @@ class OriginalsCache:
 
         return await asyncio.to_thread(look)
 
+    async def remove(self, job_id: int) -> None:
+        """Remove the job's kept files (results and references) and its pin now: the person
+        hid it from the studio."""
+
+        def rm() -> None:
+            with self._lock:
+                sizes = self._scanned()
+                shutil.rmtree(self.folder / str(job_id), ignore_errors=True)
+                sizes.pop(job_id, None)
+                self._pinned.discard(job_id)
+                (self.folder / _PINS / str(job_id)).unlink(missing_ok=True)
+
+        await asyncio.to_thread(rm)
+
     async def prune(self) -> int:
         """Remove jobs older than the keep time; returns how many. Also counts the folder
         afresh (files removed by hand stop counting toward the cap)."""

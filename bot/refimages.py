@@ -48,13 +48,14 @@ class CleanImage:
     height: int
 
 
-def clean(data: bytes) -> CleanImage:
-    """Decode, orient, strip, downscale and re-encode ``data``. Raises UnusableImage."""
+def clean(data: bytes, max_side: int = MAX_SIDE) -> CleanImage:
+    """Decode, orient, strip, downscale (to ``max_side`` on the long side) and re-encode
+    ``data``. Raises UnusableImage."""
     if not data:
         raise UnusableImage("not_image")
     try:
         with Image.open(io.BytesIO(data), formats=FORMATS) as img:
-            return _clean_opened(img)
+            return _clean_opened(img, max_side)
     except UnusableImage:
         raise
     except UnidentifiedImageError:
@@ -65,7 +66,7 @@ def clean(data: bytes) -> CleanImage:
         raise UnusableImage("damaged") from None
 
 
-def _clean_opened(img: Image.Image) -> CleanImage:
+def _clean_opened(img: Image.Image, max_side: int) -> CleanImage:
     width, height = img.size
     limit = MAX_PIXELS_JPEG if img.format == "JPEG" else MAX_PIXELS_OTHER
     if width * height > limit:
@@ -76,16 +77,16 @@ def _clean_opened(img: Image.Image) -> CleanImage:
         raise UnusableImage("ratio")
     orientation = img.getexif().get(_ORIENTATION, 1)
     if img.format == "JPEG":
-        # Decode at 1/2, 1/4 or 1/8 scale when that still leaves at least MAX_SIDE: far less
+        # Decode at 1/2, 1/4 or 1/8 scale when that still leaves at least max_side: far less
         # memory and CPU for a camera's full-size file.
-        img.draft("RGB", (MAX_SIDE, MAX_SIDE))
+        img.draft("RGB", (max_side, max_side))
     img.load()
     if orientation in range(2, 9):
         # Only the orientation tag is needed; exif_transpose reads it again from the image.
         img = ImageOps.exif_transpose(img)
     img = _rgb(img)
-    if max(img.size) > MAX_SIDE:
-        img.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    if max(img.size) > max_side:
+        img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=3.0)
     out = _encode(img)
     while len(out) > MAX_BYTES:  # a noisy 4096-px image at quality 90 may still be too big
         img = img.resize((img.width * 3 // 4, img.height * 3 // 4), Image.Resampling.LANCZOS)

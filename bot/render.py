@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, WebAppInfo
 
 from bot import schedule, schema
-from bot.callbacks import JobAction, JobButton, ResetButton, SettingButton, SettingField, encode
+from bot.callbacks import (
+    JobAction,
+    JobButton,
+    PanelButton,
+    ResetButton,
+    SettingButton,
+    SettingField,
+    encode,
+)
 from bot.models import CANCELLABLE, ChatDefaults, DeliveryUnit, Job, Status, UnitKind, Usage
 from bot.texts import Plural, plural, tr
 
@@ -76,11 +85,27 @@ e.g. /seq 4 the woman in image 1 as a pilot, four scenes. Or reply /seq … to a
 or to one of my images to continue from it. In groups, put /seq on the photo itself."""
 
 
-def help_text(lang: str | None, *, refs: bool = False) -> str:
+STORY_HELP = """\
+Under each set: ➡️ Continue makes the next episode with the same characters, \
+✏️ Redo panel remakes one panel to match the rest."""
+
+CAST_HELP = """\
+Saved characters: /cast add NAME as the caption of a photo (or an album of up to 3, or \
+an image file), or as a reply to one or to one of my images. Then use them in any chat:
+/seq 4 16:9 cast=anna,rex anna walks rex through Paris at dawn
+/cast lists yours; /cast remove NAME deletes one."""
+
+
+def help_text(lang: str | None, *, refs: bool = False, cast: bool = False) -> str:
     """/start and /help: the greeting says what the bot does, so the usage's intro is left out;
-    with ``refs`` (PUBLIC_URL set) one short example of reference images."""
+    with ``refs`` (PUBLIC_URL set) one short example of reference images and the story
+    buttons, with ``cast`` (and refs) how to save and use characters."""
     text = tr(lang, HELP, usage=_usage_body(lang))
-    return f"{text}\n\n{tr(lang, REFS_HELP)}" if refs else text
+    if refs:
+        text += f"\n\n{tr(lang, REFS_HELP)}\n{tr(lang, STORY_HELP)}"
+    if refs and cast:
+        text += f"\n\n{tr(lang, CAST_HELP)}"
+    return text
 
 
 def utf16_len(text: str) -> int:
@@ -124,12 +149,16 @@ def refs_line(job: Job, lang: str | None) -> str | None:
         return None
     count = plural(lang, len(refs), "reference")
     results = sorted({r.job_id for r in refs if r.kind == "result" and r.job_id})
-    messages = sorted({r.message_id for r in refs if r.kind != "result"})
+    # A character's images came from wherever it was saved (maybe another chat): named instead.
+    messages = sorted({r.message_id for r in refs if r.kind not in ("result", "cast")})
     where: list[str] = []
+    characters = list(dict.fromkeys(r.name for r in refs if r.kind == "cast"))
+    if characters:
+        where.append(tr(lang, "the characters {names}", names=", ".join(characters)))
     if len(messages) > 1:
         where.append(tr(lang, "an album in this chat ({messages})", messages=_ids(messages, lang)))
     elif messages:
-        kinds = {r.kind for r in refs if r.kind != "result"}
+        kinds = {r.kind for r in refs if r.kind not in ("result", "cast")}
         where.append(
             tr(lang, "a file in this chat (message {id})", id=messages[0])
             if kinds == {"document"}
@@ -237,30 +266,112 @@ def actions_text(job: Job) -> str:
     return tr(job.lang, "Job #{id} · {params}", id=job.id, params=params_line(job))
 
 
-def actions_keyboard(job: Job) -> InlineKeyboardMarkup:
-    """🔁 Again, 📎 Originals, ℹ️ Details; below them 🗂 Sheet and 📦 ZIP."""
-    rows = (
-        (
-            ("🔁 Again", JobAction.AGAIN),
-            ("📎 Originals", JobAction.ORIGINALS),
-            ("ℹ️ Details", JobAction.DETAILS),
-        ),
-        (
-            ("🗂 Sheet", JobAction.SHEET),
-            ("📦 ZIP", JobAction.ZIP),
-        ),
-    )
-    return InlineKeyboardMarkup(
+@dataclass(frozen=True)
+class StudioLinks:
+    """Where the studio opens: its page (a ``web_app`` button, private chats only) and the
+    bot's private chat with ``?start=studio`` (a link button, for groups)."""
+
+    app: str
+    chat: str
+
+    def button(self, lang: str | None, *, private: bool) -> InlineKeyboardButton:
+        """🖼 Studio: the app itself in a private chat; in a group (where Telegram refuses
+        ``web_app`` buttons) a link to the private chat, which answers with the app's button."""
+        label = tr(lang, "🖼 Studio")
+        if private:
+            return InlineKeyboardButton(label, web_app=WebAppInfo(self.app))
+        return InlineKeyboardButton(label, url=self.chat)
+
+
+def studio_keyboard(
+    studio: StudioLinks, lang: str | None, *, private: bool
+) -> InlineKeyboardMarkup:
+    """The one button /studio answers with."""
+    return InlineKeyboardMarkup([[studio.button(lang, private=private)]])
+
+
+def actions_keyboard(
+    job: Job, studio: StudioLinks | None = None, *, story: bool = True
+) -> InlineKeyboardMarkup:
+    """🔁 Again, 📎 Originals, ℹ️ Details; below them 🗂 Sheet and 📦 ZIP (and 🖼 Studio); then
+    ➡️ Continue and ✏️ Redo panel (``story``: reference images are on). A redone panel's own
+    follow-up has only 📎 Originals and ℹ️ Details: its story goes on from the set it belongs
+    to."""
+    rows: tuple[tuple[tuple[str, JobAction], ...], ...]
+    if job.redo_of is not None:
+        rows = ((("📎 Originals", JobAction.ORIGINALS), ("ℹ️ Details", JobAction.DETAILS)),)
+    else:
+        rows = (
+            (
+                ("🔁 Again", JobAction.AGAIN),
+                ("📎 Originals", JobAction.ORIGINALS),
+                ("ℹ️ Details", JobAction.DETAILS),
+            ),
+            (
+                ("🗂 Sheet", JobAction.SHEET),
+                ("📦 ZIP", JobAction.ZIP),
+            ),
+        )
+        if story:
+            rows += ((("➡️ Continue", JobAction.NEXT), ("✏️ Redo panel", JobAction.REDO)),)
+    keyboard = [
         [
-            [
-                InlineKeyboardButton(
-                    tr(job.lang, label), callback_data=encode(JobButton(action, job.id))
-                )
-                for label, action in row
-            ]
-            for row in rows
+            InlineKeyboardButton(
+                tr(job.lang, label), callback_data=encode(JobButton(action, job.id))
+            )
+            for label, action in row
         ]
+        for row in rows
+    ]
+    if studio is not None:
+        # A job's chat is private when its id is its user's (older rows have no chat_type).
+        private = job.chat_type == "private" or (job.chat_type is None and job.chat_id > 0)
+        # Under Sheet and ZIP; a redone panel's one row ends with it.
+        keyboard[min(1, len(keyboard) - 1)].append(studio.button(job.lang, private=private))
+    return InlineKeyboardMarkup(keyboard)
+
+
+def panels_keyboard(job: Job, panels: list[int], lang: str | None) -> InlineKeyboardMarkup:
+    """✏️ Redo: one button per panel (``panels``: 0-based indexes), five to a row, then ↩️ Back."""
+    buttons = [
+        InlineKeyboardButton(str(i + 1), callback_data=encode(PanelButton(job.id, i + 1)))
+        for i in panels
+    ]
+    rows = [buttons[n : n + 5] for n in range(0, len(buttons), 5)]
+    back = encode(JobButton(JobAction.BACK, job.id))
+    rows.append([InlineKeyboardButton(tr(lang, "↩️ Back"), callback_data=back)])
+    return InlineKeyboardMarkup(rows)
+
+
+def story_line(job: Job, lang: str | None) -> str | None:
+    """Where a job stands in a story: ``episode 2 of #12`` or ``panel 3 (v2) of #12``."""
+    if job.episode is not None and job.story is not None:
+        return tr(lang, "episode {n} of #{id}", n=job.episode, id=job.story)
+    if job.redo_of is not None and job.redo_panel is not None:
+        return tr(
+            lang,
+            "panel {n} (v{version}) of #{id}",
+            n=job.redo_panel + 1,
+            version=job.redo_version or 2,
+            id=job.redo_of,
+        )
+    return None
+
+
+def versions_line(versions: list[Job], lang: str | None) -> str | None:
+    """Details: the redone panels, each version with its job: ``panel 3: v2 #15, v3 #17``."""
+    by_panel: dict[int, list[str]] = {}
+    for redo in versions:
+        if redo.redo_panel is None or redo.status != Status.DONE:
+            continue
+        by_panel.setdefault(redo.redo_panel, []).append(f"v{redo.redo_version or 2} #{redo.id}")
+    if not by_panel:
+        return None
+    panels = "; ".join(
+        tr(lang, "panel {n}: {versions}", n=panel + 1, versions=", ".join(found))
+        for panel, found in sorted(by_panel.items())
     )
+    return tr(lang, "Versions: {panels} (the latest is used)", panels=panels)
 
 
 def requester(job: Job, lang: str | None) -> str | None:
@@ -272,8 +383,10 @@ def requester(job: Job, lang: str | None) -> str | None:
     return job.user_name
 
 
-def details_text(job: Job, lang: str | None) -> str:
-    """Everything known about a job: prompt, parameters, request id, cost and times."""
+def details_text(job: Job, lang: str | None, versions: list[Job] | None = None) -> str:
+    """Everything known about a job: prompt, parameters, request id, cost and times; in a
+    story, its episode or the panel it redoes, and (``versions``: its redos) each panel's
+    versions."""
     seed = (
         str(job.seed) if job.seed is not None else tr(lang, "random (RunComfy does not report it)")
     )
@@ -295,6 +408,14 @@ def details_text(job: Job, lang: str | None) -> str:
     refs = refs_line(job, lang)
     if refs is not None:
         lines.insert(3, refs)
+    story = story_line(job, lang)
+    if story is not None:
+        if job.continues is not None and job.continues != job.story:
+            story = tr(lang, "{where}, after #{id}", where=story, id=job.continues)
+        lines.insert(1, tr(lang, "Story: {where}", where=story))
+    listed = versions_line(versions or [], lang)
+    if listed is not None:
+        lines.append(listed)
     times = []
     if job.submitted_at and job.started_at:
         times.append(tr(lang, "queued {t}", t=duration(job.started_at - job.submitted_at)))
@@ -384,10 +505,29 @@ def unit_captions(job: Job, items: tuple[int, ...], *, first: bool) -> dict[int,
     """The captions of one photo, document or album, by image index. ``first``: it is the job's
     first unit, whose first item carries the parameters. A script's images each carry their
     panel; otherwise only that first item has a caption."""
+    if job.redo_of is not None and job.redo_panel is not None and items:
+        return {items[0]: redo_caption(job, job.redo_panel, job.redo_version or 2, job.prompt)}
     panels = panel_captions(job, items, first=first)
     if panels is not None:
         return panels
     return {items[0]: caption(job)} if first and items else {}
+
+
+def redo_caption(job: Job, panel: int, version: int, text: str) -> str:
+    """A redone panel's caption: ``3 (v2). …`` (``panel`` 0-based), within the limit."""
+    return shorten(f"{panel + 1} (v{version}). {text}", CAPTION_LIMIT)
+
+
+def versioned_captions(
+    job: Job, items: tuple[int, ...], latest: dict[int, Job], *, first: bool
+) -> dict[int, str]:
+    """:func:`unit_captions`, with each redone panel of ``latest`` captioned as its version."""
+    captions = unit_captions(job, items, first=first)
+    for index in items:
+        redo = latest.get(index)
+        if redo is not None:
+            captions[index] = redo_caption(job, index, redo.redo_version or 2, redo.prompt)
+    return captions
 
 
 def split_balanced(n: int) -> list[int]:
@@ -451,9 +591,12 @@ def jobs_list(jobs: list[Job], now: float, lang: str | None) -> str:
         name = requester(job, lang)
         who = f" · {name}" if name else ""
         refs = f" · 🖼 {len(job.refs)}" if job.refs else ""
+        story = story_line(job, lang)
+        where = f" · {story}" if story else ""
         lines.append(
             f"#{job.id} {status_word(job.status, lang)} · {plural(lang, job.count, 'image')}"
-            f"{refs} · {schema.ratio_of(job.size)} · {age(now - job.created_at, lang)}{who}"
+            f"{refs}{where} · {schema.ratio_of(job.size)} · {age(now - job.created_at, lang)}"
+            f"{who}"
         )
     done = next((job for job in jobs if job.status == Status.DONE), None)
     if done is not None:

@@ -116,6 +116,15 @@ def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
+def _label_font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """For names (any alphabet): DejaVu Sans where the system has it (Pillow's own font has
+    Latin letters only), else Pillow's."""
+    try:
+        return ImageFont.truetype("DejaVuSans.ttf", size)
+    except OSError:
+        return _font(size)
+
+
 class BadPanel(ValueError):
     """Panel ``number`` cannot go on a sheet; ``problem`` says why in plain words."""
 
@@ -151,18 +160,21 @@ def contact_sheet(
     ratio: float,
     *,
     numbers: Sequence[int] | None = None,
+    labels: Sequence[str] | None = None,
     long_side: int = SHEET_LONG_SIDE,
     max_bytes: int = PHOTO_MAX_BYTES,
     max_pixels: int | None = None,
 ) -> bytes:
     """One JPEG of every image in order, each in its cell, labelled with its number
-    (``numbers``, 1, 2, 3… by default); within Telegram's photo rules. Raises BadPanel for an
+    (``numbers``, 1, 2, 3… by default) or its ``labels`` (names); within Telegram's photo rules. Raises BadPanel for an
     image that is no JPEG, PNG or WebP or has more than ``max_pixels`` pixels (before any is
     decoded), ValueError for no images, and Pillow's errors for an image damaged further in."""
     if numbers is None:
         numbers = range(1, len(images) + 1)
     if len(numbers) != len(images):
         raise ValueError(f"{len(numbers)} numbers for {len(images)} images")
+    if labels is not None and len(labels) != len(images):
+        raise ValueError(f"{len(labels)} labels for {len(images)} images")
     largest = (0, 0)
     for source, number in zip(images, numbers, strict=True):
         try:
@@ -176,14 +188,18 @@ def contact_sheet(
     layout = grid(len(images), ratio, long_side, max_cell=largest)
     sheet = Image.new("RGB", layout.size, _BACKGROUND)
     draw = ImageDraw.Draw(sheet)
-    font = _font(max(12, min(layout.cell) // 8))
+    font = (
+        _label_font(max(12, min(layout.cell) // 12))
+        if labels is not None
+        else _font(max(12, min(layout.cell) // 8))
+    )
     for n, (source, number) in enumerate(zip(images, numbers, strict=True)):
         left, top, right, bottom = layout.box(n)
         panel = _panel(source, layout.cell)
         x = left + (right - left - panel.width) // 2
         y = top + (bottom - top - panel.height) // 2
         sheet.paste(panel, (x, y))
-        label = str(number)
+        label = labels[n] if labels is not None else str(number)
         tl, tt, tr_, tb = draw.textbbox((0, 0), label, font=font)
         pad = max(2, (tb - tt) // 4)
         box = (x, y, x + (tr_ - tl) + 2 * pad, y + (tb - tt) + 2 * pad)

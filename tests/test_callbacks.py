@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from telegram import InlineKeyboardMarkup
 
@@ -9,6 +11,7 @@ from bot import callbacks, render, schema
 from bot.callbacks import (
     JobAction,
     JobButton,
+    PanelButton,
     ResetButton,
     SettingButton,
     SettingField,
@@ -41,6 +44,38 @@ def test_every_settings_button_round_trips(button: callbacks.Button) -> None:
     assert data.startswith("v1:set:")
     assert len(data.encode()) <= callbacks.MAX_BYTES
     assert parse(data) == button
+
+
+@pytest.mark.parametrize("panel", [1, 9, 10, schema.MAX_COUNT])
+def test_panel_buttons_round_trip(panel: int) -> None:
+    button = PanelButton(callbacks.MAX_JOB_ID, panel)
+    data = encode(button)
+    assert data == f"v1:redo:{callbacks.MAX_JOB_ID}:{panel}"
+    assert len(data.encode()) <= callbacks.MAX_BYTES
+    assert parse(data) == button
+    assert parse(f"v1:redo:{callbacks.MAX_JOB_ID}") == JobButton(
+        JobAction.REDO, callbacks.MAX_JOB_ID
+    )
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        "v1:redo:1:0",
+        "v1:redo:1:01",
+        f"v1:redo:1:{schema.MAX_COUNT + 1}",
+        "v1:redo:1:100",
+        "v1:redo:1:-1",
+        "v1:redo:1:²",
+        "v1:redo:1:1:1",
+        "v1:redo:1:",
+        "v1:redo:0:1",
+        "v1:next:1:1",
+        "v1:back:1:1",
+    ],
+)
+def test_forged_panel_buttons_are_not_read(data: str) -> None:
+    assert parse(data) is None
 
 
 def test_the_format_is_the_documented_one() -> None:
@@ -183,5 +218,24 @@ def test_render_keyboards_build_their_data_here() -> None:
         JobButton(JobAction.DETAILS, 42),
         JobButton(JobAction.SHEET, 42),
         JobButton(JobAction.ZIP, 42),
+        JobButton(JobAction.NEXT, 42),
+        JobButton(JobAction.REDO, 42),
+    ]
+    # Without reference images (no PUBLIC_URL) there is no Continue or Redo.
+    assert JobButton(JobAction.NEXT, 42) not in parsed(
+        render.actions_keyboard(_job(Status.DONE), story=False)
+    )
+    # A redone panel's own follow-up: Originals and Details only.
+    redone = dataclasses.replace(_job(Status.DONE), redo_of=7, redo_panel=0)
+    assert parsed(render.actions_keyboard(redone)) == [
+        JobButton(JobAction.ORIGINALS, 42),
+        JobButton(JobAction.DETAILS, 42),
+    ]
+    # ✏️ Redo's panel buttons, then ↩️ Back.
+    assert parsed(render.panels_keyboard(_job(Status.DONE), [0, 1, 2], "en")) == [
+        PanelButton(42, 1),
+        PanelButton(42, 2),
+        PanelButton(42, 3),
+        JobButton(JobAction.BACK, 42),
     ]
     assert parsed(render.settings_keyboard(ChatDefaults(), "en")) == ALL_SETTINGS

@@ -43,6 +43,8 @@ def test_defaults() -> None:
         ({"POLL_INTERVAL_SECONDS": "0"}, "POLL_INTERVAL_SECONDS"),
         ({"JOB_DEADLINE_SECONDS": "-5"}, "JOB_DEADLINE_SECONDS"),
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+        ({"CAST_MAX_PER_PERSON": "101"}, "CAST_MAX_PER_PERSON"),
+        ({"CAST_MAX_PER_PERSON": "-1"}, "CAST_MAX_PER_PERSON"),
         ({"RUNCOMFY_API_BASE_URL": "model-api.runcomfy.net"}, "RUNCOMFY_API_BASE_URL"),
     ],
 )

@@ -325,6 +325,7 @@ async def test_help_shows_one_reference_example_only_when_they_are_on(
     )
     assert text.count("with /seq in its caption") == 1
     assert "/seq 4 the woman in image 1 as a pilot" in text
+    assert "➡️ Continue makes the next episode" in text and "✏️ Redo panel remakes" in text
 
 
 async def test_a_slow_telegram_file_ends_the_request_within_the_time_limit(
@@ -397,14 +398,14 @@ async def test_references_are_cleaned_two_at_once(
     inside, most, lock = 0, 0, threading.Lock()
     clean = intake.refimages.clean
 
-    def counted(data: bytes) -> intake.refimages.CleanImage:
+    def counted(data: bytes, max_side: int) -> intake.refimages.CleanImage:
         nonlocal inside, most
         with lock:
             inside += 1
             most = max(most, inside)
         try:
             time.sleep(0.05)  # long enough for the others to come in if they may
-            return clean(data)
+            return clean(data, max_side)
         finally:
             with lock:
                 inside -= 1

@@ -71,7 +71,7 @@ def templates() -> set[str]:
             if isinstance(node, ast.Dict) and all(
                 isinstance(v, ast.Constant) and isinstance(v.value, str) for v in node.values
             ):
-                parent_names = {"_STATUS_WORDS", "_CANCEL_ANSWERS", "COMMANDS"}
+                parent_names = {"_STATUS_WORDS", "_CANCEL_ANSWERS", "COMMANDS", "CAST_COMMANDS"}
                 for n in tree.body:
                     if (
                         isinstance(n, ast.Assign)
@@ -82,13 +82,15 @@ def templates() -> set[str]:
             if isinstance(node, ast.Tuple) and len(node.elts) == 2:
                 first = node.elts[0]
                 if isinstance(first, ast.Constant) and str(first.value).startswith(
-                    ("🔁", "📎", "ℹ️", "🗂", "📦")
+                    ("🔁", "📎", "ℹ️", "🗂", "📦", "➡️", "✏️")
                 ):
                     found.add(first.value)
-        # Answers kept as tuples of texts per button (handlers._FILES_ANSWERS).
+        # Answers kept as tuples of texts per button (delivery/files.py FILES_ANSWERS), and the studio's
+        # page texts (web/studio/texts.py STUDIO_TEXTS).
         for n in tree.body:
             if isinstance(n, ast.Assign) and any(
-                isinstance(t, ast.Name) and t.id == "_FILES_ANSWERS" for t in n.targets
+                isinstance(t, ast.Name) and t.id in ("FILES_ANSWERS", "STUDIO_TEXTS")
+                for t in n.targets
             ):
                 found.update(
                     c.value

@@ -60,14 +60,20 @@ class AlbumSender:
         unit: DeliveryUnit,
         files: dict[int, bytes] | dict[int, bytes | str],
         *,
-        reply_to: int,
+        reply_to: int | None,
         first: bool = False,
         until: float | None = None,
+        to: Place | None = None,
+        captions: dict[int, str] | None = None,
     ) -> Sent:
         """Send one photo, document or album of ``files`` (bytes, or Telegram file_ids).
 
         ``first``: the job's first unit, captioned with its parameters (``render.unit_captions``).
         ``until``: wait out network trouble until then (see ``with_retries``).
+        ``to``: another chat (and topic) than the job's, e.g. the person's private chat for the
+        studio; ``reply_to`` None: not a reply.
+        ``captions``: by image index, instead of ``render.unit_captions`` (/show of a job with
+        redone panels).
 
         Returns the file_ids of what was sent (documents, or the largest size of photos), by
         image index: Originals and /show reuse them; and each image's message id and unique id.
@@ -75,14 +81,11 @@ class AlbumSender:
         # Shrinks when an album fails part-way: the items before the failed one were delivered.
         items = list(unit.items)
         photo = unit.kind == UnitKind.PHOTO
-        common: dict[str, Any] = {
-            "chat_id": job.chat_id,
-            "message_thread_id": job.thread_id,
-            "reply_parameters": reply(reply_to),
-        }
+        common = where(job, reply_to, to)
 
         # By image index: after a part-failed album the rest is resent without the first's caption.
-        captions = render.unit_captions(job, unit.items, first=first)
+        if captions is None:
+            captions = render.unit_captions(job, unit.items, first=first)
         # A timeout leaves it unknown whether Telegram took the images: before sending again, give
         # its answer twice as long (up to _MAX_READ_TIMEOUT), so a slow Telegram is waited for
         # rather than sent the same album every minute of a long delivery.
@@ -158,6 +161,19 @@ class AlbumSender:
                 sent.file_ids[str(i)] = file.file_id
                 sent.keys[f"u:{file.file_unique_id}"] = i
         return sent
+
+
+# A chat and topic to send to (chat id, message_thread_id).
+Place = tuple[int, int | None]
+
+
+def where(job: Job, reply_to: int | None, to: Place | None = None) -> dict[str, Any]:
+    """The chat, topic and reply parameters of a send for ``job``: its own chat, or ``to``."""
+    chat_id, thread_id = to if to is not None else (job.chat_id, job.thread_id)
+    params: dict[str, Any] = {"chat_id": chat_id, "message_thread_id": thread_id}
+    if reply_to is not None:
+        params["reply_parameters"] = reply(reply_to)
+    return params
 
 
 def _file(message: Any, photo: bool) -> Any:

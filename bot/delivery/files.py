@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import math
@@ -21,11 +22,11 @@ from telegram import Bot
 
 from bot import render, sheets
 from bot.callbacks import JobAction
-from bot.delivery.albums import AlbumSender
+from bot.delivery.albums import AlbumSender, Place, Sent, where
 from bot.images import DOCUMENT_MAX_BYTES, max_pixels
 from bot.models import Job
 from bot.originals import KeptFile, OriginalsCache
-from bot.sending import reply, with_retries
+from bot.sending import with_retries
 from bot.store import Store
 from bot.texts import Plural, tr
 
@@ -41,6 +42,8 @@ BUILDS_AT_ONCE = 2
 BUILDS_WAITING = 10
 
 Turn = Literal["now", "wait", "full"]
+
+
 _BUILT = frozenset({JobAction.SHEET, JobAction.ZIP})
 
 
@@ -104,36 +107,55 @@ class FileRequests:
             else:  # nothing went out: the next tap may try again
                 self._busy.pop((job.id, action), None)
 
-    async def send_originals(self, job: Job, reply_to: int) -> bool:
+    async def send_originals(
+        self, job: Job, reply_to: int | None, *, to: Place | None = None
+    ) -> bool:
         """Every delivered image again, as documents (uncompressed); False if no longer kept.
 
         Telegram file_ids of documents already sent are reused; the rest come from the disk cache,
         never from RunComfy again. Call :meth:`claim` first.
         """
         return await self._claimed(
-            job, JobAction.ORIGINALS, lambda: self._send_originals(job, reply_to)
+            job, JobAction.ORIGINALS, lambda: self._send_originals(job, reply_to, to)
         )
 
-    async def send_sheet(self, job: Job, reply_to: int, lang: str | None) -> bool:
+    async def send_sheet(
+        self, job: Job, reply_to: int | None, lang: str | None, *, to: Place | None = None
+    ) -> bool:
         """🗂 One photo of every delivered panel, numbered, from the disk; False if no longer kept.
         Call :meth:`claim` first."""
         return await self._claimed(
-            job, JobAction.SHEET, lambda: self._send_sheet(job, reply_to, lang)
+            job, JobAction.SHEET, lambda: self._send_sheet(job, reply_to, lang, to)
         )
 
-    async def send_zip(self, job: Job, reply_to: int, lang: str | None) -> bool:
+    async def send_zip(
+        self, job: Job, reply_to: int | None, lang: str | None, *, to: Place | None = None
+    ) -> bool:
         """📦 Every delivered image as ``01.jpg``… with ``prompt.txt``, in one ZIP (or parts of
         Telegram's upload limit), from the disk; False if no longer kept. Call :meth:`claim`
         first."""
-        return await self._claimed(job, JobAction.ZIP, lambda: self._send_zip(job, reply_to, lang))
+        return await self._claimed(
+            job, JobAction.ZIP, lambda: self._send_zip(job, reply_to, lang, to)
+        )
 
     def _delivered_indexes(self, job: Job) -> list[int]:
         return [i for n in job.delivered for i in (job.plan or [])[n].items]
 
     async def _kept(self, job: Job) -> list[KeptFile] | None:
-        """The kept file of every delivered image, in panel order; None if any is gone."""
+        """The kept file of every delivered image, in panel order, a redone panel's latest
+        version in its place (its original when that version is no longer kept); None if any
+        original is gone."""
         indexes = sorted(self._delivered_indexes(job))
-        return await self.originals.files(job.id, indexes) if indexes else None
+        kept = await self.originals.files(job.id, indexes) if indexes else None
+        if kept is None:
+            return None
+        latest = self.store.latest_versions(job.id)
+        for n, file in enumerate(kept):
+            redo = latest.get(file.index)
+            found = await self.originals.files(redo.id, [0]) if redo is not None else None
+            if found:
+                kept[n] = dataclasses.replace(found[0], index=file.index)
+        return kept
 
     def _kept_refs(self, job: Job) -> list[tuple[str, int, Path]]:
         """The job's kept references as ZIP entries ``refs/1.jpg``… in the model's order (its
@@ -147,13 +169,6 @@ class FileRequests:
                 continue
             entries.append((f"refs/{number}.jpg", size, path))
         return entries
-
-    def _extra(self, job: Job, reply_to: int) -> dict[str, Any]:
-        return {
-            "chat_id": job.chat_id,
-            "message_thread_id": job.thread_id,
-            "reply_parameters": reply(reply_to),
-        }
 
     def build_turn(self, job_id: int, action: JobAction) -> Turn:
         """For a claimed Sheet or ZIP tap: whether it is made ``now``, must ``wait`` for another
@@ -183,7 +198,9 @@ class FileRequests:
         finally:
             self._builds.release()
 
-    async def _send_sheet(self, job: Job, reply_to: int, lang: str | None) -> bool:
+    async def _send_sheet(
+        self, job: Job, reply_to: int | None, lang: str | None, to: Place | None
+    ) -> bool:
         kept = await self._kept(job)
         if kept is None:
             return False
@@ -200,7 +217,7 @@ class FileRequests:
                 return False
             except sheets.BadPanel as exc:
                 log.warning("job %d: no sheet: %s", job.id, exc)
-                await self._say(job, reply_to, _sheet_refused(job, exc, lang))
+                await self._say(job, where(job, reply_to, to), _sheet_refused(job, exc, lang))
                 return True
             caption = tr(
                 lang, "🗂 Job #{id}: {images}", id=job.id, images=Plural(len(kept), "image")
@@ -210,7 +227,7 @@ class FileRequests:
                     photo=sheet,
                     filename=f"seq-{job.id}-sheet.jpg",
                     caption=caption,
-                    **self._extra(job, reply_to),
+                    **where(job, reply_to, to),
                 ),
                 what=f"job {job.id}: sendPhoto (sheet)",
                 first_delay=self.retry_delay,
@@ -218,15 +235,17 @@ class FileRequests:
             )
         return True
 
-    async def _say(self, job: Job, reply_to: int, text: str) -> None:
+    async def _say(self, job: Job, params: dict[str, Any], text: str) -> None:
         await with_retries(
-            lambda: self.bot.send_message(text=text, **self._extra(job, reply_to)),
+            lambda: self.bot.send_message(text=text, **params),
             what=f"job {job.id}: sendMessage (no sheet)",
             first_delay=self.retry_delay,
             max_delay=self.max_retry_delay,
         )
 
-    async def _send_zip(self, job: Job, reply_to: int, lang: str | None) -> bool:
+    async def _send_zip(
+        self, job: Job, reply_to: int | None, lang: str | None, to: Place | None
+    ) -> bool:
         kept = await self._kept(job)
         if kept is None:
             return False
@@ -234,7 +253,7 @@ class FileRequests:
         # (name in the archive, size, file): the images, then the references in refs/.
         entries = [(name, f.size, f.path) for name, f in zip(names, kept, strict=True)]
         entries += await asyncio.to_thread(self._kept_refs, job)
-        prompt = render.details_text(job, lang) + "\n"
+        prompt = render.details_text(job, lang, self.store.redos(job.id)) + "\n"
         groups = sheets.zip_groups(
             [(name, size) for name, size, _ in entries], prompt, self.zip_part_bytes
         )
@@ -270,7 +289,7 @@ class FileRequests:
                         document=part,
                         filename=name,
                         caption=caption,
-                        **self._extra(job, reply_to),
+                        **where(job, reply_to, to),
                     ),
                     what=f"job {job.id}: sendDocument (ZIP)",
                     first_delay=self.retry_delay,
@@ -279,20 +298,43 @@ class FileRequests:
                 del part
         return True
 
-    async def _send_originals(self, job: Job, reply_to: int) -> bool:
+    async def _send_originals(self, job: Job, reply_to: int | None, to: Place | None) -> bool:
         indexes = self._delivered_indexes(job)
         files: dict[int, str | bytes] = {}
+        latest = self.store.latest_versions(job.id)
         for index in indexes:
+            redo = latest.get(index)
+            if redo is not None:  # a redone panel: its latest version, if still kept
+                theirs = redo.originals.get("0") or await self.originals.load(redo.id, 0)
+                if theirs:
+                    files[index] = theirs
+                    continue
+                del latest[index]
             known = job.originals.get(str(index))
             files[index] = known or await self.originals.load(job.id, index) or b""
         if not indexes or any(v == b"" for v in files.values()):
             return False
         for unit in render.delivery_plan([], indexes):
-            sent = await self.sender.send(job, unit, files, reply_to=reply_to)
+            captions = render.versioned_captions(job, unit.items, latest, first=False)
+            sent = await self.sender.send(
+                job, unit, files, reply_to=reply_to, captions=captions, to=to
+            )
+            # A version's document is its own job's, to be reused the next time.
+            for key, file_id in sent.file_ids.items():
+                if (redo := latest.get(int(key))) is not None:
+                    self.store.update(redo, originals={**redo.originals, "0": file_id})
+            sent = Sent(
+                {k: v for k, v in sent.file_ids.items() if int(k) not in latest},
+                {k: v for k, v in sent.keys.items() if v not in latest},
+            )
+            keys = sent.keys
+            if to is not None and to[0] != job.chat_id:
+                # Message ids of another chat would name other messages in the job's chat.
+                keys = {k: v for k, v in keys.items() if not k.startswith("m:")}
             self.store.update(
                 job,
                 originals={**job.originals, **sent.file_ids},
-                image_keys={**job.image_keys, **sent.keys},
+                image_keys={**job.image_keys, **keys},
             )
         return True
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from telegram import Bot
 
-from bot import metrics, render
+from bot import metrics, render, thumbs
 from bot.delivery.albums import AlbumSender, Sent
 from bot.downloads import Downloader
 from bot.errors import PermanentError, SeqbotError, TelegramUnreachableError
@@ -50,6 +50,7 @@ class ResultDelivery:
         retry_delay: float,
         max_retry_delay: float,
         deadline: float,
+        story: bool = False,
     ) -> None:
         self.bot = bot
         self.store = store
@@ -61,6 +62,9 @@ class ResultDelivery:
         self.max_retry_delay = max_retry_delay
         # Seconds after RunComfy finished during which a job's images wait out Telegram trouble.
         self.deadline = deadline
+        # Where the studio opens (PUBLIC_URL https): a 🖼 Studio button on each follow-up.
+        self.studio: render.StudioLinks | None = None
+        self.story = story  # ➡️ Continue and ✏️ Redo under the images (reference images are on)
         self._downloads = asyncio.Semaphore(_DOWNLOADS_AT_ONCE)
         self._deliveries = asyncio.Semaphore(_DELIVERIES_AT_ONCE)
 
@@ -84,13 +88,14 @@ class ResultDelivery:
             if job.plan is None and not await self._plan(job, data):
                 return False
             assert job.plan is not None
+            reply_to = self._reply_target(job)
             for number, unit in enumerate(job.plan):
                 if number in job.delivered:
                     continue
                 unit = await self._with_data(job, unit, data)
                 sent = (
                     await self.sender.send(
-                        job, unit, data, first=number == 0, reply_to=job.message_id, until=until
+                        job, unit, data, first=number == 0, reply_to=reply_to, until=until
                     )
                     if unit.items
                     else Sent()
@@ -98,6 +103,7 @@ class ResultDelivery:
                 self._delivered(job, number, unit, sent)
                 for index in unit.items:
                     data.pop(index, None)
+            await self._thumbnails(job)
         await self.originals.unpin(job.id)
         if job.actions_message_id is None:
             try:
@@ -106,6 +112,16 @@ class ResultDelivery:
                 # Every image arrived; only the buttons under them did not. /show posts them.
                 log.warning("job %d: delivered, but its follow-up was not: %s", job.id, exc)
         return True
+
+    def _reply_target(self, job: Job) -> int:
+        """What the images reply to: the message that asked; a redone panel replies to the
+        panel it replaces, in the original album."""
+        if job.redo_of is None:
+            return job.message_id
+        parent = self.store.get(job.redo_of)
+        if parent is None or parent.chat_id != job.chat_id:
+            return job.message_id
+        return panel_message(parent, job.redo_panel or 0) or job.message_id
 
     def _delivered(self, job: Job, number: int, unit: DeliveryUnit, sent: Sent) -> None:
         """Record plan unit ``number`` as delivered, with the file_ids Telegram gave."""
@@ -212,7 +228,7 @@ class ResultDelivery:
             lambda: self.bot.send_message(
                 chat_id=job.chat_id,
                 text=render.actions_text(job),
-                reply_markup=render.actions_keyboard(job),
+                reply_markup=render.actions_keyboard(job, self.studio, story=self.story),
                 message_thread_id=job.thread_id,
                 reply_parameters=reply(job.message_id),
             ),
@@ -236,29 +252,60 @@ class ResultDelivery:
         """
         units: list[tuple[int | None, DeliveryUnit]] = []  # (plan number if new, unit)
         files: dict[int, bytes | str] = {}
+        # A redone panel shows its latest version (sent as the same kind, by its file_id).
+        latest = self.store.latest_versions(job.id)
         for number, unit in enumerate(job.plan or []):
             if number in job.delivered:
                 known = job.photos if unit.kind == UnitKind.PHOTO else job.originals
                 items = tuple(i for i in unit.items if str(i) in known)
                 files.update({i: known[str(i)] for i in items})
+                for i in items:
+                    redo = latest.get(i)
+                    theirs = None
+                    if redo is not None:
+                        theirs = redo.photos if unit.kind == UnitKind.PHOTO else redo.originals
+                    if theirs and "0" in theirs:
+                        files[i] = theirs["0"]
+                    else:
+                        latest.pop(i, None)  # not sendable in this album: the original shows
                 if items:
                     units.append((None, DeliveryUnit(unit.kind, items)))
             elif job.final:
                 for index in unit.items:
+                    latest.pop(index, None)  # sent from the job's own kept files
                     if (data := await self.originals.load(job.id, index)) is not None:
                         files[index] = data
                 items = tuple(i for i in unit.items if i in files)
                 if items:
                     units.append((number, DeliveryUnit(unit.kind, items)))
         for position, (new, unit) in enumerate(units):
-            sent = await self.sender.send(job, unit, files, first=position == 0, reply_to=reply_to)
+            captions = (
+                render.versioned_captions(job, unit.items, latest, first=position == 0)
+                if latest
+                else None
+            )
+            sent = await self.sender.send(
+                job, unit, files, first=position == 0, reply_to=reply_to, captions=captions
+            )
             if new is not None:
                 self._delivered(job, new, unit, sent)
             else:  # the same images in new messages: a reply to these takes them too
-                self.store.update(job, image_keys={**job.image_keys, **sent.keys})
+                # (not a redone panel's: a reply to it would take the original's file)
+                keys = {k: i for k, i in sent.keys.items() if i not in latest}
+                self.store.update(job, image_keys={**job.image_keys, **keys})
+        if any(new is not None for new, _ in units):
+            await self._thumbnails(job)
         if job.plan is not None and not self.undelivered(job):
             await self.originals.unpin(job.id)
         return bool(units)
+
+    async def _thumbnails(self, job: Job) -> None:
+        """The studio's thumbnails of the delivered images, made once from the kept files while
+        they are still pinned; a failure costs the studio a thumbnail, never the delivery."""
+        try:
+            await thumbs.keep(self.store, self.originals, job)
+        except Exception:
+            log.exception("job %d: thumbnails not made", job.id)
 
     def undelivered(self, job: Job) -> bool:
         """Whether the job's plan has units Telegram has not taken yet."""
@@ -268,6 +315,14 @@ class ResultDelivery:
         """The follow-up under the images, if it was never posted."""
         if job.actions_message_id is None:
             await self._post_actions(job)
+
+
+def panel_message(job: Job, index: int) -> int | None:
+    """The message that first carried image ``index`` of the job (its album item), if known."""
+    found = [
+        int(key[2:]) for key, i in job.image_keys.items() if key.startswith("m:") and i == index
+    ]
+    return min(found) if found else None
 
 
 def _problems_note(problems: list[Problem], lang: str | None) -> str:

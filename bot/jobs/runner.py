@@ -74,6 +74,8 @@ class JobRunner:
             max_retry_delay=settings.telegram_retry_max,
             deadline=settings.delivery_deadline,
             read_timeout=settings.http_timeout,
+            # ➡️ Continue and ✏️ Redo need reference images, which need PUBLIC_URL.
+            story=settings.public_url is not None,
         )
         # Reference images are published under PUBLIC_URL, signed with a key kept across restarts.
         self.links = (

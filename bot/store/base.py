@@ -56,6 +56,9 @@ class StoreBase:
         # WAL keeps the single writer from blocking readers; NORMAL is durable enough with WAL.
         self.db.enable_wal()
         self.db.execute("PRAGMA synchronous=NORMAL")
+        # Deleted rows are overwritten with zeros: a removed character's images (/cast remove)
+        # do not linger in free pages of the file or of its backups.
+        self.db.execute("PRAGMA secure_delete=ON")
         migrations.apply(self.db)
         self.db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 

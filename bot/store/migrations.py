@@ -187,3 +187,81 @@ def m011_image_keys(db: sqlite_utils.Database) -> None:
     db.table("jobs").add_column(
         "image_keys", str
     )  # JSON {"m:<message id>" | "u:<unique id>": index}
+
+
+@migrations()
+def m012_cast(db: sqlite_utils.Database) -> None:
+    """Saved characters (/cast): a row per character, its images as BLOBs (kept with the
+    database: in every backup, owner-only, never pruned with the originals)."""
+    db.table("cast_members").create(
+        {
+            "id": int,
+            "owner_id": int,
+            "key": str,  # the name casefolded
+            "name": str,
+            "draft": int,  # 1: new images waiting for Replace / Keep
+            "created_at": float,
+        },
+        pk="id",
+        not_null={"owner_id", "key", "name", "draft", "created_at"},
+        defaults={"draft": 0},
+    )
+    # One saved character per name and owner; drafts stand beside it until answered.
+    db.execute(
+        "CREATE UNIQUE INDEX idx_cast_members_owner_key ON cast_members (owner_id, key) "
+        "WHERE draft = 0"
+    )
+    db.table("cast_members").create_index(["owner_id", "draft"])
+    db.table("cast_images").create(
+        {
+            "member_id": int,
+            "position": int,
+            "data": bytes,
+            "width": int,
+            "height": int,
+            "chat_id": int,
+            "message_id": int,
+        },
+        pk=("member_id", "position"),
+        not_null={"data", "width", "height", "chat_id", "message_id"},
+    )
+
+
+@migrations()
+def m013_story(db: sqlite_utils.Database) -> None:
+    """➡️ Continue and ✏️ Redo (issue 21): which job a job continues or redoes a panel of, and
+    the questions ("What happens next?") waiting for their answer."""
+    jobs = db.table("jobs")
+    jobs.add_column("continues", int)
+    jobs.add_column("story", int)
+    jobs.add_column("episode", int)
+    jobs.add_column("redo_of", int)
+    jobs.add_column("redo_panel", int)
+    jobs.add_column("redo_version", int)
+    jobs.create_index(["redo_of"])
+    db.table("story_prompts").create(
+        {
+            "chat_id": int,
+            "message_id": int,  # the bot's question, which the answer replies to
+            "job_id": int,
+            "user_id": int,  # who tapped: only their answer counts
+            "panel": int,  # ✏️ Redo: the panel (0-based); NULL: ➡️ Continue
+            "created_at": float,
+        },
+        pk=("chat_id", "message_id"),
+        not_null={"job_id", "user_id", "created_at"},
+    )
+    db.table("story_prompts").create_index(["created_at"])
+
+
+@migrations()
+def m014_studio(db: sqlite_utils.Database) -> None:
+    """The studio: a job hidden from it, and each delivered panel's small WebP thumbnail (kept
+    with the row, not with the originals the size cap removes)."""
+    db.table("jobs").add_column("hidden", int, not_null_default=0)
+    db.table("thumbs").create(
+        {"job_id": int, "idx": int, "data": bytes, "width": int, "height": int},
+        pk=("job_id", "idx"),
+        not_null={"data", "width", "height"},
+    )
+    db.table("jobs").create_index(["requester_id", "hidden", "id"])

@@ -1,4 +1,5 @@
-"""The bot's one web server (tornado): the webhook, the reference images and a health path.
+"""The bot's one web server (tornado): the webhook, the reference images, a health path and the
+studio (the Mini App under ``/app/``).
 
 It runs when webhook mode is on or PUBLIC_URL is set, on WEB_LISTEN:WEB_PORT, behind the
 operator's TLS proxy. Every request is bounded before it costs anything: headers and body each
@@ -25,6 +26,10 @@ from tornado.iostream import IOStream
 
 from bot.models import Job
 from bot.web.references import ROUTE, HealthHandler, Quiet, ReferenceHandler, ReferenceLinks
+from bot.web.studio.actions import StudioActions
+from bot.web.studio.handlers import routes as studio_routes
+from bot.web.studio.service import Studio
+from bot.web.studio.static import StaticFile
 from bot.web.webhook import (
     MAX_BODY_BYTES,
     MAX_HEADER_BYTES,
@@ -56,6 +61,15 @@ class References:
     links: ReferenceLinks
     job: Callable[[int], Job | None]  # the job with this id, as the database has it
     path: Callable[[int, str], Path]  # where a job's reference file is kept
+
+
+@dataclass(frozen=True)
+class StudioParts:
+    """What the studio's paths need (``bot.web.studio``): its answers, its actions, its files."""
+
+    studio: Studio
+    actions: StudioActions
+    files: dict[str, StaticFile]
 
 
 @tornado.web.stream_request_body
@@ -91,6 +105,7 @@ class WebServer:
         *,
         webhook: Webhook | None = None,
         references: References | None = None,
+        studio: StudioParts | None = None,
         prefix: str = "",
         nonce: str | None = None,
         timeout: float = TIMEOUT_SECONDS,
@@ -113,6 +128,8 @@ class WebServer:
             args = {"links": references.links, "job": references.job, "path": references.path}
             routes.append((base + ROUTE, ReferenceHandler, args))
             routes.append((base + "/healthz", HealthHandler, {"nonce": self.nonce}))
+        if studio is not None:
+            routes += studio_routes(re.escape(prefix), studio.studio, studio.actions, studio.files)
         app = tornado.web.Application(
             routes, default_handler_class=NotFoundHandler, log_function=_no_access_log
         )

@@ -223,6 +223,7 @@ class FakeTelegram:
         self.callback_answers: dict[str, JsonDict] = {}
         self.commands: list[JsonDict] = []
         self.webhook: JsonDict = {}  # the last setWebhook parameters
+        self.menu_buttons: dict[int | None, JsonDict] = {}  # setChatMenuButton: chat (None: all)
         self.chats: dict[int, JsonDict] = {}
         self.users: dict[int, JsonDict] = {ADA_ID: dict(ADA)}
         self.files: dict[str, bytes] = {}  # file_id -> bytes of uploads (if keep_file_bytes)
@@ -745,6 +746,17 @@ class FakeTelegram:
                     size = len(data.encode())
                     line = f"button [{r}][{c}] callback_data is {size} bytes (allowed 1-64)"
                     out.append(("Bad Request: BUTTON_DATA_INVALID", line))
+                web_app = b.get("web_app") if isinstance(b, dict) else None
+                if isinstance(web_app, dict):
+                    # Telegram: web_app buttons only in private chats, and only https pages.
+                    raw = p.get("chat_id")
+                    chat = self._chat(raw) if isinstance(raw, int) else {}
+                    if chat.get("type", "private") != "private":
+                        line = f"button [{r}][{c}] is a web_app button in a {chat.get('type')}"
+                        out.append(("Bad Request: BUTTON_TYPE_INVALID", line))
+                    if not str(web_app.get("url", "")).startswith("https://"):
+                        line = f"button [{r}][{c}] web_app url is not https"
+                        out.append(("Bad Request: BUTTON_URL_INVALID", line))
         if method == "answerCallbackQuery":
             text_limit(p.get("text"), "callback answer text", 200, "Bad Request: MESSAGE_TOO_LONG")
         commands = p.get("commands") if method == "setMyCommands" else None
@@ -781,6 +793,18 @@ class FakeTelegram:
 
     async def _m_setMyCommands(self, r: _Req) -> bool:
         self.commands = r.p["commands"]
+        return True
+
+    async def _m_setChatMenuButton(self, r: _Req) -> bool:
+        button = r.p.get("menu_button") or {"type": "default"}
+        if button.get("type") == "web_app":
+            url = str((button.get("web_app") or {}).get("url", ""))
+            if not url.startswith("https://"):
+                raise ApiError(400, "Bad Request: URL must be HTTPS")
+            if not 1 <= len(str(button.get("text", ""))) <= 64:
+                raise ApiError(400, "Bad Request: menu button text is invalid")
+        chat = r.p.get("chat_id")
+        self.menu_buttons[int(chat) if chat is not None else None] = dict(button)
         return True
 
     async def _m_setWebhook(self, r: _Req) -> bool:
@@ -911,6 +935,13 @@ class FakeTelegram:
 
     async def _m_editMessageText(self, r: _Req) -> JsonDict | bool:
         return self._edit(r.p, "text")
+
+    async def _m_editMessageCaption(self, r: _Req) -> JsonDict | bool:
+        key = (self._chat_id(r.p), int(r.p.get("message_id", 0)))
+        stored = self.messages.get(key)
+        if stored is not None and not any(k in stored for k in ("photo", "document", "video")):
+            raise ApiError(400, "Bad Request: there is no caption in the message to edit")
+        return self._edit(r.p, "caption")
 
     async def _m_editMessageReplyMarkup(self, r: _Req) -> JsonDict | bool:
         return self._edit(r.p, None)
