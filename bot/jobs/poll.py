@@ -154,7 +154,7 @@ class PollStep:
             return True
         if result.status == RemoteStatus.QUEUED and job.status == Status.RUNNING:
             # Back in the queue (RunComfy never said so, but it may): /status tells the place.
-            self.states.set(job, Status.QUEUED)
+            self.states.set(job, Status.QUEUED, queue_position=None)
             return False
         if result.status == RemoteStatus.FAILED:
             reason = result.error or tr(job.lang, "RunComfy could not make the images.")
