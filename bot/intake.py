@@ -311,23 +311,11 @@ class Intake:
         self._collecting.clear()
         if dropped:
             await asyncio.wait(
-                [asyncio.create_task(self._send_again(item)) for item in dropped],
+                [asyncio.create_task(_ask_to_resend(item)) for item in dropped],
                 timeout=STOP_REPLY_SECONDS,
             )
         if self._starting:
             await asyncio.wait(set(self._starting))
-
-    async def _send_again(self, message: Message) -> None:
-        user = message.from_user
-        text = tr(
-            lang_of(user.language_code if user else None),
-            "The bot restarted while your album was arriving, and nothing was started or "
-            "billed. Please send the album again.",
-        )
-        try:
-            await message.reply_text(text, do_quote=True)
-        except TelegramError as exc:
-            log.warning("album dropped at stop: no reply (%s)", type(exc).__name__)
 
     async def kept_refs(self, job: Job) -> tuple[tuple[Reference, ...], dict[str, bytes]] | None:
         """🔁 Again: the job's references under new ids (the new job's own files, so either job's
@@ -548,3 +536,17 @@ def check_counts(refs: int, count: int) -> None:
     """Raise InputError when there are too many references, or no room for ``count`` images
     (the rule lives in ``schema``: the submit checks it again)."""
     schema.check_refs(refs, count)
+
+
+async def _ask_to_resend(message: Message) -> None:
+    """The reply to an album's command when a stop cut the album short."""
+    user = message.from_user
+    text = tr(
+        lang_of(user.language_code if user else None),
+        "The bot restarted while your album was arriving, and nothing was started or "
+        "billed. Please send the album again.",
+    )
+    try:
+        await message.reply_text(text, do_quote=True)
+    except TelegramError as exc:
+        log.warning("album dropped at stop: no reply (%s)", type(exc).__name__)
