@@ -48,6 +48,7 @@ CLEANS_AT_ONCE = 2
 ALBUMS_REMEMBERED = 512  # albums a reply may still take whole, most recent first
 ALBUMS_COLLECTING = 256  # albums waiting for their last item at once; more are not collected
 ALBUM_MAX_ITEMS = 10  # Telegram's own limit: a tenth item completes the album
+STOP_REPLY_SECONDS = 5.0  # at a stop, how long the replies about albums cut short may take
 
 
 @dataclass(frozen=True)
@@ -290,14 +291,29 @@ class Intake:
                 return
 
     async def stop(self) -> None:
-        """Forget albums still being collected; let those whose job is being started finish
-        (a job written but stopped before its files are kept would fail after the restart)."""
+        """Drop albums still being collected, telling whoever sent one with a command to send it
+        again; let those whose job is being started finish (a job written but stopped before its
+        files are kept would fail after the restart)."""
         timers = [a.timer for a in self._collecting.values() if a.timer is not None]
         for timer in timers:
             timer.cancel()
         if timers:
             await asyncio.wait(timers)
+        # Not started with what has arrived: the rest of the album may come only after the
+        # restart, and a job with some of its references would be billed for the wrong thing.
+        dropped = [
+            item
+            for album in self._collecting.values()
+            for item in album.items.values()
+            if (command := command_for_me(item, self.bot.username)) is not None
+            and command[0] in self.consumers
+        ]
         self._collecting.clear()
+        if dropped:
+            await asyncio.wait(
+                [asyncio.create_task(_ask_to_resend(item)) for item in dropped],
+                timeout=STOP_REPLY_SECONDS,
+            )
         if self._starting:
             await asyncio.wait(set(self._starting))
 
@@ -520,3 +536,17 @@ def check_counts(refs: int, count: int) -> None:
     """Raise InputError when there are too many references, or no room for ``count`` images
     (the rule lives in ``schema``: the submit checks it again)."""
     schema.check_refs(refs, count)
+
+
+async def _ask_to_resend(message: Message) -> None:
+    """The reply to an album's command when a stop cut the album short."""
+    user = message.from_user
+    text = tr(
+        lang_of(user.language_code if user else None),
+        "The bot restarted while your album was arriving, and nothing was started or "
+        "billed. Please send the album again.",
+    )
+    try:
+        await message.reply_text(text, do_quote=True)
+    except TelegramError as exc:
+        log.warning("album dropped at stop: no reply (%s)", type(exc).__name__)

@@ -513,9 +513,10 @@ def unit_captions(job: Job, items: tuple[int, ...], *, first: bool) -> dict[int,
     return {items[0]: caption(job)} if first and items else {}
 
 
-def redo_caption(job: Job, panel: int, version: int, text: str) -> str:
-    """A redone panel's caption: ``3 (v2). …`` (``panel`` 0-based), within the limit."""
-    return shorten(f"{panel + 1} (v{version}). {text}", CAPTION_LIMIT)
+def redo_caption(job: Job, panel: int, version: int, text: str, tail: str = "") -> str:
+    """A redone panel's caption: ``3 (v2). …`` (``panel`` 0-based), then ``tail``, within the
+    limit."""
+    return shorten(f"{panel + 1} (v{version}). {text}", CAPTION_LIMIT - utf16_len(tail)) + tail
 
 
 def versioned_captions(
@@ -526,7 +527,9 @@ def versioned_captions(
     for index in items:
         redo = latest.get(index)
         if redo is not None:
-            captions[index] = redo_caption(job, index, redo.redo_version or 2, redo.prompt)
+            # The set's first item keeps the parameters, whichever version it shows.
+            tail = f"\n\n{params_line(job)}" if first and index == items[0] else ""
+            captions[index] = redo_caption(job, index, redo.redo_version or 2, redo.prompt, tail)
     return captions
 
 

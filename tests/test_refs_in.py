@@ -450,3 +450,20 @@ async def test_a_bare_reply_to_the_bots_captioned_image_is_not_given_its_caption
     # No prompt of its own, and the bot's caption is not one: asked for a prompt, nothing started.
     assert answer.startswith("Add a prompt after the options")
     assert bot.store.get(2) is None and runcomfy.count("submit") == 1
+
+
+async def test_an_album_arriving_at_a_stop_is_asked_for_again_and_never_started(
+    telegram: FakeTelegram, runcomfy: FakeRunComfy, bots: Bots
+) -> None:
+    # A long album wait: the album is still being collected when the bot stops.
+    bot = await bots.start(**{**refs_on(), "ALBUM_WAIT_SECONDS": "60"})
+    items = telegram.send_album([colour("red"), colour("blue")], "/seq 2 the two of them")
+    await telegram.wait_for(lambda: bot.services.intake and bot.services.intake._collecting)
+    await bots.stop(bot)
+    (reply,) = [c for c in telegram.calls_to("sendMessage", ok_only=True)]
+    assert "send the album again" in reply.params["text"]
+    assert reply.params["reply_parameters"]["message_id"] == items[0]["message"]["message_id"]
+    # The restarted bot starts nothing from it, and nothing was billed.
+    again = await bots.start(**refs_on())
+    assert again.store.get(1) is None
+    assert runcomfy.jobs == {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot import schema
+from bot import render, schema
 from bot.errors import InputError
 from bot.models import DeliveryUnit, Job, Reference, Status, UnitKind
 from bot.story import (
@@ -119,3 +119,14 @@ def test_a_redo_text_carries_the_context_the_note_and_the_panel() -> None:
 def test_a_cast_of_ten_leaves_no_room_for_panels() -> None:
     assert continue_panel_room(10, 4) == 0
     assert continue_panel_room(9, 5) == 1
+
+
+def test_a_redone_first_panel_keeps_the_sets_parameters_in_show() -> None:
+    job = _job()
+    redo = _job(id=15, prompt="wakes in the rain", panels=[], redo_of=12, redo_panel=0)
+    captions = render.versioned_captions(job, (0, 1), {0: redo}, first=True)
+    assert captions[0] == f"1 (v2). wakes in the rain\n\n{render.params_line(job)}"
+    assert captions[1].startswith("2. eats")
+    # Not the set's first unit: no parameters.
+    later = render.versioned_captions(job, (0, 1), {0: redo}, first=False)
+    assert later[0] == "1 (v2). wakes in the rain"

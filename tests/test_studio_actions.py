@@ -57,7 +57,17 @@ async def test_a_group_jobs_sheet_and_originals_go_to_the_private_chat_not_the_g
         sheet = await studio.post(f"/app/api/series/{job.id}/action", {"action": "sheet"})
         assert sheet.status_code == 200, sheet.text
         (photo,) = await telegram.wait_for(lambda: sheets_in(telegram, ADA_ID) or None)
-        assert "reply_parameters" not in photo.params
+        # It answers a first message in the private chat that names the group's job.
+        (anchor,) = [
+            c
+            for c in telegram.calls_to("sendMessage", ok_only=True)
+            if c.params["chat_id"] == ADA_ID
+            and c.params["text"] == f"🗂 Sheet, from the studio: job #{job.id}"
+        ]
+        assert (
+            photo.params["reply_parameters"]["message_id"]
+            == (anchor.response["result"]["message_id"])
+        )
         assert sheets_in(telegram, GROUP) == []
         originals = await studio.post(f"/app/api/series/{job.id}/action", {"action": "originals"})
         assert originals.json()["message"] == "Sending the original files…"
@@ -78,6 +88,27 @@ async def test_a_group_jobs_sheet_and_originals_go_to_the_private_chat_not_the_g
         )
         messages = {k for k in row.image_keys if k.startswith("m:")}
         assert messages == {k for k in job.image_keys if k.startswith("m:")}
+    finally:
+        await studio.close()
+
+
+async def test_a_group_jobs_files_are_refused_at_once_when_the_private_chat_is_closed(
+    bots: Bots, telegram: FakeTelegram, runcomfy: FakeRunComfy
+) -> None:
+    studio = await start_studio(bots)
+    try:
+        job = await run_job(
+            telegram, studio.bot, "/seq 2 1:1 a kite", chat_id=GROUP, user_id=ADA_ID
+        )
+        telegram.block_chat(ADA_ID)  # never started, or blocked: Telegram answers 403
+        for action in ("sheet", "zip", "originals"):
+            answer = await studio.post(f"/app/api/series/{job.id}/action", {"action": action})
+            assert_error(answer, 400, "bad_request")
+            assert "press Start" in answer.json()["error"]["message"]
+        assert sheets_in(telegram, GROUP) == [] and sheets_in(telegram, ADA_ID) == []
+        assert telegram.calls_to("sendDocument") == []
+        private = [c for c in telegram.calls_to("sendMediaGroup") if c.params["chat_id"] == ADA_ID]
+        assert private == []
     finally:
         await studio.close()
 

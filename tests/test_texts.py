@@ -71,7 +71,13 @@ def templates() -> set[str]:
             if isinstance(node, ast.Dict) and all(
                 isinstance(v, ast.Constant) and isinstance(v.value, str) for v in node.values
             ):
-                parent_names = {"_STATUS_WORDS", "_CANCEL_ANSWERS", "COMMANDS", "CAST_COMMANDS"}
+                parent_names = {
+                    "_STATUS_WORDS",
+                    "_CANCEL_ANSWERS",
+                    "COMMANDS",
+                    "CAST_COMMANDS",
+                    "_FILES_FROM",
+                }
                 for n in tree.body:
                     if (
                         isinstance(n, ast.Assign)

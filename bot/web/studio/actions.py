@@ -34,6 +34,11 @@ log = logging.getLogger(__name__)
 
 ACTIONS = ("again", "continue", "redo", "sheet", "zip", "originals", "cast", "hide")
 _FILES = {"sheet": JobAction.SHEET, "zip": JobAction.ZIP, "originals": JobAction.ORIGINALS}
+_FILES_FROM = {
+    JobAction.SHEET: "🗂 Sheet, from the studio: job #{id}",
+    JobAction.ZIP: "📦 ZIP, from the studio: job #{id}",
+    JobAction.ORIGINALS: "📎 Originals, from the studio: job #{id}",
+}
 TEXT_MAX = schema.MAX_TEXT  # a Continue's or Redo's text: as much as a /seq prompt may carry
 NAME_MAX = 32  # a character's name
 PANEL_MAX = 999
@@ -241,7 +246,12 @@ class StudioActions:
                 said.set_result(text)
 
         in_private = job.chat_id == person.id
-        reply_to = job.actions_message_id if in_private else None
+        if in_private:
+            reply_to = job.actions_message_id
+        else:
+            # A group job's files go to the private chat: a first message there says which job
+            # they are, and refuses at once (not in a background send) if that chat is closed.
+            reply_to = await self.anchor(person, tr(person.lang, _FILES_FROM[action], id=job.id))
 
         async def send() -> None:
             sent = await self.delivery.request(
