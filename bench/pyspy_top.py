@@ -16,9 +16,13 @@ from pathlib import Path
 
 # First match wins; matched against the whole stack, innermost frame first.
 BUCKETS = [
+    (
+        "reference images (intake, cleaning, serving)",
+        r"\(bot/(intake|refimages)\.py\)|\(bot/web/|\(tornado/",
+    ),
     ("importlib path lookups (_path_stat)", r"_path_stat|_find_spec|_find_and_load"),
     ("Pillow: Image.open / verify", r"\(PIL/"),
-    ("sqlite (Store)", r"\(bot/store\.py\)|sqlite_utils"),
+    ("sqlite (Store)", r"\(bot/store/|\(bot/store\.py\)|sqlite_utils|\(sqlite3/"),
     ("logging", r"\(logging/"),
     ("RunComfy client (status/result polls)", r"\(bot/runcomfy\.py\)"),
     ("downloads", r"\(bot/downloads\.py\)"),

@@ -40,6 +40,7 @@ import re
 import resource
 import shutil
 import signal
+import socket
 import sqlite3
 import sys
 import tempfile
@@ -213,6 +214,7 @@ class JobRecord:
     pushed_at: float  # wall clock of the command update
     count: int = IMAGES_PER_JOB  # images asked for
     warm: bool = False  # a warm-up job: run, but left out of the steady numbers
+    refs: int = 0  # photo references sent with the command (an album)
     status_message_id: int | None = None
     status_at: float | None = None  # the status reply arrived at Telegram
     first_image_at: float | None = None  # the first photo/album call completed
@@ -247,10 +249,15 @@ class Observer:
         self.fake = fake
         self.jobs: dict[tuple[int, int], JobRecord] = {}  # (chat, command message id)
         self.by_status: dict[tuple[int, int], JobRecord] = {}  # (chat, status message id)
+        self._items: dict[tuple[int, int], JobRecord] = {}  # (chat, any album item's id)
         self._seen = 0
 
-    def add(self, job: JobRecord) -> None:
+    def add(self, job: JobRecord, items: Sequence[int] = ()) -> None:
+        """A job by its command; ``items``: the message ids of its album (any one may be
+        the message the bot replies to)."""
         self.jobs[(job.chat_id, job.message_id)] = job
+        for mid in items:
+            self._items[(job.chat_id, mid)] = job
 
     def update(self) -> None:
         calls = self.fake.calls
@@ -272,7 +279,7 @@ class Observer:
             return
         reply = p.get("reply_parameters")
         mid = _int(reply.get("message_id")) if isinstance(reply, dict) else None
-        job = self.jobs.get((chat, mid)) if mid is not None else None
+        job = self.jobs.get((chat, mid)) or self._items.get((chat, mid)) if mid else None
         if job is None:
             return
         result = call.response.get("result")
@@ -349,6 +356,8 @@ class RunConfig:
     hold: float = 0.0  # longqueue: seconds before the fake queue moves at all
     bot_env: dict[str, str] = field(default_factory=dict)  # extra environment for the bot
     py_spy: str = ""  # a py-spy executable: run the bot under it, start-up to exit
+    refs_fraction: float = 0.0  # steady: this share of commands come with 2–3 photo references
+    loop_lag: str = ""  # "ticker" or "debug": a 5 ms ticker on the bot's loop (bench/looplag.py)
     cprofile: bool = False  # run the bot under cProfile (its main thread: the event loop)
 
     @property
@@ -403,11 +412,20 @@ async def run_once(cfg: RunConfig) -> dict[str, Any]:
             "DAILY_IMAGE_LIMIT_PER_USER": "0",
             **cfg.bot_env,
         }
+        if cfg.refs_fraction > 0:
+            # The bot's own web server serves the references (signed URLs) to the fake RunComfy.
+            port = _free_port()
+            env |= {"PUBLIC_URL": f"http://127.0.0.1:{port}/seqbot", "WEB_PORT": str(port)}
         bot_log.write_bytes(b"")
         argv = [sys.executable, "-m", "bot"]
         if cfg.cprofile:
             prof = cfg.out_dir / f"{cfg.stamp}-{cfg.name}.prof"
             argv[1:1] = ["-m", "cProfile", "-o", str(prof)]
+        lag_file = cfg.out_dir / f"{cfg.stamp}-{cfg.name}-loop-lag.json"
+        if cfg.loop_lag:
+            argv = [sys.executable, str(ROOT / "bench" / "looplag.py"), str(lag_file), "-m", "bot"]
+            if cfg.loop_lag == "debug":
+                env["PYTHONASYNCIODEBUG"] = "1"  # names the callbacks that held the loop
         if cfg.py_spy:
             argv = _py_spy_argv(cfg, argv)
         bot = Child("bot", argv, env, bot_log)
@@ -475,6 +493,7 @@ async def run_once(cfg: RunConfig) -> dict[str, Any]:
             "samples": samples,
             "marks": marks,
             "bot_log": str(bot_log.relative_to(ROOT)),
+            "loop_lag": json.loads(lag_file.read_text()) if lag_file.exists() else None,
         },
     )
 
@@ -494,17 +513,58 @@ _BOT_VARS = (
 )
 
 
+class RefPhotos:
+    """Photo-like 1280 x 960 JPEGs as Telegram serves them (``bench/refs_cpu.py``), each one
+    sent made unique by a JPEG comment: the bot has never seen it, so it fetches and cleans it."""
+
+    def __init__(self, kinds: int = 6) -> None:
+        from bench.refs_cpu import telegram_photo
+
+        self._photos = [telegram_photo(i, turned=i % 2 == 0) for i in range(kinds)]
+        self._sent = 0
+
+    def take(self, k: int) -> list[bytes]:
+        out = []
+        for _ in range(k):
+            self._sent += 1
+            note = f"bench reference {self._sent}".encode()
+            segment = b"\xff\xfe" + (len(note) + 2).to_bytes(2, "big") + note
+            photo = self._photos[self._sent % len(self._photos)]
+            out.append(photo[:2] + segment + photo[2:])  # after the JPEG's SOI marker
+        return out
+
+
 def _push(
-    cfg: RunConfig, fake_tg: FakeTelegram, observer: Observer, n: int, count: int, *, warm: bool
+    cfg: RunConfig,
+    fake_tg: FakeTelegram,
+    observer: Observer,
+    n: int,
+    count: int,
+    *,
+    warm: bool,
+    refs: list[bytes] | None = None,
 ) -> None:
-    """One ``/seq`` command. Fresh chat ids per run: the database is shared, and (chat, message)
-    makes one job; steady and long-queue runs give every job its own chat (messages per job)."""
+    """One ``/seq`` command (with ``refs``: the caption of an album of those photos). Fresh chat
+    ids per run: the database is shared, and (chat, message) makes one job; steady and
+    long-queue runs give every job its own chat (messages per job)."""
     per_job_chat = cfg.mode != "burst"
     chat_id = FIRST_CHAT + cfg.run_index * 100_000 + (n if per_job_chat else n % cfg_chats(cfg))
     pushed_at = time.time()
-    update = fake_tg.send_text(f"/seq {count} {PROMPT.format(n=n)}", chat_id=chat_id)
-    mid = update["message"]["message_id"]
-    observer.add(JobRecord(n, chat_id, mid, pushed_at, count=count, warm=warm))
+    text = f"/seq {count} {PROMPT.format(n=n)}"
+    if refs:
+        items = [
+            u["message"]["message_id"] for u in fake_tg.send_album(refs, text, chat_id=chat_id)
+        ]
+    else:
+        items = [fake_tg.send_text(text, chat_id=chat_id)["message"]["message_id"]]
+    job = JobRecord(n, chat_id, items[0], pushed_at, count=count, warm=warm, refs=len(refs or ()))
+    observer.add(job, items)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _py_spy_argv(cfg: RunConfig, argv: list[str]) -> list[str]:
@@ -559,6 +619,9 @@ async def _push_steady(
     """Poisson arrivals at ``cfg.rate`` a second: warm-up, then the measured stream (marked at
     its start, middle and end with the bot's CPU time)."""
     rng = random.Random(cfg.seed)
+    # Its own generator: the arrival times are those of a run without references.
+    with_refs = random.Random(cfg.seed + 1)
+    photos = RefPhotos() if cfg.refs_fraction > 0 else None
     start = time.monotonic()
     phases = [
         ("warm_end", cfg.warmup_seconds),
@@ -576,7 +639,10 @@ async def _push_steady(
             break
         await asyncio.sleep(max(0.0, start + at - time.monotonic()))
         warm = at < cfg.warmup_seconds
-        _push(cfg, fake_tg, observer, n, cfg.counts[n % len(cfg.counts)], warm=warm)
+        refs = None
+        if photos is not None and with_refs.random() < cfg.refs_fraction:
+            refs = photos.take(with_refs.choice((2, 3)))
+        _push(cfg, fake_tg, observer, n, cfg.counts[n % len(cfg.counts)], warm=warm, refs=refs)
         n += 1
         cfg.jobs = n
 
@@ -683,8 +749,10 @@ def _summarise(
     measured = [j for j in jobs if not j.warm]  # burst and long queue: every job
     status_ms = [v for j in measured if (v := j.status_latency_ms) is not None]
     overhead = [v for j in measured if (v := j.overhead_s) is not None]
+    # Every status and result request (a generating job is polled at /result, and the poll that
+    # finds it done lists the images), against the polls allowed plus the one result fetch.
     budgets = [
-        (j.rc_requests.get("status", 0), b)
+        (j.rc_requests.get("status", 0) + j.rc_requests.get("result", 0), b + 1)
         for j in measured
         if (b := j.status_budget(cfg.poll_interval)) is not None and j.first_image_at is not None
     ]
@@ -847,6 +915,8 @@ def _steady(
         "warmup_seconds": cfg.warmup_seconds,
         "counts": list(cfg.counts),
         "images_per_job": images / len(measured) if measured else None,
+        "jobs_with_refs": sum(j.refs > 0 for j in measured),
+        "refs": sum(j.refs for j in measured),
         "cpu_ms_per_job": per_job(w, e),
         "cpu_ms_per_job_first_half": per_job(w, m),
         "cpu_ms_per_job_second_half": per_job(m, e),
@@ -919,7 +989,13 @@ def _extra_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
             (
                 "steady stream",
                 f"{st['rate']:g}/s Poisson for {st['duration']:g} s after a "
-                f"{st['warmup_seconds']:g} s warm-up; {st['images_per_job']:.2f} images per job",
+                f"{st['warmup_seconds']:g} s warm-up; {st['images_per_job']:.2f} images per job"
+                + (
+                    f"; {st['jobs_with_refs']} of the measured jobs with {st['refs']} photo "
+                    "references in all"
+                    if st.get("jobs_with_refs")
+                    else ""
+                ),
                 "",
             ),
             (
@@ -952,6 +1028,17 @@ def _extra_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
                 "small",
             ),
         ]
+    if lag := r.get("loop_lag"):
+        rows.append(
+            (
+                "event loop lateness, 5 ms ticker"
+                + (" (asyncio debug mode on)" if r["config"]["loop_lag"] == "debug" else ""),
+                f"p50 {lag['p50_ms']:.1f} / p99 {lag['p99_ms']:.1f} / max {lag['max_ms']:.0f} ms "
+                f"over {lag['ticks']} ticks; {lag['over_50_ms']} over 50 ms; "
+                f"{len(lag['slow_callbacks'])} callbacks over 30 ms",
+                "never over 50 ms",
+            )
+        )
     return rows
 
 
@@ -1058,7 +1145,7 @@ def table(r: dict[str, Any]) -> str:
         ),
         ("RunComfy requests per job", rc_line, ""),
         (
-            "status requests vs budget (duration ÷ poll + 3)",
+            "status + result requests vs budget (duration ÷ poll + 3, + 1 result fetch)",
             f"{_fmt(None if within is None else within * 100, '.1f', '%')} of jobs within; "
             f"mean actual {_fmt(b['mean_actual'], '.1f')} vs budget "
             f"{_fmt(b['mean_budget'], '.1f')} (ratio {_fmt(b['mean_ratio'], '.2f')})"
@@ -1134,6 +1221,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     steady.add_argument("--duration", type=float, default=80.0, help="seconds measured")
     steady.add_argument("--warmup-seconds", type=float, default=20.0, help="seconds before that")
     steady.add_argument("--counts", default="2,4,6,4", help="images per command, in turn")
+    steady.add_argument(
+        "--refs-fraction",
+        type=float,
+        default=0.0,
+        help="this share of commands come as an album of 2–3 photo references (1280 px, "
+        "as Telegram serves them) with the command as its caption; the bot serves them at "
+        "PUBLIC_URL on loopback and the fake RunComfy fetches each at submit",
+    )
     queue = parser.add_argument_group("longqueue mode")
     queue.add_argument("--queue-jobs", type=int, default=10_000, help="jobs in the queue")
     queue.add_argument("--capacity", type=int, default=100, help="jobs the model runs at once")
@@ -1149,6 +1244,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="PATH",
         help="run the bot under this py-spy executable (pip install py-spy into another venv): "
         "bench/results/<stamp>-<run>-py-spy.txt, all threads, native frames; slows the bot",
+    )
+    parser.add_argument(
+        "--loop-lag",
+        choices=("ticker", "debug"),
+        default="",
+        help="a 5 ms ticker on the bot's event loop: bench/results/<stamp>-<run>-loop-lag.json; "
+        "debug: with asyncio's debug mode naming callbacks over 30 ms (it slows the bot)",
     )
     parser.add_argument(
         "--cprofile",
@@ -1226,6 +1328,8 @@ async def _run_plan(
             bot_env=bot_env,
             py_spy=args.py_spy,
             cprofile=args.cprofile,
+            refs_fraction=args.refs_fraction if step.get("mode") == "steady" else 0.0,
+            loop_lag=args.loop_lag,
         )
         result = await run_once(cfg)
         runs.append(result)

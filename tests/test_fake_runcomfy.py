@@ -130,10 +130,11 @@ async def test_poll_script_walks_states_and_images_download(
 ) -> None:
     fake.script_next(JobScript(queued_polls=3, running_polls=2, size=(80, 40)))
     rid = await submit(client, sequential_image_generation_options=2, text="Make 2 images.")
-    assert (await client.get(f"/v1/requests/{rid}/result")).json()["status"] == "in_queue"
-    seen = [await status(client, rid) for _ in range(6)]
+    # A result request on an unfinished job answers its state and is a poll like a status one.
+    early = (await client.get(f"/v1/requests/{rid}/result")).json()
+    assert early["status"] == "in_queue" and "output" not in early
+    seen = [await status(client, rid) for _ in range(5)]
     assert [(s["status"], s.get("queue_position")) for s in seen] == [
-        ("in_queue", 3),
         ("in_queue", 2),
         ("in_queue", 1),
         ("in_progress", None),
@@ -155,8 +156,29 @@ async def test_poll_script_walks_states_and_images_download(
     assert blobs[0] != blobs[1]
     assert (await client.get(urls[0])).content == blobs[0]
     job = fake.jobs[rid]
-    assert (job.polls, job.result_fetches, job.state) == (6, 2, "completed")
+    assert (job.polls, job.result_fetches, job.state) == (6, 1, "completed")
     assert job.finished_at is not None
+
+
+@pytest.mark.parametrize("outcome", ["succeeded", "failed"])
+async def test_result_polls_walk_a_generating_job_to_its_end(
+    fake: FakeRunComfy, client: httpx.AsyncClient, outcome: str
+) -> None:
+    fake.script_next(JobScript(queued_polls=0, running_polls=2, outcome=outcome, error="Flagged"))
+    rid = await submit(client, sequential_image_generation_options=2, text="Make 2 images.")
+    url = f"/v1/requests/{rid}/result?include_cost=true"
+    seen = [(await client.get(url)).json() for _ in range(3)]
+    assert [s["status"] for s in seen] == ["in_progress", "in_progress", outcome]
+    assert all("output" not in s and "error" not in s for s in seen[:2])
+    if outcome == "succeeded":
+        assert len(seen[2]["output"]["images"]) == 2 and "error" not in seen[2]
+    else:
+        assert seen[2]["error"] == "Flagged" and "output" not in seen[2]
+    assert {"created_at", "finished_at"} <= seen[2].keys()
+    job = fake.jobs[rid]
+    assert (job.polls, job.result_fetches) == (3, 1)
+    assert (await client.get(url)).json() == seen[2]  # a finished job: no more polls counted
+    assert (job.polls, job.result_fetches) == (3, 2)
 
 
 async def test_fewer_images_and_single_image_form(

@@ -121,7 +121,8 @@ async def test_a_job_moves_the_counters_and_the_page_keeps_secrets(
     rc = "seqbot_runcomfy_requests_total"
     assert moved(before, after, rc, endpoint="submit", outcome="ok") == 1
     assert moved(before, after, rc, endpoint="status", outcome="ok") >= 2
-    assert moved(before, after, rc, endpoint="result", outcome="ok") == 1
+    # While it generates, the job is polled at /result (the last of those lists the images).
+    assert moved(before, after, rc, endpoint="result", outcome="ok") >= 1
     for histogram in (
         "seqbot_ack_seconds",
         "seqbot_queue_wait_seconds",

@@ -8,7 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from bot import render, schedule
-from bot.errors import SeqbotError, TransientError
+from bot.errors import PermanentError, SeqbotError, TransientError
 from bot.jobs.estimates import Estimates
 from bot.jobs.states import Transitions
 from bot.models import CancelOutcome, Job, Status
@@ -59,6 +59,9 @@ class PollStep:
         deadline = submitted + self.settings.job_deadline
         failures = polls = 0
         last_queued: float | None = None  # when RunComfy last said "in queue"
+        # A generating job is polled at /result, which answers an unfinished job with its state:
+        # the poll that finds the job done brings its images too (one request instead of two).
+        by_result = True
         # RunComfy accepted the job a moment ago: a poll at once would learn nothing and spend
         # the budget the schedule keeps for when the job may be done.
         await asyncio.sleep(
@@ -71,31 +74,26 @@ class PollStep:
                 await self.cancel_owed(job)
                 if job.final:
                     return
+            at_result = by_result and job.status == Status.RUNNING
             try:
-                place = job.queue_position if job.status == Status.QUEUED else None
-                state = await self.client.status(job.request_id, place)
-                if job.final:  # cancelled by a button tap meanwhile
-                    return
-                if state.status == RemoteStatus.QUEUED:
-                    last_queued = time.time()
-                    self.estimates.saw_place(job.id, state.queue_position, last_queued)
-                    self.states.set(job, Status.QUEUED, queue_position=state.queue_position)
-                elif state.status == RemoteStatus.RUNNING:
-                    # It started between the last "in queue" and now: take the middle, so the
-                    # generation times learnt for the poll schedule are not skewed by our polling.
-                    now = time.time()
-                    began = (last_queued + now) / 2 if last_queued else now
-                    self.states.set(job, Status.RUNNING, started_at=job.started_at or began)
-                elif state.status == RemoteStatus.CANCELLED:
-                    await self.states.finish(job, Status.CANCELLED)
-                    return
-                elif await self._fetch_result(job):
+                if at_result:
+                    done = await self._fetch_result(job)
+                else:
+                    done, last_queued = await self._ask_status(job, last_queued)
+                if done:
                     return
                 failures = 0
             except TransientError as exc:
                 # RunComfy is down or confused: the job is not lost, keep asking, less often.
                 failures += 1
                 log.warning("job %d: RunComfy trouble (%d in a row): %s", job.id, failures, exc)
+            except PermanentError as exc:
+                if not at_result or exc.operator_problem:
+                    raise
+                # Not what RunComfy documents: /status, as before, says whether the job itself
+                # is gone (then it fails as it always did) or still on its way.
+                by_result = False
+                log.warning("job %d: result poll refused, asking status: %s", job.id, exc)
             if job.final:
                 return
             self.status.show_soon(job)  # polling never waits for Telegram
@@ -109,6 +107,33 @@ class PollStep:
                 delay = self._next_poll(job, now, polls)
             await asyncio.sleep(max(0.0, min(delay, deadline - now)))
 
+    async def _ask_status(self, job: Job, last_queued: float | None) -> tuple[bool, float | None]:
+        """One status poll: (True when the job moved on or ended, when it was last in queue)."""
+        assert job.request_id is not None
+        place = job.queue_position if job.status == Status.QUEUED else None
+        state = await self.client.status(job.request_id, place)
+        if job.final:  # cancelled by a button tap meanwhile
+            return True, last_queued
+        # A poll that changes nothing writes nothing: a long queue is mostly such polls.
+        if state.status == RemoteStatus.QUEUED:
+            last_queued = time.time()
+            self.estimates.saw_place(job.id, state.queue_position, last_queued)
+            if job.status != Status.QUEUED or job.queue_position != state.queue_position:
+                self.states.set(job, Status.QUEUED, queue_position=state.queue_position)
+        elif state.status == RemoteStatus.RUNNING:
+            if job.status != Status.RUNNING:
+                # It started between the last "in queue" and now: take the middle, so the
+                # generation times learnt for the poll schedule are not skewed by our polling.
+                now = time.time()
+                began = (last_queued + now) / 2 if last_queued else now
+                self.states.set(job, Status.RUNNING, started_at=job.started_at or began)
+        elif state.status == RemoteStatus.CANCELLED:
+            await self.states.finish(job, Status.CANCELLED)
+            return True, last_queued
+        else:
+            return await self._fetch_result(job), last_queued
+        return False, last_queued
+
     def _next_poll(self, job: Job, now: float, polls: int) -> float:
         running = job.status == Status.RUNNING and job.started_at is not None
         return schedule.next_delay(
@@ -121,9 +146,16 @@ class PollStep:
         )
 
     async def _fetch_result(self, job: Job) -> bool:
-        """After a final status: fetch the result once. True when the job moved on."""
+        """Ask /result (a generating job's poll, or after a final status); True when the job
+        moved on or ended. Unfinished, it answers the job's state: nothing to fetch yet."""
         assert job.request_id is not None
         result = await self.client.result(job.request_id)
+        if job.final:  # cancelled by a button tap meanwhile
+            return True
+        if result.status == RemoteStatus.QUEUED and job.status == Status.RUNNING:
+            # Back in the queue (RunComfy never said so, but it may): /status tells the place.
+            self.states.set(job, Status.QUEUED, queue_position=None)
+            return False
         if result.status == RemoteStatus.FAILED:
             reason = result.error or tr(job.lang, "RunComfy could not make the images.")
             await self.states.finish(job, Status.FAILED, error=_plain(reason), cost=result.cost)
@@ -132,7 +164,8 @@ class PollStep:
             await self.states.finish(job, Status.CANCELLED)
             return True
         if result.status != RemoteStatus.COMPLETED:
-            return False  # status and result disagree for a moment: poll again
+            # Still generating, or status and result disagree for a moment: poll again.
+            return False
         if not result.images:
             error = tr(job.lang, "RunComfy finished but returned no images.")
             await self.states.finish(job, Status.FAILED, error=error, cost=result.cost)

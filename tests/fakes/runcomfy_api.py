@@ -19,6 +19,8 @@ Usage in tests::
         # edit-sequential (reference images): every URL in "images" is fetched over HTTP, at
         # submit (default) or when the job leaves the queue (JobScript(fetch_refs="start"));
         fake.ref_fetches  # what it fetched: RefFetch(url, status, body, ...), in order
+        # /result of an unfinished job answers its state (no output) and counts as a poll, as a
+        # status request does (FakeJob.polls); FakeJob.result_fetches: answers with a final state
         FakeRunComfy(forbidden=("<bot token>",))  # any request body holding one: an error
 
 Standalone (benchmarks): ``python -m tests.fakes.runcomfy_api --token T --port 0 [--profile
@@ -144,10 +146,10 @@ class FakeJob:
     image_urls: list[str]
     submitted_at: float  # time.time()
     submitted_mono: float
-    polls: int = 0
+    polls: int = 0  # status requests, and result requests that found the job unfinished
     finished_at: float | None = None
     cancelled: bool = False
-    result_fetches: int = 0
+    result_fetches: int = 0  # result requests answered with a final state (the images listed)
     queue: _FifoQueue | None = None  # the "queue" profile: a place in one shared FIFO queue
     queue_index: int = 0
     refs_fetched: bool = False  # edit-sequential: its reference URLs were fetched (or tried)
@@ -842,10 +844,15 @@ class FakeRunComfy:
 
     async def _result(self, request: web.Request) -> web.Response:
         job = self._job(request)
+        if request[_COUNTED] and job.state not in FINAL_STATES:
+            # RunComfy answers an unfinished job's result with its current state: asking it
+            # is a poll like a status request (a poll-based script moves on with either).
+            job.polls += 1
+            job.touch()
         await self._left_queue(job)
-        if request[_COUNTED]:
-            job.result_fetches += 1
         state = job.state
+        if request[_COUNTED] and state in FINAL_STATES:
+            job.result_fetches += 1
         body: dict[str, Any] = {"request_id": job.request_id, "status": state}
         if state == "completed":
             body["status"] = "succeeded"
