@@ -465,6 +465,7 @@ def studio_parts(
         find=runner.find,
         estimate=runner.estimates.estimate,
     )
+    runner.delivery.result.thumbs_for = studio.makes_thumbs_for
     actions = StudioActions(studio, runner.start, runner.delivery, services.intake)
     if services.story is not None:
         wire_story(actions, services.story)

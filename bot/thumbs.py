@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from PIL import Image
 
-from bot.images import check_header, max_pixels
+from bot.images import FORMATS, check_header, max_pixels
 
 if TYPE_CHECKING:
     from bot.models import Job
@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 THUMB_SIDE = 320
 _QUALITY = 75  # a 320 px WebP at 75 is 10-20 KB: a page of 30 strips stays small
+_METHOD = 2  # libwebp's effort: 4 (its default) costs ~20 % more CPU for ~1 % fewer bytes
 
 
 def make(data: bytes, size: str | None = None, side: int = THUMB_SIDE) -> tuple[bytes, int, int]:
@@ -30,13 +31,15 @@ def make(data: bytes, size: str | None = None, side: int = THUMB_SIDE) -> tuple[
     ``size``: the job's size string, bounding the pixels decoded (``images.max_pixels``).
     Raises ValueError (or PIL's errors, all ``Exception``) for what is not a usable image.
     """
-    with Image.open(io.BytesIO(data)) as img:
+    with Image.open(io.BytesIO(data), formats=FORMATS) as img:
         check_header(img, max_pixels(size) if size else None)
-        img.draft("RGB", (side * 2, side * 2))  # JPEG: decode at a fraction of the size
-        img.thumbnail((side, side), Image.Resampling.LANCZOS)
+        # A JPEG is decoded straight at the smallest scale (1/2 … 1/8) still at least the
+        # thumbnail's size: libjpeg's scaled decode averages each block, which is all a 320 px
+        # picture needs, at a third less CPU than decoding twice as large and resampling.
+        img.thumbnail((side, side), Image.Resampling.LANCZOS, reducing_gap=1.0)
         small = img.convert("RGBA" if img.mode in ("RGBA", "LA", "P") else "RGB")
     out = io.BytesIO()
-    small.save(out, "WEBP", quality=_QUALITY, method=4)
+    small.save(out, "WEBP", quality=_QUALITY, method=_METHOD)
     return out.getvalue(), small.width, small.height
 
 

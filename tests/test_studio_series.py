@@ -120,8 +120,9 @@ async def test_images_are_signed_per_person_and_short_lived_and_thumbnails_are_s
     bot = studio.bot
     runcomfy.script_next(JobScript(size=(1280, 720)))
     try:
+        # Ada has opened the studio: her panels' thumbnails are made at delivery.
+        assert (await studio.get("/app/api/me")).status_code == 200
         job = await run_job(telegram, bot, "/seq 2 16:9 two boats")
-        # Made at delivery, before anyone opened the studio.
         assert bot.store.thumb_indexes([job.id]) == {job.id: [0, 1]}
         series = (await studio.get(f"/app/api/series/{job.id}")).json()
         thumb = await studio.http.get(series["panels"][1]["thumb"].removeprefix("/seqbot"))
@@ -252,5 +253,32 @@ async def test_a_running_series_shows_its_state_and_progress(
         assert item["thumbs"] == []
         opened = (await studio.get("/app/api/series/6")).json()
         assert opened["progress"] == 0.45 and opened["actions"] == []
+    finally:
+        await studio.close()
+
+
+async def test_thumbnails_of_someone_who_never_opened_the_studio_are_made_when_first_shown(
+    bots: Bots, telegram: FakeTelegram, runcomfy: FakeRunComfy
+) -> None:
+    studio = await start_studio(bots)
+    bot = studio.bot
+    runcomfy.script_next(JobScript(size=(1280, 720)))
+    try:
+        job = await run_job(telegram, bot, "/seq 2 16:9 two kites")
+        # No image work at delivery for a person who has never looked at the studio.
+        assert bot.store.thumb_indexes([job.id]) == {}
+        assert not bot.store.uses_studio(ADA_ID)
+        series = (await studio.get(f"/app/api/series/{job.id}")).json()
+        assert bot.store.uses_studio(ADA_ID)  # remembered, across restarts too (SQLite)
+        thumb = await studio.http.get(series["panels"][1]["thumb"].removeprefix("/seqbot"))
+        assert thumb.status_code == 200 and webp_size(thumb.content) == (320, 180)
+        # Made once, from the kept file, and kept.
+        assert bot.store.thumb(job.id, 1) == thumb.content
+        assert bot.store.thumb_indexes([job.id]) == {job.id: [1]}
+        # From now on Ada's jobs get theirs at delivery; Bob, who never opened it, still not.
+        second = await run_job(telegram, bot, "/seq 1 1:1 a third kite")
+        assert bot.store.thumb_indexes([second.id]) == {second.id: [0]}
+        bobs = await run_job(telegram, bot, "/seq 1 1:1 bob's kite", chat_id=BOB_ID)
+        assert bot.store.thumb_indexes([bobs.id]) == {}
     finally:
         await studio.close()

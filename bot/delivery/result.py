@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from telegram import Bot
@@ -64,6 +65,8 @@ class ResultDelivery:
         self.deadline = deadline
         # Where the studio opens (PUBLIC_URL https): a 🖼 Studio button on each follow-up.
         self.studio: render.StudioLinks | None = None
+        # Whose jobs get the studio's thumbnails at delivery (set with the studio); none without.
+        self.thumbs_for: Callable[[int | None], bool] | None = None
         self.story = story  # ➡️ Continue and ✏️ Redo under the images (reference images are on)
         self._downloads = asyncio.Semaphore(_DOWNLOADS_AT_ONCE)
         self._deliveries = asyncio.Semaphore(_DELIVERIES_AT_ONCE)
@@ -301,7 +304,10 @@ class ResultDelivery:
 
     async def _thumbnails(self, job: Job) -> None:
         """The studio's thumbnails of the delivered images, made once from the kept files while
-        they are still pinned; a failure costs the studio a thumbnail, never the delivery."""
+        they are still pinned, for people who use the studio; a failure costs the studio a
+        thumbnail, never the delivery."""
+        if self.thumbs_for is None or not self.thumbs_for(job.requester_id):
+            return
         try:
             await thumbs.keep(self.store, self.originals, job)
         except Exception:

@@ -265,3 +265,10 @@ def m014_studio(db: sqlite_utils.Database) -> None:
         not_null={"data", "width", "height"},
     )
     db.table("jobs").create_index(["requester_id", "hidden", "id"])
+
+
+@migrations()
+def m015_studio_people(db: sqlite_utils.Database) -> None:
+    """Who has opened the studio: their panels' thumbnails are made at delivery (others' only
+    when the studio first shows them, so the bot does no image work nobody looks at)."""
+    db.table("studio_people").create({"person_id": int, "first_seen": float}, pk="person_id")

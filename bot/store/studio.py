@@ -27,6 +27,26 @@ class StudioStore(StoreBase):
             [requester_id, before if before is not None else 2**63 - 1, limit],
         )
 
+    def studio_person_seen(self, person_id: int, now: float) -> bool:
+        """Remember that ``person_id`` opened the studio; False if SQLite refused for a moment
+        (asked again at their next request)."""
+        try:
+            with self.db.conn:
+                self.db.execute(
+                    "INSERT OR IGNORE INTO studio_people (person_id, first_seen) VALUES (?, ?)",
+                    [person_id, now],
+                )
+        except sqlite3.OperationalError:
+            return False
+        return True
+
+    def uses_studio(self, person_id: int) -> bool:
+        """Whether ``person_id`` has ever opened the studio."""
+        row = self.db.execute(
+            "SELECT 1 FROM studio_people WHERE person_id = ?", [person_id]
+        ).fetchone()
+        return row is not None
+
     def hidden(self, job_id: int) -> bool:
         """Whether the job was hidden from the studio."""
         row = self.db.execute("SELECT hidden FROM jobs WHERE id = ?", [job_id]).fetchone()

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 PAGE_MAX = 30
 TELEGRAM_MAX_FILE = 20 * 1024 * 1024  # what getFile lets a bot download
 _FULLS_AT_ONCE = 4  # full-size images fetched from Telegram at once
+_PEOPLE_REMEMBERED = 100_000  # studio users kept in memory; the rest are asked of the database
 _CONTENT_TYPES = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 
 
@@ -114,6 +115,7 @@ class Studio:
         self.tokens = ImageTokens(key, settings.studio_image_token_seconds)
         self.rate = RateLimit(settings.studio_rate_per_second, settings.studio_rate_burst)
         self._fulls = asyncio.Semaphore(_FULLS_AT_ONCE)
+        self._people: set[int] = set()  # who has opened the studio (the database has them all)
 
     # ---- who asks -------------------------------------------------------------------------------
 
@@ -140,7 +142,26 @@ class Studio:
         wait = self.rate.take(person.id, now)
         if wait > 0:
             raise ApiRefusal("rate_limited", retry_after=wait)
+        if person.id not in self._people and self.store.studio_person_seen(person.id, now):
+            self._remember(person.id)
         return person
+
+    def makes_thumbs_for(self, requester_id: int | None) -> bool:
+        """Whether a job of ``requester_id`` gets its thumbnails at delivery: only for people
+        who have opened the studio (a panel costs ~10-20 ms of CPU to decode and shrink);
+        everyone else's are made when the studio first shows them."""
+        if requester_id is None:
+            return False
+        if requester_id in self._people:
+            return True
+        if not self.store.uses_studio(requester_id):
+            return False
+        self._remember(requester_id)
+        return True
+
+    def _remember(self, person_id: int) -> None:
+        if len(self._people) < _PEOPLE_REMEMBERED:
+            self._people.add(person_id)
 
     def me(self, person: Person) -> dict:
         """``/app/api/me``: who, the page's texts, the private chat's link."""
