@@ -8,8 +8,10 @@ import shutil
 import time
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
+from bot import thumbs
 from bot.models import Status
 from bot.store import Store
 from bot.web.studio.service import Studio as WebStudio
@@ -195,7 +197,7 @@ async def test_after_a_restart_thumbnails_stay_and_full_size_comes_from_telegram
 
 
 async def test_a_series_shows_its_reference_images_as_small_webp(
-    bots: Bots, telegram: FakeTelegram, tmp_path: Path
+    bots: Bots, telegram: FakeTelegram, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     job, _ = await record_job(bots.env, telegram, [jpeg((200, 30, 30)), jpeg((30, 30, 200))])
     store = Store(Path(bots.env["DATABASE_PATH"]))
@@ -218,6 +220,14 @@ async def test_a_series_shows_its_reference_images_as_small_webp(
                 assert img.format == "WEBP" and max(img.size) <= 320
                 colours.append(img.convert("RGB").getpixel((10, 10)))
         assert colours[0][0] > 150 and colours[1][2] > 150  # red first, then blue, in order
+        # Asked for again (the page shown again, or a URL hammered): no decoding again.
+        made = []
+        real = thumbs.make
+        monkeypatch.setattr(thumbs, "make", lambda *a: made.append(1) or real(*a))
+        for ref in series["refs"] * 3:
+            response = await studio.http.get(ref["thumb"].removeprefix("/seqbot"))
+            assert response.status_code == 200 and response.content[:4] == b"RIFF"
+        assert made == []
     finally:
         await studio.close()
 

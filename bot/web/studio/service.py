@@ -7,6 +7,7 @@ JSON; actions are in ``actions.py``.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from telegram.error import TelegramError
 
 from bot import images, thumbs
 from bot.models import Job, Status
+from bot.repeats import Recent
 from bot.schedule import Estimate
 from bot.sheets import extension
 from bot.texts import lang_of
@@ -38,6 +40,9 @@ PAGE_MAX = 30
 TELEGRAM_MAX_FILE = 20 * 1024 * 1024  # what getFile lets a bot download
 _FULLS_AT_ONCE = 4  # full-size images fetched from Telegram at once
 _PEOPLE_REMEMBERED = 100_000  # studio users kept in memory; the rest are asked of the database
+_MAKING_AT_ONCE = 2  # thumbnails decoded at once: a newcomer's first gallery leaves a core free
+_SMALLS_KEPT = 512  # reference and character thumbnails kept in memory (~15 KB each)
+_SMALLS_SECONDS = 3600.0
 _CONTENT_TYPES = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 
 
@@ -116,6 +121,8 @@ class Studio:
         self.rate = RateLimit(settings.studio_rate_per_second, settings.studio_rate_burst)
         self._fulls = asyncio.Semaphore(_FULLS_AT_ONCE)
         self._people: set[int] = set()  # who has opened the studio (the database has them all)
+        self._making = asyncio.Semaphore(_MAKING_AT_ONCE)
+        self._smalls: Recent[bytes, bytes] = Recent(_SMALLS_SECONDS, cap=_SMALLS_KEPT)
 
     # ---- who asks -------------------------------------------------------------------------------
 
@@ -270,13 +277,14 @@ class Studio:
         made = self.store.thumb(job.id, index)
         if made is not None:
             return made
-        # Not made at delivery (an older job, a busy database): made now, once, from the kept
-        # file or Telegram's copy.
+        # Not made at delivery (someone new to the studio, a busy database): made now, once,
+        # from the kept file or Telegram's copy.
         data = await self.full_image(job, index)
         if data is None:
             return None
         try:
-            thumb, width, height = await asyncio.to_thread(thumbs.make, data, job.size)
+            async with self._making:
+                thumb, width, height = await asyncio.to_thread(thumbs.make, data, job.size)
         except Exception as exc:
             log.warning("job %d: no thumbnail of image %d: %s", job.id, index + 1, exc)
             return None
@@ -288,21 +296,28 @@ class Studio:
         images = self.store.cast_images(owner, member)
         if not 0 <= index < len(images):
             return None
-        try:
-            return (await asyncio.to_thread(thumbs.make, images[index].data))[0]
-        except Exception:
-            return None
+        return await self._small(images[index].data)
 
     async def _ref_thumb(self, job: Job, number: int) -> bytes | None:
         if not 0 <= number < len(job.refs):
             return None
         data = await self.originals.load_ref(job.id, job.refs[number].id)
-        if data is None:
-            return None
+        return await self._small(data) if data is not None else None
+
+    async def _small(self, data: bytes) -> bytes | None:
+        """A reference's or character's image as a thumbnail: not stored, so kept a while in
+        memory by its bytes' digest (a page shown again, a URL asked for again, costs no
+        decoding), and made at most ``_MAKING_AT_ONCE`` at a time."""
+        digest = hashlib.blake2b(data, digest_size=16).digest()
+        if (made := self._smalls.get(digest)) is not None:
+            return made
         try:
-            return (await asyncio.to_thread(thumbs.make, data))[0]
+            async with self._making:
+                made = (await asyncio.to_thread(thumbs.make, data))[0]
         except Exception:
             return None
+        self._smalls.put(digest, made)
+        return made
 
     async def full_image(self, job: Job, index: int) -> bytes | None:
         """Image ``index`` of ``job`` full size: the kept original, else Telegram's copy (never
