@@ -307,9 +307,10 @@ async def test_redo_a_panel_and_continue_the_story(studio: Studio) -> None:
     await page.wait_for_function(
         "() => document.querySelector('[data-action=redo]').textContent === 'Redo panel 2'"
     )
-    before = await page.eval_on_selector_all(
-        ".slide", "s => s.map(e => e.querySelector('img').src)"
-    )
+    # Which image each slide shows: the job and index of its signed URL (a slide's picture goes
+    # from the thumbnail to the full size on its own, so the whole URL is not stable).
+    shows = "s => s.map(e => e.querySelector('img').src.split('/img/')[1].split('.').slice(1, 3).join('.'))"
+    before = await page.eval_on_selector_all(".slide", shows)
 
     # ✏️ Redo panel 2 with its own text: a new one-image job in Ada's chat, then the same page
     # shows panel 2's new version in its place.
@@ -320,10 +321,14 @@ async def test_redo_a_panel_and_continue_the_story(studio: Studio) -> None:
     job = await until_final(studio.telegram, studio.bot, redo)
     assert job.status == Status.DONE and job.chat_id == ADA_ID and job.count == 1
     await page.wait_for_function(
-        "old => { const now = [...document.querySelectorAll('.slide img')].map(i => i.src);"
+        "old => { const now = [...document.querySelectorAll('.slide img')]"
+        ".map(i => i.src.split('/img/')[1].split('.').slice(1, 3).join('.'));"
         " return now.length === 3 && now[1] !== old[1] && now[0] === old[0] && now[2] === old[2]; }",
         arg=before,
     )
+    assert before[1] == f"{series}.1"  # panel 2 of the set, now shown from the redo job
+    after = await page.eval_on_selector_all(".slide", shows)
+    assert after[1] == f"{redo}.0"
     assert await page.text_content(".counter") == "2 / 3"  # still on the redone panel
     texts = await page.eval_on_selector_all(".slide img", "s => s.map(i => i.alt)")
     assert texts == PANELS
