@@ -70,7 +70,10 @@ async def start(update: Update, context: BotContext) -> None:
         refs = context.settings.public_url is not None
         cast = context.settings.cast_max_per_person > 0
         # Quoted in groups only.
-        await update.message.reply_text(render.help_text(lang(update), refs=refs, cast=cast))
+        studio = context.settings.studio_url is not None
+        await update.message.reply_text(
+            render.help_text(lang(update), refs=refs, cast=cast, studio=studio)
+        )
 
 
 def studio_links(context: BotContext) -> render.StudioLinks | None:

@@ -96,15 +96,23 @@ an image file), or as a reply to one or to one of my images. Then use them in an
 /cast lists yours; /cast remove NAME deletes one."""
 
 
-def help_text(lang: str | None, *, refs: bool = False, cast: bool = False) -> str:
+STUDIO_HELP = "/studio opens your series as a gallery, with the same buttons."
+
+
+def help_text(
+    lang: str | None, *, refs: bool = False, cast: bool = False, studio: bool = False
+) -> str:
     """/start and /help: the greeting says what the bot does, so the usage's intro is left out;
     with ``refs`` (PUBLIC_URL set) one short example of reference images and the story
-    buttons, with ``cast`` (and refs) how to save and use characters."""
+    buttons, with ``cast`` (and refs) how to save and use characters, with ``studio`` (an https
+    PUBLIC_URL) the studio's command."""
     text = tr(lang, HELP, usage=_usage_body(lang))
     if refs:
         text += f"\n\n{tr(lang, REFS_HELP)}\n{tr(lang, STORY_HELP)}"
     if refs and cast:
         text += f"\n\n{tr(lang, CAST_HELP)}"
+    if studio:
+        text += f"\n\n{tr(lang, STUDIO_HELP)}"
     return text
 
 

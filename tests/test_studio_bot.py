@@ -26,6 +26,22 @@ def markup(telegram: FakeTelegram, update: dict) -> list[list[dict]]:
     raise AssertionError("no reply")
 
 
+async def help_reply(telegram: FakeTelegram) -> str:
+    """The text of the bot's answer to a /help sent now (not quoted in a private chat)."""
+    telegram.send_text("/help")
+    (call,) = await telegram.wait_for(
+        lambda: (
+            [
+                c
+                for c in telegram.calls_to("sendMessage", ok_only=True)
+                if c.params["text"].startswith("Hi!")
+            ]
+            or None
+        )
+    )
+    return str(call.params["text"])
+
+
 async def test_studio_in_private_is_a_web_app_button_and_in_a_group_a_link_to_private(
     bots: Bots, telegram: FakeTelegram
 ) -> None:
@@ -90,6 +106,7 @@ async def test_the_menu_button_opens_the_studio_and_studio_is_in_the_command_men
             None: {"type": "web_app", "text": "Studio", "web_app": {"url": APP}}
         }
         assert "studio" in [c["command"] for c in telegram.commands]
+        assert "/studio opens your series as a gallery" in await help_reply(telegram)
     finally:
         await studio.close()
 
@@ -108,6 +125,7 @@ async def test_without_an_https_public_url_there_is_no_studio_button_anywhere(
     assert "Studio" not in json.dumps(followup.params["reply_markup"])
     message = telegram.send_text("/studio")
     assert await reply_to(telegram, message) == "The studio is not set up on this bot."
+    assert "/studio" not in await help_reply(telegram)
     assert telegram.errors == []
 
 
