@@ -126,6 +126,16 @@ def parse_seq(
     return parsed.request if parsed else None
 
 
+def parse_answer(text: str, *, count: int, size: str, mode: str) -> SeqRequest | None:
+    """An answer to ➡️ Continue's question: a prompt or a numbered script, never options (its
+    "10 years later…" is a story, not ten images), with the previous job's ``count``, ``size``
+    and ``mode``; a script makes one image per item. None for an empty answer."""
+    prompt = text.strip()
+    if not prompt:
+        return None
+    return _build(prompt, count=None, size=size, seed=None, mode=mode, default_count=count)
+
+
 def parse_seq_command(
     args: str, *, replied_text: str | None = None, defaults: ChatDefaults | None = None
 ) -> SeqCommand | None:

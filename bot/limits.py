@@ -42,6 +42,14 @@ def check_access(settings: Settings, *, user_id: int | None, chat_id: int) -> No
         return
     if settings.allowed_chat_ids and chat_id not in settings.allowed_chat_ids:
         raise RefusedError("Sorry, this bot is not available in this chat.")
+    check_user(settings, user_id)
+
+
+def check_user(settings: Settings, user_id: int | None) -> None:
+    """Raise RefusedError unless the user is allowed (ALLOWED_USER_IDS; admins always are),
+    wherever they are: the studio, which is no chat, asks only this."""
+    if user_id is not None and user_id in settings.admin_user_ids:
+        return
     if settings.allowed_user_ids and user_id not in settings.allowed_user_ids:
         raise RefusedError("Sorry, this bot is not available to you.")
 

@@ -21,11 +21,11 @@ from itertools import groupby
 
 from bot import limits, refimages, schema
 from bot.cast import naming_text
-from bot.command import parse_seq, script_panels
+from bot.command import parse_answer, script_panels
 from bot.config import Settings
 from bot.errors import InputError
 from bot.intake import StartJob
-from bot.models import ChatDefaults, Job, Origin, Reference, SeqRequest, Status
+from bot.models import Job, Origin, Reference, SeqRequest, Status
 from bot.originals import OriginalsCache
 from bot.refimages import UnusableImage
 from bot.store import Store
@@ -96,10 +96,10 @@ def _fits(text: str) -> str:
 
 
 def continue_request(job: Job, text: str) -> SeqRequest:
-    """The next episode's request, without its references yet: the answer read as a ``/seq``
-    (a prompt or a numbered script; options may change the count, ratio or mode), the previous
-    job's count, ratio and mode its defaults."""
-    request = parse_seq(text, defaults=ChatDefaults(count=job.count, size=job.size, mode=job.mode))
+    """The next episode's request, without its references yet: the answer, a prompt or a
+    numbered script, with the previous job's count, ratio and mode (a script: one image per
+    item)."""
+    request = parse_answer(text, count=job.count, size=job.size, mode=job.mode)
     if request is None:
         raise InputError("Reply with what happens next, in words or as a numbered script.")
     return dataclasses.replace(

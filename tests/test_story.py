@@ -262,19 +262,19 @@ async def test_continue_of_pruned_originals_says_so_and_bills_nothing(
     assert bot.store.usage(ADA_ID, limits.day_start(time.time())).images == 2
 
 
-async def test_a_numbered_script_answer_sets_the_count_and_options_may_change_the_ratio(
+async def test_a_numbered_script_answer_sets_the_count_and_keeps_the_ratio_and_mode(
     telegram: FakeTelegram, runcomfy: FakeRunComfy, bot: RunningBot
 ) -> None:
     first = await done(telegram, bot, "/seq 4 3:4 mode=standard a fox", 1)
     await answered(telegram, telegram.press_button(fkey(first), "v1:next:1"))
     question = await asked(telegram, 0)
     telegram.send_text(
-        "16:9 The fox travels.\n1. it packs\n2. it leaves",
+        "The fox travels.\n1. it packs\n2. it leaves",
         reply_to_message_id=question["message_id"],
     )
     second = await until_final(telegram, bot, 2)
     assert second.status == Status.DONE, second.error
-    assert (second.count, second.size, second.mode) == (2, "2560:1440 (16:9)", "standard")
+    assert (second.count, second.size, second.mode) == (2, "1728:2304 (3:4)", "standard")
     assert second.panels == ["it packs", "it leaves"]
     assert body(runcomfy, second)["text"] == (
         "Images 1–3 are the last panels of the previous episode: continue from them. "
@@ -497,16 +497,14 @@ async def test_the_daily_limit_refuses_a_whole_episode_but_lets_a_one_image_redo
     assert answer.startswith("You have 1 of today's 6 images left; ask for 1 or fewer.")
     assert bot.store.get(2) is None and runcomfy.count("submit") == 1
 
-    # The question still stands: an answer that fits the limit starts the episode.
-    telegram.send_text("1 and then", reply_to_message_id=question["message_id"])
+    # A redo is one image: it fits the one left.
+    await redo(telegram, bot, first, 2, "a wolf", 1)
     second = await until_final(telegram, bot, 2)
-    assert (second.status, second.count, second.episode) == (Status.DONE, 1, 2)
+    assert (second.status, second.count, second.redo_of) == (Status.DONE, 1, first.id)
 
-    # Now the day's six are used: a redo (one image) is refused too, nothing billed.
-    await redo(telegram, bot, first, 2, "a wolf", 1, answer=False)
-    question = questions(telegram)[1].response["result"]
+    # Now the day's six are used: the episode's question still stands, and is refused again.
     answer = await reply_to(
-        telegram, telegram.send_text("a wolf", reply_to_message_id=question["message_id"])
+        telegram, telegram.send_text("and then", reply_to_message_id=question["message_id"])
     )
     assert answer.startswith("You have used all 6 images of today's limit.")
     assert bot.store.get(3) is None and runcomfy.count("submit") == 2
@@ -525,6 +523,11 @@ async def test_with_stars_a_redo_reserves_and_spends_one_credit(
     assert bot.store.balance(ADA_ID) == 6
 
 
+def script(n: int) -> str:
+    """An answer of ``n`` numbered items: an episode of ``n`` images."""
+    return "\n".join(f"{i}. fox number {i}" for i in range(1, n + 1))
+
+
 async def test_an_episode_too_big_for_the_panels_is_refused_with_the_most_that_fits(
     telegram: FakeTelegram, runcomfy: FakeRunComfy, bot: RunningBot
 ) -> None:
@@ -532,14 +535,14 @@ async def test_an_episode_too_big_for_the_panels_is_refused_with_the_most_that_f
     await answered(telegram, telegram.press_button(fkey(first), "v1:next:1"))
     question = await asked(telegram, 0)
     answer = await reply_to(
-        telegram, telegram.send_text("15 foxes", reply_to_message_id=question["message_id"])
+        telegram, telegram.send_text(script(15), reply_to_message_id=question["message_id"])
     )
     assert answer == (
         "An episode of 15 images leaves no room for the previous panels as references: "
         "ask for at most 14."
     )
     assert bot.store.get(2) is None and runcomfy.count("submit") == 1
-    telegram.send_text("13 foxes", reply_to_message_id=question["message_id"])
+    telegram.send_text(script(13), reply_to_message_id=question["message_id"])
     second = await until_final(telegram, bot, 2)
     # 13 images leave room for two of the last panels (15 in all): both of the first's.
     assert (second.count, len(second.refs)) == (13, 2)

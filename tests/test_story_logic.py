@@ -91,17 +91,19 @@ def test_room_for_the_last_panels_within_10_references_and_15_images() -> None:
     assert continue_panel_room(0, 15) == 0
 
 
-def test_continue_keeps_count_ratio_and_mode_unless_the_answer_says_otherwise() -> None:
+def test_continue_keeps_count_ratio_and_mode_whatever_the_answer_says() -> None:
     request = continue_request(_job(), "they reach the sea")
     assert (request.count, request.size, request.mode) == (5, "2560:1440 (16:9)", "standard")
     assert (request.continues, request.story, request.episode) == (12, 12, 2)
     later = continue_request(_job(id=14, story=12, episode=3), "9:16 3 and then")
-    assert (later.count, later.size, later.story, later.episode) == (
-        3,
-        schema.SIZE_ALIASES["9:16"],
-        12,
-        4,
-    )
+    assert (later.count, later.size, later.story, later.episode) == (5, "2560:1440 (16:9)", 12, 4)
+    # An answer is the story's words: numbers and ratios in it change nothing that is billed.
+    assert later.prompt == "9:16 3 and then"
+    years = continue_request(_job(), "10 years later, anna returns")
+    assert (years.count, years.prompt) == (5, "10 years later, anna returns")
+    assert years.text == "Generate 5 images: 10 years later, anna returns"
+    # A script makes one image per item.
+    assert continue_request(_job(), "1. one\n2. two").count == 2
     with pytest.raises(InputError):
         continue_request(_job(), "   ")
 

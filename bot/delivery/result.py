@@ -308,6 +308,8 @@ class ResultDelivery:
         thumbnail, never the delivery."""
         if self.thumbs_for is None or not self.thumbs_for(job.requester_id):
             return
+        if self.store.hidden(job.id):  # hidden from the studio (its set, for a redo) meanwhile
+            return
         try:
             await thumbs.keep(self.store, self.originals, job)
         except Exception:

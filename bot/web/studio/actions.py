@@ -129,6 +129,7 @@ class StudioActions:
         # says so instead of starting (and billing) another job.
         self._agains: dict[tuple[int, int], tuple[float, int]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._starting: set[tuple[int, int, str]] = set()  # (person, job, action) under way
 
     def wire(self, action: str, run: Extra) -> None:
         """Make Continue, Redo or Cast one call to the story's or cast's code."""
@@ -171,6 +172,18 @@ class StudioActions:
             raise ApiRefusal(
                 "bad_request", tr(person.lang, "This cannot be done with job #{id} now.", id=job.id)
             )
+        # A paid action starts once at a time per person and job: two taps (a phone and a
+        # desktop, say) before the first is answered start one job, not two.
+        key = (person.id, job.id, request.action)
+        if key in self._starting:
+            raise ApiRefusal("bad_request", tr(person.lang, "That is being started already."))
+        self._starting.add(key)
+        try:
+            return await self._run(person, job, request)
+        finally:
+            self._starting.discard(key)
+
+    async def _run(self, person: Person, job: Job, request: ActionRequest) -> dict:
         try:
             if request.action != "hide":
                 limits.check_access(self.studio.settings, user_id=person.id, chat_id=person.id)
@@ -287,6 +300,16 @@ class StudioActions:
             log.exception("job %d: a studio request failed", job.id)
 
     async def _hide(self, person: Person, job: Job) -> str:
+        if any(not redo.final for redo in self.studio.store.redos(job.id)):
+            # Its files are the running redo's references: hidden once that one has ended.
+            raise ApiRefusal(
+                "bad_request",
+                tr(
+                    person.lang,
+                    "A panel of job #{id} is being redone; hide it after that.",
+                    id=job.id,
+                ),
+            )
         for hidden in self.studio.store.hide(job.id):
             await self.studio.originals.remove(hidden)
         log.info("job %d: hidden from the studio by its requester; kept files removed", job.id)

@@ -97,8 +97,10 @@ def serve(handler: tornado.web.RequestHandler, file: static.StaticFile | None, c
         handler.write(file.data)
 
 
+@tornado.web.stream_request_body
 class ApiHandler(StudioHandler):
-    """A JSON endpoint: the person is checked (initData, pace) before anything else."""
+    """A JSON endpoint: the person is checked (initData, pace) before anything else, the body
+    included: it is read only for someone signed in, and only up to ``MAX_JSON_BYTES``."""
 
     SUPPORTED_METHODS = ("GET", "POST", "DELETE")  # type: ignore[assignment]
 
@@ -107,11 +109,23 @@ class ApiHandler(StudioHandler):
         self.studio = studio
         self.actions = actions
         self.lang: str | None = None
+        self.chunks: list[bytes] = []
+        self.size = 0
 
     def prepare(self) -> None:
-        """Who asks; refused before the body is used."""
+        """Who asks, from the headers alone; a refusal is answered before any body is read."""
         self.person: Person = self.studio.person(self.request.headers.get("Authorization"))
         self.lang = self.person.lang
+        length = self.request.headers.get("Content-Length", "0")
+        if not length.isascii() or not length.isdigit() or int(length) > MAX_JSON_BYTES:
+            raise ApiRefusal("bad_request")  # answered now; the body is never read
+
+    def data_received(self, chunk: bytes) -> None:
+        """A piece of a signed-in person's body; past ``MAX_JSON_BYTES`` (a chunked body) the
+        rest is dropped as it comes, and the request is refused."""
+        self.size += len(chunk)
+        if self.size <= MAX_JSON_BYTES:
+            self.chunks.append(chunk)
 
     def reply(self, body: dict) -> None:
         """``body`` as JSON."""
@@ -140,12 +154,12 @@ class ApiHandler(StudioHandler):
 
     def json_body(self) -> Any:
         """The request's JSON body, bounded."""
-        body = self.request.body
-        if len(body) > MAX_JSON_BYTES:
+        if self.size > MAX_JSON_BYTES:
             raise ApiRefusal("bad_request")
+        body = b"".join(self.chunks)
         try:
             return json.loads(body or b"null")
-        except ValueError:
+        except (ValueError, RecursionError):  # "[[[[…": deeper than Python's stack
             raise ApiRefusal("bad_request") from None
 
 
@@ -248,7 +262,14 @@ class ImageHandler(StudioHandler):
 
     async def get(self, token: str) -> None:
         """The bytes, kept by the browser until the token expires."""
-        picture = await self.studio.picture(token)
+        try:
+            picture = await self.studio.picture(token)
+        except ApiRefusal as refusal:  # too many full-size images at once
+            self.set_status(refusal.status)
+            self.set_header("Retry-After", str(max(1, round(refusal.retry_after + 0.5))))
+            self.set_header("Content-Type", "text/plain; charset=utf-8")
+            self.finish(f"{refusal.status}\n")
+            return
         if picture is None:
             raise tornado.web.HTTPError(404)
         self.set_header("Content-Type", picture.content_type)
@@ -259,3 +280,7 @@ class ImageHandler(StudioHandler):
             self.write(picture.data)
 
     head = get
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        """A failure without the request's path: it holds a token that opens the image."""
+        log.error("studio image request failed", exc_info=(typ, value, tb))

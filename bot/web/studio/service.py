@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 
 from telegram.error import TelegramError
 
-from bot import images, thumbs
+from bot import images, limits, thumbs
+from bot.errors import SeqbotError
 from bot.models import Job, Status
 from bot.repeats import Recent
 from bot.schedule import Estimate
@@ -39,6 +40,9 @@ log = logging.getLogger(__name__)
 PAGE_MAX = 30
 TELEGRAM_MAX_FILE = 20 * 1024 * 1024  # what getFile lets a bot download
 _FULLS_AT_ONCE = 4  # full-size images fetched from Telegram at once
+# Full-size images per person: the page loads the panel on screen and its two neighbours.
+_FULLS_PER_SECOND = 4.0
+_FULLS_BURST = 12
 _PEOPLE_REMEMBERED = 100_000  # studio users kept in memory; the rest are asked of the database
 _MAKING_AT_ONCE = 2  # thumbnails decoded at once: a newcomer's first gallery leaves a core free
 _SMALLS_KEPT = 512  # reference and character thumbnails kept in memory (~15 KB each)
@@ -120,6 +124,7 @@ class Studio:
         self.tokens = ImageTokens(key, settings.studio_image_token_seconds)
         self.rate = RateLimit(settings.studio_rate_per_second, settings.studio_rate_burst)
         self._fulls = asyncio.Semaphore(_FULLS_AT_ONCE)
+        self.full_rate = RateLimit(_FULLS_PER_SECOND, _FULLS_BURST)
         self._people: set[int] = set()  # who has opened the studio (the database has them all)
         self._making = asyncio.Semaphore(_MAKING_AT_ONCE)
         self._smalls: Recent[bytes, bytes] = Recent(_SMALLS_SECONDS, cap=_SMALLS_KEPT)
@@ -146,6 +151,10 @@ class Studio:
             refusal.lang = lang_of(exc.language_code) if exc.language_code else None
             raise refusal from None
         person = Person(user.id, user.first_name, lang_of(user.language_code))
+        try:
+            limits.check_user(self.settings, person.id)  # off the allowlist: not even to look
+        except SeqbotError as exc:
+            raise ApiRefusal("unauthorized", exc.text(person.lang)) from None
         wait = self.rate.take(person.id, now)
         if wait > 0:
             raise ApiRefusal("rate_limited", retry_after=wait)
@@ -268,6 +277,11 @@ class Studio:
         if grant.kind == "t":
             data = await self._thumb(job, grant.index)
             return Picture(data, "image/webp", max_age) if data else None
+        # A full-size image is megabytes read (or fetched from Telegram) per request: a paced
+        # few per person, whoever holds the URL.
+        wait = self.full_rate.take(grant.person, now)
+        if wait > 0:
+            raise ApiRefusal("rate_limited", retry_after=wait)
         data = await self.full_image(job, grant.index)
         if data is None:
             return None
