@@ -10,7 +10,7 @@ import secrets
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
 
-from bot import schema
+from bot import cast, schema
 from bot.errors import RefusedError
 from bot.models import Job, Origin, Reference, SeqRequest
 
@@ -68,6 +68,7 @@ async def start_again(
                     id=job.id,
                 )
             refs, ref_files = kept
+        _check_cast(job, origin, store)
     request = SeqRequest(
         count=job.count,
         size=job.size,
@@ -79,3 +80,18 @@ async def start_again(
         refs=refs,
     )
     return await start(request, origin, ref_files=ref_files)
+
+
+def _check_cast(job: Job, origin: Origin, store: Store) -> None:
+    """Again repeats the job's text, which names its characters: refused unless every one of
+    them may still be used by whoever asks (the owner, with the character still saved)."""
+    used = [ref for ref in job.refs if ref.kind == "cast"]
+    if not used or job.requester_id is None:
+        return
+    saved = (cast.key(m.name) for m in store.cast_list(job.requester_id))
+    if len(cast.carried(job, origin.requester_id, saved)) < len(used):
+        raise RefusedError(
+            "Job #{id} used saved characters that are not yours, or were removed, so it cannot "
+            "be run again; nothing was charged. Start a new one with /seq cast=….",
+            id=job.id,
+        )

@@ -10,11 +10,12 @@ rex." and the prompt follows within the schema's 600 characters.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from bot import schema
 from bot.errors import InputError
+from bot.models import Job, Reference
 from bot.texts import Plural
 
 NAME_MAX = 24
@@ -126,3 +127,13 @@ def with_naming(text: str, cast: Sequence[tuple[str, int]]) -> str:
             limit=schema.MAX_TEXT,
         )
     return full
+
+
+def carried(job: Job, requester_id: int | None, saved: Iterable[str]) -> list[Reference]:
+    """The job's characters (its references of kind "cast") that a new job of ``requester_id``
+    may carry on: only if it is the job's own requester (a cast is its owner's, never a group's
+    to pass around), and only those still saved (``saved``: the keys of the owner's names)."""
+    if requester_id is None or requester_id != job.requester_id:
+        return []
+    keys = set(saved)
+    return [ref for ref in job.refs if ref.kind == "cast" and key(ref.name) in keys]

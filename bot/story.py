@@ -19,7 +19,7 @@ import re
 import secrets
 from itertools import groupby
 
-from bot import limits, refimages, schema
+from bot import cast, limits, refimages, schema
 from bot.cast import naming_text
 from bot.command import parse_answer, script_panels
 from bot.config import Settings
@@ -143,6 +143,13 @@ class Story:
         self.originals = originals
         self.start_job = start_job
 
+    def _cast(self, job: Job, origin: Origin) -> list[Reference]:
+        """The job's characters the new job takes: its requester's own, still saved."""
+        if not cast_of(job) or job.requester_id is None:
+            return []
+        saved = (cast.key(m.name) for m in self.store.cast_list(job.requester_id))
+        return cast.carried(job, origin.requester_id, saved)
+
     def check(self, job: Job) -> None:
         """Whether the job can be continued or redone at all; InputError says why not."""
         if not self.settings.public_url:
@@ -170,7 +177,7 @@ class Story:
         self._may(origin)
         self.check(job)
         request = continue_request(job, text)
-        cast = cast_of(job)
+        cast = self._cast(job, origin)
         room = continue_panel_room(len(cast), request.count)
         if room < 1 and len(cast) < schema.MAX_REFS:
             raise InputError(
@@ -202,7 +209,7 @@ class Story:
         if not wanted:
             raise InputError("Reply with the panel's new text, or “same” to keep it.")
         wanted = panel_text(job, panel) if is_same(wanted) else wanted
-        cast = cast_of(job)
+        cast = self._cast(job, origin)
         others = nearest(
             delivered_panels(job), panel, min(REDO_PANELS, schema.MAX_REFS - len(cast))
         )

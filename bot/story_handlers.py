@@ -73,7 +73,7 @@ async def redo_button(update: Update, context: BotContext) -> None:
         )
         return
     await answer_quietly(query)
-    await _keyboard(query.message, render.actions_keyboard(job))
+    await _keyboard(query.message, context.runner.delivery.result.actions_keyboard(job))
     text = tr(language, _REDO, n=button.panel)
     await _ask(context, job, message, query.from_user, text, button.panel - 1, language)
 
@@ -86,7 +86,7 @@ async def back_button(update: Update, context: BotContext) -> None:
         return
     job, message = found
     await answer_quietly(query)
-    await _keyboard(message, render.actions_keyboard(job))
+    await _keyboard(message, context.runner.delivery.result.actions_keyboard(job))
 
 
 async def _keyboard(message: object, markup: InlineKeyboardMarkup) -> None:

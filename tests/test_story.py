@@ -546,3 +546,45 @@ async def test_an_episode_too_big_for_the_panels_is_refused_with_the_most_that_f
     second = await until_final(telegram, bot, 2)
     # 13 images leave room for two of the last panels (15 in all): both of the first's.
     assert (second.count, len(second.refs)) == (13, 2)
+
+
+async def test_only_the_owner_carries_their_characters_on_and_only_while_saved(
+    telegram: FakeTelegram, runcomfy: FakeRunComfy, bots: Bots
+) -> None:
+    bot = await bots.start(**refs_on())
+    saved = telegram.send_photo(colour("red"), "/cast add anna", user_id=ADA_ID)
+    assert (await reply_to(telegram, saved)).startswith("Saved ")
+    group = {"chat_id": GROUP, "chat_type": "supergroup"}
+    first = await done(
+        telegram, bot, "/seq 2 cast=anna anna in the rain", 1, user_id=ADA_ID, **group
+    )
+    assert [r.kind for r in first.refs] == ["cast"]
+
+    # Bob continues Ada's set in the group: the panels, never Ada's own saved photo.
+    await answered(telegram, telegram.press_button(fkey(first), "v1:next:1", user_id=BOB_ID))
+    question = await asked(telegram, 0)
+    telegram.send_text(
+        "anna dries off", user_id=BOB_ID, reply_to_message_id=question["message_id"], **group
+    )
+    second = await until_final(telegram, bot, 2)
+    assert second.status == Status.DONE, second.error
+    assert [r.kind for r in second.refs] == ["result", "result"]
+    assert "is anna" not in body(runcomfy, second)["text"]
+    # Nor does his 🔁 Again on her set copy it: refused, nothing billed.
+    submits = runcomfy.count("submit")
+    tap = telegram.press_button(fkey(first), "v1:again:1", user_id=BOB_ID)
+    refusal = await answered(telegram, tap)
+    assert "not yours, or were removed" in str(refusal)
+    assert bot.store.get(3) is None and runcomfy.count("submit") == submits
+
+    # Ada removes anna: her own next episode goes on without the removed character.
+    removed = telegram.send_text("/cast remove anna", user_id=ADA_ID)
+    await reply_to(telegram, removed)
+    await answered(telegram, telegram.press_button(fkey(first), "v1:next:1", user_id=ADA_ID))
+    question = await asked(telegram, 1)
+    telegram.send_text(
+        "the rain stops", user_id=ADA_ID, reply_to_message_id=question["message_id"], **group
+    )
+    third = await until_final(telegram, bot, 3)
+    assert third.status == Status.DONE, third.error
+    assert [r.kind for r in third.refs] == ["result", "result"]

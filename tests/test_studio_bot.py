@@ -8,7 +8,7 @@ import json
 from tests.conftest import Bots
 from tests.fakes.runcomfy_api import FakeRunComfy
 from tests.fakes.telegram_api import ADA_ID, FakeTelegram
-from tests.helpers import followups, menu_set, refs_env, reply_to
+from tests.helpers import answered, followups, menu_set, refs_env, reply_to
 from tests.studio_helpers import PUBLIC, run_job, start_studio
 
 GROUP = -1001234567890
@@ -91,6 +91,17 @@ async def test_every_follow_up_has_a_studio_button_private_web_app_group_link(
             "text": "🖼 Studio",
             "url": f"https://t.me/{username}?start=studio",
         }
+        # ✏️ Redo panel's choice and ↩️ Back put the follow-up's buttons back whole.
+        chat, message = private.params["chat_id"], private.response["result"]["message_id"]
+        job_id = int(private.params["text"].split("#")[1].split(" ")[0])
+        with_studio = telegram.buttons(chat, message)
+        assert ("🖼 Studio", "") in with_studio
+        await answered(telegram, telegram.press_button((chat, message), f"v1:redo:{job_id}"))
+        await telegram.wait_for(  # the panel buttons in their place
+            lambda: ("1", f"v1:redo:{job_id}:1") in telegram.buttons(chat, message)
+        )
+        await answered(telegram, telegram.press_button((chat, message), f"v1:back:{job_id}"))
+        await telegram.wait_for(lambda: telegram.buttons(chat, message) == with_studio)
         assert telegram.errors == []
     finally:
         await studio.close()

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from telegram import Bot
+from telegram import Bot, InlineKeyboardMarkup
 
 from bot import metrics, render, thumbs
 from bot.delivery.albums import AlbumSender, Sent
@@ -231,7 +231,7 @@ class ResultDelivery:
             lambda: self.bot.send_message(
                 chat_id=job.chat_id,
                 text=render.actions_text(job),
-                reply_markup=render.actions_keyboard(job, self.studio, story=self.story),
+                reply_markup=self.actions_keyboard(job),
                 message_thread_id=job.thread_id,
                 reply_parameters=reply(job.message_id),
             ),
@@ -301,6 +301,10 @@ class ResultDelivery:
         if job.plan is not None and not self.undelivered(job):
             await self.originals.unpin(job.id)
         return bool(units)
+
+    def actions_keyboard(self, job: Job) -> InlineKeyboardMarkup:
+        """The follow-up's buttons as this bot shows them (🖼 Studio, Continue and Redo when on)."""
+        return render.actions_keyboard(job, self.studio, story=self.story)
 
     async def _thumbnails(self, job: Job) -> None:
         """The studio's thumbnails of the delivered images, made once from the kept files while
