@@ -83,6 +83,13 @@ def prompt_count(prompt: str) -> int | None:
     return found.pop() if found else None
 
 
+def as_one_image(prompt: str) -> str:
+    """``prompt`` with any count of images it states made one ("Generate 4 images of a cat" ->
+    "Generate 1 image of a cat"): a redone panel's text, which RunComfy must not read as
+    asking for several."""
+    return _PROMPT_COUNT_RE.sub("1 image", prompt)
+
+
 def _count_error(given: str) -> InputError:
     return InputError(
         "The number of images must be {low}–{high} (you gave {given}).",

@@ -21,7 +21,7 @@ from itertools import groupby
 
 from bot import cast, limits, refimages, schema
 from bot.cast import naming_text
-from bot.command import parse_answer, script_panels
+from bot.command import as_one_image, parse_answer, script_panels
 from bot.config import Settings
 from bot.errors import InputError
 from bot.intake import StartJob
@@ -125,7 +125,7 @@ def redo_text(job: Job, panel: int, text: str, cast: list[Reference], others: in
     note = reference_note(cast, others, "other panels of the same series: match them")
     if note:
         parts.append(note)
-    parts.append(text)
+    parts.append(as_one_image(text))
     return _fits(" ".join(parts))
 
 

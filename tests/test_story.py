@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from bot import limits, refimages, sheets
-from bot.models import Origin, Reference, SeqRequest
+from bot import cast, limits, refimages, sheets
+from bot.models import CastImage, Origin, Reference, SeqRequest
 from bot.originals import OriginalsCache
 from bot.store import Job, Status, Store
 from tests.conftest import Bots, RunningBot
@@ -126,6 +126,10 @@ async def with_cast(env: dict[str, str], telegram: FakeTelegram, count: int = 4)
             request, Origin(ADA_ID, message_id, ADA_ID, ADA_ID, "ada", None, "private")
         )
         assert job is not None
+        # Still saved in Ada's cast: a new job of hers carries them on.
+        for data, name in zip(images, ("anna", "rex"), strict=True):
+            image = CastImage(data, 64, 64, ADA_ID, message_id)
+            store.cast_save(ADA_ID, name, cast.key(name), [image], cap=20)
     finally:
         store.close()
     cache = OriginalsCache(db.parent / "originals")

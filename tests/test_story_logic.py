@@ -132,3 +132,12 @@ def test_a_redone_first_panel_keeps_the_sets_parameters_in_show() -> None:
     # Not the set's first unit: no parameters.
     later = render.versioned_captions(job, (0, 1), {0: redo}, first=False)
     assert later[0] == "1 (v2). wakes in the rain"
+
+
+def test_a_redo_of_a_prompt_that_states_its_count_asks_for_one_image() -> None:
+    job = _job(prompt="Generate 4 images of a cat in four seasons", panels=[])
+    text = redo_text(job, 1, panel_text(job, 1), [], 3)
+    assert text == (
+        "Generate 1 image. Images 1–3 are other panels of the same series: match them. "
+        "Generate 1 image of a cat in four seasons"
+    )
