@@ -23,7 +23,7 @@ from telegram import (
 )
 from telegram.error import TelegramError
 
-from bot import callbacks, cast, limits, sheets
+from bot import callbacks, cast, limits, render, sheets
 from bot.callbacks import CastAction, CastButton
 from bot.command import command_args
 from bot.config import Settings
@@ -226,24 +226,21 @@ class CastDesk:
         await message.reply_photo(picture, caption=caption, reply_markup=keyboard, do_quote=True)
 
     def list_text(self, members: Sequence[CastMember], language: str) -> str:
-        """The list: each name with its number of images, and how to use them."""
-        lines = [
-            tr(
-                language,
-                "Your characters ({count} of {limit}):",
-                count=len(members),
-                limit=self.settings.cast_max_per_person,
-            )
-        ]
-        lines += [f"• {m.name}: {plural(language, m.images, 'image')}" for m in members]
-        lines.append("")
-        lines.append(
-            tr(
-                language,
-                "Use them in /seq with cast=NAME[,NAME…]. A button removes one.",
-            )
+        """The list: each name with its number of images, and how to use them; within a photo's
+        caption (a long list names them on one line, the longest only in the buttons)."""
+        head = tr(
+            language,
+            "Your characters ({count} of {limit}):",
+            count=len(members),
+            limit=self.settings.cast_max_per_person,
         )
-        return "\n".join(lines)
+        usage = tr(language, "Use them in /seq with cast=NAME[,NAME…]. A button removes one.")
+        lines = [f"• {m.name}: {plural(language, m.images, 'image')}" for m in members]
+        for names in ("\n".join(lines), ", ".join(m.name for m in members)):
+            text = f"{head}\n{names}\n\n{usage}"
+            if render.utf16_len(text) <= render.CAPTION_LIMIT:
+                return text
+        return f"{head}\n\n{usage}"
 
     # ---- the buttons ---------------------------------------------------------------------
 

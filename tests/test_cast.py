@@ -651,3 +651,26 @@ def test_a_sheet_labelled_with_names_in_any_alphabet() -> None:
     assert named != numbered
     with pytest.raises(ValueError, match="labels"):
         sheets.contact_sheet(images, 1.0, labels=["one"])
+
+
+def test_the_list_fits_a_photo_caption_however_many_characters() -> None:
+    from types import SimpleNamespace
+
+    from bot.cast_handlers import CastDesk
+    from bot.models import CastMember
+    from bot.render import CAPTION_LIMIT, utf16_len
+
+    def members(n: int) -> list[CastMember]:
+        return [
+            CastMember(i, ADA_ID, f"персонаж_{i:03d}_длинноеимя", "k", 3, 0.0) for i in range(n)
+        ]
+
+    desk = SimpleNamespace(settings=SimpleNamespace(cast_max_per_person=100))
+    few = CastDesk.list_text(desk, members(3), "ru")  # type: ignore[arg-type]
+    assert "• персонаж_000_длинноеимя: 3 изображения" in few
+    for n in (20, 40, 100):
+        text = CastDesk.list_text(desk, members(n), "ru")  # type: ignore[arg-type]
+        assert utf16_len(text) <= CAPTION_LIMIT, n
+        assert text.startswith(f"Ваши персонажи ({n} из 100):")
+    # Twenty long names: one line of names instead of a line each.
+    assert "персонаж_019_длинноеимя" in CastDesk.list_text(desk, members(20), "ru")  # type: ignore[arg-type]
