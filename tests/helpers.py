@@ -130,7 +130,6 @@ async def record_job(
     keep_files: bool = True,
 ) -> tuple[Job, list[Reference]]:
     """A job with these reference images, written as the intake writes it (row, then files)."""
-    db = Path(env["DATABASE_PATH"])
     message_id = telegram.send_text("(a photo)", push=False)["message"]["message_id"]
     refs = [
         Reference(f"ref{i:02d}-{'x' * 8}", "photo", ADA_ID, message_id, 96, 64, len(data))
@@ -145,6 +144,16 @@ async def record_job(
         text=f"Generate {count} images: the cup in image 1 on a table.",
         refs=tuple(refs),
     )
+    job = await write_job(env, request, message_id, images if keep_files else None)
+    return job, refs
+
+
+async def write_job(
+    env: dict[str, str], request: SeqRequest, message_id: int, images: list[bytes] | None
+) -> Job:
+    """Ada's job of ``request`` (asked by ``message_id``), written as the intake writes it: the
+    row, then (``images``: its references' bytes, in order) the pin and the files."""
+    db = Path(env["DATABASE_PATH"])
     store = Store(db)
     try:
         origin = Origin(ADA_ID, message_id, ADA_ID, ADA_ID, "ada", None, "private")
@@ -152,12 +161,12 @@ async def record_job(
         assert job is not None
     finally:
         store.close()
-    if keep_files:
+    if images is not None:
         cache = OriginalsCache(db.parent / "originals")
         await cache.pin(job.id)  # as JobRunner._keep_refs does before it writes them
-        for ref, data in zip(refs, images, strict=True):
+        for ref, data in zip(request.refs, images, strict=True):
             await cache.save_ref(job.id, ref.id, data)
-    return job, refs
+    return job
 
 
 def refs_env(env: dict[str, str], port: int | None = None) -> dict[str, str]:

@@ -21,17 +21,15 @@ from bot.callbacks import CastAction, CastButton
 from bot.command import parse_seq, parse_seq_command
 from bot.errors import InputError
 from bot.store import Status, Store
+from tests import test_refs_in as refs_in
 from tests.conftest import Bots, RunningBot
 from tests.fakes.runcomfy_api import FakeRunComfy, JobScript
 from tests.fakes.telegram_api import ADA_ID, FakeTelegram
-from tests.helpers import answered, assert_clean, menu_set, refs_env, reply_to, until_final
+from tests.helpers import answered, assert_clean, menu_set, reply_to, until_final
+from tests.test_refs_in import centre, refs_on
 
 BOB_ID = 987654321
 CAROL_ID = 555000111
-
-
-def refs_on(**extra: str) -> dict[str, str]:
-    return {**refs_env({}), "ALBUM_WAIT_SECONDS": "0.2", **extra}
 
 
 @pytest.fixture
@@ -40,15 +38,8 @@ async def bot(bots: Bots) -> RunningBot:
 
 
 def colour(name: str, size: tuple[int, int] = (320, 240)) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", size, name).save(buf, "JPEG")
-    return buf.getvalue()
-
-
-def centre(data: bytes) -> tuple[int, int, int]:
-    with Image.open(io.BytesIO(data)) as img:
-        rgb = img.convert("RGB")
-        return rgb.getpixel((rgb.width // 2, rgb.height // 2))  # type: ignore[return-value]
+    """test_refs_in's plain JPEG, smaller: a character's images need no size."""
+    return refs_in.colour(name, size)
 
 
 def dominant(data: bytes) -> int:

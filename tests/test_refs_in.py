@@ -25,10 +25,10 @@ from tests.test_refimages import GPS_IFD, photo
 CHAT = 123456789
 
 
-def refs_on() -> dict[str, str]:
+def refs_on(**extra: str) -> dict[str, str]:
     """Reference images on: PUBLIC_URL and the web server on a free loopback port; a short album
-    wait."""
-    return {**refs_env({}), "ALBUM_WAIT_SECONDS": "0.2"}
+    wait; ``extra`` settings on top."""
+    return {**refs_env({}), "ALBUM_WAIT_SECONDS": "0.2", **extra}
 
 
 @pytest.fixture

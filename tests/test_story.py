@@ -15,13 +15,12 @@ from typing import Any
 import pytest
 
 from bot import cast, limits, refimages, sheets
-from bot.models import CastImage, Origin, Reference, SeqRequest
-from bot.originals import OriginalsCache
+from bot.models import CastImage, Reference, SeqRequest
 from bot.store import Job, Status, Store
 from tests.conftest import Bots, RunningBot
 from tests.fakes.runcomfy_api import FakeRunComfy
 from tests.fakes.telegram_api import ADA_ID, FakeTelegram
-from tests.helpers import answered, assert_clean, reply_to, until_final
+from tests.helpers import answered, assert_clean, reply_to, until_final, write_job
 from tests.test_payments import _paid_bot
 from tests.test_refs_in import colour, kept, refs_on
 
@@ -120,22 +119,14 @@ async def with_cast(env: dict[str, str], telegram: FakeTelegram, count: int = 4)
         text=f"Image 1 is anna. Image 2 is rex. Generate {count} images: anna walks rex",
         refs=tuple(refs),
     )
+    job = await write_job(env, request, message_id, images)
     store = Store(db)
-    try:
-        job = store.create_job(
-            request, Origin(ADA_ID, message_id, ADA_ID, ADA_ID, "ada", None, "private")
-        )
-        assert job is not None
-        # Still saved in Ada's cast: a new job of hers carries them on.
+    try:  # still saved in Ada's cast: a new job of hers carries them on
         for data, name in zip(images, ("anna", "rex"), strict=True):
             image = CastImage(data, 64, 64, ADA_ID, message_id)
             store.cast_save(ADA_ID, name, cast.key(name), [image], cap=20)
     finally:
         store.close()
-    cache = OriginalsCache(db.parent / "originals")
-    await cache.pin(job.id)
-    for ref, data in zip(refs, images, strict=True):
-        await cache.save_ref(job.id, ref.id, data)
     return job
 
 
