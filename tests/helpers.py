@@ -80,14 +80,20 @@ async def answered(telegram: FakeTelegram, update: dict[str, Any]) -> dict[str, 
     return answer
 
 
-async def help_sent(telegram: FakeTelegram, chat_id: int) -> None:
-    """Wait for the /help text in the chat (a marker: updates before it were handled)."""
-    await telegram.wait_for(
-        lambda: any(
-            c.params["chat_id"] == chat_id and c.params["text"].startswith("Hi! I turn")
-            for c in telegram.calls_to("sendMessage", ok_only=True)
+async def help_sent(telegram: FakeTelegram, chat_id: int) -> str:
+    """Wait for the /help text in the chat (a marker: updates before it were handled); the
+    first one sent there."""
+    call = await telegram.wait_for(
+        lambda: next(
+            (
+                c
+                for c in telegram.calls_to("sendMessage", ok_only=True)
+                if c.params["chat_id"] == chat_id and c.params["text"].startswith("Hi! I turn")
+            ),
+            None,
         )
     )
+    return str(call.params["text"])
 
 
 async def reply_to(telegram: FakeTelegram, update: dict[str, Any]) -> str:

@@ -8,7 +8,7 @@ import json
 from tests.conftest import Bots
 from tests.fakes.runcomfy_api import FakeRunComfy
 from tests.fakes.telegram_api import ADA_ID, FakeTelegram
-from tests.helpers import answered, followups, menu_set, refs_env, reply_to
+from tests.helpers import answered, followups, help_sent, menu_set, refs_env, reply_to
 from tests.studio_helpers import PUBLIC, run_job, start_studio
 
 GROUP = -1001234567890
@@ -26,20 +26,10 @@ def markup(telegram: FakeTelegram, update: dict) -> list[list[dict]]:
     raise AssertionError("no reply")
 
 
-async def help_reply(telegram: FakeTelegram) -> str:
-    """The text of the bot's answer to a /help sent now (not quoted in a private chat)."""
+async def help_of(telegram: FakeTelegram) -> str:
+    """The bot's answer to a /help sent now in Ada's private chat (its first there)."""
     telegram.send_text("/help")
-    (call,) = await telegram.wait_for(
-        lambda: (
-            [
-                c
-                for c in telegram.calls_to("sendMessage", ok_only=True)
-                if c.params["text"].startswith("Hi!")
-            ]
-            or None
-        )
-    )
-    return str(call.params["text"])
+    return await help_sent(telegram, ADA_ID)
 
 
 async def test_studio_in_private_is_a_web_app_button_and_in_a_group_a_link_to_private(
@@ -117,7 +107,7 @@ async def test_the_menu_button_opens_the_studio_and_studio_is_in_the_command_men
             None: {"type": "web_app", "text": "Studio", "web_app": {"url": APP}}
         }
         assert "studio" in [c["command"] for c in telegram.commands]
-        assert "/studio opens your series as a gallery" in await help_reply(telegram)
+        assert "/studio opens your series as a gallery" in await help_of(telegram)
     finally:
         await studio.close()
 
@@ -136,7 +126,7 @@ async def test_without_an_https_public_url_there_is_no_studio_button_anywhere(
     assert "Studio" not in json.dumps(followup.params["reply_markup"])
     message = telegram.send_text("/studio")
     assert await reply_to(telegram, message) == "The studio is not set up on this bot."
-    assert "/studio" not in await help_reply(telegram)
+    assert "/studio" not in await help_of(telegram)
     assert telegram.errors == []
 
 
