@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -20,6 +19,7 @@ from bot import again, limits, schema
 from bot.callbacks import JobAction
 from bot.errors import SeqbotError
 from bot.models import Job, Origin, Status
+from bot.repeats import Recent
 from bot.texts import tr
 from bot.thumbs import delivered_indexes
 from bot.web.studio.service import ApiRefusal, Person, Studio
@@ -127,7 +127,8 @@ class StudioActions:
         self.cast: CastBook | None = None  # the saved characters, once wired
         # (person, job) -> (when, new job id): an Again repeated within REPEAT_WINDOW_SECONDS
         # says so instead of starting (and billing) another job.
-        self._agains: dict[tuple[int, int], tuple[float, int]] = {}
+        # (person, job) -> the job its Again started, for REPEAT_WINDOW_SECONDS.
+        self._agains: Recent[tuple[int, int], int] = Recent(studio.settings.repeat_window)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._starting: set[tuple[int, int, str]] = set()  # (person, job, action) under way
 
@@ -219,14 +220,9 @@ class StudioActions:
         return int(message.message_id)
 
     async def _again(self, person: Person, job: Job) -> tuple[str, int | None]:
-        now = time.monotonic()
-        window = self.studio.settings.repeat_window
-        for key, (at, _) in list(self._agains.items()):
-            if now - at > window:
-                del self._agains[key]
         earlier = self._agains.get((person.id, job.id))
         if earlier is not None:
-            return tr(person.lang, "Already started: job #{id}.", id=earlier[1]), earlier[1]
+            return tr(person.lang, "Already started: job #{id}.", id=earlier), earlier
         if job.chat_id == person.id and job.actions_message_id is not None:
             # The job's own follow-up in this chat: one Again per follow-up, as its button.
             anchor = job.actions_message_id
@@ -246,7 +242,7 @@ class StudioActions:
         )
         if started is None:
             return tr(person.lang, "Already started from this message: see the job below."), None
-        self._agains[(person.id, job.id)] = (now, started.id)
+        self._agains.put((person.id, job.id), started.id)
         return tr(person.lang, "Job #{id}: same settings, new seed.", id=started.id), started.id
 
     async def _files(self, person: Person, job: Job, action: JobAction) -> str:
