@@ -149,9 +149,9 @@ def telegram_failure(exc: TelegramError) -> str:
     return "timeout" if isinstance(exc, TimedOut) else "network"
 
 
-def failure(exc: httpx.HTTPError) -> str:
-    """A request that got no answer, as an outcome label."""
-    return "timeout" if isinstance(exc, httpx.TimeoutException) else "network"
+def failure(exc: BaseException) -> str:
+    """A request that got no answer (an httpx or aiohttp error, or a timeout), as an outcome label."""
+    return "timeout" if isinstance(exc, httpx.TimeoutException | TimeoutError) else "network"
 
 
 def answer(status_code: int) -> str:
