@@ -53,7 +53,7 @@ class AnswerTooBig(TelegramError):
     """An answer longer than the client reads: refused before its body is read."""
 
     def __init__(self, limit: int) -> None:
-        super().__init__(f"the answer is too big (over {limit // (1024 * 1024)} MB)")
+        super().__init__(f"the answer is too big (over {limit:,} bytes)")
 
 
 @functools.cache

@@ -17,7 +17,6 @@ from aiohttp import web
 from bot.pool import lean_client
 from tests.conftest import RunningBot
 from tests.fakes.runcomfy_api import FakeRunComfy
-from tests.fakes.telegram_api import FakeTelegram
 
 IDLE = 40  # idle keep-alive connections in a pool: the bot's pools hold up to 64
 
@@ -73,26 +72,20 @@ async def _one_more(
 
 
 async def test_each_client_of_the_bot_looks_over_its_pool_once_per_request(
-    bot: RunningBot, telegram: FakeTelegram, runcomfy: FakeRunComfy, counted: Counter[str]
+    bot: RunningBot, runcomfy: FakeRunComfy, counted: Counter[str]
 ) -> None:
     """With 40 idle connections, one request asked each connection "idle?" 40 times over
     (1,600+ calls per look, two looks per request) and fetched 40 peer addresses; now a few
     calls per connection and no peer address at all."""
     assert bot.services.client is not None and bot.services.downloader is not None
-    request = bot.app.bot.request
     base = runcomfy.base_url
     clients = {
         "RunComfy": (bot.services.client.http, "GET", f"{base}/v1/requests/x/status", "status"),
         "downloads": (bot.services.downloader.http, "GET", f"{base}/images/x/0.jpeg", "image"),
-        "Telegram": (request._client, "POST", f"{telegram.base_url}{telegram.token}/getMe", ""),  # type: ignore[attr-defined]
     }
     for name, (client, method, url, endpoint) in clients.items():
-        if endpoint:  # RunComfy holds them until released
-            runcomfy.hold(endpoint)
-            await _fill(client, method, url, lambda e=endpoint: runcomfy.release(e))
-        else:  # Telegram answers each after 0.5 s
-            telegram.delay_next("getMe", 0.5, times=IDLE)
-            await _fill(client, method, url, lambda: None)
+        runcomfy.hold(endpoint)  # RunComfy holds them until released
+        await _fill(client, method, url, lambda e=endpoint: runcomfy.release(e))
         calls = await _one_more(client, method, url, counted)
         assert calls["is_idle"] <= 8 * IDLE, (name, calls)
         assert calls["getpeername"] == 0, (name, calls)
