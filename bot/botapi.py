@@ -214,7 +214,7 @@ def flood_wait(exc: BaseException) -> float | None:
 
 def status_of(exc: TelegramError) -> int | None:
     """The HTTP status Telegram answered with; None when no usable answer came."""
-    if isinstance(exc, AnsweredError):
+    if isinstance(exc, AnsweredError | AnswerTooBig):
         return exc.status
     if isinstance(exc, RetryAfter):
         return 429
@@ -226,7 +226,7 @@ def status_of(exc: TelegramError) -> int | None:
         return 401  # or 404: python-telegram-bot does not say which
     if isinstance(exc, Conflict):
         return 409
-    if isinstance(exc, UnreadableAnswer | AnswerTooBig):
+    if isinstance(exc, UnreadableAnswer):
         return 200
     return None
 

@@ -50,10 +50,12 @@ _POOL_TIMEOUT_MESSAGE = (  # python-telegram-bot's HTTPXRequest says this
 
 
 class AnswerTooBig(TelegramError):
-    """An answer longer than the client reads: refused before its body is read."""
+    """An answer longer than the client reads (with its HTTP status): refused, its body unread
+    past the limit."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, status: int, limit: int) -> None:
         super().__init__(f"the answer is too big (over {limit:,} bytes)")
+        self.status = status
 
 
 @functools.cache
@@ -318,7 +320,7 @@ class AiohttpRequest(BaseRequest):
         limit = self._max_answer_bytes
         length = response.content_length
         if length is not None and length > limit:
-            raise AnswerTooBig(limit)
+            raise AnswerTooBig(response.status, limit)
         if length is not None and not response.headers.get("Content-Encoding"):
             return await response.read()  # the parser stops at Content-Length
         chunks: list[bytes] = []
@@ -326,6 +328,6 @@ class AiohttpRequest(BaseRequest):
         async for chunk in response.content.iter_any():
             size += len(chunk)
             if size > limit:
-                raise AnswerTooBig(limit)
+                raise AnswerTooBig(response.status, limit)
             chunks.append(chunk)
         return b"".join(chunks)

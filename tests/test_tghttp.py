@@ -16,7 +16,14 @@ from aiohttp import web
 from telegram import InputMediaDocument, InputMediaPhoto
 from telegram.error import NetworkError, TelegramError, TimedOut
 
-from bot.botapi import AnsweredError, CheckedBot, CheckedRequest, answered, describe
+from bot.botapi import (
+    AnsweredError,
+    CheckedBot,
+    CheckedRequest,
+    answered,
+    describe,
+    worth_retrying,
+)
 from bot.tghttp import AnswerTooBig
 from tests.conftest import TG_TOKEN
 from tests.fakes.telegram_api import ADA_ID, FakeTelegram
@@ -199,10 +206,11 @@ async def test_a_download_over_the_limit_is_refused_unread(telegram: FakeTelegra
 
 
 async def test_a_compressed_answer_is_bounded_as_it_is_read() -> None:
-    """No Content-Length to go by (gzip, chunked): the limit holds while reading."""
+    """No Content-Length to go by (gzip, chunked): the limit holds while reading. A proxy's
+    5xx page stays a 5xx (worth retrying)."""
 
     async def big(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse()
+        response = web.StreamResponse(status=502)
         response.enable_compression(web.ContentCoding.gzip)
         await response.prepare(request)
         for _ in range(40):
@@ -224,7 +232,9 @@ async def test_a_compressed_answer_is_bounded_as_it_is_read() -> None:
         await request.shutdown()
         await runner.cleanup()
 
-    assert isinstance(exc, AnswerTooBig)
+    assert isinstance(exc, AnswerTooBig) and exc.status == 502
+    assert describe(exc) == "HTTP 502: the answer is too big (over 1,000,000 bytes)"
+    assert worth_retrying(exc)
 
 
 async def test_a_redirect_is_an_answer_not_followed(telegram: FakeTelegram) -> None:
