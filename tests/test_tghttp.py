@@ -285,3 +285,18 @@ async def test_the_session_opens_on_first_use_and_closes_any_number_of_times(
     await request.initialize()  # and back
     assert (await request.post(url))["is_bot"] is True
     await request.shutdown()
+
+
+async def test_a_call_given_up_on_frees_its_connection(telegram: FakeTelegram) -> None:
+    """A caller's own deadline (bot/intake.py puts one around a download) cancels the request;
+    with a pool of one, the next request still goes out at once."""
+    telegram.delay_next("getMe", 5.0)
+    request = CheckedRequest(connection_pool_size=1, pool_timeout=0.5)
+    url = f"{telegram.base_url}{TG_TOKEN}/getMe"
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.3):
+            await request.post(url)
+    try:
+        assert (await request.post(url))["is_bot"] is True
+    finally:
+        await request.shutdown()
