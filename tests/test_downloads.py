@@ -9,8 +9,8 @@ import ipaddress
 import time
 from collections.abc import AsyncIterator
 
-import httpx
 import pytest
+from yarl import URL
 
 from bot.downloads import AddressPolicy, Downloader, UnsafeLinkError, is_public, resolve
 from bot.errors import PermanentError
@@ -72,8 +72,8 @@ def test_only_runcomfy_s_own_loopback_origin_is_exempt() -> None:
     assert policy.allows(loopback, 8123)
     assert not policy.allows(loopback, 8124)
     assert not policy.allows(ipaddress.ip_address("127.0.0.2"), 8123)
-    policy.check_url(httpx.URL("http://127.0.0.1:8123/images/a/0.jpeg"))
-    policy.check_url(httpx.URL("https://cdn.example.com/a.jpeg"))
+    policy.check_url(URL("http://127.0.0.1:8123/images/a/0.jpeg"))
+    policy.check_url(URL("https://cdn.example.com/a.jpeg"))
     for refused in (
         "http://127.0.0.1:8124/a.jpeg",
         "http://127.0.0.2:8123/a.jpeg",
@@ -83,7 +83,7 @@ def test_only_runcomfy_s_own_loopback_origin_is_exempt() -> None:
         "https://user:pw@cdn.example.com/a.jpeg",
     ):
         with pytest.raises(UnsafeLinkError):
-            policy.check_url(httpx.URL(refused))
+            policy.check_url(URL(refused))
     # A public RunComfy exempts nothing; localhost exempts both of its addresses on its port.
     assert AddressPolicy.for_base_url("https://model-api.runcomfy.net") == AddressPolicy()
     local = AddressPolicy.for_base_url("http://localhost:9000")
