@@ -281,7 +281,9 @@ class Downloader:
                 use_dns_cache=False,
                 resolver=_GuardedResolver(self.policy, self._resolver, self._connect_timeout),
                 socket_factory=_guarded_socket(self.policy),
-                ssl=ssl.create_default_context(),  # honours SSL_CERT_FILE / SSL_CERT_DIR
+                # The system's CA store, or SSL_CERT_FILE / SSL_CERT_DIR when set (httpx fell back
+                # to certifi's bundle; the image installs ca-certificates with python:3.11-slim).
+                ssl=ssl.create_default_context(),
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,

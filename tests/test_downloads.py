@@ -5,7 +5,9 @@ Addresses other than loopback appear only as data: nothing here connects anywher
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import socket
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -305,3 +307,35 @@ async def test_the_session_is_made_on_first_use_and_closing_is_harmless() -> Non
     await never_used.aclose()
     with pytest.raises(RuntimeError):
         await never_used.download("http://127.0.0.1:1/a.jpeg", max_bytes=10)
+
+
+async def test_failed_attempts_are_named_as_users_have_always_seen_them() -> None:
+    """Connection refused and a resolver that hangs: retried, then named as before aiohttp."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there now: connection refused
+    refused = Downloader(runcomfy_base_url=f"http://127.0.0.1:{port}", attempts=2, backoff=0.01)
+    asked: list[str] = []
+
+    async def hanging(host: str, port: int) -> list[str]:
+        asked.append(host)
+        await asyncio.sleep(10)
+        return []
+
+    slow = Downloader(
+        runcomfy_base_url="http://127.0.0.1:1",
+        timeout=0.1,
+        attempts=2,
+        backoff=0.01,
+        resolver=hanging,
+    )
+    try:
+        with pytest.raises(PermanentError, match=r"could not be downloaded \(ConnectError\)"):
+            await refused.download(f"http://127.0.0.1:{port}/a.jpeg", max_bytes=10)
+        with pytest.raises(PermanentError, match=r"could not be downloaded \(ConnectTimeout\)"):
+            await slow.download("https://cdn.example.com/a.jpeg", max_bytes=10)
+        assert asked == ["cdn.example.com"] * 2
+    finally:
+        await refused.aclose()
+        await slow.aclose()
