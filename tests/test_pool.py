@@ -83,7 +83,6 @@ async def test_each_client_of_the_bot_looks_over_its_pool_once_per_request(
     base = runcomfy.base_url
     clients = {
         "RunComfy": (bot.services.client.http, "GET", f"{base}/v1/requests/x/status", "status"),
-        "downloads": (bot.services.downloader.http, "GET", f"{base}/images/x/0.jpeg", "image"),
         "Telegram": (request._client, "POST", f"{telegram.base_url}{telegram.token}/getMe", ""),  # type: ignore[attr-defined]
     }
     for name, (client, method, url, endpoint) in clients.items():
