@@ -87,7 +87,7 @@ _FAULT_JSON: dict[str, tuple[int, int, str]] = {
 FAULTS = (*_FAULT_JSON, "502", "503", "504", "broken_json", "timeout", "disconnect")
 # Client-side transport faults: "reset" (a TCP reset after the request was read), "truncated"
 # (a 200 whose body stops short of its Content-Length), "huge" (a valid 200 JSON answer of
-# HUGE_BYTES), "redirect" (a 307 to the same path on http://localhost:PORT, another origin).
+# HUGE_BYTES, gzipped: a few KB announced and sent), "redirect" (a 307 to the same path on http://localhost:PORT, another origin).
 FAULTS += ("reset", "truncated", "huge", "redirect")
 HUGE_BYTES = 2_000_000
 FINAL_STATES = ("completed", "failed", "cancelled")
@@ -728,9 +728,10 @@ class FakeRunComfy:
             return _Truncated()
         if fault == "huge":
             pad = "x" * HUGE_BYTES
-            return web.json_response(
-                {"request_id": "huge-answer", "status": "in_queue", "pad": pad}
-            )
+            body = {"request_id": "huge-answer", "status": "in_queue", "pad": pad}
+            response = web.json_response(body)
+            response.enable_compression(web.ContentCoding.gzip)  # a few KB on the wire
+            return response
         if fault == "redirect":
             location = f"http://localhost:{self.port}{request.path_qs}"
             return web.Response(status=307, headers={"Location": location})
