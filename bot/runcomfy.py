@@ -306,6 +306,10 @@ class RunComfyClient:
                 cookie_jar=aiohttp.DummyCookieJar(),  # the API needs none; keep nothing of it
                 raise_for_status=False,
             )
+            # aiohttp re-sends a GET at once when its connection drops (ServerDisconnectedError,
+            # ClientOSError): outside the shared rate budget, the backoff and the counts of
+            # _call. Every retry here is _call's own, as with httpx. (No public switch for it.)
+            self._session._retry_connection = False
         return self._session
 
     def _url(self, path: str) -> str:

@@ -200,6 +200,22 @@ async def test_polls_and_cancels_retry_transport_failures(
     assert runcomfy.count("cancel") == 2
 
 
+@pytest.mark.parametrize("fault", ["disconnect", "reset"])
+async def test_a_dropped_poll_is_retried_only_by_the_client_within_its_budget(
+    runcomfy: FakeRunComfy, fault: str
+) -> None:
+    """aiohttp would re-send a GET at once after a dropped connection (no slot, no backoff)."""
+    client = RunComfyClient(base_url=runcomfy.base_url, token=RC_TOKEN, timeout=0.5, attempts=1)
+    try:
+        rid = (await client.submit(PAYLOAD)).request_id
+        runcomfy.fail_next("status", fault)
+        with pytest.raises(TransientError):
+            await client.status(rid)
+    finally:
+        await client.aclose()
+    assert runcomfy.count("status") == 1
+
+
 async def test_closing_is_harmless_twice_or_before_any_request(runcomfy: FakeRunComfy) -> None:
     unused = RunComfyClient(base_url=runcomfy.base_url, token=RC_TOKEN)
     await unused.aclose()
