@@ -87,6 +87,29 @@ async def test_a_submit_that_could_not_connect_in_time_was_never_sent(unacceptin
     assert counted("submit", "timeout") == before + 1
 
 
+async def test_a_submit_whose_host_name_did_not_resolve_was_never_sent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The loop's resolver fails as a DNS failure would, without asking any DNS server."""
+    looked_up: list[str] = []
+
+    async def no_such_host(host: str, *args: object, **kwargs: object) -> list[object]:
+        looked_up.append(host)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", no_such_host)
+    client = RunComfyClient(base_url="https://runcomfy.invalid", token=RC_TOKEN, timeout=0.3)
+    try:
+        with pytest.raises(PermanentError) as caught:
+            await client.submit(PAYLOAD)
+    finally:
+        await client.aclose()
+    assert looked_up == ["runcomfy.invalid"]
+    assert "ClientConnectorDNSError" in str(caught.value)
+    assert caught.value.user_message.startswith(NOT_SENT)
+    assert_no_secret(caught.value)
+
+
 async def test_a_submit_with_no_free_connection_in_time_was_never_sent(
     runcomfy: FakeRunComfy,
 ) -> None:
@@ -226,3 +249,20 @@ async def test_closing_is_harmless_twice_or_before_any_request(runcomfy: FakeRun
     await used.aclose()
     with pytest.raises(RuntimeError):  # as httpx's closed client: no new session behind our back
         await used.submit(PAYLOAD)
+
+
+async def test_proxies_from_the_environment_are_not_used(
+    runcomfy: FakeRunComfy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A proxy would see the token: the API is reached directly, whatever the environment says."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:1")  # nothing listens there
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    client = RunComfyClient(base_url=runcomfy.base_url, token=RC_TOKEN, timeout=0.5)
+    try:
+        rid = (await client.submit(PAYLOAD)).request_id
+        await client.status(rid)
+    finally:
+        await client.aclose()
+    assert runcomfy.count("submit") == 1 and runcomfy.count("status") == 1
