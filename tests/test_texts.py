@@ -20,8 +20,7 @@ from bot.texts import LOCALE_DIR, NOUNS, Catalogues, Plural, lang_of, plural, tr
 BOT = Path(__file__).resolve().parents[1] / "bot"
 CATALOGUE_FILES = sorted(LOCALE_DIR.glob("*.po"))
 # Shown on stderr to the operator, never in a chat.
-# ValueError, RuntimeError: programming errors (a closed client used again), never shown.
-_NOT_CHAT = {"ConfigError", "ValueError", "RuntimeError"}
+_NOT_CHAT = {"ConfigError", "ValueError", "RuntimeError"}  # programming errors, never shown
 
 
 def _strings(node: ast.AST | None, names: dict[str, str]) -> list[str]:
