@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import random
 import re
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-import httpx
+import aiohttp
 
 from bot import metrics
 from bot.errors import PermanentError, RunComfyError, SubmitUnknownError, TransientError
-from bot.pool import lean_client
 from bot.slots import RankedBucket
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,30 @@ _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 # What RunComfy sends back is not trusted: bounds on what the bot keeps of it.
 MAX_URL_CHARS = 4096
 MAX_ERROR_CHARS = 1000
+# An answer body larger than this is not read (a result with 15 URLs of 4096 chars is ~62 KB).
+MAX_ANSWER_BYTES = 1_000_000
+# Failures that prove a request never left: no connection was made (refused, DNS, TLS handshake,
+# connect timeout, or no free connection of the pool in time: aiohttp's "connect" timeout covers
+# both), or the URL could not even be built. Every other failure may come after it was sent.
+_NOT_SENT: tuple[type[Exception], ...] = (
+    aiohttp.ClientConnectorError,
+    aiohttp.ConnectionTimeoutError,
+    aiohttp.InvalidURL,
+)
+_NO_ANSWER: tuple[type[Exception], ...] = (aiohttp.ClientError, TimeoutError)
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """An HTTP answer as read: ``body`` is None when it was too large to read."""
+
+    status_code: int
+    body: bytes | None
+    retry_after: float | None
+
+    @property
+    def is_success(self) -> bool:
+        return 200 <= self.status_code < 300
 
 
 @dataclass(frozen=True)
@@ -169,12 +194,26 @@ def _error_from(status_code: int, body: Any, retry_after: float | None) -> RunCo
     )
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
+def _retry_after(value: str | None) -> float | None:
     try:
-        return max(0.0, float(value)) if value is not None else None
+        return max(0.0, float(value[:40])) if value is not None else None
     except ValueError:
         return None
+
+
+async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes | None:
+    """The (decompressed) body, or None as soon as it proves longer than ``cap`` bytes."""
+    length = response.content_length
+    if length is not None and length > cap:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await response.content.readany():
+        size += len(chunk)
+        if size > cap:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _normalise_status(raw: Any) -> RemoteStatus:
@@ -187,7 +226,7 @@ def _normalise_status(raw: Any) -> RemoteStatus:
 
 
 class RunComfyClient:
-    """One long-lived ``httpx.AsyncClient`` for the RunComfy API.
+    """One long-lived ``aiohttp.ClientSession`` for the RunComfy API.
 
     GETs (and cancel, which is harmless to repeat) are retried on transient trouble with capped,
     jittered exponential backoff that honours ``Retry-After``. The submit POST never is: it bills.
@@ -203,6 +242,7 @@ class RunComfyClient:
         backoff: float = 0.5,
         max_backoff: float = 30.0,
         max_rate: float = 100.0,
+        connections: int = 64,
     ) -> None:
         self._token = token
         self._base_url = base_url.rstrip("/")
@@ -220,13 +260,16 @@ class RunComfyClient:
         budget = max_rate * _RATE_HEADROOM
         burst = max(1.0, budget / 20)
         self._slots = RankedBucket(burst, max(budget - burst, budget / 2))
-        self.http = lean_client(
-            httpx.AsyncClient(
-                timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-                limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
-                follow_redirects=True,
-            )
+        # As httpx's Timeout(timeout, connect=min(timeout, 10)) was: aiohttp's "connect" is the
+        # wait for a pooled connection plus making one (httpx's pool timeout), "sock_connect"
+        # the TCP/TLS connect alone, "sock_read" each read. No total: a slow answer that keeps
+        # coming is not cut, as before (answers are capped at MAX_ANSWER_BYTES anyway).
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=timeout, sock_connect=min(timeout, 10.0), sock_read=timeout
         )
+        self._connections = connections
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
 
     @property
     def waiting(self) -> int:
@@ -234,29 +277,90 @@ class RunComfyClient:
         return self._slots.waiting
 
     async def aclose(self) -> None:
-        """Close the HTTP client."""
+        """Close the HTTP session (harmless twice, or before any request)."""
+        self._closed = True
         await self._slots.close()
-        await self.http.aclose()
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
 
-    @property
-    def _headers(self) -> dict[str, str]:
-        # Only RunComfy's own API gets the token; images come through bot.downloads, without it.
-        return {"Authorization": f"Bearer {self._token}", "Accept": "application/json"}
+    def _http(self) -> aiohttp.ClientSession:
+        """The session, made on first use: aiohttp wants a running event loop for it."""
+        if self._session is None:
+            if self._closed:
+                raise RuntimeError("the RunComfy client is closed")
+            connector = aiohttp.TCPConnector(
+                limit=self._connections,
+                limit_per_host=0,
+                # httpx's default keep-alive expiry; aiohttp keeps idle connections 15 s.
+                keepalive_timeout=5.0,
+                ssl=ssl.create_default_context(),  # honours SSL_CERT_FILE / SSL_CERT_DIR
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=self._timeout,
+                # Only RunComfy's own API gets the token; images come through bot.downloads,
+                # without it. This session talks to nothing else.
+                headers={"Authorization": f"Bearer {self._token}", "Accept": "application/json"},
+                trust_env=False,  # no proxy (nor .netrc) from the environment
+                cookie_jar=aiohttp.DummyCookieJar(),  # the API needs none; keep nothing of it
+                raise_for_status=False,
+            )
+            # aiohttp re-sends a GET at once when its connection drops (ServerDisconnectedError,
+            # ClientOSError): outside the shared rate budget, the backoff and the counts of
+            # _call. Every retry here is _call's own, as with httpx. (No public switch for it.)
+            self._session._retry_connection = False
+        return self._session
 
     def _url(self, path: str) -> str:
         return f"{self._base_url}{path}"
 
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        data: bytes | None = None,
+        params: dict[str, str] | None = None,
+    ) -> _Answer:
+        """One request, its answer read within MAX_ANSWER_BYTES. Raises aiohttp's errors (and
+        ``TimeoutError``) as they come: the callers decide what each means."""
+        headers = {"Content-Type": "application/json"} if data is not None else None
+        # Redirects are never followed: the API does not redirect, and a followed redirect is a
+        # way to send the token (or, after a 303, a GET) somewhere else. aiohttp drops the
+        # Authorization header on a cross-origin redirect, but not on a same-origin one to
+        # another path, and a submit must not be re-sent anywhere.
+        async with self._http().request(
+            method,
+            self._url(path),
+            data=data,
+            params=params,
+            headers=headers,
+            allow_redirects=False,
+        ) as response:
+            body = await _read_capped(response, MAX_ANSWER_BYTES)
+            if body is None:
+                response.close()  # the rest is not read: the connection is not reused
+            return _Answer(response.status, body, _retry_after(response.headers.get("Retry-After")))
+
     @staticmethod
-    def _decode(response: httpx.Response) -> Any:
-        try:
-            body = response.json()
-        except ValueError:
+    def _decode(answer: _Answer) -> Any:
+        status = answer.status_code
+        if answer.body is None:
             raise TransientError(
-                _TROUBLE, detail=f"HTTP {response.status_code} with a body that is not JSON"
+                _TROUBLE, detail=f"HTTP {status} with a body over {MAX_ANSWER_BYTES} bytes"
+            )
+        if 300 <= status < 400:
+            raise TransientError(_TROUBLE, detail=f"HTTP {status}: a redirect, not followed")
+        try:
+            body = json.loads(answer.body)
+        except ValueError:  # UnicodeDecodeError too
+            raise TransientError(
+                _TROUBLE, detail=f"HTTP {status} with a body that is not JSON"
             ) from None
-        if response.is_success and not (isinstance(body, dict) and "error_code" in body):
+        if answer.is_success and not (isinstance(body, dict) and "error_code" in body):
             return body
-        raise _error_from(response.status_code, body, _retry_after(response))
+        raise _error_from(status, body, answer.retry_after)
 
     async def submit(
         self,
@@ -273,19 +377,23 @@ class RunComfyClient:
         ``edit``: the job has reference images (``payload["images"]``): edit-sequential.
         """
         path = EDIT_MODEL_PATH if edit else MODEL_PATH
+        # The bytes httpx sent; a payload that cannot be sent fails here, before anything else.
+        data = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
         await self._slots.acquire()
         if sending is not None and not await sending():
             return None
+        # aiohttp never re-sends a POST by itself (it retries only idempotent methods once, on
+        # a kept-alive connection the server had closed).
         try:
-            response = await self.http.post(self._url(path), json=payload, headers=self._headers)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            response = await self._send("POST", path, data=data.encode())
+        except _NOT_SENT as exc:
             metrics.RUNCOMFY_REQUESTS.labels("submit", metrics.failure(exc)).inc()
             # The request never left: nothing was billed.
             raise PermanentError(
                 "Could not reach RunComfy, so nothing was submitted or charged. Please try again later.",
                 detail=f"submit not sent: {type(exc).__name__}",
             ) from None
-        except httpx.HTTPError as exc:
+        except _NO_ANSWER as exc:
             metrics.RUNCOMFY_REQUESTS.labels("submit", metrics.failure(exc)).inc()
             raise SubmitUnknownError(
                 "RunComfy did not answer in time, so it is unclear whether the job started.",
@@ -301,8 +409,9 @@ class RunComfyClient:
         try:
             body = self._answer("submit", response)
         except TransientError as exc:
-            if response.status_code == 200:
-                # A 200 we cannot read may still have started a job.
+            # A 200 we cannot read may still have started a job; so may a POST that was
+            # redirected (a 303 says it was handled and the answer is elsewhere).
+            if response.status_code == 200 or 300 <= response.status_code < 400:
                 raise SubmitUnknownError(exc.template, detail=str(exc), **exc.params) from None
             raise PermanentError(
                 "RunComfy is having trouble and did not start the job; nothing was charged. "
@@ -315,7 +424,7 @@ class RunComfyClient:
             raise SubmitUnknownError(_TROUBLE, detail="submit answer without a usable request_id")
         return Submission(request_id=request_id)
 
-    def _answer(self, endpoint: str, response: httpx.Response) -> Any:
+    def _answer(self, endpoint: str, response: _Answer) -> Any:
         """``_decode``, counting the answer on the metrics page by its outcome."""
         try:
             body = self._decode(response)
@@ -341,10 +450,8 @@ class RunComfyClient:
                 await asyncio.sleep(self._delay(attempt, last.retry_after if last else None))
             try:
                 await self._slots.acquire(later)
-                response = await self.http.request(
-                    method, self._url(path), params=params, headers=self._headers
-                )
-            except httpx.HTTPError as exc:
+                response = await self._send(method, path, params=params)
+            except _NO_ANSWER as exc:
                 reason = metrics.failure(exc)
                 metrics.RUNCOMFY_REQUESTS.labels(endpoint, reason).inc()
                 last = TransientError(_TROUBLE, detail=f"{method} {path}: {type(exc).__name__}")

@@ -49,6 +49,7 @@ import math
 import random
 import re
 import signal
+import socket
 import struct
 import sys
 import time
@@ -84,6 +85,11 @@ _FAULT_JSON: dict[str, tuple[int, int, str]] = {
     "422": (422, 422001, "Invalid input"),
 }
 FAULTS = (*_FAULT_JSON, "502", "503", "504", "broken_json", "timeout", "disconnect")
+# Client-side transport faults: "reset" (a TCP reset after the request was read), "truncated"
+# (a 200 whose body stops short of its Content-Length), "huge" (a valid 200 JSON answer of
+# HUGE_BYTES, gzipped: a few KB announced and sent), "redirect" (a 307 to the same path on http://localhost:PORT, another origin).
+FAULTS += ("reset", "truncated", "huge", "redirect")
+HUGE_BYTES = 2_000_000
 FINAL_STATES = ("completed", "failed", "cancelled")
 PRICE_PER_IMAGE = 0.03
 NUMBER_WORDS = "zero one two three four five six seven eight nine ten eleven twelve thirteen"
@@ -92,6 +98,21 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _JSON_OK = web.RequestKey("json_ok", bool)
 _JSON: web.RequestKey[Any] = web.RequestKey("json")
 _COUNTED = web.RequestKey("counted", bool)  # False: a faulted (timeout) poll, not counted
+
+
+class _Truncated(web.StreamResponse):
+    """A 200 JSON answer that promises 1000 bytes, sends 10 and closes the connection."""
+
+    def __init__(self) -> None:
+        super().__init__(status=200, headers={"Content-Type": "application/json"})
+        self.content_length = 1000
+
+    async def prepare(self, request: web.BaseRequest) -> Any:
+        writer = await super().prepare(request)
+        await self.write(b'{"request_')
+        if request.transport is not None:
+            request.transport.close()
+        return writer
 
 
 def _error(status: int, code: int, message: str) -> web.Response:
@@ -200,6 +221,8 @@ class Call:
     status: int = 0  # 0: connection closed without an answer
     fault: str | None = None
     at: float = 0.0
+    host: str = ""  # the Host header: which origin the client thought it was asking
+    authorized: bool = False  # it carried an Authorization header (any)
 
 
 @dataclass
@@ -623,6 +646,8 @@ class FakeRunComfy:
         request[_JSON] = body
         call = Call(endpoint, request.method, request.path, dict(request.query), rid, body)
         call.at = time.monotonic()
+        call.host = request.host
+        call.authorized = "Authorization" in request.headers
         task = asyncio.current_task()
         assert task is not None
         self._inflight.add(task)
@@ -631,7 +656,8 @@ class FakeRunComfy:
             self._call_event.set()  # wake wait_for: a request arrived
         try:
             response = await self._dispatch(request, handler, endpoint, call)
-            call.status = 0 if call.fault == "disconnect" else response.status
+            unanswered = call.fault in ("disconnect", "reset")
+            call.status = 0 if unanswered else response.status
             return response
         except web.HTTPException as exc:
             call.status = exc.status
@@ -683,10 +709,32 @@ class FakeRunComfy:
             request.transport.close()
         return web.Response(status=500)
 
-    def _fault_response(self, request: web.Request, rule: _FaultRule) -> web.Response:
+    @staticmethod
+    def _reset(request: web.Request) -> web.Response:
+        if request.transport is not None:
+            sock = request.transport.get_extra_info("socket")
+            if sock is not None:  # linger 0: close() sends a RST, not a FIN
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            request.transport.abort()
+        return web.Response(status=500)
+
+    def _fault_response(self, request: web.Request, rule: _FaultRule) -> web.StreamResponse:
         fault, retry_after = rule.fault, rule.retry_after
         if fault == "disconnect":
             return self._disconnect(request)
+        if fault == "reset":
+            return self._reset(request)
+        if fault == "truncated":
+            return _Truncated()
+        if fault == "huge":
+            pad = "x" * HUGE_BYTES
+            body = {"request_id": "huge-answer", "status": "in_queue", "pad": pad}
+            response = web.json_response(body)
+            response.enable_compression(web.ContentCoding.gzip)  # a few KB on the wire
+            return response
+        if fault == "redirect":
+            location = f"http://localhost:{self.port}{request.path_qs}"
+            return web.Response(status=307, headers={"Location": location})
         if fault in _FAULT_JSON:
             status, code, message = _FAULT_JSON[fault]
             response = _error(status, code, rule.message or message)
