@@ -146,7 +146,7 @@ class TimedBody(aiohttp.payload.Payload):
         self._autoclose = True
 
     def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
-        """The body as text (aiohttp asks only when logging or retrying)."""
+        """The body as text (part of aiohttp's Payload interface; not used for sending)."""
         return b"".join(self._pieces).decode(encoding, errors)
 
     async def write(self, writer: AbstractStreamWriter) -> None:
