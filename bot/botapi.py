@@ -15,7 +15,6 @@ from datetime import timedelta
 from http import HTTPStatus
 from typing import Any
 
-import httpx
 from telegram import Bot, InlineKeyboardMarkup
 from telegram.error import (
     BadRequest,
@@ -28,9 +27,8 @@ from telegram.error import (
     TelegramError,
     TimedOut,
 )
-from telegram.request import HTTPXRequest
 
-from bot.pool import lean_client
+from bot.tghttp import AiohttpRequest, AnswerTooBig
 
 _DESCRIPTION_LIMIT = 200
 
@@ -114,13 +112,9 @@ def me_problem(result: object) -> str | None:
     return None
 
 
-class CheckedRequest(HTTPXRequest):
-    """python-telegram-bot's HTTP client, raising :class:`AnsweredError` and
+class CheckedRequest(AiohttpRequest):
+    """python-telegram-bot's HTTP client (on aiohttp), raising :class:`AnsweredError` and
     :class:`UnreadableAnswer` where it would raise a vague error or crash."""
-
-    def _build_client(self) -> httpx.AsyncClient:
-        # python-telegram-bot builds (and after a shutdown, rebuilds) its client here.
-        return lean_client(super()._build_client())
 
     async def do_request(self, url: str, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
         """Send as usual; an HTTP error is raised with Telegram's description as it was sent
@@ -220,7 +214,7 @@ def flood_wait(exc: BaseException) -> float | None:
 
 def status_of(exc: TelegramError) -> int | None:
     """The HTTP status Telegram answered with; None when no usable answer came."""
-    if isinstance(exc, AnsweredError):
+    if isinstance(exc, AnsweredError | AnswerTooBig):
         return exc.status
     if isinstance(exc, RetryAfter):
         return 429

@@ -49,7 +49,8 @@ class JsonFormatter(RedactingFormatter):
 
 
 def setup_logging(level: int, secrets: Iterable[str], *, json_lines: bool = False) -> None:
-    """Log to stderr at ``level``; httpx stays at WARNING (its request lines carry the bot token)."""
+    """Log to stderr at ``level``; httpx and aiohttp stay at WARNING (their request lines and
+    errors may carry the bot token)."""
     handler = logging.StreamHandler(sys.stderr)
     fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     formatter = JsonFormatter(fmt, secrets) if json_lines else RedactingFormatter(fmt, secrets)
@@ -58,7 +59,7 @@ def setup_logging(level: int, secrets: Iterable[str], *, json_lines: bool = Fals
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("httpx", "httpcore"):
+    for noisy in ("httpx", "httpcore", "aiohttp"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # python-telegram-bot logs a traceback with the whole page for every answer that is not JSON
     # (a proxy's 502 page): during an outage, one per try. The bot's own line names the call and

@@ -75,7 +75,7 @@ async def test_a_delivery_waits_out_an_outage_longer_than_six_tries(
     ours = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("bot."))
     assert "job 1: sendMediaGroup failed (try 3): Bad Gateway (502)" in ours
     # Past the sixth, one try in ten is logged: hours of a try a minute stay readable.
-    assert "job 1: sendMediaGroup failed (try 10): httpx.RemoteProtocolError" in ours
+    assert "job 1: sendMediaGroup failed (try 10): aiohttp.ServerDisconnectedError" in ours
     assert "(try 8)" not in ours and "<html>" not in ours
     assert_clean(telegram, runcomfy)
 

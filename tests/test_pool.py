@@ -1,98 +1,24 @@
-"""The bot's HTTP clients keep their connection pools in linear time, and still drop a connection
-the server closed (bot/pool.py). Every request here goes over real HTTP to loopback fakes."""
+"""LeanPool (bot/pool.py) still drops a connection the server closed and closes idle ones past
+the keep-alive limit. No client of the bot uses it any more (all three are on aiohttp): the
+module and these tests go together. Every request here goes over real HTTP to loopback."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
-from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 import httpcore
 import httpx
-import pytest
 from aiohttp import web
 
 from bot.pool import lean_client
-from tests.conftest import RunningBot
-from tests.fakes.runcomfy_api import FakeRunComfy
-from tests.fakes.telegram_api import FakeTelegram
-
-IDLE = 40  # idle keep-alive connections in a pool: the bot's pools hold up to 64
-
-
-@pytest.fixture
-def counted(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
-    """How often a pool asks its connections whether they are idle, and how often a socket's
-    peer address is fetched (the system call httpcore's idle check made every time)."""
-    calls: Counter[str] = Counter()
-
-    def count(cls: Any, name: str, key: str) -> None:
-        original: Callable[..., Any] = getattr(cls, name)
-
-        def counting(*args: Any, **kwargs: Any) -> Any:
-            calls[key] += 1
-            return original(*args, **kwargs)
-
-        monkeypatch.setattr(cls, name, counting)
-
-    count(httpcore._async.http11.AsyncHTTP11Connection, "is_idle", "is_idle")
-    count(asyncio.trsock.TransportSocket, "getpeername", "getpeername")
-    return calls
-
-
-async def _fill(
-    client: httpx.AsyncClient, method: str, url: str, release: Callable[[], None]
-) -> None:
-    """``IDLE`` requests the server holds at once: as many connections, then all idle."""
-    calls = [asyncio.create_task(client.request(method, url)) for _ in range(IDLE)]
-    for _ in range(500):
-        if len(_pool(client).connections) >= IDLE:
-            break
-        await asyncio.sleep(0.01)
-    release()
-    answers = await asyncio.gather(*calls)
-    assert all(a.status_code < 500 for a in answers)
-    assert len(_pool(client).connections) >= 32  # the RunComfy and download pools keep 32
 
 
 def _pool(client: httpx.AsyncClient) -> httpcore.AsyncConnectionPool:
     pool = client._transport._pool  # type: ignore[attr-defined]
     assert isinstance(pool, httpcore.AsyncConnectionPool)
     return pool
-
-
-async def _one_more(
-    client: httpx.AsyncClient, method: str, url: str, counted: Counter[str]
-) -> Counter[str]:
-    counted.clear()
-    answer = await client.request(method, url)
-    assert answer.status_code < 500
-    return Counter(counted)
-
-
-async def test_each_client_of_the_bot_looks_over_its_pool_once_per_request(
-    bot: RunningBot, telegram: FakeTelegram, runcomfy: FakeRunComfy, counted: Counter[str]
-) -> None:
-    """With 40 idle connections, one request asked each connection "idle?" 40 times over
-    (1,600+ calls per look, two looks per request) and fetched 40 peer addresses; now a few
-    calls per connection and no peer address at all."""
-    # The RunComfy client and the downloads are on aiohttp now: Telegram's client is left.
-    request = bot.app.bot.request
-    clients = {
-        "Telegram": (request._client, "POST", f"{telegram.base_url}{telegram.token}/getMe", ""),  # type: ignore[attr-defined]
-    }
-    for name, (client, method, url, endpoint) in clients.items():
-        if endpoint:  # RunComfy holds them until released
-            runcomfy.hold(endpoint)
-            await _fill(client, method, url, lambda e=endpoint: runcomfy.release(e))
-        else:  # Telegram answers each after 0.5 s
-            telegram.delay_next("getMe", 0.5, times=IDLE)
-            await _fill(client, method, url, lambda: None)
-        calls = await _one_more(client, method, url, counted)
-        assert calls["is_idle"] <= 8 * IDLE, (name, calls)
-        assert calls["getpeername"] == 0, (name, calls)
 
 
 async def test_a_connection_the_server_closed_is_not_reused() -> None:
