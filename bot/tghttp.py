@@ -232,7 +232,10 @@ class AiohttpRequest(BaseRequest):
         self._session = aiohttp.ClientSession(
             connector=connector,
             cookie_jar=aiohttp.DummyCookieJar(),  # httpx kept Telegram's cookies; nobody read them
-            trust_env=False,  # no proxy (or .netrc) from the environment
+            # HTTP_PROXY / HTTPS_PROXY / NO_PROXY are honoured, as python-telegram-bot's httpx
+            # client did: where Telegram is reachable only through a proxy, operators set them.
+            # (RunComfy and the downloads never use them: bot/runcomfy.py, bot/downloads.py.)
+            trust_env=True,
             timeout=aiohttp.ClientTimeout(total=None),  # each request sets its own
             headers={"User-Agent": self.USER_AGENT},
         )

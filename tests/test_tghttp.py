@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from aiohttp import web
+from aiohttp import ClientSession, web
 from telegram import InputMediaDocument, InputMediaPhoto
 from telegram.error import NetworkError, TelegramError, TimedOut
 
@@ -257,16 +257,41 @@ async def test_a_redirect_is_an_answer_not_followed(telegram: FakeTelegram) -> N
     assert telegram.calls_to("getMe") == []
 
 
-async def test_proxies_from_the_environment_are_not_used(
+async def test_a_proxy_from_the_environment_carries_the_calls(
     telegram: FakeTelegram, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    nowhere = f"http://127.0.0.1:{unused_port()}"
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "all_proxy"):
-        monkeypatch.setenv(name, nowhere)
-    bot = checked_bot(telegram.base_url)
-    async with bot:
-        assert bot.bot.username  # getMe reached the fake directly
+    """HTTP_PROXY is honoured for Telegram, as httpx honoured it: an operator whose Telegram is
+    reachable only through a proxy sets it. The proxy (on 127.0.0.2) relays to the fake."""
+    relayed: list[str] = []
 
+    async def relay(request: web.Request) -> web.Response:
+        target = request.raw_path  # a proxy is asked for the absolute URL
+        relayed.append(target)
+        async with ClientSession() as session:
+            body = await request.read()
+            async with session.request(request.method, target, data=body,
+                                       headers={"Content-Type": request.content_type}) as answer:  # fmt: skip
+                return web.Response(status=answer.status, body=await answer.read(),
+                                    content_type=answer.content_type)  # fmt: skip
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", relay)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.2", 0).start()
+    try:
+        port = runner.addresses[0][1]
+        for name in ("NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.2:{port}")
+        bot = checked_bot(telegram.base_url)
+        async with bot:
+            assert bot.bot.username
+    finally:
+        await runner.cleanup()
+
+    # Through the proxy, not around it: asked for the fake's absolute URL.
+    assert relayed and relayed[0].startswith(telegram.base_url) and relayed[0].endswith("/getMe")
     assert len(telegram.calls_to("getMe")) == 1
 
 
