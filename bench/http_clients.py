@@ -5,8 +5,7 @@
 A loopback aiohttp server in another process answers three kinds of request, the bot's commonest:
 a small JSON GET (a RunComfy status or result poll), a 1 MB GET (a result image) and a 4 × 1 MB
 multipart POST (an album to Telegram). This process sends them one at a time, keep-alive, with
-httpx (the pool made lean as the bot had it, ``bot/pool.py`` when present) and with one
-``aiohttp.ClientSession``, and reports its own CPU (user + system, ``getrusage``) per request:
+httpx (as python-telegram-bot's HTTPXRequest uses it) and with one ``aiohttp.ClientSession``, and reports its own CPU (user + system, ``getrusage``) per request:
 the server's CPU is not counted. The decision it supports is in docs/PERFORMANCE.md.
 """
 
@@ -19,12 +18,9 @@ import resource
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import aiohttp
 import httpx
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 SERVER = r"""
 import asyncio, os
@@ -62,12 +58,7 @@ def cpu() -> float:
 
 
 def httpx_client(base: str) -> httpx.AsyncClient:
-    client = httpx.AsyncClient(base_url=base, headers={"Authorization": "Bearer bench"})
-    try:
-        from bot.pool import lean_client  # the bot's pool fix for httpx, while it exists
-    except ImportError:
-        return client
-    return lean_client(client)
+    return httpx.AsyncClient(base_url=base, headers={"Authorization": "Bearer bench"})
 
 
 def httpx_ops(client: httpx.AsyncClient) -> dict[str, Op]:
