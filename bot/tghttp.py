@@ -186,8 +186,9 @@ def _body(request_data: RequestData | None, write_timeout: float | None) -> Time
 
 
 class AiohttpRequest(BaseRequest):
-    """python-telegram-bot's ``BaseRequest`` on one aiohttp session: HTTP/1.1, no proxies from
-    the environment, no cookies kept, redirects not followed, answers read up to a limit.
+    """python-telegram-bot's ``BaseRequest`` on one aiohttp session: HTTP/1.1, an HTTP(S)_PROXY
+    from the environment honoured (as httpx did), no cookies kept, redirects not followed,
+    answers read up to a limit.
 
     The session is made inside the event loop (aiohttp needs one): in :meth:`initialize`, or on
     the first request; :meth:`shutdown` closes it, and may be called any number of times.
