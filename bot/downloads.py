@@ -20,7 +20,6 @@ import logging
 import random
 import re
 import socket
-import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -28,7 +27,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
-from bot import metrics
+from bot import aio, metrics
 from bot.errors import PermanentError, TransientError
 
 log = logging.getLogger(__name__)
@@ -276,14 +275,12 @@ class Downloader:
         if self._session is None:
             connector = aiohttp.TCPConnector(
                 limit=64,
-                keepalive_timeout=5.0,  # httpx's keep-alive expiry
+                keepalive_timeout=aio.KEEPALIVE_SECONDS,
                 # Every new connection asks the resolver again, as before: no cached answers.
                 use_dns_cache=False,
                 resolver=_GuardedResolver(self.policy, self._resolver, self._connect_timeout),
                 socket_factory=_guarded_socket(self.policy),
-                # The system's CA store, or SSL_CERT_FILE / SSL_CERT_DIR when set (httpx fell back
-                # to certifi's bundle; the image installs ca-certificates with python:3.11-slim).
-                ssl=ssl.create_default_context(),
+                ssl=aio.tls_context(),  # the system's CA store, or SSL_CERT_FILE / SSL_CERT_DIR
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,

@@ -8,7 +8,6 @@ import logging
 import math
 import random
 import re
-import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -16,7 +15,7 @@ from typing import Any
 
 import aiohttp
 
-from bot import metrics
+from bot import aio, metrics
 from bot.errors import PermanentError, RunComfyError, SubmitUnknownError, TransientError
 from bot.slots import RankedBucket
 
@@ -292,9 +291,8 @@ class RunComfyClient:
             connector = aiohttp.TCPConnector(
                 limit=self._connections,
                 limit_per_host=0,
-                # httpx's default keep-alive expiry; aiohttp keeps idle connections 15 s.
-                keepalive_timeout=5.0,
-                ssl=ssl.create_default_context(),  # honours SSL_CERT_FILE / SSL_CERT_DIR
+                keepalive_timeout=aio.KEEPALIVE_SECONDS,
+                ssl=aio.tls_context(),  # honours SSL_CERT_FILE / SSL_CERT_DIR
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,

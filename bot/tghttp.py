@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import os
 import re
 import socket
-import ssl
 from typing import IO
 from urllib.parse import urlencode
 
@@ -30,6 +28,8 @@ from telegram._utils.types import ODVInput
 from telegram.error import NetworkError, TelegramError, TimedOut
 from telegram.request import BaseRequest, RequestData
 
+from bot import aio
+
 # Any answer longer than this is refused unread. The Bot API's own answers are far smaller
 # (getUpdates: at most 100 updates); the largest are file downloads, and a bot may download
 # 20 MB at most (bot/intake.py refuses bigger files before asking).
@@ -38,9 +38,6 @@ MAX_ANSWER_BYTES = 32 * 1024 * 1024
 # A body is written in slices of this size, each within the write timeout (httpx wrote 64 KiB
 # chunks, each within it): a peer that stops reading is noticed, for a few timer updates per MB.
 _WRITE_SLICE = 256 * 1024
-
-# The idle time after which a kept-alive connection is closed: httpx's keepalive_expiry.
-_KEEPALIVE_SECONDS = 5.0
 
 _POOL_TIMEOUT_MESSAGE = (  # python-telegram-bot's HTTPXRequest says this
     "Pool timeout: All connections in the connection pool are occupied. "
@@ -56,17 +53,6 @@ class AnswerTooBig(TelegramError):
     def __init__(self, status: int, limit: int) -> None:
         super().__init__(f"the answer is too big (over {limit:,} bytes)")
         self.status = status
-
-
-@functools.cache
-def tls_context() -> ssl.SSLContext:
-    """One TLS context for every session: made once (loading the CA store costs ~20 ms).
-
-    The system's CA store, and SSL_CERT_FILE / SSL_CERT_DIR when set (as httpx honoured them;
-    without them httpx used certifi's bundle, the system's store here: Debian's ca-certificates
-    in the Docker image).
-    """
-    return ssl.create_default_context()
 
 
 def failure_text(exc: BaseException) -> str:
@@ -226,8 +212,8 @@ class AiohttpRequest(BaseRequest):
         connector = aiohttp.TCPConnector(
             limit=self._pool_size,
             limit_per_host=0,
-            ssl=tls_context(),
-            keepalive_timeout=_KEEPALIVE_SECONDS,
+            ssl=aio.tls_context(),
+            keepalive_timeout=aio.KEEPALIVE_SECONDS,
         )
         self._slots = asyncio.Semaphore(self._pool_size)
         self._session = aiohttp.ClientSession(
