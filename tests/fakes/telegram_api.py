@@ -102,6 +102,7 @@ class _Fault:
     delivered_before: int = 0
     skip: int = 0  # matching calls to let through before the fault applies
     body: str = ""  # "raw": the exact answer body
+    file_id: str | None = None  # getFile: only for this file
 
 
 @dataclass
@@ -356,9 +357,12 @@ class FakeTelegram:
         fault.body = text
         self._faults.append(fault)
 
-    def delay_next(self, method: str, seconds: float, times: int = 1) -> None:
-        """Sleep before handling (the call still takes effect, like a slow real server)."""
-        self._faults.append(_Fault("delay", self._canonical(method), times, seconds=seconds))
+    def delay_next(self, method: str, seconds: float, times: int = 1,
+                   file_id: str | None = None) -> None:  # fmt: skip
+        """Sleep before handling (the call still takes effect, like a slow real server);
+        ``file_id``: only calls about that file (getFile)."""
+        fault = _Fault("delay", self._canonical(method), times, seconds=seconds, file_id=file_id)
+        self._faults.append(fault)
 
     def lose_answer_next(self, method: str, seconds: float, times: int = 1) -> None:
         """Handle the call at once (it takes effect), then hold the answer ``seconds``: a client
@@ -680,7 +684,11 @@ class FakeTelegram:
     def _take_fault(self, method: str, params: JsonDict) -> _Fault | None:
         for f in self._faults:
             chat = params.get("chat_id")
-            if f.method == method and (f.chat_id is None or str(f.chat_id) == str(chat)):
+            if (
+                f.method == method
+                and (f.chat_id is None or str(f.chat_id) == str(chat))
+                and (f.file_id is None or params.get("file_id") == f.file_id)
+            ):
                 if f.skip > 0:
                     f.skip -= 1
                     return None
