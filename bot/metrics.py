@@ -28,7 +28,6 @@ from socketserver import ThreadingMixIn
 from typing import Any, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-import httpx
 from prometheus_client import REGISTRY, Counter, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -150,8 +149,8 @@ def telegram_failure(exc: TelegramError) -> str:
 
 
 def failure(exc: BaseException) -> str:
-    """A request that got no answer (an httpx or aiohttp error, or a timeout), as an outcome label."""
-    return "timeout" if isinstance(exc, httpx.TimeoutException | TimeoutError) else "network"
+    """A request that got no answer (aiohttp's error, or a timeout), as an outcome label."""
+    return "timeout" if isinstance(exc, TimeoutError) else "network"
 
 
 def answer(status_code: int) -> str:
