@@ -23,10 +23,12 @@ from urllib.parse import urlencode
 
 import aiohttp
 from aiohttp.abc import AbstractStreamWriter
+from aiohttp.helpers import get_env_proxy_for_url
 from telegram._utils.defaultvalue import DefaultValue
 from telegram._utils.types import ODVInput
 from telegram.error import NetworkError, TelegramError, TimedOut
 from telegram.request import BaseRequest, RequestData
+from yarl import URL
 
 from bot import aio
 
@@ -202,6 +204,7 @@ class AiohttpRequest(BaseRequest):
         # connection and for making it, python-telegram-bot has two (pool and connect).
         self._slots: asyncio.Semaphore | None = None
         self._timeouts: dict[tuple[float | None, float | None], aiohttp.ClientTimeout] = {}
+        self._proxies: dict[str, tuple[URL | None, aiohttp.BasicAuth | None]] = {}
 
     @property
     def read_timeout(self) -> float | None:
@@ -219,10 +222,9 @@ class AiohttpRequest(BaseRequest):
         self._session = aiohttp.ClientSession(
             connector=connector,
             cookie_jar=aiohttp.DummyCookieJar(),  # httpx kept Telegram's cookies; nobody read them
-            # HTTP_PROXY / HTTPS_PROXY / NO_PROXY are honoured, as python-telegram-bot's httpx
-            # client did: where Telegram is reachable only through a proxy, operators set them.
-            # (RunComfy and the downloads never use them: bot/runcomfy.py, bot/downloads.py.)
-            trust_env=True,
+            # The environment's proxy is looked up by _proxy, once per origin: trust_env=True
+            # would also look for a .netrc, in a worker thread, on every request.
+            trust_env=False,
             timeout=aiohttp.ClientTimeout(total=None),  # each request sets its own
             headers={"User-Agent": self.USER_AGENT},
         )
@@ -238,6 +240,22 @@ class AiohttpRequest(BaseRequest):
         session = self._session
         if session is not None and not session.closed:
             await session.close()
+
+    def _proxy(self, url: str) -> tuple[URL | None, aiohttp.BasicAuth | None]:
+        """The HTTP(S)_PROXY from the environment for ``url`` (NO_PROXY honoured), as
+        python-telegram-bot's httpx client used it: where Telegram is reachable only through a
+        proxy, operators set it. (RunComfy and the downloads never use one.)"""
+        origin = url[: url.find("/", url.find("//") + 2)]
+        found = self._proxies.get(origin)
+        if found is None:
+            if len(self._proxies) > 16:  # the Bot API and its file host: one or two origins
+                self._proxies.clear()
+            try:
+                found = get_env_proxy_for_url(URL(origin))
+            except (LookupError, ValueError):  # none; or a URL aiohttp refuses, as it will
+                found = (None, None)
+            self._proxies[origin] = found
+        return found
 
     def _timeout(self, connect: float | None, read: float | None) -> aiohttp.ClientTimeout:
         # A handful of combinations (getUpdates adds its long-poll time): made once each.
@@ -289,10 +307,13 @@ class AiohttpRequest(BaseRequest):
             await slots.acquire()
         try:
             body = _body(request_data, write_timeout)
+            proxy, proxy_auth = self._proxy(url)
             async with session.request(
                 method,
                 url,
                 data=body,
+                proxy=proxy,
+                proxy_auth=proxy_auth,
                 timeout=self._timeout(connect_timeout, read_timeout),
                 allow_redirects=False,  # as httpx: a redirect is an answer (AnsweredError)
             ) as response:
