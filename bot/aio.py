@@ -6,6 +6,8 @@ from __future__ import annotations
 import functools
 import ssl
 
+import aiohttp
+
 # Seconds an idle kept-alive connection stays open: httpx's keepalive_expiry, which the clients
 # had before (aiohttp's own default is 15 s).
 KEEPALIVE_SECONDS = 5.0
@@ -20,3 +22,19 @@ def tls_context() -> ssl.SSLContext:
     in the Docker image).
     """
     return ssl.create_default_context()
+
+
+async def read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes | None:
+    """The (decompressed) body, or None as soon as it proves longer than ``cap`` bytes: by its
+    announced length (then nothing is read), or while reading (a gzip bomb, no length)."""
+    length = response.content_length
+    if length is not None and length > cap:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_any():
+        size += len(chunk)
+        if size > cap:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)

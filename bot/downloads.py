@@ -380,17 +380,10 @@ class Downloader:
                 raise PermanentError("the image link has expired (HTTP {status})", status=status)
             if status >= 400:
                 raise TransientError(_FAILED, reason=f"HTTP {status}")
-            declared = response.headers.get("Content-Length", "")
-            if declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
+            body = await aio.read_capped(response, max_bytes)
+            if body is None:
                 raise PermanentError(_TOO_LARGE)
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in response.content.iter_any():
-                size += len(chunk)
-                if size > max_bytes:
-                    raise PermanentError(_TOO_LARGE)
-                chunks.append(chunk)
-            return b"".join(chunks)
+            return body
 
     def _delay(self, attempt: int) -> float:
         delay = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))

@@ -357,9 +357,9 @@ async def usage_command(update: Update, context: BotContext) -> None:
 
 async def job_for_button(
     update: Update, context: BotContext, action: JobAction
-) -> tuple[Job, Message] | None:
-    """The job a follow-up button names, if the tap came from that job's own follow-up message
-    and the tapper may use the bot.
+) -> tuple[Job, Message, CallbackQuery] | None:
+    """The job a follow-up button names, with the follow-up message and the tap, if the tap came
+    from that job's own follow-up message and the tapper may use the bot.
 
     Answers the tap itself when not (stale, forged or foreign data; a user who is not allowed).
     """
@@ -390,16 +390,15 @@ async def job_for_button(
     except SeqbotError as exc:
         await query.answer(exc.text(lang(update)), show_alert=True)
         return None
-    return job, message
+    return job, message, query
 
 
 async def again_button(update: Update, context: BotContext) -> None:
     """🔁 Again: the same parameters with a new seed, under the same rules as /seq."""
     found = await job_for_button(update, context, JobAction.AGAIN)
-    query = update.callback_query
-    if found is None or query is None:
+    if found is None:
         return
-    job, message = found
+    job, message, query = found
     user = query.from_user
     origin = Origin(
         chat_id=job.chat_id,
@@ -440,10 +439,9 @@ async def _files_button(update: Update, context: BotContext, action: JobAction) 
     """📎 Originals, 🗂 Sheet, 📦 ZIP: made from the files kept on disk, once per follow-up
     message while being sent (and a while after)."""
     found = await job_for_button(update, context, action)
-    query = update.callback_query
-    if found is None or query is None:
+    if found is None:
         return
-    job, message = found
+    job, message, query = found
 
     async def answer(text: str) -> None:
         # A tap answered too late ("query is too old") still gets its files.
@@ -477,10 +475,9 @@ async def zip_button(update: Update, context: BotContext) -> None:
 async def details_button(update: Update, context: BotContext) -> None:
     """ℹ️ Details: prompt, parameters, request id, cost and times."""
     found = await job_for_button(update, context, JobAction.DETAILS)
-    query = update.callback_query
-    if found is None or query is None:
+    if found is None:
         return
-    job, message = found
+    job, message, query = found
     key = (job.chat_id, job.id)
     repeats = context.repeats.details
     if repeats.get(key) is not None:

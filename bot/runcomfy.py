@@ -200,21 +200,6 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
-async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes | None:
-    """The (decompressed) body, or None as soon as it proves longer than ``cap`` bytes."""
-    length = response.content_length
-    if length is not None and length > cap:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := await response.content.readany():
-        size += len(chunk)
-        if size > cap:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _normalise_status(raw: Any) -> RemoteStatus:
     word = str(raw).lower()[:40]
     try:
@@ -336,7 +321,7 @@ class RunComfyClient:
             headers=headers,
             allow_redirects=False,
         ) as response:
-            body = await _read_capped(response, MAX_ANSWER_BYTES)
+            body = await aio.read_capped(response, MAX_ANSWER_BYTES)
             if body is None:
                 response.close()  # the rest is not read: the connection is not reused
             return _Answer(response.status, body, _retry_after(response.headers.get("Retry-After")))

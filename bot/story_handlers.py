@@ -28,10 +28,9 @@ _REDO = "Panel {n}: reply to this message with its new text, or “same” to ke
 async def continue_button(update: Update, context: BotContext) -> None:
     """➡️ Continue: ask the tapper what happens next."""
     found = await job_for_button(update, context, JobAction.NEXT)
-    query = update.callback_query
-    if found is None or query is None:
+    if found is None:
         return
-    job, message = found
+    job, message, query = found
     try:
         context.story.check(job)
     except SeqbotError as exc:
@@ -45,13 +44,10 @@ async def continue_button(update: Update, context: BotContext) -> None:
 async def redo_button(update: Update, context: BotContext) -> None:
     """✏️ Redo panel: the follow-up shows one button per panel; a panel's button asks the
     tapper for its new text."""
-    query = update.callback_query
-    if query is None:
-        return
     found = await job_for_button(update, context, JobAction.REDO)
     if found is None:
         return
-    job, message = found
+    job, message, query = found
     language = lang(update)
     try:
         context.story.check(job)
@@ -81,10 +77,9 @@ async def redo_button(update: Update, context: BotContext) -> None:
 async def back_button(update: Update, context: BotContext) -> None:
     """↩️ Back: the follow-up's own buttons again."""
     found = await job_for_button(update, context, JobAction.BACK)
-    query = update.callback_query
-    if found is None or query is None:
+    if found is None:
         return
-    job, message = found
+    job, message, query = found
     await answer_quietly(query)
     await _keyboard(message, context.runner.delivery.result.actions_keyboard(job))
 

@@ -326,19 +326,8 @@ class AiohttpRequest(BaseRequest):
             slots.release()
 
     async def _read(self, response: aiohttp.ClientResponse) -> bytes:
-        """The body, decompressed, refused past ``max_answer_bytes`` (by its announced length
-        when there is one: such a body is not read at all)."""
-        limit = self._max_answer_bytes
-        length = response.content_length
-        if length is not None and length > limit:
-            raise AnswerTooBig(response.status, limit)
-        if length is not None and not response.headers.get("Content-Encoding"):
-            return await response.read()  # the parser stops at Content-Length
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.content.iter_any():
-            size += len(chunk)
-            if size > limit:
-                raise AnswerTooBig(response.status, limit)
-            chunks.append(chunk)
-        return b"".join(chunks)
+        """The body, decompressed; AnswerTooBig past ``max_answer_bytes``."""
+        body = await aio.read_capped(response, self._max_answer_bytes)
+        if body is None:
+            raise AnswerTooBig(response.status, self._max_answer_bytes)
+        return body

@@ -96,6 +96,21 @@ async def help_sent(telegram: FakeTelegram, chat_id: int) -> str:
     return str(call.params["text"])
 
 
+async def zip_sent(telegram: FakeTelegram) -> bytes:
+    """Wait for the first 📦 ZIP the bot sends and return its bytes."""
+    call = await telegram.wait_for(
+        lambda: next(
+            (
+                c
+                for c in telegram.calls_to("sendDocument", ok_only=True)
+                if c.params.get("caption", "").startswith("📦")
+            ),
+            None,
+        )
+    )
+    return telegram.files[call.response["result"]["document"]["file_id"]]
+
+
 async def reply_to(telegram: FakeTelegram, update: dict[str, Any]) -> str:
     """Wait for the bot's text reply to a message update and return its text."""
     message_id = update["message"]["message_id"]

@@ -25,6 +25,7 @@ from tests.helpers import (
     refs_env,
     reply_to,
     until_final,
+    zip_sent,
 )
 from tests.test_refs_in import colour, job_started, kept, refs_on
 
@@ -175,18 +176,7 @@ async def test_the_zip_holds_the_references_in_a_refs_folder(
     refs = kept(bot, job)
 
     await answered(telegram, telegram.press_button(key, "v1:zip:1"))
-    call = await telegram.wait_for(
-        lambda: next(
-            (
-                c
-                for c in telegram.calls_to("sendDocument", ok_only=True)
-                if c.params.get("caption", "").startswith("📦")
-            ),
-            None,
-        )
-    )
-
-    data = telegram.files[call.response["result"]["document"]["file_id"]]
+    data = await zip_sent(telegram)
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         assert archive.namelist() == ["01.jpg", "02.jpg", "refs/1.jpg", "refs/2.jpg", "prompt.txt"]
         assert [archive.read(f"refs/{n}.jpg") for n in (1, 2)] == refs  # in the model's order

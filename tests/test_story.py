@@ -20,7 +20,7 @@ from bot.store import Job, Status, Store
 from tests.conftest import Bots, RunningBot
 from tests.fakes.runcomfy_api import FakeRunComfy
 from tests.fakes.telegram_api import ADA_ID, FakeTelegram
-from tests.helpers import answered, assert_clean, reply_to, until_final, write_job
+from tests.helpers import answered, assert_clean, reply_to, until_final, write_job, zip_sent
 from tests.test_payments import _paid_bot
 from tests.test_refs_in import colour, kept, refs_on
 
@@ -374,17 +374,7 @@ async def test_sheet_zip_show_and_details_use_the_latest_version_after_a_restart
 
     # 📦 ZIP: 02.jpg is the new version; prompt.txt lists the versions.
     await answered(telegram, telegram.press_button(fkey(first), "v1:zip:1"))
-    call = await telegram.wait_for(
-        lambda: next(
-            (
-                c
-                for c in telegram.calls_to("sendDocument", ok_only=True)
-                if c.params.get("caption", "").startswith("📦")
-            ),
-            None,
-        )
-    )
-    data = telegram.files[call.response["result"]["document"]["file_id"]]
+    data = await zip_sent(telegram)
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         assert [archive.read(f"0{n}.jpg") for n in (1, 2, 3)] == [old[0], new_panel, old[2]]
         assert (
