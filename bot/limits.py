@@ -36,8 +36,9 @@ def until_reset(now: float, lang: str | None) -> str:
     return tr(lang, "{hours} h {minutes} min", hours=hours, minutes=minutes)
 
 
-def check_access(settings: Settings, *, user_id: int | None, chat_id: int) -> None:
-    """Raise RefusedError unless both the user and the chat are allowed (admins always are)."""
+def check_access(settings: Settings, *, user_id: int | None, chat_id: int | None) -> None:
+    """Raise RefusedError unless both the user and the chat are allowed (admins always are;
+    ALLOWED_USER_IDS and ALLOWED_CHAT_IDS: the one place that reads them)."""
     if user_id is not None and user_id in settings.admin_user_ids:
         return
     if settings.allowed_chat_ids and chat_id not in settings.allowed_chat_ids:

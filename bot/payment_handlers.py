@@ -20,7 +20,7 @@ from telegram.ext import ApplicationHandlerStop
 from bot import callbacks, limits, payments, render
 from bot.callbacks import BuyButton
 from bot.context import BotContext
-from bot.errors import RefusedError, SeqbotError
+from bot.errors import SeqbotError
 from bot.handlers import JOB_ID_RE, lang
 from bot.permissions import requester_of
 from bot.store import Invoice, PaidUpdate, Payment, Store
@@ -43,17 +43,10 @@ def _check_buyer(context: BotContext, user_id: int | None, chat_id: int | None =
     """Raise RefusedError unless ALLOWED_USER_IDS lets this person use the bot, and, for the
     credits of a chat identity (``chat_id``), ALLOWED_CHAT_IDS lets that chat. A person's own
     credits are theirs wherever they go, so the chat allowlist does not apply to them."""
-    settings = context.settings
-    if user_id is not None and user_id in settings.admin_user_ids:
-        return
-    if (
-        chat_id is not None
-        and settings.allowed_chat_ids
-        and chat_id not in settings.allowed_chat_ids
-    ):
-        raise RefusedError("Sorry, this bot is not available in this chat.")
-    if settings.allowed_user_ids and user_id not in settings.allowed_user_ids:
-        raise RefusedError("Sorry, this bot is not available to you.")
+    if chat_id is None:
+        limits.check_user(context.settings, user_id)
+    else:
+        limits.check_access(context.settings, user_id=user_id, chat_id=chat_id)
 
 
 # A locked database: the first tries wait at most about this long in the handler; then the buyer

@@ -10,6 +10,7 @@ from telegram import Bot, Chat, Message, User
 from telegram.constants import ChatID, ChatMemberStatus
 from telegram.error import TelegramError
 
+from bot import limits
 from bot.config import Settings
 from bot.errors import RefusedError
 from bot.models import Job, Origin
@@ -116,11 +117,11 @@ def outsider_refusal(
     Bot admins always may. ``buying`` (/buy, its buttons, /balance…) in a private chat answers to
     the user allowlist only: credits are the person's own, and a group's /buy sends them there.
     """
-    if user_id is not None and user_id in settings.admin_user_ids:
-        return None
-    outside_chats = settings.allowed_chat_ids and chat_id not in settings.allowed_chat_ids
-    if outside_chats and not (buying and private):
-        return RefusedError("Sorry, this bot is not available in this chat.")
-    if settings.allowed_user_ids and user_id not in settings.allowed_user_ids:
-        return RefusedError("Sorry, this bot is not available to you.")
+    try:
+        if buying and private:
+            limits.check_user(settings, user_id)
+        else:
+            limits.check_access(settings, user_id=user_id, chat_id=chat_id)
+    except RefusedError as exc:
+        return exc
     return None

@@ -26,7 +26,7 @@ from bot.store import Invoice, NotEnoughCredits, Reserve, Store
 from tests.conftest import Bots, RunningBot
 from tests.fakes.runcomfy_api import FakeRunComfy, JobScript
 from tests.fakes.telegram_api import ADA_ID, FakeTelegram
-from tests.helpers import assert_clean, help_sent, menu_set, reply_to, until_final
+from tests.helpers import answered, assert_clean, help_sent, menu_set, reply_to, until_final
 from tests.test_process import BotProcess, process_env  # noqa: F401 - a fixture
 
 PACKS = "10:75,50:300"
@@ -447,6 +447,23 @@ async def test_a_user_not_allowed_cannot_buy(
     text = await reply_to(telegram, telegram.send_text("/buy"))
     assert text == "Sorry, this bot is not available to you."
     assert telegram.invoices == []
+
+
+async def test_a_chats_credits_are_not_sold_for_a_chat_outside_the_allowlist(
+    telegram: FakeTelegram, runcomfy: FakeRunComfy, bots: Bots
+) -> None:
+    """Buying for oneself passes the private chat whatever ALLOWED_CHAT_IDS says; a pack of a
+    chat identity's credits (its button names the chat) only for an allowed chat."""
+    await bots.start(STARS_PACKS=PACKS, ALLOWED_CHAT_IDS=str(GROUP))
+    assert "Buy image credits" in await reply_to(telegram, telegram.send_text("/buy"))
+    packs = telegram.calls_to("sendMessage", ok_only=True)[-1].response["result"]
+    outside = GROUP - 1
+    answer = await answered(telegram, telegram.press_button(packs, f"v1:buy:10:{outside}"))
+    assert answer["text"] == "Sorry, this bot is not available in this chat."
+    assert telegram.invoices == []
+    telegram.press_button(packs, f"v1:buy:10:{GROUP}")  # the allowed group: sold
+    invoice = await telegram.wait_for(lambda: telegram.invoices and telegram.invoices[-1])
+    assert invoice["chat_id"] == ADA_ID
 
 
 async def test_the_fake_checks_invoices_and_refunds_as_telegram_does(
